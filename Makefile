@@ -1,0 +1,42 @@
+# Every target creates .venv and installs the pinned requirements on first use.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+PY := $(BIN)/python
+STAMP := $(VENV)/.installed-requirements
+
+.DEFAULT_GOAL := help
+.PHONY: help run serve test lint typecheck check-generated generate contract evaluate bench simulate clean
+
+help: ## list the targets
+	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  make %-16s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+$(STAMP): requirements.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --disable-pip-version-check -r requirements.txt
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+serve: $(STAMP) ## run one accounts service on 127.0.0.1:8000 (demo accounts, 30% credit faults)
+	$(PY) -m server --host 127.0.0.1 --port 8000
+
+test: $(STAMP) lint typecheck check-generated ## lint, types, client freshness, and every test
+	$(PY) -m pytest
+
+lint: $(STAMP) ## ruff
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: $(STAMP) ## mypy on server/ and saga/
+	$(BIN)/mypy server tests openapi
+
+generate: $(STAMP) ## regenerate generated_client/ from openapi/openapi.yaml
+	$(PY) openapi/generate.py
+
+check-generated: $(STAMP) ## fail if generated_client/ is stale against openapi/openapi.yaml
+	$(PY) openapi/generate.py --check
+
+clean: ## remove the venv, caches and local databases
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +

@@ -1,0 +1,19 @@
+from enum import StrEnum
+
+
+class ErrorCode(StrEnum):
+    BALANCE_LIMIT_EXCEEDED = "balance_limit_exceeded"
+    IDEMPOTENCY_KEY_REUSED = "idempotency_key_reused"
+    INJECTED_FAULT = "injected_fault"
+    INSUFFICIENT_FUNDS = "insufficient_funds"
+    INTERNAL_ERROR = "internal_error"
+    INVALID_REQUEST = "invalid_request"
+    INVALID_TRANSACTION_ID = "invalid_transaction_id"
+    MISSING_TRANSACTION_ID = "missing_transaction_id"
+    TRANSACTION_COMPENSATED = "transaction_compensated"
+    TRANSFER_COMPLETED = "transfer_completed"
+    UNAUTHORIZED = "unauthorized"
+    UNKNOWN_USER = "unknown_user"
+
+    def __str__(self) -> str:
+        return str(self.value)

@@ -1,0 +1,109 @@
+"""``python -m server``: run one accounts service."""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import uvicorn
+
+from server.app import create_app
+from server.settings import DEMO_ACCOUNTS, ConfigurationError, Settings, load_accounts
+
+
+def _env(name: str, default: str | None = None) -> str | None:
+    return os.environ.get(f"ACCOUNTS_{name}", default)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m server",
+        description="Run an accounts service. Every flag also reads an ACCOUNTS_* environment variable.",
+    )
+    parser.add_argument("--host", default=_env("HOST", "127.0.0.1"), help="bind address (ACCOUNTS_HOST)")
+    parser.add_argument("--port", type=int, default=int(_env("PORT", "8000") or 8000), help="port (ACCOUNTS_PORT)")
+    parser.add_argument(
+        "--fd", type=int, default=None, help="serve on an already bound, inherited socket instead of --host/--port"
+    )
+    parser.add_argument(
+        "--accounts",
+        type=Path,
+        default=_env("ACCOUNTS_FILE"),
+        help='JSON object {"alice": 100000, ...} in minor units (ACCOUNTS_ACCOUNTS_FILE); '
+        "default: alice, bob and charlie with 100000 each",
+    )
+    parser.add_argument(
+        "--credit-fault-rate",
+        type=float,
+        default=float(_env("CREDIT_FAULT_RATE", "0.3") or 0.3),
+        help="probability that /credit answers 500 before applying (ACCOUNTS_CREDIT_FAULT_RATE, default 0.3)",
+    )
+    parser.add_argument(
+        "--credit-fault-after-commit-rate",
+        type=float,
+        default=float(_env("CREDIT_FAULT_AFTER_COMMIT_RATE", "0") or 0),
+        help="probability that /credit applies and then answers 500 (ACCOUNTS_CREDIT_FAULT_AFTER_COMMIT_RATE)",
+    )
+    seed = _env("FAULT_SEED")
+    parser.add_argument(
+        "--fault-seed",
+        type=int,
+        default=int(seed) if seed else None,
+        help="seed of the fault generator, for reproducible runs (ACCOUNTS_FAULT_SEED)",
+    )
+    parser.add_argument("--token", default=_env("TOKEN"), help="require Authorization: Bearer TOKEN (ACCOUNTS_TOKEN)")
+    parser.add_argument(
+        "--log-level",
+        default=_env("LOG_LEVEL", "info"),
+        choices=["debug", "info", "warning", "error"],
+        help="info logs one line per request (ACCOUNTS_LOG_LEVEL)",
+    )
+    return parser
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        accounts = load_accounts(args.accounts) if args.accounts else dict(DEMO_ACCOUNTS)
+        settings = Settings(
+            accounts=accounts,
+            credit_fault_rate=args.credit_fault_rate,
+            credit_fault_after_commit_rate=args.credit_fault_after_commit_rate,
+            fault_seed=args.fault_seed,
+            token=args.token or None,
+            log_requests=args.log_level in ("debug", "info"),
+        )
+    except ConfigurationError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    if args.fd is None and not _is_loopback(args.host) and settings.token is None:
+        print(
+            f"warning: serving on {args.host} without a token: anyone who reaches it can move money; "
+            "set --token or ACCOUNTS_TOKEN",
+            file=sys.stderr,
+        )
+    logging.basicConfig(level=args.log_level.upper(), format="%(message)s", stream=sys.stderr)
+    app = create_app(settings)
+    if args.fd is not None:
+        uvicorn.run(app, fd=args.fd, log_level=args.log_level, access_log=False)
+    else:
+        uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level, access_log=False)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,342 @@
+"""The HTTP adapter: a FastAPI app around one :class:`~server.ledger.Ledger`."""
+
+from __future__ import annotations
+
+import hmac
+import json
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Annotated, Any
+
+from fastapi import FastAPI, Header, Path, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import Response
+from pydantic import BaseModel, ConfigDict, Field, StrictInt
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from server.contract import TRANSACTION_ID_PATTERN, USER_ID_PATTERN, load_contract
+from server.faults import CreditFaults
+from server.ledger import (
+    COMPENSATE_CREDIT,
+    COMPENSATE_DEBIT,
+    CREDIT,
+    DEBIT,
+    MAX_AMOUNT,
+    Entry,
+    IdempotencyKeyReused,
+    Ledger,
+    Operation,
+)
+from server.problems import PROBLEM_CONTENT_TYPE, ErrorCode, problem_body
+from server.settings import Settings
+
+request_log = logging.getLogger("server.requests")
+
+CONTRACT_PATH_PREFIXES = ("/debit", "/credit", "/compensate_", "/accounts", "/transactions/")
+
+REJECTION_DETAILS: dict[str, str] = {
+    "unknown_user": "no account has user_id {user_id!r}",
+    "insufficient_funds": "the balance of {user_id!r} is too low for {operation} of {amount}",
+    "balance_limit_exceeded": "a credit of {amount} would take the balance of {user_id!r} above the limit",
+    "transaction_compensated": "{operation} was refused: the transaction was already compensated",
+    "transfer_completed": "the debit stands: this service holds an applied credit under the same transaction_id",
+}
+
+
+OPERATION_IDS: dict[str, str] = {
+    DEBIT: "debit",
+    CREDIT: "credit",
+    COMPENSATE_DEBIT: "compensateDebit",
+    COMPENSATE_CREDIT: "compensateCredit",
+}
+
+
+def _problems(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """The route's documented error statuses, so the drift test can compare them to the contract."""
+    return {status: {"content": {PROBLEM_CONTENT_TYPE: {}}} for status in statuses}
+
+
+class LedgerRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    user_id: Annotated[str, Field(min_length=1, max_length=64, pattern=USER_ID_PATTERN)]
+    amount: Annotated[StrictInt, Field(ge=1, le=MAX_AMOUNT, description="Minor units (cents).")]
+
+
+TransactionIdHeader = Annotated[
+    str,
+    Header(
+        alias="transaction_id",
+        convert_underscores=False,
+        min_length=1,
+        max_length=128,
+        pattern=TRANSACTION_ID_PATTERN,
+    ),
+]
+
+
+class Problem(Exception):
+    """An error answer: raised anywhere in the adapter, rendered as problem+json."""
+
+    def __init__(self, status: int, code: ErrorCode, detail: str, transaction_id: str | None = None) -> None:
+        super().__init__(detail)
+        self.status = status
+        self.code = code
+        self.detail = detail
+        self.transaction_id = transaction_id
+
+
+def problem_response(problem: Problem, headers: dict[str, str] | None = None) -> Response:
+    body = problem_body(problem.code, problem.status, problem.detail, problem.transaction_id)
+    return Response(body, status_code=problem.status, media_type=PROBLEM_CONTENT_TYPE, headers=headers)
+
+
+def json_response(payload: object, headers: dict[str, str] | None = None) -> Response:
+    return Response(json.dumps(payload, separators=(",", ":")), media_type="application/json", headers=headers)
+
+
+def log_request(transaction_id: str | None, operation: str, status: int, result: str, replayed: bool = False) -> None:
+    if request_log.isEnabledFor(logging.INFO):
+        request_log.info(
+            json.dumps(
+                {
+                    "transaction_id": transaction_id,
+                    "operation": operation,
+                    "status": status,
+                    "outcome": result,
+                    "replayed": replayed,
+                },
+                separators=(",", ":"),
+            )
+        )
+
+
+class BearerTokenMiddleware:
+    """Refuses contract operations without the configured bearer token."""
+
+    def __init__(self, app: ASGIApp, token: str) -> None:
+        self.app = app
+        self.expected = f"Bearer {token}".encode()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["path"].startswith(CONTRACT_PATH_PREFIXES):
+            presented = next((value for name, value in scope["headers"] if name == b"authorization"), b"")
+            if not hmac.compare_digest(presented, self.expected):
+                log_request(None, scope["path"], 401, "unauthorized")
+                response = problem_response(
+                    Problem(401, "unauthorized", "this service requires Authorization: Bearer <token>"),
+                    headers={"WWW-Authenticate": "Bearer"},
+                )
+                await response(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
+class ContractApp(FastAPI):
+    """A FastAPI app that serves the committed contract as its OpenAPI document."""
+
+    def openapi(self) -> dict[str, Any]:
+        return load_contract()
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """Build one accounts service with its own, empty-history ledger."""
+    settings = settings or Settings()
+    ledger = Ledger(settings.accounts)
+    faults = CreditFaults(settings.credit_fault_rate, settings.credit_fault_after_commit_rate, seed=settings.fault_seed)
+    if not settings.log_requests:
+        request_log.disabled = True
+
+    app = ContractApp(
+        title="Accounts service",
+        version="1.0.0",
+        redoc_url=None,
+        exception_handlers={
+            RequestValidationError: _on_validation_error,
+            Problem: _on_problem,
+            StarletteHTTPException: _on_http_exception,
+            Exception: _on_unexpected_error,
+        },
+    )
+    app.state.ledger = ledger
+    app.state.faults = faults
+    app.state.settings = settings
+    if settings.token is not None:
+        app.add_middleware(BearerTokenMiddleware, token=settings.token)
+
+    def ledger_endpoint(operation: Operation) -> Callable[[LedgerRequest, str], Awaitable[Response]]:
+        faulted = operation == CREDIT
+
+        async def endpoint(body: LedgerRequest, transaction_id: TransactionIdHeader) -> Response:
+            try:
+                entry = ledger.recorded(operation, transaction_id, body.user_id, body.amount)
+            except IdempotencyKeyReused as error:
+                raise Problem(422, "idempotency_key_reused", str(error), transaction_id) from None
+            if entry is not None:
+                return _ledger_response(entry, replayed=True)
+            if faulted and faults.fail_before_commit():
+                raise Problem(500, "injected_fault", "injected fault: the credit was not applied", transaction_id)
+            try:
+                entry = ledger.apply(operation, transaction_id, body.user_id, body.amount)
+            except IdempotencyKeyReused as error:
+                raise Problem(422, "idempotency_key_reused", str(error), transaction_id) from None
+            if faulted and entry.outcome == "applied" and faults.fail_after_commit():
+                raise Problem(500, "injected_fault", "injected fault: the outcome is unknown", transaction_id)
+            return _ledger_response(entry, replayed=False)
+
+        endpoint.__name__ = operation
+        return endpoint
+
+    for operation in (DEBIT, CREDIT, COMPENSATE_DEBIT, COMPENSATE_CREDIT):
+        app.add_api_route(
+            f"/{operation}",
+            ledger_endpoint(operation),
+            methods=["POST"],
+            operation_id=OPERATION_IDS[operation],
+            response_model=None,
+            responses=_problems(400, 401, 404, 409, 422, 500),
+        )
+
+    @app.get("/accounts", operation_id="listAccounts", response_model=None, responses=_problems(400, 401, 500))
+    async def list_accounts(transaction_id: TransactionIdHeader) -> Response:
+        accounts = [{"user_id": account.user_id, "balance": account.balance} for account in ledger.accounts()]
+        log_request(transaction_id, "list_accounts", 200, "read")
+        return json_response({"accounts": accounts})
+
+    # ``:path`` lets a user_id with an encoded slash reach the validator,
+    # which answers 422, instead of falling through to an undocumented 404.
+    @app.get(
+        "/accounts/{user_id:path}",
+        operation_id="getAccount",
+        response_model=None,
+        responses=_problems(400, 401, 404, 422, 500),
+    )
+    async def get_account(
+        user_id: Annotated[str, Path(min_length=1, max_length=64, pattern=USER_ID_PATTERN)],
+        transaction_id: TransactionIdHeader,
+    ) -> Response:
+        balance = ledger.balance(user_id)
+        if balance is None:
+            raise Problem(404, "unknown_user", f"no account has user_id {user_id!r}", transaction_id)
+        log_request(transaction_id, "get_account", 200, "read")
+        return json_response({"user_id": user_id, "balance": balance})
+
+    @app.get(
+        "/transactions/{transaction_id:path}",
+        operation_id="getTransaction",
+        response_model=None,
+        responses=_problems(400, 401, 422, 500),
+    )
+    async def get_transaction(
+        transaction_id: Annotated[str, Path(min_length=1, max_length=128, pattern=TRANSACTION_ID_PATTERN)],
+        correlation_id: TransactionIdHeader,
+    ) -> Response:
+        entries = [_trail_entry(entry) for entry in ledger.trail(transaction_id)]
+        log_request(correlation_id, "get_transaction", 200, "read")
+        return json_response({"transaction_id": transaction_id, "entries": entries})
+
+    @app.get("/healthz", include_in_schema=False)
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    return app
+
+
+def _ledger_response(entry: Entry, *, replayed: bool) -> Response:
+    headers = {"Idempotent-Replayed": "true"} if replayed else None
+    if entry.rejection is not None:
+        detail = REJECTION_DETAILS[entry.rejection].format(
+            user_id=entry.user_id, amount=entry.amount, operation=entry.operation
+        )
+        log_request(entry.transaction_id, entry.operation, entry.status, entry.rejection, replayed)
+        return problem_response(Problem(entry.status, entry.rejection, detail, entry.transaction_id), headers)
+    log_request(entry.transaction_id, entry.operation, 200, str(entry.outcome), replayed)
+    return json_response(
+        {
+            "transaction_id": entry.transaction_id,
+            "operation": entry.operation,
+            "user_id": entry.user_id,
+            "amount": entry.amount,
+            "balance": entry.balance,
+            "outcome": entry.outcome,
+        },
+        headers,
+    )
+
+
+def _trail_entry(entry: Entry) -> dict[str, Any]:
+    view: dict[str, Any] = {
+        "operation": entry.operation,
+        "user_id": entry.user_id,
+        "amount": entry.amount,
+        "status": entry.status,
+    }
+    if entry.rejection is None:
+        view["outcome"] = entry.outcome
+        view["balance"] = entry.balance
+    else:
+        view["code"] = entry.rejection
+    return view
+
+
+def _operation_name(request: Request) -> str:
+    route = request.scope.get("route")
+    return getattr(route, "name", None) or request.url.path
+
+
+def _header_transaction_id(request: Request) -> str | None:
+    """The request's transaction_id, when it is well-formed enough to echo back."""
+    value = request.headers.get("transaction_id")
+    if value is None or not 1 <= len(value) <= 128:
+        return None
+    return value if all((ch.isalnum() and ch.isascii()) or ch in "._:-" for ch in value) else None
+
+
+async def _on_problem(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, Problem)
+    log_request(exc.transaction_id, _operation_name(request), exc.status, exc.code)
+    return problem_response(exc)
+
+
+async def _on_validation_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, RequestValidationError)
+    errors: Sequence[Any] = exc.errors()
+    header_errors = [error for error in errors if tuple(error.get("loc", ()))[:1] == ("header",)]
+    if header_errors:
+        if any(error.get("type") == "missing" for error in header_errors):
+            detail = "the transaction_id header is required"
+            misspelled = [name for name in ("transaction-id",) if name in request.headers]
+            if misspelled:
+                detail += ": it must be spelled transaction_id, with an underscore, not transaction-id"
+            problem = Problem(400, "missing_transaction_id", detail)
+        else:
+            problem = Problem(
+                400, "invalid_transaction_id", "transaction_id must be 1-128 characters of A-Z a-z 0-9 . _ : -"
+            )
+    else:
+        problem = Problem(422, "invalid_request", _describe(errors), _header_transaction_id(request))
+    log_request(problem.transaction_id, _operation_name(request), problem.status, problem.code)
+    return problem_response(problem)
+
+
+def _describe(errors: Sequence[Any]) -> str:
+    parts = []
+    for error in errors[:5]:
+        location = ".".join(str(part) for part in error.get("loc", ()) if part != "body") or "body"
+        parts.append(f"{location}: {error.get('msg', 'invalid')}")
+    return "; ".join(parts)
+
+
+async def _on_http_exception(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, StarletteHTTPException)
+    headers = dict(exc.headers) if exc.headers else None
+    problem = Problem(exc.status_code, "invalid_request", str(exc.detail))
+    log_request(None, request.url.path, exc.status_code, "invalid_request")
+    return problem_response(problem, headers)
+
+
+async def _on_unexpected_error(request: Request, exc: Exception) -> Response:
+    logging.getLogger("server").exception("unexpected error on %s", request.url.path)
+    problem = Problem(500, "internal_error", "an unexpected error occurred; the outcome is unknown")
+    return problem_response(problem)

@@ -1,0 +1,28 @@
+"""The committed OpenAPI contract, which the service serves as it is."""
+
+from __future__ import annotations
+
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+CONTRACT_PATH = Path(__file__).resolve().parent.parent / "openapi" / "openapi.yaml"
+
+
+@cache
+def _load(path: Path) -> dict[str, Any]:
+    document = yaml.safe_load(path.read_text(encoding="utf-8"))
+    if not isinstance(document, dict):
+        raise ValueError(f"{path} is not an OpenAPI document")
+    return document
+
+
+def load_contract(path: Path = CONTRACT_PATH) -> dict[str, Any]:
+    """The contract document; read once per process, since it never changes while running."""
+    return _load(path)
+
+
+TRANSACTION_ID_PATTERN = r"^[A-Za-z0-9._:-]{1,128}$"
+USER_ID_PATTERN = r"^[A-Za-z0-9_.-]{1,64}$"

@@ -1,0 +1,51 @@
+"""RFC 9457 problem details with the contract's stable error codes."""
+
+from __future__ import annotations
+
+import json
+from typing import Final, Literal
+
+ErrorCode = Literal[
+    "missing_transaction_id",
+    "invalid_transaction_id",
+    "invalid_request",
+    "unauthorized",
+    "unknown_user",
+    "insufficient_funds",
+    "balance_limit_exceeded",
+    "transaction_compensated",
+    "transfer_completed",
+    "idempotency_key_reused",
+    "injected_fault",
+    "internal_error",
+]
+
+PROBLEM_CONTENT_TYPE: Final = "application/problem+json"
+
+TITLES: Final[dict[str, str]] = {
+    "missing_transaction_id": "Missing transaction_id header",
+    "invalid_transaction_id": "Invalid transaction_id header",
+    "invalid_request": "Invalid request",
+    "unauthorized": "Unauthorized",
+    "unknown_user": "Unknown user",
+    "insufficient_funds": "Insufficient funds",
+    "balance_limit_exceeded": "Balance limit exceeded",
+    "transaction_compensated": "Transaction compensated",
+    "transfer_completed": "Transfer completed",
+    "idempotency_key_reused": "Idempotency key reused",
+    "injected_fault": "Injected fault",
+    "internal_error": "Internal error",
+}
+
+
+def problem_body(code: ErrorCode, status: int, detail: str, transaction_id: str | None = None) -> bytes:
+    problem: dict[str, object] = {
+        "type": f"/problems/{code}",
+        "title": TITLES[code],
+        "status": status,
+        "detail": detail,
+        "code": code,
+    }
+    if transaction_id is not None:
+        problem["transaction_id"] = transaction_id
+    return json.dumps(problem, separators=(",", ":")).encode()

@@ -1,0 +1,29 @@
+"""Shared fixtures: real accounts services in child processes, always stopped."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+from server.process import ServerProcess
+
+StartServer = Callable[..., ServerProcess]
+
+
+@pytest.fixture
+def start_server() -> Iterator[StartServer]:
+    """Start ``python -m server`` processes on free loopback ports; stop them all at teardown."""
+    started: list[ServerProcess] = []
+
+    def start(accounts: dict[str, int] | None = None, **options: Any) -> ServerProcess:
+        server = ServerProcess(accounts, **options)
+        started.append(server)
+        return server.start()
+
+    try:
+        yield start
+    finally:
+        for server in started:
+            server.stop()

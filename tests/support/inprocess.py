@@ -1,0 +1,21 @@
+"""An in-process client for unit tests of the HTTP adapter (no sockets)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+from contextlib import asynccontextmanager
+
+import httpx
+from fastapi import FastAPI
+
+
+@asynccontextmanager
+async def asgi_client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://accounts.test") as client:
+        yield client
+
+
+def ledger_call(transaction_id: str, user_id: str = "alice", amount: int = 100) -> dict[str, Any]:
+    return {"headers": {"transaction_id": transaction_id}, "json": {"user_id": user_id, "amount": amount}}
