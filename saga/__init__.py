@@ -1,0 +1,34 @@
+"""Transfer sagas: move money between accounts services, durably, through the generated client.
+
+async with Orchestrator(await SqliteSagaLog.open("saga.db")) as orchestrator:
+    result = await orchestrator.transfer(
+        AccountRef("http://127.0.0.1:8000", "alice"), AccountRef("http://127.0.0.1:8001", "bob"), 2_500
+    )
+    assert result.state is SagaState.COMPLETED
+"""
+
+from saga.log import MemorySagaLog, SagaLog, SagaLogError, SqliteSagaLog
+from saga.orchestrator import InvalidTransfer, Orchestrator, fast_transport
+from saga.records import AccountRef, Attempt, SagaRecord
+from saga.retry import RetryPolicies, RetryPolicy
+from saga.run import TransferResult
+from saga.states import SagaState
+from saga.sync import transfer_sync
+
+__all__ = [
+    "AccountRef",
+    "Attempt",
+    "InvalidTransfer",
+    "MemorySagaLog",
+    "Orchestrator",
+    "RetryPolicies",
+    "RetryPolicy",
+    "SagaLog",
+    "SagaLogError",
+    "SagaRecord",
+    "SagaState",
+    "SqliteSagaLog",
+    "TransferResult",
+    "fast_transport",
+    "transfer_sync",
+]

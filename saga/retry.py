@@ -1,0 +1,60 @@
+"""Retry policies, in the style of Temporal's ``RetryPolicy``."""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How often, and how far apart, one step's requests are retried.
+
+    The delay before retry ``n`` (1-based) is
+    ``initial_interval * backoff_coefficient ** (n - 1)``, capped at
+    ``maximum_interval``, then spread by up to ``±jitter`` of itself so that
+    sagas failing together do not retry in lockstep.
+    """
+
+    maximum_attempts: int | None = 5
+    initial_interval: float = 0.02
+    backoff_coefficient: float = 2.0
+    maximum_interval: float = 1.0
+    jitter: float = 0.2
+    request_timeout: float = 5.0
+
+    def __post_init__(self) -> None:
+        if self.maximum_attempts is not None and self.maximum_attempts < 1:
+            raise ValueError("maximum_attempts must be at least 1, or None for no limit")
+        if self.initial_interval < 0 or self.maximum_interval < self.initial_interval:
+            raise ValueError("intervals must satisfy 0 <= initial_interval <= maximum_interval")
+        if self.backoff_coefficient < 1:
+            raise ValueError("backoff_coefficient must be at least 1")
+        if not 0 <= self.jitter <= 1:
+            raise ValueError("jitter must be between 0 and 1")
+        if self.request_timeout <= 0:
+            raise ValueError("request_timeout must be positive")
+
+    def allows(self, attempt: int) -> bool:
+        """Whether attempt number ``attempt`` (1-based) may be made."""
+        return self.maximum_attempts is None or attempt <= self.maximum_attempts
+
+    def delay_before(self, attempt: int, rng: random.Random) -> float:
+        """Seconds to wait before attempt number ``attempt`` (no wait before the first)."""
+        if attempt <= 1:
+            return 0.0
+        base = min(self.initial_interval * self.backoff_coefficient ** (attempt - 2), self.maximum_interval)
+        if self.jitter:
+            base *= 1 + rng.uniform(-self.jitter, self.jitter)
+        return max(base, 0.0)
+
+
+@dataclass(frozen=True)
+class RetryPolicies:
+    """One policy per kind of step."""
+
+    debit: RetryPolicy = field(default_factory=lambda: RetryPolicy(maximum_attempts=5))
+    credit: RetryPolicy = field(default_factory=lambda: RetryPolicy(maximum_attempts=3))
+    #: Compensations retry until they succeed; a saga whose compensation
+    #: cannot finish now stays in COMPENSATING for the next recovery.
+    compensation: RetryPolicy = field(default_factory=lambda: RetryPolicy(maximum_attempts=None, maximum_interval=2.0))

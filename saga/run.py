@@ -1,0 +1,204 @@
+"""The machinery around one saga: retries, the write-ahead log, and its result."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from saga.log import SagaLog
+from saga.records import AccountRef, Attempt, Change, SagaRecord
+from saga.retry import RetryPolicies, RetryPolicy
+from saga.states import SagaState
+from saga.steps import (
+    COMPENSATE_CREDIT,
+    COMPENSATE_DEBIT,
+    CREDIT,
+    DEBIT,
+    RECORDED_REJECTIONS,
+    AnyClient,
+    StepAnswer,
+    Verdict,
+    send,
+)
+
+logger = logging.getLogger("saga")
+
+
+class CompensationBlocked(Exception):
+    """A compensation cannot finish now; the saga stays in COMPENSATING for the next recovery."""
+
+
+@dataclass(frozen=True, slots=True)
+class StepResult:
+    """How one step ended, over all its attempts."""
+
+    answer: StepAnswer
+    #: Some attempt may have been applied without our learning of it.
+    uncertain: bool
+
+    @property
+    def applied(self) -> bool:
+        return self.answer.verdict is Verdict.OK
+
+    @property
+    def refused(self) -> bool:
+        """Certainly not applied, now or later."""
+        return self.answer.verdict is Verdict.REJECTED and not self.uncertain
+
+    @property
+    def code(self) -> str | None:
+        return self.answer.code
+
+
+@dataclass(frozen=True, slots=True)
+class TransferResult:
+    transaction_id: str
+    state: SagaState
+    source: AccountRef
+    target: AccountRef
+    amount: int
+    attempts: tuple[Attempt, ...]
+    error: str | None = None
+    seconds: float = 0.0
+
+    @property
+    def retries(self) -> int:
+        """Requests beyond the first of each step."""
+        return sum(1 for attempt in self.attempts if attempt.number > 1)
+
+    @property
+    def compensated(self) -> bool:
+        return any(attempt.step in (COMPENSATE_DEBIT, COMPENSATE_CREDIT) for attempt in self.attempts)
+
+
+class SagaRun:
+    """One saga in flight.
+
+    Before any request goes out, everything learned so far is committed to the
+    log: the attempts since the last commit and, with :meth:`enter`, the new
+    state. A crash therefore loses nothing that a request depended on.
+    """
+
+    def __init__(
+        self,
+        record: SagaRecord,
+        log: SagaLog,
+        clients: Callable[[str], AnyClient],
+        policies: RetryPolicies,
+        rng: random.Random,
+        now_ms: Callable[[], int],
+    ) -> None:
+        self.record = record
+        self._log = log
+        self._clients = clients
+        self._policies = policies
+        self._rng = rng
+        self._now_ms = now_ms
+        self._unlogged: list[Attempt] = []
+        self.attempts: list[Attempt] = []
+
+    @property
+    def state(self) -> SagaState:
+        return self.record.state
+
+    @property
+    def fence_credit(self) -> bool:
+        return self.record.fence_credit
+
+    async def enter(self, state: SagaState, *, fence_credit: bool | None = None, because: str | None = None) -> None:
+        await self._commit(state=state, fence_credit=fence_credit, error=because)
+        self.record.state = state
+        if fence_credit is not None:
+            self.record.fence_credit = fence_credit
+
+    async def finish(self, state: SagaState, *, because: str | None = None) -> SagaState:
+        assert state.is_terminal
+        await self.enter(state, because=because)
+        return state
+
+    async def step(self, step: str) -> StepResult:
+        """Run a forward step under its retry policy."""
+        policy = self._policies.debit if step == DEBIT else self._policies.credit
+        return await self._attempt_until_settled(step, policy)
+
+    async def compensate(self, step: str) -> StepResult:
+        """Run a compensation until the service gives a final answer.
+
+        Raises CompensationBlocked when the answer is not one a compensation can
+        accept, or when the compensation policy's attempts run out.
+        """
+        result = await self._attempt_until_settled(step, self._policies.compensation)
+        acceptable = result.applied or (
+            result.answer.verdict is Verdict.REJECTED and result.code in RECORDED_REJECTIONS
+        )
+        if not acceptable:
+            await self._commit(error=f"{step} blocked: {_describe(result.answer.attempt)}")
+            raise CompensationBlocked(f"{step} of {self.record.transaction_id}: {_describe(result.answer.attempt)}")
+        return result
+
+    async def _attempt_until_settled(self, step: str, policy: RetryPolicy) -> StepResult:
+        account = self.record.target if step in (CREDIT, COMPENSATE_CREDIT) else self.record.source
+        client = self._clients(account.service_url)
+        uncertain = False
+        number = 0
+        while True:
+            number += 1
+            delay = policy.delay_before(number, self._rng)
+            if delay:
+                await asyncio.sleep(delay)
+            await self._flush()
+            answer = await send(
+                client,
+                step,
+                self.record.transaction_id,
+                account.user_id,
+                self.record.amount,
+                number=number,
+                request_timeout=policy.request_timeout,
+            )
+            self._unlogged.append(answer.attempt)
+            self.attempts.append(answer.attempt)
+            if answer.verdict is Verdict.OK:
+                return StepResult(answer, uncertain=False)
+            if answer.verdict is Verdict.REJECTED:
+                # A rejection the service did not record (401, 422, ...) says
+                # nothing about an earlier attempt that may still be in flight.
+                return StepResult(answer, uncertain=uncertain and answer.code not in RECORDED_REJECTIONS)
+            uncertain = True
+            if not policy.allows(number + 1):
+                return StepResult(answer, uncertain=True)
+            logger.info(
+                "%s %s: %s on attempt %d, retrying",
+                step,
+                self.record.transaction_id,
+                _describe(answer.attempt),
+                number,
+            )
+
+    async def _flush(self) -> None:
+        if self._unlogged:
+            await self._commit()
+
+    async def _commit(
+        self, *, state: SagaState | None = None, fence_credit: bool | None = None, error: str | None = None
+    ) -> None:
+        attempts, self._unlogged = self._unlogged, []
+        change = Change(self.record.transaction_id, self._now_ms(), state, fence_credit, attempts, error)
+        try:
+            await self._log.commit(change)
+        except BaseException:
+            self._unlogged = attempts + self._unlogged
+            raise
+        if error is not None:
+            self.record.last_error = error
+
+
+def _describe(attempt: Attempt) -> str:
+    if attempt.status is None:
+        return attempt.error or "no answer"
+    if attempt.code:
+        return f"{attempt.status} {attempt.code}"
+    return str(attempt.status)

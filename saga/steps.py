@@ -1,0 +1,103 @@
+"""The saga's steps: one request each to an accounts service, through the generated client.
+
+A step's answer is classified by status and problem ``code`` only, never by
+message text:
+
+* ``Verdict.OK``: the service answered 200.
+* ``Verdict.REJECTED``: a final 4xx answer. Retrying cannot change it.
+* ``Verdict.UNKNOWN``: a 5xx (``injected_fault`` included), a timeout or a
+  connection error. The request may or may not have been applied: retry it
+  under the same transaction_id, or fence it with a compensation.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from enum import Enum
+from typing import Final
+
+import httpx
+
+from generated_client import AuthenticatedClient, Client, errors
+from generated_client.api.ledger import compensate_credit, compensate_debit, credit, debit
+from generated_client.models import LedgerRequest, LedgerResult, Problem
+from generated_client.types import Response
+from saga.records import Attempt
+
+DEBIT: Final = "debit"
+CREDIT: Final = "credit"
+COMPENSATE_DEBIT: Final = "compensate_debit"
+COMPENSATE_CREDIT: Final = "compensate_credit"
+
+AnyClient = Client | AuthenticatedClient
+LedgerCall = Callable[..., Awaitable[Response[LedgerResult | Problem]]]
+
+_CALLS: Final[dict[str, LedgerCall]] = {
+    DEBIT: debit.asyncio_detailed,
+    CREDIT: credit.asyncio_detailed,
+    COMPENSATE_DEBIT: compensate_debit.asyncio_detailed,
+    COMPENSATE_CREDIT: compensate_credit.asyncio_detailed,
+}
+
+
+#: Rejections the service records under (transaction_id, operation): every
+#: later request of that operation under that id gets the same answer, so the
+#: operation can never apply afterwards.
+RECORDED_REJECTIONS: Final = frozenset(
+    {"unknown_user", "insufficient_funds", "balance_limit_exceeded", "transaction_compensated", "transfer_completed"}
+)
+
+
+class Verdict(Enum):
+    OK = "ok"
+    REJECTED = "rejected"
+    UNKNOWN = "unknown"
+
+
+@dataclass(frozen=True, slots=True)
+class StepAnswer:
+    verdict: Verdict
+    attempt: Attempt
+    result: LedgerResult | None = None
+
+    @property
+    def code(self) -> str | None:
+        return self.attempt.code
+
+
+async def send(
+    client: AnyClient, step: str, transaction_id: str, user_id: str, amount: int, *, number: int, request_timeout: float
+) -> StepAnswer:
+    """Send one request of ``step`` and classify its answer."""
+    clock = asyncio.get_running_loop().time
+    started = clock()
+
+    def attempt(status: int | None, code: str | None = None, error: str | None = None) -> Attempt:
+        return Attempt(step, number, status, code, int((clock() - started) * 1_000_000), error)
+
+    try:
+        async with asyncio.timeout(request_timeout):
+            response = await _CALLS[step](
+                client=client, body=LedgerRequest(user_id=user_id, amount=amount), transaction_id=transaction_id
+            )
+    except TimeoutError:
+        return StepAnswer(Verdict.UNKNOWN, attempt(None, error="timeout"))
+    except httpx.TransportError as error:
+        return StepAnswer(Verdict.UNKNOWN, attempt(None, error=type(error).__name__))
+    except errors.UnexpectedStatus as error:
+        return StepAnswer(_verdict(error.status_code), attempt(error.status_code, error="undocumented status"))
+    except (ValueError, KeyError, TypeError) as error:
+        # A body that does not parse (a proxy's error page, say) tells nothing about the outcome.
+        return StepAnswer(Verdict.UNKNOWN, attempt(None, error=f"unreadable answer: {type(error).__name__}"))
+    status = int(response.status_code)
+    parsed = response.parsed
+    if isinstance(parsed, LedgerResult) and status == 200:
+        return StepAnswer(Verdict.OK, attempt(status), parsed)
+    code = parsed.code.value if isinstance(parsed, Problem) else None
+    return StepAnswer(_verdict(status), attempt(status, code))
+
+
+def _verdict(status: int) -> Verdict:
+    return Verdict.UNKNOWN if status >= 500 or status == 429 else Verdict.REJECTED
