@@ -122,7 +122,7 @@ class Orchestrator:
     async def _run(self, record: SagaRecord) -> TransferResult:
         loop = asyncio.get_running_loop()
         started = loop.time()
-        run = SagaRun(record, self.log, self._client, self.policies, self._rng, self._now_ms)
+        run = SagaRun(record, self.log, self.client_for, self.policies, self._rng, self._now_ms)
         error = None
         try:
             state = await workflow.transfer(run)
@@ -140,7 +140,8 @@ class Orchestrator:
             loop.time() - started,
         )
 
-    def _client(self, service_url: str) -> AnyClient:
+    def client_for(self, service_url: str) -> AnyClient:
+        """The generated client for one service, on the shared pool."""
         client = self._clients.get(service_url)
         if client is None:
             headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}

@@ -1,0 +1,203 @@
+"""Batches of random transfers, with a report that checks the money afterwards."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from saga import services, verify
+from saga.orchestrator import Orchestrator
+from saga.records import AccountRef
+from saga.run import TransferResult
+from saga.states import SagaState
+
+Progress = Callable[[int, int], None]
+
+
+@dataclass(frozen=True)
+class Workload:
+    transfers: int
+    min_amount: int = 1
+    max_amount: int = 1_000
+    seed: int | None = None
+    #: user_ids the sources and targets are drawn from; None means every account.
+    sources: Sequence[str] | None = None
+    targets: Sequence[str] | None = None
+
+    def __post_init__(self) -> None:
+        if self.transfers < 0:
+            raise ValueError("transfers must not be negative")
+        if not 1 <= self.min_amount <= self.max_amount:
+            raise ValueError("amounts must satisfy 1 <= min_amount <= max_amount")
+
+
+@dataclass(frozen=True, slots=True)
+class PlannedTransfer:
+    source: AccountRef
+    target: AccountRef
+    amount: int
+
+
+def plan(workload: Workload, source_url: str, target_url: str, balances: verify.Balances) -> list[PlannedTransfer]:
+    """Draw the workload's transfers among the services' accounts, reproducibly for a given seed."""
+    rng = random.Random(workload.seed)
+    sources = sorted(workload.sources or balances[source_url])
+    targets = sorted(workload.targets or balances[target_url])
+    for role, users, url in (("source", sources, source_url), ("target", targets, target_url)):
+        missing = [user for user in users if user not in balances[url]]
+        if missing:
+            raise ValueError(f"unknown {role} accounts at {url}: {', '.join(missing)}")
+    pairs = [
+        (AccountRef(source_url, source), AccountRef(target_url, target))
+        for source in sources
+        for target in targets
+        if (source_url, source) != (target_url, target)
+    ]
+    if not pairs:
+        raise ValueError("a batch needs two distinct accounts")
+    return [
+        PlannedTransfer(*rng.choice(pairs), rng.randint(workload.min_amount, workload.max_amount))
+        for _ in range(workload.transfers)
+    ]
+
+
+@dataclass
+class BatchReport:
+    results: list[TransferResult]
+    before: dict[str, dict[str, int]]
+    after: dict[str, dict[str, int]]
+    seconds: float
+    violations: list[verify.Violation]
+    recovered: list[TransferResult] = field(default_factory=list)
+    audited: bool = False
+
+    @property
+    def states(self) -> Counter[SagaState]:
+        return Counter(result.state for result in self.results)
+
+    @property
+    def pending(self) -> int:
+        return sum(1 for result in self.results if not result.state.is_terminal)
+
+    @property
+    def retries(self) -> int:
+        return sum(result.retries for result in self.results)
+
+    @property
+    def compensations(self) -> int:
+        return sum(1 for result in self.results if result.compensated)
+
+    @property
+    def requests(self) -> int:
+        return sum(len(result.attempts) for result in self.results)
+
+    @property
+    def money_conserved(self) -> bool:
+        return verify.total(self.before) == verify.total(self.after)
+
+    def latency(self, quantile: float) -> float:
+        latencies = sorted(result.seconds for result in self.results)
+        if not latencies:
+            return 0.0
+        return latencies[min(len(latencies) - 1, int(quantile * len(latencies)))]
+
+    @property
+    def throughput(self) -> float:
+        return len(self.results) / self.seconds if self.seconds > 0 else 0.0
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "transfers": len(self.results),
+            "completed": self.states[SagaState.COMPLETED],
+            "compensated": self.states[SagaState.COMPENSATED],
+            "failed": self.states[SagaState.FAILED],
+            "pending": self.pending,
+            "retries": self.retries,
+            "compensations": self.compensations,
+            "requests": self.requests,
+            "recovered": len(self.recovered),
+            "seconds": round(self.seconds, 3),
+            "transfers_per_second": round(self.throughput, 1),
+            "latency_p50_ms": round(self.latency(0.50) * 1000, 1),
+            "latency_p99_ms": round(self.latency(0.99) * 1000, 1),
+            "total_before": verify.total(self.before),
+            "total_after": verify.total(self.after),
+            "money_conserved": self.money_conserved,
+            "balances_before": self.before,
+            "balances_after": self.after,
+            "audited": self.audited,
+            "violations": [str(violation) for violation in self.violations],
+        }
+
+    def render(self) -> str:
+        rows = [
+            ("transfers", str(len(self.results))),
+            *((state.value.lower(), str(self.states[state])) for state in _SHOWN_STATES),
+            ("still pending", str(self.pending)),
+            ("retries", str(self.retries)),
+            ("compensations", str(self.compensations)),
+            ("requests sent", str(self.requests)),
+        ]
+        if self.recovered:
+            rows.append(("recovered from the log", str(len(self.recovered))))
+        for url in self.before:
+            rows.append(
+                (f"total at {url}", f"{sum(self.before[url].values())} -> {sum(self.after.get(url, {}).values())}")
+            )
+        rows += [
+            ("total over all services", f"{verify.total(self.before)} -> {verify.total(self.after)}"),
+            ("money conserved", "yes" if self.money_conserved else "NO"),
+            ("negative balances", str(_negatives(self.after))),
+            ("audit of every saga", "checked" if self.audited else "not checked"),
+            ("invariants", "all hold" if not self.violations else f"{len(self.violations)} BROKEN"),
+            ("latency p50 / p99", f"{self.latency(0.5) * 1000:.1f} ms / {self.latency(0.99) * 1000:.1f} ms"),
+            ("throughput", f"{self.throughput:.1f} transfers/s over {self.seconds:.2f} s"),
+        ]
+        width = max(len(name) for name, _ in rows)
+        lines = [f"  {name.ljust(width)}  {value}" for name, value in rows]
+        lines += [f"  ! {violation}" for violation in self.violations]
+        return "\n".join(lines)
+
+
+_SHOWN_STATES = (SagaState.COMPLETED, SagaState.COMPENSATED, SagaState.FAILED)
+
+
+def _negatives(balances: verify.Balances) -> int:
+    return sum(1 for accounts in balances.values() for balance in accounts.values() if balance < 0)
+
+
+async def run(
+    orchestrator: Orchestrator,
+    transfers: Sequence[PlannedTransfer],
+    service_urls: Sequence[str],
+    *,
+    progress: Progress | None = None,
+    audit: bool = True,
+    before: dict[str, dict[str, int]] | None = None,
+) -> BatchReport:
+    """Run the transfers concurrently (the orchestrator bounds how many), then check the money."""
+    loop = asyncio.get_running_loop()
+    if before is None:
+        before = await services.snapshot(orchestrator, service_urls)
+    done = 0
+
+    async def one(planned: PlannedTransfer) -> TransferResult:
+        nonlocal done
+        result = await orchestrator.transfer(planned.source, planned.target, planned.amount)
+        done += 1
+        if progress is not None:
+            progress(done, len(transfers))
+        return result
+
+    started = loop.time()
+    results = list(await asyncio.gather(*(one(planned) for planned in transfers)))
+    seconds = loop.time() - started
+    after = await services.snapshot(orchestrator, service_urls)
+    ends = [verify.SagaEnd(r.transaction_id, r.state, r.source, r.target, r.amount) for r in results]
+    trails = await services.trails(orchestrator, ends) if audit else None
+    violations = verify.check(before, after, ends, trails)
+    return BatchReport(results, before, after, seconds, violations, audited=audit)

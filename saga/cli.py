@@ -1,0 +1,393 @@
+"""``python -m saga``: transfer, batch, recover, show, list."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import sys
+from collections.abc import Callable, Coroutine, Sequence
+from pathlib import Path
+from typing import Any, TextIO
+
+from generated_client.api.accounts import get_account
+from generated_client.models import Account
+from saga import batch, services
+from saga.log import SagaLogError, SqliteSagaLog
+from saga.orchestrator import MAX_AMOUNT, InvalidTransfer, Orchestrator
+from saga.records import AccountRef, SagaRecord
+from saga.retry import RetryPolicies, RetryPolicy
+from saga.run import TransferResult
+from saga.states import SagaState
+
+EXIT_OK = 0
+EXIT_SAGA_DID_NOT_COMPLETE = 1
+EXIT_BAD_INPUT = 2
+EXIT_INVARIANT_BROKEN = 3
+
+
+class UsageError(Exception):
+    """Bad input: reported on one line, with nothing done."""
+
+
+def _amount(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"amount must be a whole number of minor units, got {text!r}") from None
+    if not 1 <= value <= MAX_AMOUNT:
+        raise argparse.ArgumentTypeError(f"amount must be between 1 and {MAX_AMOUNT} minor units, got {value}")
+    return value
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a number of at least 1, got {value}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m saga", description="Money transfers as durable sagas.")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log every retry and recovery")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    def services_options(command: argparse.ArgumentParser) -> None:
+        command.add_argument("--url", help="one accounts service holding both accounts")
+        command.add_argument("--source-url", help="the accounts service of the source account")
+        command.add_argument("--target-url", help="the accounts service of the target account")
+
+    def common(command: argparse.ArgumentParser, *, db_required: bool = False) -> None:
+        command.add_argument(
+            "--db",
+            type=Path,
+            required=db_required,
+            default=None if db_required else Path(os.environ.get("SAGA_DB", "saga.db")),
+            help="the saga log, a SQLite file (SAGA_DB; default saga.db)",
+        )
+        command.add_argument("--token", default=os.environ.get("SAGA_TOKEN"), help="bearer token (SAGA_TOKEN)")
+        command.add_argument("--json", action="store_true", help="print one JSON object as the last line")
+
+    def retry_options(command: argparse.ArgumentParser) -> None:
+        command.add_argument(
+            "--max-credit-attempts", type=_positive, default=3, help="credit attempts before compensating (3)"
+        )
+        command.add_argument(
+            "--request-timeout", type=float, default=5.0, help="seconds before a request counts as lost (5)"
+        )
+
+    transfer = commands.add_parser("transfer", help="move money once")
+    transfer.add_argument("--from", dest="source", required=True, help="source user_id")
+    transfer.add_argument("--to", dest="target", required=True, help="target user_id")
+    transfer.add_argument("--amount", type=_amount, required=True, help="minor units (cents)")
+    services_options(transfer)
+    common(transfer)
+    retry_options(transfer)
+
+    run_batch = commands.add_parser("batch", help="run many random transfers and check the money afterwards")
+    services_options(run_batch)
+    run_batch.add_argument("--transfers", type=_positive, default=None, help="how many transfers (200)")
+    run_batch.add_argument("--concurrency", type=_positive, default=None, help="sagas in flight at once (16)")
+    run_batch.add_argument("--seed", type=int, default=None, help="seed of the transfer plan")
+    run_batch.add_argument("--max-amount", type=_amount, default=None, help="largest amount drawn (1000)")
+    run_batch.add_argument("--no-audit", action="store_true", help="skip reading every saga's audit trail")
+    run_batch.add_argument("--progress", action="store_true", help="show a progress bar even when not on a terminal")
+    common(run_batch)
+    retry_options(run_batch)
+
+    recover = commands.add_parser("recover", help="resume every unfinished saga in the log")
+    recover.add_argument("--db", type=Path, required=True)
+    recover.add_argument("--token", default=os.environ.get("SAGA_TOKEN"))
+    recover.add_argument("--json", action="store_true")
+    retry_options(recover)
+
+    show = commands.add_parser("show", help="one saga's history")
+    show.add_argument("transaction_id")
+    show.add_argument("--db", type=Path, required=True)
+    show.add_argument("--json", action="store_true")
+
+    listing = commands.add_parser("list", help="the sagas in the log")
+    listing.add_argument("--state", choices=[state.value for state in SagaState])
+    listing.add_argument("--db", type=Path, required=True)
+    listing.add_argument("--json", action="store_true")
+    return parser
+
+
+def policies_from(args: argparse.Namespace) -> RetryPolicies:
+    if args.request_timeout <= 0:
+        raise UsageError("--request-timeout must be positive")
+    defaults = RetryPolicies()
+    return RetryPolicies(
+        debit=RetryPolicy(maximum_attempts=5, request_timeout=args.request_timeout),
+        credit=RetryPolicy(maximum_attempts=args.max_credit_attempts, request_timeout=args.request_timeout),
+        compensation=RetryPolicy(
+            maximum_attempts=defaults.compensation.maximum_attempts,
+            maximum_interval=defaults.compensation.maximum_interval,
+            request_timeout=args.request_timeout,
+        ),
+    )
+
+
+def service_urls(args: argparse.Namespace) -> tuple[str, str]:
+    if args.url and (args.source_url or args.target_url):
+        raise UsageError("give either --url, or --source-url and --target-url")
+    if args.url:
+        return args.url.rstrip("/"), args.url.rstrip("/")
+    if args.source_url and args.target_url:
+        return args.source_url.rstrip("/"), args.target_url.rstrip("/")
+    raise UsageError("give --url, or both --source-url and --target-url")
+
+
+async def open_log(path: Path, *, create: bool = True) -> SqliteSagaLog:
+    try:
+        return await SqliteSagaLog.open(path, create=create)
+    except SagaLogError as error:
+        raise UsageError(str(error)) from None
+
+
+async def recover_first(orchestrator: Orchestrator, err: TextIO) -> list[TransferResult]:
+    recovered = await orchestrator.recover()
+    if recovered:
+        states = ", ".join(f"{result.transaction_id} {result.state}" for result in recovered[:5])
+        print(f"recovered {len(recovered)} unfinished sagas from the log: {states}", file=err)
+    return recovered
+
+
+async def require_account(orchestrator: Orchestrator, account: AccountRef) -> None:
+    try:
+        answer = await get_account.asyncio(
+            account.user_id, client=orchestrator.client_for(account.service_url), transaction_id="saga-cli-check"
+        )
+    except Exception as error:
+        raise UsageError(
+            f"cannot reach the accounts service at {account.service_url}: {type(error).__name__}"
+        ) from None
+    if not isinstance(answer, Account):
+        code = getattr(answer, "code", None)
+        if code is not None and code.value == "unknown_user":
+            raise UsageError(f"unknown user {account.user_id!r} at {account.service_url}")
+        detail = getattr(answer, "detail", "no readable answer")
+        raise UsageError(f"the accounts service at {account.service_url} refused: {detail}")
+
+
+def result_json(result: TransferResult) -> dict[str, Any]:
+    return {
+        "transaction_id": result.transaction_id,
+        "state": result.state.value,
+        "source": str(result.source),
+        "target": str(result.target),
+        "amount": result.amount,
+        "attempts": len(result.attempts),
+        "retries": result.retries,
+        "error": result.error,
+        "seconds": round(result.seconds, 4),
+    }
+
+
+async def cmd_transfer(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    source_url, target_url = service_urls(args)
+    source, target = AccountRef(source_url, args.source), AccountRef(target_url, args.target)
+    if source == target:
+        raise UsageError("source and target are the same account")
+    log = await open_log(args.db)
+    try:
+        async with Orchestrator(log, policies=policies_from(args), token=args.token, concurrency=8) as orchestrator:
+            await require_account(orchestrator, source)
+            await require_account(orchestrator, target)
+            await recover_first(orchestrator, err)
+            try:
+                result = await orchestrator.transfer(source, target, args.amount)
+            except InvalidTransfer as error:
+                raise UsageError(str(error)) from None
+    finally:
+        await log.close()
+    if args.json:
+        print(json.dumps(result_json(result)), file=out)
+    else:
+        because = f" ({result.error})" if result.error else ""
+        print(
+            f"{result.state} {result.transaction_id}: {result.amount} from {result.source} to {result.target}, "
+            f"{len(result.attempts)} requests, {result.retries} retries{because}",
+            file=out,
+        )
+    return EXIT_OK if result.state is SagaState.COMPLETED else EXIT_SAGA_DID_NOT_COMPLETE
+
+
+def progress_bar(err: TextIO) -> batch.Progress:
+    last_drawn = -1
+
+    def draw(done: int, total: int) -> None:
+        nonlocal last_drawn
+        filled = done * 40 // max(total, 1)
+        if filled == last_drawn and done != total:
+            return
+        last_drawn = filled
+        err.write(f"\r  [{'#' * filled}{'.' * (40 - filled)}] {done}/{total} transfers")
+        if done == total:
+            err.write("\n")
+        err.flush()
+
+    return draw
+
+
+async def cmd_batch(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    source_url, target_url = service_urls(args)
+    workload = batch.Workload(
+        transfers=args.transfers or 200,
+        max_amount=args.max_amount or 1_000,
+        seed=args.seed,
+    )
+    concurrency = args.concurrency or 16
+    log = await open_log(args.db)
+    try:
+        async with Orchestrator(
+            log, policies=policies_from(args), token=args.token, concurrency=concurrency
+        ) as orchestrator:
+            try:
+                recovered = await recover_first(orchestrator, err)
+                before = await services.snapshot(orchestrator, [source_url, target_url])
+            except services.ServiceUnavailable as error:
+                raise UsageError(str(error)) from None
+            try:
+                planned = batch.plan(workload, source_url, target_url, before)
+            except ValueError as error:
+                raise UsageError(str(error)) from None
+            show_progress = args.progress or (err.isatty() and not args.json)
+            print(
+                f"running {len(planned)} transfers, {concurrency} at a time, from {source_url} to {target_url}",
+                file=err,
+            )
+            report = await batch.run(
+                orchestrator,
+                planned,
+                [source_url, target_url],
+                progress=progress_bar(err) if show_progress else None,
+                audit=not args.no_audit,
+                before=before,
+            )
+            report.recovered = recovered
+    finally:
+        await log.close()
+    print(report.render(), file=err if args.json else out)
+    if args.json:
+        print(json.dumps(report.to_json()), file=out)
+    return EXIT_INVARIANT_BROKEN if report.violations else EXIT_OK
+
+
+async def cmd_recover(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    log = await open_log(args.db, create=False)
+    try:
+        async with Orchestrator(log, policies=policies_from(args), token=args.token) as orchestrator:
+            recovered = await orchestrator.recover()
+    finally:
+        await log.close()
+    if args.json:
+        print(json.dumps({"recovered": [result_json(result) for result in recovered]}), file=out)
+    else:
+        for result in recovered:
+            print(f"{result.state} {result.transaction_id}", file=out)
+        print(f"recovered {len(recovered)} sagas", file=out)
+    unfinished = [result for result in recovered if not result.state.is_terminal]
+    return EXIT_SAGA_DID_NOT_COMPLETE if unfinished else EXIT_OK
+
+
+def saga_json(record: SagaRecord) -> dict[str, Any]:
+    return {
+        "transaction_id": record.transaction_id,
+        "state": record.state.value,
+        "source": str(record.source),
+        "target": str(record.target),
+        "amount": record.amount,
+        "attempts": record.attempts,
+        "fence_credit": record.fence_credit,
+        "created_at_ms": record.created_at_ms,
+        "updated_at_ms": record.updated_at_ms,
+        "last_error": record.last_error,
+    }
+
+
+async def cmd_show(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    log = await open_log(args.db, create=False)
+    try:
+        record = await log.get(args.transaction_id)
+        if record is None:
+            raise UsageError(f"no saga {args.transaction_id} in {args.db}")
+        history = await log.history(args.transaction_id)
+    finally:
+        await log.close()
+    if args.json:
+        events = []
+        for event in history:
+            item: dict[str, Any] = {"at_ms": event.at_ms, "kind": event.kind}
+            if event.state is not None:
+                item["state"] = event.state.value
+            if event.attempt is not None:
+                attempt = event.attempt
+                item |= {
+                    "step": attempt.step,
+                    "attempt": attempt.number,
+                    "status": attempt.status,
+                    "code": attempt.code,
+                    "latency_us": attempt.latency_us,
+                    "error": attempt.error,
+                }
+            if event.detail:
+                item["detail"] = event.detail
+            events.append(item)
+        print(json.dumps({**saga_json(record), "history": events}), file=out)
+        return EXIT_OK
+    print(f"{record.transaction_id}: {record.state}, {record.amount} from {record.source} to {record.target}", file=out)
+    for event in history:
+        if event.attempt is not None:
+            attempt = event.attempt
+            answer = f"{attempt.status or attempt.error} {attempt.code or ''}".rstrip()
+            line = f"{attempt.step} attempt {attempt.number}: {answer} in {attempt.latency_us / 1000:.1f} ms"
+        else:
+            line = f"-> {event.state}" + (f" ({event.detail})" if event.detail else "")
+        print(f"  {event.at_ms}  {line}", file=out)
+    return EXIT_OK
+
+
+async def cmd_list(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    log = await open_log(args.db, create=False)
+    try:
+        records = await log.sagas(SagaState(args.state) if args.state else None)
+    finally:
+        await log.close()
+    if args.json:
+        print(json.dumps([saga_json(record) for record in records]), file=out)
+        return EXIT_OK
+    for record in records:
+        print(
+            f"{record.transaction_id}  {record.state:<12} {record.amount:>12}  {record.source} -> {record.target}",
+            file=out,
+        )
+    print(f"{len(records)} sagas", file=out)
+    return EXIT_OK
+
+
+COMMANDS: dict[str, Callable[[argparse.Namespace, TextIO, TextIO], Coroutine[Any, Any, int]]] = {
+    "transfer": cmd_transfer,
+    "batch": cmd_batch,
+    "recover": cmd_recover,
+    "show": cmd_show,
+    "list": cmd_list,
+}
+
+
+def main(argv: Sequence[str] | None = None, out: TextIO = sys.stdout, err: TextIO = sys.stderr) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
+    try:
+        return asyncio.run(COMMANDS[args.command](args, out, err))
+    except UsageError as error:
+        print(f"error: {error}", file=err)
+        return EXIT_BAD_INPUT
+    except KeyboardInterrupt:
+        print("interrupted: unfinished sagas stay in the log; run `python -m saga recover`", file=err)
+        return 130

@@ -1,0 +1,159 @@
+"""The invariants a batch of transfers must leave true, checked against the services themselves.
+
+Pure functions over snapshots: balances before and after, each saga's end
+state, and each service's audit trail of each saga. The batch command, the
+tests, the scenarios and the simulator all judge a run with these.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+
+from saga.records import AccountRef
+from saga.states import SagaState
+
+Balances = Mapping[str, Mapping[str, int]]
+"""service URL -> user_id -> balance"""
+
+
+@dataclass(frozen=True, slots=True)
+class TrailItem:
+    """One operation a service recorded under a transaction id."""
+
+    operation: str
+    user_id: str
+    amount: int
+    outcome: str | None  # applied, reversed, voided; None for a recorded rejection
+
+
+@dataclass(frozen=True, slots=True)
+class SagaEnd:
+    transaction_id: str
+    state: SagaState
+    source: AccountRef
+    target: AccountRef
+    amount: int
+
+
+@dataclass(frozen=True, slots=True)
+class Violation:
+    invariant: str
+    detail: str
+    transaction_ids: tuple[str, ...] = ()
+
+    def __str__(self) -> str:
+        return f"{self.invariant}: {self.detail}"
+
+
+_SIGN = {"debit": -1, "credit": 1, "compensate_debit": 1, "compensate_credit": -1}
+
+
+def net_effect(trail: Iterable[TrailItem]) -> dict[str, int]:
+    """user_id -> the net change a trail made to balances."""
+    effect: dict[str, int] = defaultdict(int)
+    for item in trail:
+        if item.outcome in ("applied", "reversed"):
+            effect[item.user_id] += _SIGN[item.operation] * item.amount
+    return {user: change for user, change in effect.items() if change}
+
+
+def total(balances: Balances) -> int:
+    return sum(sum(accounts.values()) for accounts in balances.values())
+
+
+def check(
+    before: Balances,
+    after: Balances,
+    sagas: Sequence[SagaEnd],
+    trails: Mapping[tuple[str, str], Sequence[TrailItem]] | None = None,
+    *,
+    exclusive: bool = True,
+) -> list[Violation]:
+    """Every violated invariant; an empty list means the money is exactly where it should be.
+
+    ``trails`` maps (service URL, transaction_id) to that service's audit
+    trail. ``exclusive`` says these sagas were the only traffic, so each
+    balance can be predicted exactly from the sagas' end states.
+    """
+    violations: list[Violation] = []
+    if total(after) != total(before):
+        violations.append(
+            Violation(
+                "money conserved", f"total was {total(before)}, is {total(after)} ({total(after) - total(before):+d})"
+            )
+        )
+    for url, accounts in after.items():
+        for user, balance in accounts.items():
+            if balance < 0:
+                violations.append(Violation("no negative balance", f"{user}@{url} is {balance}"))
+    unfinished = [saga.transaction_id for saga in sagas if not saga.state.is_terminal]
+    if unfinished:
+        violations.append(
+            Violation("every saga terminal", f"{len(unfinished)} sagas unfinished", tuple(unfinished[:10]))
+        )
+    if exclusive:
+        violations += _check_exact_balances(before, after, sagas)
+    if trails is not None:
+        violations += _check_trails(sagas, trails)
+    return violations
+
+
+def _check_exact_balances(before: Balances, after: Balances, sagas: Sequence[SagaEnd]) -> list[Violation]:
+    expected = {url: dict(accounts) for url, accounts in before.items()}
+    for saga in sagas:
+        if saga.state is SagaState.COMPLETED:
+            expected[saga.source.service_url][saga.source.user_id] -= saga.amount
+            expected[saga.target.service_url][saga.target.user_id] += saga.amount
+    violations = []
+    for url, accounts in after.items():
+        for user, balance in accounts.items():
+            want = expected.get(url, {}).get(user)
+            if balance != want:
+                involved = tuple(
+                    saga.transaction_id for saga in sagas if AccountRef(url, user) in (saga.source, saga.target)
+                )
+                violations.append(
+                    Violation(
+                        "balances match the sagas",
+                        f"{user}@{url} is {balance}, the completed sagas say {want}",
+                        involved[:10],
+                    )
+                )
+    return violations
+
+
+def _check_trails(sagas: Sequence[SagaEnd], trails: Mapping[tuple[str, str], Sequence[TrailItem]]) -> list[Violation]:
+    violations = []
+    for saga in sagas:
+        if not saga.state.is_terminal:
+            continue
+        urls = {saga.source.service_url, saga.target.service_url}
+        effect: dict[tuple[str, str], int] = defaultdict(int)
+        for url in urls:
+            for user, change in net_effect(trails.get((url, saga.transaction_id), ())).items():
+                effect[(url, user)] += change
+        effect = {key: change for key, change in effect.items() if change}
+        if saga.state is SagaState.COMPLETED:
+            wanted = {
+                (saga.source.service_url, saga.source.user_id): -saga.amount,
+                (saga.target.service_url, saga.target.user_id): saga.amount,
+            }
+            if effect != wanted:
+                violations.append(
+                    Violation(
+                        "audit agrees with COMPLETED",
+                        f"{saga.transaction_id}: the services moved {dict(effect)}, expected {wanted}",
+                        (saga.transaction_id,),
+                    )
+                )
+        elif effect:
+            violations.append(
+                Violation(
+                    f"audit agrees with {saga.state}",
+                    f"{saga.transaction_id}: the services moved {dict(effect)}, expected no net effect",
+                    (saga.transaction_id,),
+                )
+            )
+    return violations
