@@ -1,0 +1,26 @@
+"""Judging a finished run: is the money exactly where the saga log says it should be?"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from saga import MemorySagaLog, Orchestrator, SagaLog, services, verify
+from saga.records import SagaRecord
+
+
+def ends_of(records: Sequence[SagaRecord]) -> list[verify.SagaEnd]:
+    return [verify.SagaEnd(r.transaction_id, r.state, r.source, r.target, r.amount) for r in records]
+
+
+async def violations_after(
+    log: SagaLog,
+    before: dict[str, dict[str, int]],
+    *,
+    token: str | None = None,
+) -> list[verify.Violation]:
+    """Every broken invariant, judged from the saga log and the services' balances and audit trails."""
+    records = await log.sagas()
+    async with Orchestrator(MemorySagaLog(), token=token) as reader:
+        after = await services.snapshot(reader, before)
+        trails = await services.trails(reader, ends_of(records))
+    return verify.check(before, after, ends_of(records), trails)

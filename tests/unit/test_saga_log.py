@@ -1,0 +1,181 @@
+"""The durable saga log: write-ahead records survive reopening, commits are grouped, bad files are refused."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from pathlib import Path
+
+import pytest
+
+from saga import AccountRef, MemorySagaLog, RetryPolicy, SagaLogError, SagaRecord, SagaState, SqliteSagaLog
+from saga.log import SagaLog
+from saga.records import Attempt, Change
+
+SOURCE = AccountRef("http://a.test", "alice")
+TARGET = AccountRef("http://b.test", "bob")
+
+
+def record(transaction_id: str, amount: int = 100) -> SagaRecord:
+    return SagaRecord(transaction_id, SOURCE, TARGET, amount, created_at_ms=1_000, updated_at_ms=1_000)
+
+
+async def write_history(log: SagaLog) -> None:
+    await log.create(record("t1"), SagaState.DEBITING)
+    await log.commit(Change("t1", 1_001, SagaState.CREDITING, attempts=[Attempt("debit", 1, 200, None, 1_500)]))
+    await log.commit(Change("t1", 1_002, attempts=[Attempt("credit", 1, 500, "injected_fault", 900)]))
+    await log.commit(Change("t1", 1_003, SagaState.COMPENSATING, fence_credit=True, error="credit outcome unknown"))
+    await log.create(record("t2"), SagaState.DEBITING)
+    await log.commit(
+        Change("t2", 1_004, SagaState.FAILED, attempts=[Attempt("debit", 1, 409, "insufficient_funds", 7)])
+    )
+
+
+@pytest.mark.parametrize("kind", ["memory", "sqlite"])
+def test_history_and_state(kind: str, tmp_path: Path) -> None:
+    async def scenario() -> None:
+        log: SagaLog = MemorySagaLog() if kind == "memory" else await SqliteSagaLog.open(tmp_path / "saga.db")
+        await write_history(log)
+        saga = await log.get("t1")
+        assert saga is not None
+        assert (saga.state, saga.fence_credit, saga.attempts, saga.last_error) == (
+            SagaState.COMPENSATING,
+            True,
+            2,
+            "credit outcome unknown",
+        )
+        assert [saga.transaction_id for saga in await log.unfinished()] == ["t1"]
+        assert [saga.transaction_id for saga in await log.sagas(SagaState.FAILED)] == ["t2"]
+        history = await log.history("t1")
+        assert [(event.kind, event.state, event.attempt.code if event.attempt else None) for event in history] == [
+            ("state", SagaState.PENDING, None),
+            ("state", SagaState.DEBITING, None),
+            ("attempt", None, None),
+            ("state", SagaState.CREDITING, None),
+            ("attempt", None, "injected_fault"),
+            ("state", SagaState.COMPENSATING, None),
+        ]
+        await log.close()
+
+    asyncio.run(scenario())
+
+
+def test_sqlite_log_survives_reopening(tmp_path: Path) -> None:
+    async def write() -> None:
+        log = await SqliteSagaLog.open(tmp_path / "saga.db")
+        await write_history(log)
+        await log.close()
+
+    async def read() -> SagaRecord | None:
+        log = await SqliteSagaLog.open(tmp_path / "saga.db", create=False)
+        try:
+            return await log.get("t1")
+        finally:
+            await log.close()
+
+    asyncio.run(write())
+    reopened = asyncio.run(read())
+    assert reopened is not None
+    assert (reopened.state, reopened.source, reopened.target, reopened.amount) == (
+        SagaState.COMPENSATING,
+        SOURCE,
+        TARGET,
+        100,
+    )
+
+
+def test_sqlite_log_uses_wal_and_full_sync(tmp_path: Path) -> None:
+    import sqlite3
+
+    asyncio.run(_open_and_close(tmp_path / "saga.db"))
+    with sqlite3.connect(tmp_path / "saga.db") as connection:
+        assert connection.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+
+
+async def _open_and_close(path: Path) -> None:
+    log = await SqliteSagaLog.open(path)
+    await log.close()
+
+
+def test_concurrent_sagas_share_commits(tmp_path: Path) -> None:
+    async def scenario() -> tuple[int, int]:
+        log = await SqliteSagaLog.open(tmp_path / "saga.db")
+        await asyncio.gather(*(log.create(record(f"t{i}"), SagaState.DEBITING) for i in range(200)))
+        await log.close()
+        return log.commits, log.changes_committed
+
+    commits, changes = asyncio.run(scenario())
+    assert changes == 201  # 200 sagas and the closing flush
+    assert commits < 50, f"200 concurrent creates took {commits} commits"
+
+
+def test_one_bad_change_does_not_fail_the_changes_batched_with_it(tmp_path: Path) -> None:
+    async def scenario() -> list[BaseException | None]:
+        log = await SqliteSagaLog.open(tmp_path / "saga.db")
+        await log.create(record("dup"), SagaState.DEBITING)
+        results = await asyncio.gather(
+            log.create(record("dup"), SagaState.DEBITING),
+            *(log.create(record(f"ok{i}"), SagaState.DEBITING) for i in range(5)),
+            return_exceptions=True,
+        )
+        assert len(await log.sagas()) == 6
+        await log.close()
+        return list(results)
+
+    results = asyncio.run(scenario())
+    assert isinstance(results[0], SagaLogError)
+    assert results[1:] == [None] * 5
+
+
+def test_a_missing_log_is_refused_when_it_must_exist(tmp_path: Path) -> None:
+    with pytest.raises(SagaLogError, match="no saga log"):
+        asyncio.run(SqliteSagaLog.open(tmp_path / "absent.db", create=False))
+
+
+def test_a_corrupt_log_is_refused(tmp_path: Path) -> None:
+    corrupt = tmp_path / "corrupt.db"
+    corrupt.write_bytes(b"this is not a database" * 100)
+    with pytest.raises(SagaLogError, match="not a usable saga log"):
+        asyncio.run(SqliteSagaLog.open(corrupt, create=False))
+
+
+def test_amounts_must_be_positive_integers_in_the_log(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        log = await SqliteSagaLog.open(tmp_path / "saga.db")
+        try:
+            with pytest.raises(SagaLogError):
+                await log.create(record("t1", amount=0), SagaState.DEBITING)
+        finally:
+            await log.close()
+
+    asyncio.run(scenario())
+
+
+def test_retry_delays_back_off_to_the_cap_with_bounded_jitter() -> None:
+    policy = RetryPolicy(
+        maximum_attempts=6, initial_interval=0.1, backoff_coefficient=2.0, maximum_interval=0.5, jitter=0.2
+    )
+    rng = random.Random(1)
+    assert policy.delay_before(1, rng) == 0.0
+    delays = [policy.delay_before(attempt, rng) for attempt in range(2, 7)]
+    for delay, nominal in zip(delays, [0.1, 0.2, 0.4, 0.5, 0.5], strict=True):
+        assert nominal * 0.8 <= delay <= nominal * 1.2
+    assert policy.allows(6)
+    assert not policy.allows(7)
+    assert RetryPolicy(maximum_attempts=None).allows(10_000)
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"maximum_attempts": 0},
+        {"initial_interval": -1.0},
+        {"initial_interval": 2.0, "maximum_interval": 1.0},
+        {"backoff_coefficient": 0.5},
+        {"jitter": 1.5},
+        {"request_timeout": 0.0},
+    ],
+)
+def test_invalid_retry_policies_are_refused(kwargs: dict[str, float]) -> None:
+    with pytest.raises(ValueError, match="must"):
+        RetryPolicy(**kwargs)  # type: ignore[arg-type]

@@ -1,0 +1,251 @@
+"""The saga's decisions, step by step, against in-process services with scripted faults."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from typing import Any
+
+import httpx
+import pytest
+
+from saga import AccountRef, InvalidTransfer, MemorySagaLog, Orchestrator, RetryPolicies, RetryPolicy, SagaState
+from saga.run import TransferResult
+from server import Settings, create_app
+from server.ledger import Ledger
+
+FAST = RetryPolicy(maximum_attempts=3, initial_interval=0.0, maximum_interval=0.0, jitter=0.0, request_timeout=1.0)
+POLICIES = RetryPolicies(
+    debit=FAST,
+    credit=FAST,
+    compensation=RetryPolicy(maximum_attempts=None, initial_interval=0.0, maximum_interval=0.0, jitter=0.0),
+)
+URL = "http://bank.test"
+
+
+class ScriptedTransport(httpx.AsyncBaseTransport):
+    """Forwards to an in-process app, except where a script says to fail a request.
+
+    ``script`` maps a path to the faults of its successive requests:
+    ``"drop"`` loses the request, ``"lose"`` applies it and loses the answer,
+    ``None`` delivers normally.
+    """
+
+    def __init__(self, app: Any, script: dict[str, list[str | None]] | None = None) -> None:
+        self.inner = httpx.ASGITransport(app=app)
+        self.script = {path: list(faults) for path, faults in (script or {}).items()}
+        self.paths: list[str] = []
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        path = request.url.path
+        self.paths.append(path)
+        faults = self.script.get(path)
+        fault = faults.pop(0) if faults else None
+        if fault == "drop":
+            raise httpx.ConnectError("request lost", request=request)
+        response = await self.inner.handle_async_request(request)
+        if fault == "lose":
+            await response.aread()
+            raise httpx.ReadTimeout("response lost", request=request)
+        return response
+
+
+def bank(**settings: Any) -> Any:
+    values: dict[str, Any] = {
+        "accounts": {"alice": 1_000, "bob": 1_000},
+        "credit_fault_rate": 0.0,
+        "log_requests": False,
+    }
+    return create_app(Settings(**{**values, **settings}))
+
+
+def transfer(
+    app: Any, transport: httpx.AsyncBaseTransport, amount: int = 100, **kwargs: Any
+) -> tuple[TransferResult, MemorySagaLog]:
+    log = MemorySagaLog()
+
+    async def run() -> TransferResult:
+        orchestrator = Orchestrator(
+            log, policies=kwargs.get("policies", POLICIES), transport=transport, rng=random.Random(1)
+        )
+        return await orchestrator.transfer(AccountRef(URL, "alice"), AccountRef(URL, "bob"), amount)
+
+    return asyncio.run(run()), log
+
+
+def ledger(app: Any) -> Ledger:
+    result = app.state.ledger
+    assert isinstance(result, Ledger)
+    return result
+
+
+def steps(result: TransferResult) -> list[tuple[str, int | None]]:
+    return [(attempt.step, attempt.status) for attempt in result.attempts]
+
+
+def test_happy_path_is_debit_then_credit() -> None:
+    app = bank()
+    result, log = transfer(app, ScriptedTransport(app))
+    assert result.state is SagaState.COMPLETED
+    assert steps(result) == [("debit", 200), ("credit", 200)]
+    assert (ledger(app).balance("alice"), ledger(app).balance("bob")) == (900, 1_100)
+    states = [event.state for event in asyncio.run(log.history(result.transaction_id)) if event.kind == "state"]
+    assert states == [SagaState.PENDING, SagaState.DEBITING, SagaState.CREDITING, SagaState.COMPLETED]
+
+
+def test_a_500_on_credit_is_caught_and_retried_under_the_same_id() -> None:
+    app = bank()
+    transport = ScriptedTransport(app, {"/credit": ["drop", "drop"]})
+    result, _ = transfer(app, transport)
+    assert result.state is SagaState.COMPLETED
+    assert steps(result) == [("debit", 200), ("credit", None), ("credit", None), ("credit", 200)]
+    assert result.retries == 2
+
+
+def test_injected_500s_exhaust_the_credit_then_fence_and_compensate() -> None:
+    app = bank(credit_fault_rate=1.0)
+    result, _ = transfer(app, ScriptedTransport(app))
+    assert result.state is SagaState.COMPENSATED
+    assert steps(result) == [
+        ("debit", 200),
+        ("credit", 500),
+        ("credit", 500),
+        ("credit", 500),
+        ("compensate_credit", 200),
+        ("compensate_debit", 200),
+    ]
+    assert [attempt.code for attempt in result.attempts if attempt.step == "credit"] == ["injected_fault"] * 3
+    assert (ledger(app).balance("alice"), ledger(app).balance("bob")) == (1_000, 1_000)
+    trail = ledger(app).trail(result.transaction_id)
+    assert [(entry.operation, entry.outcome) for entry in trail] == [
+        ("debit", "applied"),
+        ("compensate_credit", "voided"),
+        ("compensate_debit", "reversed"),
+    ]
+
+
+def test_a_credit_that_landed_unseen_is_reversed_before_the_debit_is_given_back() -> None:
+    app = bank()
+    transport = ScriptedTransport(app, {"/credit": ["lose", "drop", "drop"]})
+    result, _ = transfer(app, transport)
+    assert result.state is SagaState.COMPENSATED
+    outcomes = {entry.operation: entry.outcome for entry in ledger(app).trail(result.transaction_id)}
+    assert outcomes == {
+        "debit": "applied",
+        "credit": "applied",
+        "compensate_credit": "reversed",
+        "compensate_debit": "reversed",
+    }
+    assert (ledger(app).balance("alice"), ledger(app).balance("bob")) == (1_000, 1_000)
+    ledger(app).check_invariants()
+
+
+def test_a_landed_credit_whose_money_was_spent_completes_the_transfer() -> None:
+    app = bank()
+
+    class SpendingTransport(ScriptedTransport):
+        async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+            if request.url.path == "/compensate_credit":
+                # bob spends the credited money before the saga can reverse it
+                ledger(app).execute("debit", "bob-spends", "bob", 1_100)
+            return await super().handle_async_request(request)
+
+    result, _ = transfer(app, SpendingTransport(app, {"/credit": ["lose", "drop", "drop"]}))
+    assert result.state is SagaState.COMPLETED
+    assert steps(result)[-1] == ("compensate_credit", 409)
+    assert ledger(app).balance("alice") == 900
+
+
+def test_a_refused_credit_needs_no_fence() -> None:
+    app = bank(accounts={"alice": 1_000, "bob": 2**53 - 50})
+    result, _ = transfer(app, ScriptedTransport(app))
+    assert result.state is SagaState.COMPENSATED
+    assert steps(result) == [("debit", 200), ("credit", 409), ("compensate_debit", 200)]
+
+
+def test_a_refused_debit_fails_with_nothing_moved() -> None:
+    app = bank()
+    result, _ = transfer(app, ScriptedTransport(app), amount=5_000)
+    assert result.state is SagaState.FAILED
+    assert steps(result) == [("debit", 409)]
+    assert result.error == "debit refused: insufficient_funds"
+
+
+def test_a_debit_whose_outcome_stays_unknown_is_compensated() -> None:
+    app = bank()
+    transport = ScriptedTransport(app, {"/debit": ["lose", "drop", "drop"]})
+    result, _ = transfer(app, transport)
+    assert result.state is SagaState.COMPENSATED
+    assert steps(result)[-1] == ("compensate_debit", 200)
+    assert "/credit" not in transport.paths
+    assert "/compensate_credit" not in transport.paths
+    assert ledger(app).balance("alice") == 1_000
+
+
+def test_compensation_retries_until_the_service_answers() -> None:
+    app = bank(credit_fault_rate=1.0)
+    transport = ScriptedTransport(app, {"/compensate_debit": ["drop"] * 7})
+    result, _ = transfer(app, transport)
+    assert result.state is SagaState.COMPENSATED
+    assert [attempt.number for attempt in result.attempts if attempt.step == "compensate_debit"] == list(range(1, 9))
+
+
+def test_a_compensation_that_cannot_finish_stays_in_the_log_and_recovery_finishes_it() -> None:
+    app = bank(credit_fault_rate=1.0)
+    limited = RetryPolicies(debit=FAST, credit=FAST, compensation=FAST)
+    transport = ScriptedTransport(app, {"/compensate_debit": ["drop"] * 3})
+    result, log = transfer(app, transport, policies=limited)
+    assert result.state is SagaState.COMPENSATING
+    assert result.error is not None
+    assert ledger(app).balance("alice") == 900
+
+    async def recover() -> list[TransferResult]:
+        return await Orchestrator(log, policies=POLICIES, transport=transport).recover()
+
+    (recovered,) = asyncio.run(recover())
+    assert recovered.transaction_id == result.transaction_id
+    assert recovered.state is SagaState.COMPENSATED
+    assert ledger(app).balance("alice") == 1_000
+
+
+def test_a_rejection_the_service_did_not_record_after_a_lost_attempt_is_not_trusted() -> None:
+    app = bank(token="s3cret")
+
+    class TokenTransport(ScriptedTransport):
+        """Authorised for the first debit only, as if the token were rotated meanwhile."""
+
+        async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+            if request.url.path == "/debit" and self.paths.count("/debit") == 0:
+                request.headers["authorization"] = "Bearer s3cret"
+            return await super().handle_async_request(request)
+
+    result, _ = transfer(app, TokenTransport(app, {"/debit": ["lose"]}))
+    assert steps(result)[:2] == [("debit", None), ("debit", 401)]
+    assert result.state is not SagaState.FAILED, "the lost first debit may have applied"
+
+
+@pytest.mark.parametrize(
+    ("source", "target", "amount", "message"),
+    [
+        (AccountRef(URL, "alice"), AccountRef(URL, "alice"), 1, "same account"),
+        (AccountRef(URL, "alice"), AccountRef(URL, "bob"), 0, "between 1 and"),
+        (AccountRef(URL, "alice"), AccountRef(URL, "bob"), -5, "between 1 and"),
+        (AccountRef(URL, "alice"), AccountRef(URL, "bob"), 1.5, "integer"),
+        (AccountRef(URL, "alice"), AccountRef(URL, "bob"), True, "integer"),
+        (AccountRef(URL, "al ice"), AccountRef(URL, "bob"), 1, "user_id"),
+        (AccountRef("bank.test", "alice"), AccountRef(URL, "bob"), 1, "http://"),
+    ],
+)
+def test_invalid_transfers_are_refused_before_anything_is_logged(
+    source: AccountRef, target: AccountRef, amount: Any, message: str
+) -> None:
+    app = bank()
+    log = MemorySagaLog()
+
+    async def run() -> None:
+        await Orchestrator(log, transport=ScriptedTransport(app)).transfer(source, target, amount)
+
+    with pytest.raises(InvalidTransfer, match=message):
+        asyncio.run(run())
+    assert asyncio.run(log.sagas()) == []
+    assert len(ledger(app)) == 0
