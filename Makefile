@@ -18,6 +18,9 @@ $(STAMP): requirements.txt
 
 venv: $(STAMP)
 
+run: $(STAMP) ## the demo: two live accounts services, transfers through the saga, and a verified report
+	$(PY) -m saga demo
+
 serve: $(STAMP) ## run one accounts service on 127.0.0.1:8000 (demo accounts, 30% credit faults)
 	$(PY) -m server --host 127.0.0.1 --port 8000
 
@@ -28,8 +31,8 @@ lint: $(STAMP) ## ruff
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
-typecheck: $(STAMP) ## mypy on server/ and saga/
-	$(BIN)/mypy server tests openapi
+typecheck: $(STAMP) ## mypy on server/, saga/ and the code that uses the client
+	$(BIN)/mypy server saga tests openapi
 
 generate: $(STAMP) ## regenerate generated_client/ from openapi/openapi.yaml
 	$(PY) openapi/generate.py
@@ -38,5 +41,5 @@ check-generated: $(STAMP) ## fail if generated_client/ is stale against openapi/
 	$(PY) openapi/generate.py --check
 
 clean: ## remove the venv, caches and local databases
-	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis saga.db saga.db-wal saga.db-shm
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +

@@ -115,6 +115,9 @@ def build_parser() -> argparse.ArgumentParser:
     listing.add_argument("--state", choices=[state.value for state in SagaState])
     listing.add_argument("--db", type=Path, required=True)
     listing.add_argument("--json", action="store_true")
+    from saga.demo import add_demo_command
+
+    add_demo_command(commands)
     return parser
 
 
@@ -383,6 +386,10 @@ COMMANDS: dict[str, Callable[[argparse.Namespace, TextIO, TextIO], Coroutine[Any
 def main(argv: Sequence[str] | None = None, out: TextIO = sys.stdout, err: TextIO = sys.stderr) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
+    if args.command == "demo":
+        from saga.demo import run_demo
+
+        return run_demo(args, out, err)
     try:
         return asyncio.run(COMMANDS[args.command](args, out, err))
     except UsageError as error:
