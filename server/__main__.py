@@ -6,6 +6,7 @@ import argparse
 import ipaddress
 import logging
 import os
+import socket
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -99,7 +100,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=args.log_level.upper(), format="%(message)s", stream=sys.stderr)
     app = create_app(settings)
     if args.fd is not None:
-        uvicorn.run(app, fd=args.fd, log_level=args.log_level, access_log=False)
+        # uvicorn's own --fd handling takes every inherited socket for a Unix
+        # socket, so TCP_NODELAY is never set and each small response waits
+        # out Nagle's algorithm (about 40 ms). socket(fileno=) reads the real family.
+        listener = socket.socket(fileno=args.fd)
+        config = uvicorn.Config(app, log_level=args.log_level, access_log=False)
+        uvicorn.Server(config).run(sockets=[listener])
     else:
         uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level, access_log=False)
     return 0
