@@ -62,20 +62,14 @@ def build_parser() -> argparse.ArgumentParser:
         command.add_argument("--source-url", help="the accounts service of the source account")
         command.add_argument("--target-url", help="the accounts service of the target account")
 
-    def common(command: argparse.ArgumentParser, *, db_required: bool = False) -> None:
-        command.add_argument(
-            "--db",
-            type=Path,
-            required=db_required,
-            default=None if db_required else Path(os.environ.get("SAGA_DB", "saga.db")),
-            help="the saga log, a SQLite file (SAGA_DB; default saga.db)",
-        )
+    def common(command: argparse.ArgumentParser) -> None:
+        command.add_argument("--db", type=Path, default=None, help="the saga log, a SQLite file (SAGA_DB; saga.db)")
         command.add_argument("--token", default=os.environ.get("SAGA_TOKEN"), help="bearer token (SAGA_TOKEN)")
         command.add_argument("--json", action="store_true", help="print one JSON object as the last line")
 
     def retry_options(command: argparse.ArgumentParser) -> None:
         command.add_argument(
-            "--max-credit-attempts", type=_positive, default=3, help="credit attempts before compensating (3)"
+            "--max-credit-attempts", type=_positive, default=None, help="credit attempts before compensating (3)"
         )
         command.add_argument(
             "--request-timeout", type=float, default=5.0, help="seconds before a request counts as lost (5)"
@@ -90,6 +84,9 @@ def build_parser() -> argparse.ArgumentParser:
     retry_options(transfer)
 
     run_batch = commands.add_parser("batch", help="run many random transfers and check the money afterwards")
+    run_batch.add_argument(
+        "scenario", nargs="?", type=Path, help="a scenario file (instances/scenarios/*.json): starts its own services"
+    )
     services_options(run_batch)
     run_batch.add_argument("--transfers", type=_positive, default=None, help="how many transfers (200)")
     run_batch.add_argument("--concurrency", type=_positive, default=None, help="sagas in flight at once (16)")
@@ -127,7 +124,7 @@ def policies_from(args: argparse.Namespace) -> RetryPolicies:
     defaults = RetryPolicies()
     return RetryPolicies(
         debit=RetryPolicy(maximum_attempts=5, request_timeout=args.request_timeout),
-        credit=RetryPolicy(maximum_attempts=args.max_credit_attempts, request_timeout=args.request_timeout),
+        credit=RetryPolicy(maximum_attempts=args.max_credit_attempts or 3, request_timeout=args.request_timeout),
         compensation=RetryPolicy(
             maximum_attempts=defaults.compensation.maximum_attempts,
             maximum_interval=defaults.compensation.maximum_interval,
@@ -197,7 +194,7 @@ async def cmd_transfer(args: argparse.Namespace, out: TextIO, err: TextIO) -> in
     source, target = AccountRef(source_url, args.source), AccountRef(target_url, args.target)
     if source == target:
         raise UsageError("source and target are the same account")
-    log = await open_log(args.db)
+    log = await open_log(default_db(args))
     try:
         async with Orchestrator(log, policies=policies_from(args), token=args.token, concurrency=8) as orchestrator:
             await require_account(orchestrator, source)
@@ -238,6 +235,21 @@ def progress_bar(err: TextIO) -> batch.Progress:
     return draw
 
 
+def default_db(args: argparse.Namespace) -> Path:
+    return args.db or Path(os.environ.get("SAGA_DB", "saga.db"))
+
+
+def run_scenario(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    from saga.scenario import ScenarioError, run_scenario_command
+
+    if args.url or args.source_url or args.target_url:
+        raise UsageError("a scenario starts its own services: give no --url with it")
+    try:
+        return run_scenario_command(args, out, err)
+    except ScenarioError as error:
+        raise UsageError(str(error)) from None
+
+
 async def cmd_batch(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     source_url, target_url = service_urls(args)
     workload = batch.Workload(
@@ -246,7 +258,7 @@ async def cmd_batch(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         seed=args.seed,
     )
     concurrency = args.concurrency or 16
-    log = await open_log(args.db)
+    log = await open_log(default_db(args))
     try:
         async with Orchestrator(
             log, policies=policies_from(args), token=args.token, concurrency=concurrency
@@ -391,6 +403,8 @@ def main(argv: Sequence[str] | None = None, out: TextIO = sys.stdout, err: TextI
 
         return run_demo(args, out, err)
     try:
+        if args.command == "batch" and args.scenario is not None:
+            return run_scenario(args, out, err)
         return asyncio.run(COMMANDS[args.command](args, out, err))
     except UsageError as error:
         print(f"error: {error}", file=err)
