@@ -34,8 +34,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--accounts",
         type=Path,
-        default=_env("ACCOUNTS_FILE"),
-        help='JSON object {"alice": 100000, ...} in minor units (ACCOUNTS_ACCOUNTS_FILE); '
+        default=_env("FILE"),
+        help='JSON object {"alice": 100000, ...} in minor units (ACCOUNTS_FILE); '
         "default: alice, bob and charlie with 100000 each",
     )
     parser.add_argument(
