@@ -1,0 +1,1 @@
+"""The product's own proof that it works, and how fast: evaluation, scenarios and benchmarks."""
