@@ -218,7 +218,8 @@ def markdown(report: dict[str, Any]) -> str:
     lines += [
         "## Tests",
         "",
-        f"{tests['passed']} passed, {tests['failed']} failed, {tests['skipped']} skipped (pytest exit {tests['exit_code']}).",
+        f"{tests['passed']} passed, {tests['failed']} failed, {tests['skipped']} skipped "
+        f"(pytest exit {tests['exit_code']}).",
         "",
     ]
     lines += [
@@ -244,7 +245,8 @@ def markdown(report: dict[str, Any]) -> str:
     for patch in report["patches"]:
         lines.append(
             f"| {patch['name']} | {patch['breaks']} | {'yes' if patch['applies'] else 'NO'} | "
-            f"{'caught' if patch['caught_by_simulator'] else 'missed'} | {'caught' if patch['caught_by_tests'] else 'missed'} | "
+            f"{'caught' if patch['caught_by_simulator'] else 'missed'} | "
+            f"{'caught' if patch['caught_by_tests'] else 'missed'} | "
             f"{'caught' if patch['caught'] else 'WEAK SPOT'} |"
         )
     return "\n".join(lines) + "\n"
@@ -272,8 +274,9 @@ def main(argv: list[str] | None = None) -> int:
 
     scenarios = [] if args.skip_scenarios else run_scenarios()
     for scenario in scenarios:
+        problems = "; ".join(scenario.failed_expectations) or scenario.error[:200]
         print(
-            f"scenario {scenario.name:16} {'pass' if scenario.passed else 'FAIL'}  {scenario.seconds:5.1f}s  {'; '.join(scenario.failed_expectations) or scenario.error[:200]}"
+            f"scenario {scenario.name:16} {'pass' if scenario.passed else 'FAIL'}  {scenario.seconds:5.1f}s  {problems}"
         )
 
     patches = [] if args.skip_patches else [try_patch(path) for path in sorted((ROOT / "patches").glob("*.patch"))]
