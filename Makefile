@@ -6,7 +6,7 @@ PY := $(BIN)/python
 STAMP := $(VENV)/.installed-requirements
 
 .DEFAULT_GOAL := help
-.PHONY: help run serve test lint typecheck check-generated generate contract evaluate bench simulate clean
+.PHONY: help venv run serve test lint typecheck check-generated generate contract evaluate bench simulate clean
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  make %-16s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -39,6 +39,12 @@ generate: $(STAMP) ## regenerate generated_client/ from openapi/openapi.yaml
 
 check-generated: $(STAMP) ## fail if generated_client/ is stale against openapi/openapi.yaml
 	$(PY) openapi/generate.py --check
+
+evaluate: $(STAMP) ## tests, every scenario, and every known-bad patch; writes evaluation/reports/
+	$(PY) -m evaluation.evaluation
+
+bench: $(STAMP) ## throughput and latency side by side; writes evaluation/bench-results/
+	$(PY) -m evaluation.bench
 
 clean: ## remove the venv, caches and local databases
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis saga.db saga.db-wal saga.db-shm
