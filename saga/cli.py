@@ -74,6 +74,13 @@ def build_parser() -> argparse.ArgumentParser:
         command.add_argument(
             "--request-timeout", type=float, default=5.0, help="seconds before a request counts as lost (5)"
         )
+        command.add_argument(
+            "--max-compensation-attempts",
+            type=_positive,
+            default=200,
+            help="attempts per compensation in this run; a saga whose compensation cannot finish stays in "
+            "COMPENSATING for the next recover (200, about six minutes at the capped backoff)",
+        )
 
     transfer = commands.add_parser("transfer", help="move money once")
     transfer.add_argument("--from", dest="source", required=True, help="source user_id")
@@ -126,7 +133,7 @@ def policies_from(args: argparse.Namespace) -> RetryPolicies:
         debit=RetryPolicy(maximum_attempts=5, request_timeout=args.request_timeout),
         credit=RetryPolicy(maximum_attempts=args.max_credit_attempts or 3, request_timeout=args.request_timeout),
         compensation=RetryPolicy(
-            maximum_attempts=defaults.compensation.maximum_attempts,
+            maximum_attempts=args.max_compensation_attempts,
             maximum_interval=defaults.compensation.maximum_interval,
             request_timeout=args.request_timeout,
         ),

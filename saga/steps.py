@@ -88,9 +88,10 @@ async def send(
         return StepAnswer(Verdict.UNKNOWN, attempt(None, error=type(error).__name__))
     except errors.UnexpectedStatus as error:
         return StepAnswer(_verdict(error.status_code), attempt(error.status_code, error="undocumented status"))
-    except (ValueError, KeyError, TypeError) as error:
-        # A body that does not parse (a proxy's error page, say) tells nothing about the outcome.
-        return StepAnswer(Verdict.UNKNOWN, attempt(None, error=f"unreadable answer: {type(error).__name__}"))
+    except Exception as error:
+        # Whatever else went wrong (a body that does not parse, a proxy's error
+        # page, a broken connection mid-answer) tells nothing about the outcome.
+        return StepAnswer(Verdict.UNKNOWN, attempt(None, error=f"no usable answer: {type(error).__name__}"))
     status = int(response.status_code)
     parsed = response.parsed
     if isinstance(parsed, LedgerResult) and status == 200:
