@@ -11,7 +11,7 @@ from typing import Annotated, Any
 from fastapi import FastAPI, Header, Path, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
-from pydantic import BaseModel, ConfigDict, Field, StrictInt
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictInt
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -57,11 +57,25 @@ def _problems(*statuses: int) -> dict[int | str, dict[str, Any]]:
     return {status: {"content": {PROBLEM_CONTENT_TYPE: {}}} for status in statuses}
 
 
+def _integral_number(value: object) -> object:
+    """Turn 2500.0 into 2500: JSON Schema, and so the contract, counts it as an integer.
+
+    Every other value goes on unchanged for StrictInt to judge, so 2500.5, true
+    and "2500" are still refused. int() is exact here: any float within
+    MAX_AMOUNT is far below 2**53.
+    """
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
 class LedgerRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     user_id: Annotated[str, Field(min_length=1, max_length=64, pattern=USER_ID_PATTERN)]
-    amount: Annotated[StrictInt, Field(ge=1, le=MAX_AMOUNT, description="Minor units (cents).")]
+    amount: Annotated[
+        StrictInt, Field(ge=1, le=MAX_AMOUNT, description="Minor units (cents)."), BeforeValidator(_integral_number)
+    ]
 
 
 TransactionIdHeader = Annotated[

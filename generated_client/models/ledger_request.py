@@ -13,7 +13,10 @@ class LedgerRequest:
     """
     Attributes:
         user_id (str):
-        amount (int): An amount of money in minor units (cents).
+        amount (int): An amount of money in minor units (cents). The service writes it
+            without a fraction. It reads `2500.0` as `2500`, since JSON Schema
+            counts a number with a zero fraction as an integer, and refuses any
+            other fraction.
     """
 
     user_id: str

@@ -18,7 +18,10 @@ class LedgerResult:
         transaction_id (str):
         operation (Operation):
         user_id (str):
-        amount (int): An amount of money in minor units (cents).
+        amount (int): An amount of money in minor units (cents). The service writes it
+            without a fraction. It reads `2500.0` as `2500`, since JSON Schema
+            counts a number with a zero fraction as an integer, and refuses any
+            other fraction.
         balance (int): A balance in minor units (cents).
         outcome (Outcome): `applied` for a debit or credit; `reversed` when a compensation undid an
             applied operation; `voided` when a compensation found nothing to undo and
