@@ -1,0 +1,1 @@
+"""Deterministic fault simulation of the transfer saga, after TigerBeetle's VOPR and Jepsen's bank test."""
