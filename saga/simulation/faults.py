@@ -1,0 +1,136 @@
+"""The fault plan's knobs, the classes of faults it injects, and the trace it leaves."""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Final
+
+REQUEST_LOST: Final = "request_lost"
+RESPONSE_LOST: Final = "response_lost"
+DUPLICATE_LATE: Final = "duplicate_late"
+DELAY_REORDER: Final = "delay_reorder"
+INJECTED_500: Final = "injected_500"
+OUTAGE: Final = "outage"
+CRASH: Final = "crash"
+
+#: Every class of fault a run injects, in report order. A standard run must
+#: inject each of them at least once, or the simulator proves nothing.
+FAULT_CLASSES: Final = (REQUEST_LOST, RESPONSE_LOST, DUPLICATE_LATE, DELAY_REORDER, INJECTED_500, OUTAGE, CRASH)
+
+
+@dataclass(frozen=True)
+class MillisecondRange:
+    """Whole milliseconds from ``low`` to ``high`` inclusive.
+
+    Latencies are whole milliseconds so that requests from concurrent sagas
+    often land in the same instant, where check-then-act races show up.
+    """
+
+    low: int
+    high: int
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.low <= self.high:
+            raise ValueError("a millisecond range needs 0 <= low <= high")
+
+
+@dataclass(frozen=True)
+class FaultRates:
+    """Per-request probabilities of each network fault, and the server's own fault rates.
+
+    The defaults inject every class of fault several times in a run of a
+    couple of hundred transfers.
+    """
+
+    #: Dropped before it reaches the server: the client sees a connection error.
+    request_lost: float = 0.03
+    #: Applied by the server, but the answer never arrives.
+    response_lost: float = 0.03
+    #: Of the lost answers, the share that hangs until the saga's request
+    #: timeout instead of failing fast with a read timeout.
+    response_hangs: float = 0.5
+    #: Delivered once more, later, after the saga may have moved on or compensated.
+    duplicate_late: float = 0.05
+    duplicate_delay_ms: MillisecondRange = field(default_factory=lambda: MillisecondRange(10, 60_000))
+    #: Each leg of every request takes this long...
+    latency_ms: MillisecondRange = field(default_factory=lambda: MillisecondRange(0, 3))
+    #: ...and with this probability much longer, so concurrent requests overtake each other.
+    slow: float = 0.1
+    slow_latency_ms: MillisecondRange = field(default_factory=lambda: MillisecondRange(20, 500))
+    #: Per request, the chance that one service becomes unreachable for a
+    #: while: its requests are dropped, or (half the time) its answers are.
+    outage: float = 1 / 200
+    outage_ms: MillisecondRange = field(default_factory=lambda: MillisecondRange(300, 3_000))
+    #: Per request, the chance that the orchestrator crashes soon after sending it.
+    crash: float = 1 / 150
+    #: The accounts service's own injected 500s on /credit.
+    credit_fault_rate: float = 0.3
+    credit_fault_after_commit_rate: float = 0.05
+
+    def __post_init__(self) -> None:
+        for name in (
+            "request_lost",
+            "response_lost",
+            "response_hangs",
+            "duplicate_late",
+            "slow",
+            "outage",
+            "crash",
+            "credit_fault_rate",
+            "credit_fault_after_commit_rate",
+        ):
+            rate = getattr(self, name)
+            if not 0.0 <= rate <= 1.0:
+                raise ValueError(f"{name} must be a probability from 0 to 1, got {rate}")
+
+
+def no_faults() -> FaultRates:
+    """A fault plan that injects nothing at all: for checking the simulator's own plumbing."""
+    return FaultRates(
+        request_lost=0.0,
+        response_lost=0.0,
+        duplicate_late=0.0,
+        slow=0.0,
+        outage=0.0,
+        crash=0.0,
+        credit_fault_rate=0.0,
+        credit_fault_after_commit_rate=0.0,
+    )
+
+
+def fault_counter() -> Counter[str]:
+    """A counter with every fault class present, so a class never injected shows as 0."""
+    return Counter(dict.fromkeys(FAULT_CLASSES, 0))
+
+
+@dataclass(frozen=True, slots=True)
+class TraceEvent:
+    """One thing that happened in a run, on the virtual clock.
+
+    ``kind`` is ``send`` (a saga's request, with the network's decision and
+    the server's answer), ``duplicate`` (a late copy of an earlier request
+    landing), ``outage``, ``crash`` or ``recover``.
+    """
+
+    at_ms: int
+    kind: str
+    transaction_id: str = ""
+    step: str = ""
+    service: str = ""
+    fault: str = ""
+    answer: str = ""
+
+    def __str__(self) -> str:
+        parts = [f"{self.at_ms:>9}ms", f"{self.kind:<9}"]
+        if self.transaction_id:
+            parts.append(self.transaction_id)
+        if self.step:
+            parts.append(f"{self.step}@{self.service}")
+        elif self.service:
+            parts.append(self.service)
+        if self.fault:
+            parts.append(f"[{self.fault}]")
+        if self.answer:
+            parts.append(f"-> {self.answer}")
+        return " ".join(parts)

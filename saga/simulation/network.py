@@ -1,0 +1,312 @@
+"""The simulated network between the saga and the accounts services: in-process, seeded, faulty.
+
+One :class:`SimulatedNetwork` is the ``transport=`` of every orchestrator in
+a run. It routes each request by URL host to that service's ASGI app and,
+on the way, follows a seeded fault plan: it loses requests, loses answers
+the server already acted on, delivers copies of requests again much later,
+delays requests so that concurrent sagas overtake each other, takes whole
+services off the network for a while, and tells the run when to crash the
+orchestrator.
+
+The server's side of a request runs as a task of its own, as it would on a
+real server: a client that crashes or times out mid-request does not stop a
+request already on the wire from landing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import random
+from collections import Counter
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+from starlette.types import ASGIApp
+
+from saga.simulation.faults import (
+    DELAY_REORDER,
+    DUPLICATE_LATE,
+    INJECTED_500,
+    OUTAGE,
+    REQUEST_LOST,
+    RESPONSE_LOST,
+    FaultRates,
+    MillisecondRange,
+    TraceEvent,
+    fault_counter,
+)
+
+LEDGER_STEPS = frozenset({"debit", "credit", "compensate_debit", "compensate_credit"})
+
+
+@dataclass(frozen=True, slots=True)
+class _Outage:
+    until: float
+    #: "requests": nothing reaches the service; "responses": the service acts but nobody hears back.
+    direction: str
+
+
+@dataclass(frozen=True, slots=True)
+class _Answer:
+    status: int
+    headers: list[tuple[bytes, bytes]]
+    content: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class _Fate:
+    """What the network decided, when the request was sent, to do with it."""
+
+    request_ms: int
+    response_ms: int
+    slow: bool
+    response_lost: bool
+    hang: bool
+    duplicate_after_ms: int | None
+
+    def describe(self) -> str:
+        decisions = []
+        if self.slow:
+            decisions.append("slow")
+        if self.response_lost:
+            decisions.append("response_hangs" if self.hang else "response_lost")
+        if self.duplicate_after_ms is not None:
+            decisions.append(f"duplicate+{self.duplicate_after_ms}ms")
+        return ",".join(decisions)
+
+
+class SimulatedNetwork(httpx.AsyncBaseTransport):
+    """An ``httpx`` transport to in-process ASGI apps, one per host, with seeded faults."""
+
+    def __init__(
+        self,
+        apps: Mapping[str, ASGIApp],
+        rates: FaultRates,
+        rng: random.Random,
+        trace: list[TraceEvent],
+    ) -> None:
+        # raise_app_exceptions=False: an app that fails answers 500 to its
+        # client, as a real server would, instead of raising into the saga.
+        self._servers = {host: httpx.ASGITransport(app=app, raise_app_exceptions=False) for host, app in apps.items()}
+        self._rates = rates
+        self._rng = rng
+        self._trace = trace
+        self._outages: dict[str, _Outage] = {}
+        self._background: set[asyncio.Task[Any]] = set()
+        self.counts: Counter[str] = fault_counter()
+        self.requests = 0
+        #: Called when the plan says the orchestrator crashes now; set by the run.
+        self.on_crash: Callable[[], None] | None = None
+        #: Called as (host, transaction_id, step) right after a server handled
+        #: a request, before anything else runs: the moment to look at its state.
+        self.on_delivered: Callable[[str, str, str], None] | None = None
+
+    # -- the transport ---------------------------------------------------------
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        host = request.url.host
+        server = self._servers.get(host)
+        if server is None:
+            raise httpx.ConnectError(f"no simulated service at {host}", request=request)
+        step = request.url.path.lstrip("/")
+        if request.method != "POST" or step not in LEDGER_STEPS:
+            # Reads are the simulator's own bookkeeping, not the saga's traffic.
+            return await _forward(server, request, await request.aread())
+        return await self._ledger_request(server, request, host, step)
+
+    async def _ledger_request(
+        self, server: httpx.ASGITransport, request: httpx.Request, host: str, step: str
+    ) -> httpx.Response:
+        body = await request.aread()
+        transaction_id = request.headers.get("transaction_id", "")
+        self.requests += 1
+        self._maybe_crash()
+        self._maybe_start_outage()
+        outage = self._current_outage(host)
+        rng = self._rng
+        if (outage is not None and outage.direction == "requests") or rng.random() < self._rates.request_lost:
+            self.counts[REQUEST_LOST] += 1
+            fault = "outage:request_lost" if outage is not None else REQUEST_LOST
+            self._record("send", transaction_id, step, host, fault, "-")
+            await asyncio.sleep(self._latency(self._rates.latency_ms))
+            raise httpx.ConnectError("simulated: the request was lost", request=request)
+        fate = self._decide(outage)
+        delivery = asyncio.get_running_loop().create_task(
+            self._deliver(server, request, body, transaction_id, step, host, fate)
+        )
+        self._keep(delivery)
+        # Waiting without awaiting the task itself: cancelling this client
+        # (a crash, a timeout) must leave the delivery to finish on its own.
+        await asyncio.wait({delivery})
+        answer = delivery.result()
+        if fate.response_lost:
+            if fate.hang:
+                # Until the saga's own request timeout gives up on it.
+                await asyncio.get_running_loop().create_future()
+            await asyncio.sleep(fate.response_ms / 1000)
+            raise httpx.ReadTimeout("simulated: the response was lost", request=request)
+        await asyncio.sleep(fate.response_ms / 1000)
+        return httpx.Response(answer.status, headers=answer.headers, content=answer.content, request=request)
+
+    def _decide(self, outage: _Outage | None) -> _Fate:
+        rates, rng = self._rates, self._rng
+        request_ms = self._latency(rates.latency_ms)
+        response_ms = self._latency(rates.latency_ms)
+        slow = rng.random() < rates.slow
+        if slow:
+            self.counts[DELAY_REORDER] += 1
+            extra = self._latency(rates.slow_latency_ms)
+            if rng.random() < 0.5:
+                request_ms += extra
+            else:
+                response_ms += extra
+        response_lost = (outage is not None and outage.direction == "responses") or rng.random() < rates.response_lost
+        hang = response_lost and rng.random() < rates.response_hangs
+        if response_lost:
+            self.counts[RESPONSE_LOST] += 1
+        duplicate_after_ms = None
+        if rng.random() < rates.duplicate_late:
+            duplicate_after_ms = self._latency(rates.duplicate_delay_ms)
+            self.counts[DUPLICATE_LATE] += 1
+        return _Fate(request_ms, response_ms, slow, response_lost, hang, duplicate_after_ms)
+
+    async def _deliver(
+        self,
+        server: httpx.ASGITransport,
+        request: httpx.Request,
+        body: bytes,
+        transaction_id: str,
+        step: str,
+        host: str,
+        fate: _Fate,
+    ) -> _Answer:
+        await _arrive_on_a_tick(fate.request_ms)
+        answer = await self._call(server, request, body, transaction_id, step)
+        self._record("send", transaction_id, step, host, fate.describe(), self._summarize(answer))
+        if fate.duplicate_after_ms is not None:
+            self._keep(
+                asyncio.get_running_loop().create_task(
+                    self._deliver_duplicate(server, request, body, transaction_id, step, host, fate.duplicate_after_ms)
+                )
+            )
+        return answer
+
+    async def _deliver_duplicate(
+        self,
+        server: httpx.ASGITransport,
+        request: httpx.Request,
+        body: bytes,
+        transaction_id: str,
+        step: str,
+        host: str,
+        after_ms: int,
+    ) -> None:
+        await asyncio.sleep(after_ms / 1000)
+        answer = await self._call(server, request, body, transaction_id, step)
+        self._record("duplicate", transaction_id, step, host, f"+{after_ms}ms", self._summarize(answer))
+
+    async def _call(
+        self, server: httpx.ASGITransport, request: httpx.Request, body: bytes, transaction_id: str, step: str
+    ) -> _Answer:
+        response = await server.handle_async_request(
+            httpx.Request(request.method, request.url, headers=request.headers, content=body)
+        )
+        content = await response.aread()
+        if self.on_delivered is not None:
+            self.on_delivered(request.url.host, transaction_id, step)
+        return _Answer(response.status_code, list(response.headers.raw), content)
+
+    # -- the plan --------------------------------------------------------------
+
+    def _maybe_crash(self) -> None:
+        if self._rng.random() < self._rates.crash and self.on_crash is not None:
+            self.on_crash()
+
+    def _maybe_start_outage(self) -> None:
+        if self._rng.random() >= self._rates.outage:
+            return
+        host = self._rng.choice(sorted(self._servers))
+        duration_ms = self._latency(self._rates.outage_ms)
+        direction = "requests" if self._rng.random() < 0.5 else "responses"
+        self._outages[host] = _Outage(asyncio.get_running_loop().time() + duration_ms / 1000, direction)
+        self.counts[OUTAGE] += 1
+        self._record("outage", service=host, fault=f"{direction} lost for {duration_ms}ms")
+
+    def _current_outage(self, host: str) -> _Outage | None:
+        outage = self._outages.get(host)
+        if outage is None or outage.until <= asyncio.get_running_loop().time():
+            return None
+        return outage
+
+    def _latency(self, span: MillisecondRange) -> int:
+        return self._rng.randint(span.low, span.high)
+
+    # -- bookkeeping -----------------------------------------------------------
+
+    def _keep(self, task: asyncio.Task[Any]) -> None:
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    def _summarize(self, answer: _Answer) -> str:
+        try:
+            parsed = json.loads(answer.content)
+        except ValueError:
+            parsed = {}
+        replayed = any(name.lower() == b"idempotent-replayed" for name, _ in answer.headers)
+        if answer.status == 200 and isinstance(parsed, dict):
+            return f"200 {parsed.get('outcome')}{' replayed' if replayed else ''}"
+        code = parsed.get("code") if isinstance(parsed, dict) else None
+        if code == "injected_fault":
+            self.counts[INJECTED_500] += 1
+        return f"{answer.status} {code}{' replayed' if replayed else ''}"
+
+    def record(self, kind: str, detail: str = "") -> None:
+        """Note something the run did (a crash, a recovery) in the trace."""
+        self._record(kind, fault=detail)
+
+    def _record(
+        self, kind: str, transaction_id: str = "", step: str = "", service: str = "", fault: str = "", answer: str = ""
+    ) -> None:
+        at_ms = round(asyncio.get_running_loop().time() * 1000)
+        self._trace.append(TraceEvent(at_ms, kind, transaction_id, step, service, fault, answer))
+
+    @property
+    def in_flight(self) -> int:
+        """Deliveries and late duplicates not yet landed."""
+        return len(self._background)
+
+    async def drain(self) -> None:
+        """Wait until every request on the wire, late duplicates included, has landed."""
+        while self._background:
+            await asyncio.gather(*list(self._background), return_exceptions=True)
+
+    async def aclose(self) -> None:
+        # Shared by every orchestrator of a run; each one closing its
+        # transport must not cut off the requests still on the wire.
+        return None
+
+
+async def _arrive_on_a_tick(latency_ms: int) -> None:
+    """Wait out ``latency_ms``, then on to the start of the next whole millisecond.
+
+    A server picks up what arrived since it last looked, and handles it all
+    in one go: requests landing within the same millisecond run in the same
+    loop iteration, interleaving at every await, as concurrent requests do on
+    a busy server. Without ticks, float-valued send times would almost never
+    let two requests meet.
+    """
+    loop = asyncio.get_running_loop()
+    arrival = math.ceil(loop.time() * 1000 + latency_ms) / 1000
+    await asyncio.sleep(arrival - loop.time())
+
+
+async def _forward(server: httpx.ASGITransport, request: httpx.Request, body: bytes) -> httpx.Response:
+    response = await server.handle_async_request(
+        httpx.Request(request.method, request.url, headers=request.headers, content=body)
+    )
+    content = await response.aread()
+    return httpx.Response(response.status_code, headers=response.headers, content=content, request=request)
