@@ -1,0 +1,108 @@
+"""How runs are reported: a table of seeds, and for each violation what broke, where, and how to see it again."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+from typing import Any
+
+from saga.simulation.faults import FAULT_CLASSES
+from saga.simulation.simulator import SimulationResult
+from saga.states import SagaState
+
+#: How much of each implicated saga's story a violation report tells.
+SAGAS_SHOWN = 3
+EVENTS_PER_SAGA = 16
+VIOLATIONS_SHOWN = 12
+
+_STATES = (SagaState.COMPLETED, SagaState.COMPENSATED, SagaState.FAILED)
+
+
+def table(results: Sequence[SimulationResult]) -> str:
+    """One row per seed and a total row: sagas by end state, faults by class, violations."""
+    header = ["seed", "sagas", *(state.value.lower() for state in _STATES), "abandoned", *FAULT_CLASSES, "violations"]
+    rows = [_row(str(result.config.seed), [result]) for result in results]
+    if len(results) > 1:
+        rows.append(_row("total", results))
+    widths = [max(len(header[column]), *(len(row[column]) for row in rows)) for column in range(len(header))]
+    lines = ["  ".join(cell.rjust(width) for cell, width in zip(line, widths, strict=True)) for line in [header, *rows]]
+    return "\n".join(lines)
+
+
+def _row(label: str, results: Sequence[SimulationResult]) -> list[str]:
+    states: Counter[SagaState] = Counter()
+    faults: Counter[str] = Counter()
+    for result in results:
+        states.update(result.states)
+        faults.update(result.fault_counts)
+    return [
+        label,
+        str(sum(len(result.sagas) for result in results)),
+        *(str(states[state]) for state in _STATES),
+        str(sum(result.abandoned for result in results)),
+        *(str(faults[fault]) for fault in FAULT_CLASSES),
+        str(sum(len(result.violations) for result in results)),
+    ]
+
+
+def violation_report(result: SimulationResult) -> str:
+    """What broke in one run, the story of the sagas involved, and the command that replays it."""
+    seed = result.config.seed
+    lines = [f"seed {seed}: {len(result.violations)} invariant(s) broken"]
+    for violation in result.violations[:VIOLATIONS_SHOWN]:
+        lines.append(f"  VIOLATED {violation.invariant}: {violation.detail}")
+    if len(result.violations) > VIOLATIONS_SHOWN:
+        lines.append(f"  ... and {len(result.violations) - VIOLATIONS_SHOWN} more")
+    # A violation naming one saga points at the culprit; one naming many
+    # (every saga that touched an account) only at the suspects.
+    by_precision = sorted(result.violations, key=lambda violation: len(violation.transaction_ids) != 1)
+    implicated = list(
+        dict.fromkeys(transaction_id for violation in by_precision for transaction_id in violation.transaction_ids)
+    )
+    records = {record.transaction_id: record for record in result.sagas}
+    for transaction_id in implicated[:SAGAS_SHOWN]:
+        record = records.get(transaction_id)
+        if record is None:
+            lines.append(f"  saga {transaction_id}: not in the saga log")
+        else:
+            lines.append(
+                f"  saga {transaction_id}: {record.state.value}, {record.amount} from {record.source} "
+                f"to {record.target}{f' ({record.last_error})' if record.last_error else ''}"
+            )
+        events = result.trace_of(transaction_id)
+        for event in events[:EVENTS_PER_SAGA]:
+            lines.append(f"    {event}")
+        if len(events) > EVENTS_PER_SAGA:
+            lines.append(f"    ... {len(events) - EVENTS_PER_SAGA} more events")
+    if len(implicated) > SAGAS_SHOWN:
+        lines.append(f"  ... and {len(implicated) - SAGAS_SHOWN} more sagas implicated")
+    if not implicated:
+        lines.append("  no single saga is implicated: rerun with --show-trace for the whole trace")
+    lines.append(f"  reproduce: {result.config.command()}")
+    return "\n".join(lines)
+
+
+def as_json(result: SimulationResult) -> dict[str, Any]:
+    return {
+        "seed": result.config.seed,
+        "transfers": result.config.transfers,
+        "services": result.config.services,
+        "concurrency": result.config.concurrency,
+        "sagas": len(result.sagas),
+        "states": {state.value: result.states[state] for state in _STATES},
+        "abandoned": result.abandoned,
+        "requests": result.requests,
+        "faults": {fault: result.fault_counts.get(fault, 0) for fault in FAULT_CLASSES},
+        "violations": [
+            {
+                "invariant": violation.invariant,
+                "detail": violation.detail,
+                "transaction_ids": list(violation.transaction_ids),
+            }
+            for violation in result.violations
+        ],
+        "trace_digest": result.trace_digest,
+        "virtual_seconds": round(result.virtual_seconds, 3),
+        "wall_seconds": round(result.wall_seconds, 3),
+        "reproduce": result.config.command(),
+    }
