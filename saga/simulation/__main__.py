@@ -1,0 +1,3 @@
+from saga.simulation.cli import main
+
+raise SystemExit(main())
