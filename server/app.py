@@ -12,6 +12,7 @@ from fastapi import FastAPI, Header, Path, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictInt
+from starlette.convertors import Convertor, register_url_convertor
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -76,6 +77,28 @@ class LedgerRequest(BaseModel):
     amount: Annotated[
         StrictInt, Field(ge=1, le=MAX_AMOUNT, description="Minor units (cents)."), BeforeValidator(_integral_number)
     ]
+
+
+class _AnyTextConvertor(Convertor[str]):
+    """Matches every path remainder, line breaks included, and hands it on whole.
+
+    Starlette's ``path`` convertor is ``.*``: an encoded line break stops it,
+    so /transactions/%0Aa fell through to the router's undocumented 404, and
+    Python's ``$``, which matches before a final newline, let
+    /transactions/a%0A be answered as transaction "a". Taking the text whole
+    leaves every parameter to the validator, which answers 422.
+    """
+
+    regex = r"[\s\S]*"
+
+    def convert(self, value: str) -> str:
+        return value
+
+    def to_string(self, value: str) -> str:
+        return value
+
+
+register_url_convertor("anytext", _AnyTextConvertor())
 
 
 TransactionIdHeader = Annotated[
@@ -218,10 +241,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         log_request(transaction_id, "list_accounts", 200, "read")
         return json_response({"accounts": accounts})
 
-    # ``:path`` lets a user_id with an encoded slash reach the validator,
-    # which answers 422, instead of falling through to an undocumented 404.
+    # ``:anytext`` lets a user_id with an encoded slash or line break reach
+    # the validator, which answers 422, instead of the router's undocumented 404.
     @app.get(
-        "/accounts/{user_id:path}",
+        "/accounts/{user_id:anytext}",
         operation_id="getAccount",
         response_model=None,
         responses=_problems(400, 401, 404, 422, 500),
@@ -237,7 +260,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         return json_response({"user_id": user_id, "balance": balance})
 
     @app.get(
-        "/transactions/{transaction_id:path}",
+        "/transactions/{transaction_id:anytext}",
         operation_id="getTransaction",
         response_model=None,
         responses=_problems(400, 401, 422, 500),

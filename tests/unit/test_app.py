@@ -324,6 +324,32 @@ def test_token_is_required_on_contract_operations_only() -> None:
     assert len(ledger_of(app)) == 0
 
 
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/accounts/alice%0A",
+        "/accounts/%0Aalice",
+        "/accounts/a%2Fb",
+        "/transactions/t1%0A",
+        "/transactions/%0At1",
+        "/transactions/t1%0D%0A",
+    ],
+)
+def test_a_path_parameter_with_a_line_break_or_slash_is_422_never_another_resource(path: str) -> None:
+    # Found by schemathesis: with Starlette's ``path`` convertor a trailing
+    # %0A was dropped (t1%0A read t1's trail) and a leading one fell through
+    # to an undocumented 404.
+    app = create_app(quiet())
+
+    async def scenario() -> Any:
+        async with asgi_client(app) as client:
+            await client.post("/debit", **ledger_call("t1", amount=40))
+            return await client.get(path, headers={"transaction_id": "read-1"})
+
+    response = run(scenario())
+    assert (response.status_code, response.json()["code"]) == (422, "invalid_request")
+
+
 def test_reads() -> None:
     app = create_app(quiet())
 

@@ -1,0 +1,182 @@
+"""Does the simulator have teeth? Run it against known-bad variants of the code and see it bite.
+
+Each ``patches/*.patch`` is a mistake a real team makes, as a unified diff
+that applies to the repository, headed by a ``# breaks: ...`` line. For each
+one, the repository's files are copied into a scratch folder, the patch is
+applied there, and the simulator runs there in a child process. A variant
+the simulator passes is a hole in the simulator.
+
+    .venv/bin/python -m saga.simulation.teeth            # every patch
+    .venv/bin/python -m saga.simulation.teeth float-money
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TextIO
+
+REPOSITORY = Path(__file__).resolve().parents[2]
+BREAKS_PREFIX = "# breaks:"
+
+
+class PatchError(RuntimeError):
+    """A known-bad variant could not be set up: the patch is malformed or no longer applies."""
+
+
+@dataclass(frozen=True)
+class KnownBadVariant:
+    patch: Path
+
+    @property
+    def name(self) -> str:
+        return self.patch.stem
+
+    @property
+    def breaks(self) -> str:
+        """What the patch breaks, from its header line."""
+        first = self.patch.read_text(encoding="utf-8").splitlines()[0] if self.patch.stat().st_size else ""
+        if not first.startswith(BREAKS_PREFIX):
+            raise PatchError(f"{self.patch} must start with a '{BREAKS_PREFIX} ...' line")
+        return first.removeprefix(BREAKS_PREFIX).strip()
+
+
+@dataclass(frozen=True)
+class SimulatorVerdict:
+    """What the simulator said about one tree."""
+
+    exit_code: int
+    runs: list[dict[str, Any]]
+    stderr: str
+    seconds: float
+
+    @property
+    def invariants_broken(self) -> list[str]:
+        return list(
+            dict.fromkeys(violation["invariant"] for run in self.runs for violation in run.get("violations", []))
+        )
+
+    @property
+    def caught(self) -> bool:
+        return self.exit_code == 1 and bool(self.invariants_broken)
+
+
+def known_bad_variants(repository: Path = REPOSITORY) -> list[KnownBadVariant]:
+    return [KnownBadVariant(patch) for patch in sorted((repository / "patches").glob("*.patch"))]
+
+
+def _git(repository: Path, *arguments: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[bytes]:
+    return subprocess.run(["git", *arguments], cwd=repository, capture_output=True, env=env, check=False)
+
+
+def check_applies_to_head(variant: KnownBadVariant, repository: Path = REPOSITORY) -> None:
+    """Raise PatchError unless the patch applies cleanly to the committed HEAD.
+
+    Checked against a scratch index holding HEAD, so neither uncommitted work
+    in the tree nor anything staged gets in the way, and the real index is
+    never touched.
+    """
+    with tempfile.TemporaryDirectory(prefix="teeth-index-") as scratch:
+        env = {**os.environ, "GIT_INDEX_FILE": str(Path(scratch) / "index")}
+        for arguments in (("read-tree", "HEAD"), ("apply", "--check", "--cached", str(variant.patch))):
+            done = _git(repository, *arguments, env=env)
+            if done.returncode != 0:
+                raise PatchError(f"{variant.name}: git {arguments[0]} failed: {done.stderr.decode().strip()}")
+
+
+def copy_repository(destination: Path, repository: Path = REPOSITORY) -> None:
+    """Copy the working tree's files, tracked or new, but nothing git ignores (.venv, caches, databases)."""
+    listed = _git(repository, "ls-files", "-z", "--cached", "--others", "--exclude-standard")
+    if listed.returncode != 0:
+        raise PatchError(f"cannot list the repository's files: {listed.stderr.decode().strip()}")
+    for name in listed.stdout.decode().split("\0"):
+        source = repository / name
+        # A tracked file someone deleted in the working tree is not part of it.
+        if not name or not source.is_file():
+            continue
+        target = destination / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(source, target)
+
+
+def apply_patch(variant: KnownBadVariant, tree: Path) -> None:
+    # The scratch tree is no repository: git apply then works like patch -p1.
+    # The ceiling keeps git from finding a repository in a folder above it.
+    env = {**os.environ, "GIT_CEILING_DIRECTORIES": str(tree.parent)}
+    done = _git(tree, "apply", str(variant.patch), env=env)
+    if done.returncode != 0:
+        raise PatchError(f"{variant.name} does not apply: {done.stderr.decode().strip()}")
+
+
+def simulate_in(
+    tree: Path, *, seed: int = 1, seeds: int = 5, transfers: int = 200, timeout: float = 120.0
+) -> SimulatorVerdict:
+    """Run the simulator that lives in ``tree`` on its own code, in a child process, until it finds a violation."""
+    command = [
+        sys.executable,
+        "-m",
+        "saga.simulation",
+        "--seed",
+        str(seed),
+        "--seeds",
+        str(seeds),
+        "--transfers",
+        str(transfers),
+        "--fail-fast",
+        "--json",
+    ]
+    # Only the tree's own code may be imported: no PYTHONPATH back to this checkout.
+    env = {name: value for name, value in os.environ.items() if name != "PYTHONPATH"}
+    started = time.perf_counter()
+    done = subprocess.run(command, cwd=tree, capture_output=True, text=True, env=env, timeout=timeout, check=False)
+    seconds = time.perf_counter() - started
+    last_line = done.stdout.strip().splitlines()[-1] if done.stdout.strip() else ""
+    try:
+        runs = json.loads(last_line)["runs"]
+    except (ValueError, KeyError, TypeError):
+        runs = []
+    return SimulatorVerdict(done.returncode, runs, done.stderr, seconds)
+
+
+def judge(
+    variant: KnownBadVariant | None, scratch: Path, *, seed: int = 1, seeds: int = 5, transfers: int = 200
+) -> SimulatorVerdict:
+    """Copy the repository into ``scratch``, apply ``variant`` (None: leave it as it is), and simulate there."""
+    tree = scratch / "repository"
+    copy_repository(tree)
+    if variant is not None:
+        apply_patch(variant, tree)
+    return simulate_in(tree, seed=seed, seeds=seeds, transfers=transfers)
+
+
+def main(argv: Sequence[str] | None = None, out: TextIO = sys.stdout) -> int:
+    parser = argparse.ArgumentParser(prog="python -m saga.simulation.teeth", description=__doc__.split("\n\n")[0])
+    parser.add_argument("names", nargs="*", help="patch names (default: every patch under patches/)")
+    parser.add_argument("--seeds", type=int, default=5, help="seeds to try per patch before calling it missed (5)")
+    parser.add_argument("--transfers", type=int, default=200, help="transfers per seed (200)")
+    args = parser.parse_args(argv)
+    variants = [variant for variant in known_bad_variants() if not args.names or variant.name in args.names]
+    missed = 0
+    for variant in variants:
+        check_applies_to_head(variant)
+        with tempfile.TemporaryDirectory(prefix=f"teeth-{variant.name}-") as scratch:
+            verdict = judge(variant, Path(scratch), seeds=args.seeds, transfers=args.transfers)
+        status = "caught" if verdict.caught else "MISSED"
+        missed += not verdict.caught
+        broken = ", ".join(verdict.invariants_broken) or "nothing"
+        print(f"{status:>6}  {variant.name} ({verdict.seconds:.1f}s): broke {broken}", file=out)
+        print(f"        the patch breaks {variant.breaks}", file=out)
+    return 1 if missed else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
