@@ -174,7 +174,7 @@ def main(argv: Sequence[str] | None = None, out: TextIO = sys.stdout) -> int:
         missed += not verdict.caught
         broken = ", ".join(verdict.invariants_broken) or "nothing"
         print(f"{status:>6}  {variant.name} ({verdict.seconds:.1f}s): broke {broken}", file=out)
-        print(f"        the patch breaks {variant.breaks}", file=out)
+        print(f"        breaks: {variant.breaks}", file=out)
     return 1 if missed else 0
 
 
