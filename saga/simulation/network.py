@@ -67,9 +67,10 @@ class _Fate:
     response_lost: bool
     hang: bool
     duplicate_after_ms: int | None
+    during_outage: bool
 
     def describe(self) -> str:
-        decisions = []
+        decisions = ["outage"] if self.during_outage else []
         if self.slow:
             decisions.append("slow")
         if self.response_lost:
@@ -172,7 +173,7 @@ class SimulatedNetwork(httpx.AsyncBaseTransport):
         if rng.random() < rates.duplicate_late:
             duplicate_after_ms = self._latency(rates.duplicate_delay_ms)
             self.counts[DUPLICATE_LATE] += 1
-        return _Fate(request_ms, response_ms, slow, response_lost, hang, duplicate_after_ms)
+        return _Fate(request_ms, response_ms, slow, response_lost, hang, duplicate_after_ms, outage is not None)
 
     async def _deliver(
         self,
