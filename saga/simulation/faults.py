@@ -64,6 +64,8 @@ class FaultRates:
     outage_ms: MillisecondRange = field(default_factory=lambda: MillisecondRange(300, 3_000))
     #: Per request, the chance that the orchestrator crashes soon after sending it.
     crash: float = 1 / 150
+    #: How long a saga log commit takes (an fsync, say); a crash can land in the middle.
+    log_commit_ms: MillisecondRange = field(default_factory=lambda: MillisecondRange(0, 2))
     #: The accounts service's own injected 500s on /credit.
     credit_fault_rate: float = 0.3
     credit_fault_after_commit_rate: float = 0.05

@@ -43,11 +43,21 @@ from saga.simulation.faults import (
 LEDGER_STEPS = frozenset({"debit", "credit", "compensate_debit", "compensate_credit"})
 
 
+#: What an outage does to a service's traffic while it lasts.
+DROPS_REQUESTS = "drops requests"
+DROPS_RESPONSES = "drops responses"
+#: A partition that buffers: each client's connection breaks at once, but its
+#: request is held and delivered when the partition heals, all of them in a
+#: burst and in no particular order. Only this brings a debit or credit to a
+#: service after the saga gave up on it and fenced it.
+HOLDS_REQUESTS = "holds requests"
+OUTAGE_KINDS = (DROPS_REQUESTS, DROPS_RESPONSES, HOLDS_REQUESTS)
+
+
 @dataclass(frozen=True, slots=True)
 class _Outage:
     until: float
-    #: "requests": nothing reaches the service; "responses": the service acts but nobody hears back.
-    direction: str
+    kind: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,7 +139,9 @@ class SimulatedNetwork(httpx.AsyncBaseTransport):
         self._maybe_start_outage()
         outage = self._current_outage(host)
         rng = self._rng
-        if (outage is not None and outage.direction == "requests") or rng.random() < self._rates.request_lost:
+        if outage is not None and outage.kind == HOLDS_REQUESTS:
+            return await self._hold(server, request, body, transaction_id, step, host, outage)
+        if (outage is not None and outage.kind == DROPS_REQUESTS) or rng.random() < self._rates.request_lost:
             self.counts[REQUEST_LOST] += 1
             fault = "outage:request_lost" if outage is not None else REQUEST_LOST
             self._record("send", transaction_id, step, host, fault, "-")
@@ -153,6 +165,30 @@ class SimulatedNetwork(httpx.AsyncBaseTransport):
         await asyncio.sleep(fate.response_ms / 1000)
         return httpx.Response(answer.status, headers=answer.headers, content=answer.content, request=request)
 
+    async def _hold(
+        self,
+        server: httpx.ASGITransport,
+        request: httpx.Request,
+        body: bytes,
+        transaction_id: str,
+        step: str,
+        host: str,
+        outage: _Outage,
+    ) -> httpx.Response:
+        """Break the client's connection now; deliver the request once the outage ends."""
+        self.counts[DELAY_REORDER] += 1
+        now = asyncio.get_running_loop().time()
+        held_ms = math.ceil((outage.until - now) * 1000) + self._latency(self._rates.slow_latency_ms)
+        fate = _Fate(held_ms, 0, False, False, False, None, True)
+        self._record("send", transaction_id, step, host, f"outage:held {held_ms}ms", "-")
+        self._keep(
+            asyncio.get_running_loop().create_task(
+                self._deliver(server, request, body, transaction_id, step, host, fate)
+            )
+        )
+        await asyncio.sleep(self._latency(self._rates.latency_ms) / 1000)
+        raise httpx.ReadError("simulated: the connection broke; the request may still land", request=request)
+
     def _decide(self, outage: _Outage | None) -> _Fate:
         rates, rng = self._rates, self._rng
         request_ms = self._latency(rates.latency_ms)
@@ -165,7 +201,7 @@ class SimulatedNetwork(httpx.AsyncBaseTransport):
                 request_ms += extra
             else:
                 response_ms += extra
-        response_lost = (outage is not None and outage.direction == "responses") or rng.random() < rates.response_lost
+        response_lost = (outage is not None and outage.kind == DROPS_RESPONSES) or rng.random() < rates.response_lost
         hang = response_lost and rng.random() < rates.response_hangs
         if response_lost:
             self.counts[RESPONSE_LOST] += 1
@@ -232,10 +268,10 @@ class SimulatedNetwork(httpx.AsyncBaseTransport):
             return
         host = self._rng.choice(sorted(self._servers))
         duration_ms = self._latency(self._rates.outage_ms)
-        direction = "requests" if self._rng.random() < 0.5 else "responses"
-        self._outages[host] = _Outage(asyncio.get_running_loop().time() + duration_ms / 1000, direction)
+        kind = self._rng.choice(OUTAGE_KINDS)
+        self._outages[host] = _Outage(asyncio.get_running_loop().time() + duration_ms / 1000, kind)
         self.counts[OUTAGE] += 1
-        self._record("outage", service=host, fault=f"{direction} lost for {duration_ms}ms")
+        self._record("outage", service=host, fault=f"{kind} for {duration_ms}ms")
 
     def _current_outage(self, host: str) -> _Outage | None:
         outage = self._outages.get(host)

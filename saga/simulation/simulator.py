@@ -25,10 +25,10 @@ from typing import Any
 from saga import verify
 from saga.log import MemorySagaLog
 from saga.orchestrator import Orchestrator
-from saga.records import SagaRecord
+from saga.records import Change, SagaRecord
 from saga.retry import RetryPolicies
 from saga.simulation.clock import run_in_virtual_time
-from saga.simulation.faults import CRASH, FaultRates, TraceEvent
+from saga.simulation.faults import CRASH, FaultRates, MillisecondRange, TraceEvent
 from saga.simulation.invariants import check_run
 from saga.simulation.network import SimulatedNetwork
 from saga.simulation.workload import PlannedTransfer, WorkloadShape, draw_workload, seeded_ids, service_url
@@ -138,12 +138,26 @@ def _rng(config: SimulationConfig, purpose: str) -> random.Random:
     return random.Random(f"{config.seed}/{purpose}")
 
 
-class _ListingSignallingLog(MemorySagaLog):
-    """A memory log that tells the run when a recovery has listed the sagas it will resume."""
+class _SimulatedLog(MemorySagaLog):
+    """A memory log whose commits take time, like fsyncs, and that tells the run when a recovery has listed.
 
-    def __init__(self) -> None:
+    A commit becomes durable partway through its wait: a crash before that
+    point loses the change, a crash after it keeps the change although the
+    saga never learned so. Either way the saga must not have acted on it.
+    """
+
+    def __init__(self, rng: random.Random, commit_ms: MillisecondRange) -> None:
         super().__init__()
+        self._rng = rng
+        self._commit_ms = commit_ms
         self.listed: asyncio.Event | None = None
+
+    async def commit(self, change: Change) -> None:
+        total_ms = self._rng.randint(self._commit_ms.low, self._commit_ms.high)
+        durable_after_ms = self._rng.randint(0, total_ms)
+        await asyncio.sleep(durable_after_ms / 1000)
+        await super().commit(change)
+        await asyncio.sleep((total_ms - durable_after_ms) / 1000)
 
     async def unfinished(self) -> list[SagaRecord]:
         unfinished = await super().unfinished()
@@ -174,7 +188,7 @@ class _Run:
         self.network = SimulatedNetwork(self.apps, rates, _rng(config, "network"), self.trace)
         self.network.on_delivered = self._watch_balances
         self.overdrawn: dict[tuple[str, str], verify.Violation] = {}
-        self.log = _ListingSignallingLog()
+        self.log = _SimulatedLog(_rng(config, "log"), rates.log_commit_ms)
         self.new_id = seeded_ids(_rng(config, "ids"))
         self.crashes = 0
         self.errors: list[verify.Violation] = []

@@ -161,6 +161,29 @@ def test_an_outage_takes_the_service_off_the_network_for_a_while() -> None:
     assert bank.trace[0].kind == "outage"
 
 
+def test_a_partition_that_holds_requests_breaks_the_connection_and_delivers_them_when_it_heals() -> None:
+    # Every request starts a new outage of a random kind: some of them hold.
+    rates = replace(no_faults(), outage=1.0, outage_ms=MillisecondRange(1_000, 1_000), response_hangs=0.0)
+
+    async def scenario(bank: Bank) -> list[str]:
+        outcomes = []
+        for number in range(12):
+            try:
+                await debit(bank, f"t-{number}", amount=1)
+                outcomes.append("answered")
+            except httpx.TransportError as error:
+                outcomes.append(type(error).__name__)
+        return outcomes
+
+    bank, outcomes = run_with_bank(rates, scenario)
+    assert "ReadError" in outcomes
+    held = [event.transaction_id for event in bank.trace if event.fault.startswith("outage:held")]
+    landed = [event for event in bank.trace if event.transaction_id in held and event.answer.startswith("200")]
+    assert held
+    assert sorted(event.transaction_id for event in landed) == sorted(held)
+    assert all(event.at_ms >= 1_000 for event in landed)
+
+
 def test_the_plan_tells_the_run_when_to_crash() -> None:
     async def scenario(bank: Bank) -> int:
         crashes: list[int] = []

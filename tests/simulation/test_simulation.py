@@ -43,6 +43,16 @@ def test_the_standard_run_ends_sagas_in_every_terminal_state(standard_runs: list
     assert set(ended) == {SagaState.COMPLETED, SagaState.COMPENSATED, SagaState.FAILED}
 
 
+def test_the_standard_run_brings_debits_and_credits_to_their_fences(standard_runs: list[SimulationResult]) -> None:
+    # A debit or credit landing after the saga compensated it must be refused.
+    # Unless the run makes that happen, a ledger without the fence would pass.
+    fenced: Counter[str] = Counter()
+    for result in standard_runs:
+        fenced.update(event.step for event in result.trace if event.answer.startswith("409 transaction_compensated"))
+    assert fenced["debit"] > 0
+    assert fenced["credit"] > 0
+
+
 def test_every_planned_transfer_is_a_saga_or_was_cut_off_by_a_crash(standard_runs: list[SimulationResult]) -> None:
     for result in standard_runs:
         assert len(result.sagas) + result.abandoned == STANDARD_TRANSFERS
