@@ -1,10 +1,11 @@
 """Does the simulator have teeth? Run it against known-bad variants of the code and see it bite.
 
 Each ``patches/*.patch`` is a mistake a real team makes, as a unified diff
-that applies to the repository, headed by a ``# breaks: ...`` line. For each
-one, the repository's files are copied into a scratch folder, the patch is
-applied there, and the simulator runs there in a child process. A variant
-the simulator passes is a hole in the simulator.
+that applies to HEAD, headed by a ``# breaks: ...`` line. For each one, the
+committed tree (with the simulator as it is in the working tree) is copied
+into a scratch folder, the patch is applied there, and the simulator runs
+there in a child process. A variant the simulator passes is a hole in the
+simulator.
 
     .venv/bin/python -m saga.simulation.teeth            # every patch
     .venv/bin/python -m saga.simulation.teeth float-money
@@ -13,11 +14,13 @@ the simulator passes is a hole in the simulator.
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import os
 import shutil
 import subprocess
 import sys
+import tarfile
 import tempfile
 import time
 from collections.abc import Sequence
@@ -26,6 +29,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 REPOSITORY = Path(__file__).resolve().parents[2]
+SIMULATOR = "saga/simulation"
 BREAKS_PREFIX = "# breaks:"
 
 
@@ -94,18 +98,31 @@ def check_applies_to_head(variant: KnownBadVariant, repository: Path = REPOSITOR
 
 
 def copy_repository(destination: Path, repository: Path = REPOSITORY) -> None:
-    """Copy the working tree's files, tracked or new, but nothing git ignores (.venv, caches, databases)."""
-    listed = _git(repository, "ls-files", "-z", "--cached", "--others", "--exclude-standard")
+    """Copy the committed tree, with the simulator as it is in the working tree.
+
+    The patches are written against HEAD, and only the simulator is under
+    test: other uncommitted work in a shared checkout (a half-done edit of
+    the ledger, say) must neither stop a patch from applying nor count as a
+    catch.
+    """
+    archive = _git(repository, "archive", "--format=tar", "HEAD")
+    if archive.returncode != 0:
+        raise PatchError(f"cannot archive HEAD: {archive.stderr.decode().strip()}")
+    destination.mkdir(parents=True, exist_ok=True)
+    with tarfile.open(fileobj=io.BytesIO(archive.stdout)) as tree:
+        tree.extractall(destination, filter="data")
+    listed = _git(repository, "ls-files", "-z", "--cached", "--others", "--exclude-standard", "--", SIMULATOR)
     if listed.returncode != 0:
-        raise PatchError(f"cannot list the repository's files: {listed.stderr.decode().strip()}")
+        raise PatchError(f"cannot list the simulator's files: {listed.stderr.decode().strip()}")
     for name in listed.stdout.decode().split("\0"):
         source = repository / name
-        # A tracked file someone deleted in the working tree is not part of it.
-        if not name or not source.is_file():
-            continue
         target = destination / name
-        target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(source, target)
+        if name and source.is_file():
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, target)
+        elif name:
+            # Deleted in the working tree: gone from the simulator under test too.
+            target.unlink(missing_ok=True)
 
 
 def apply_patch(variant: KnownBadVariant, tree: Path) -> None:

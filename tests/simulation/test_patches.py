@@ -1,13 +1,15 @@
 """The simulator's teeth: every known-bad variant under patches/ must be caught.
 
-Each patch is applied to a scratch copy of the repository, and the copy's own
-simulator runs in a child process (a few seeds of 200 transfers, stopping at
-the first violation). The same run on an unpatched copy must stay clean, so
-a catch is the patch's doing, not the copy's.
+Each patch is applied to a scratch copy of the committed repository (with
+the simulator as it is in the working tree), and the copy's simulator runs
+in a child process: a few seeds of 200 transfers, stopping at the first
+violation. The same run on an unpatched copy must stay clean, so a catch is
+the patch's doing, not the copy's.
 """
 
 from __future__ import annotations
 
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -29,6 +31,7 @@ EXPECTED_CATCHES = {
     "check-and-write-straddle-await": "no negative balance",
     "float-money": "ledger agrees with its journal",
     "log-after-send": "money moves only for logged sagas",
+    "credit-after-compensation-not-fenced": "money conserved",
 }
 
 
@@ -63,9 +66,13 @@ def test_the_unpatched_copy_passes_the_same_runs(tmp_path: Path) -> None:
     assert verdict.invariants_broken == []
 
 
-def test_the_copy_is_made_of_the_working_tree(tmp_path: Path) -> None:
+def test_the_copy_is_head_with_the_simulator_of_the_working_tree(tmp_path: Path) -> None:
     copy_repository(tmp_path)
     assert (tmp_path / "saga" / "simulation" / "simulator.py").read_bytes() == (
         REPOSITORY / "saga" / "simulation" / "simulator.py"
     ).read_bytes()
+    committed_ledger = subprocess.run(
+        ["git", "show", "HEAD:server/ledger.py"], cwd=REPOSITORY, capture_output=True, check=True
+    ).stdout
+    assert (tmp_path / "server" / "ledger.py").read_bytes() == committed_ledger
     assert not (tmp_path / ".venv").exists()
