@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing
 import sys
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
@@ -112,7 +113,9 @@ def _results(configs: list[SimulationConfig], jobs: int) -> Iterator[SimulationR
         for config in configs:
             yield run_simulation(config)
         return
-    with ProcessPoolExecutor(max_workers=jobs) as pool:
+    # Spawned, not forked: a fork copies whatever locks other threads of this
+    # process (a test runner's, say) happen to hold at that moment.
+    with ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
         futures: list[Future[SimulationResult]] = [pool.submit(run_simulation, config) for config in configs]
         try:
             for future in futures:
