@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from types import MappingProxyType
+
 from saga.records import AccountRef, SagaRecord
 from saga.simulation.invariants import applied_twice, check_run
 from saga.simulation.workload import service_url
@@ -10,7 +12,7 @@ from server.ledger import COMPENSATE_DEBIT, CREDIT, DEBIT, Entry, Ledger
 
 HOST = "bank-0.sim"
 URL = service_url(HOST)
-OPENING = {"alice": 1_000, "bob": 1_000}
+OPENING = MappingProxyType({"alice": 1_000, "bob": 1_000})
 
 
 def fresh_ledgers() -> dict[str, Ledger]:

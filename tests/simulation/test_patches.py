@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import subprocess
 from pathlib import Path
+from types import MappingProxyType
 
 import pytest
 
@@ -24,15 +25,17 @@ from saga.simulation.teeth import (
 )
 
 #: patch name -> the invariant the simulator must report as broken.
-EXPECTED_CATCHES = {
-    "idempotency-check-removed": "no operation applied twice",
-    "compensation-mints-money": "money conserved",
-    "compensate-without-fencing-credit": "money conserved",
-    "check-and-write-straddle-await": "no negative balance",
-    "float-money": "ledger agrees with its journal",
-    "log-after-send": "money moves only for logged sagas",
-    "credit-after-compensation-not-fenced": "money conserved",
-}
+EXPECTED_CATCHES = MappingProxyType(
+    {
+        "idempotency-check-removed": "no operation applied twice",
+        "compensation-mints-money": "money conserved",
+        "compensate-without-fencing-credit": "money conserved",
+        "check-and-write-straddle-await": "no negative balance",
+        "float-money": "ledger agrees with its journal",
+        "log-after-send": "money moves only for logged sagas",
+        "credit-after-compensation-not-fenced": "money conserved",
+    }
+)
 
 
 def variant_named(name: str) -> KnownBadVariant:
