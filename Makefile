@@ -40,6 +40,9 @@ generate: $(STAMP) ## regenerate generated_client/ from openapi/openapi.yaml
 check-generated: $(STAMP) ## fail if generated_client/ is stale against openapi/openapi.yaml
 	$(PY) openapi/generate.py --check
 
+simulate: $(STAMP) ## deterministic fault simulation: 50 seeds x 1,000 transfers, with a table of faults and violations
+	$(PY) -m saga simulate --seed 1 --seeds 50 --transfers 1000 --jobs 2
+
 evaluate: $(STAMP) ## tests, every scenario, and every known-bad patch; writes evaluation/reports/
 	$(PY) -m evaluation.evaluation
 

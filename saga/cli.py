@@ -120,8 +120,10 @@ def build_parser() -> argparse.ArgumentParser:
     listing.add_argument("--db", type=Path, required=True)
     listing.add_argument("--json", action="store_true")
     from saga.demo import add_demo_command
+    from saga.simulation.cli import add_simulate_command
 
     add_demo_command(commands)
+    add_simulate_command(commands)
     return parser
 
 
@@ -150,9 +152,9 @@ def service_urls(args: argparse.Namespace) -> tuple[str, str]:
     raise UsageError("give --url, or both --source-url and --target-url")
 
 
-async def open_log(path: Path, *, create: bool = True) -> SqliteSagaLog:
+async def open_log(path: Path, *, create: bool = True, exclusive: bool = True) -> SqliteSagaLog:
     try:
-        return await SqliteSagaLog.open(path, create=create)
+        return await SqliteSagaLog.open(path, create=create, exclusive=exclusive)
     except SagaLogError as error:
         raise UsageError(str(error)) from None
 
@@ -334,7 +336,7 @@ def saga_json(record: SagaRecord) -> dict[str, Any]:
 
 
 async def cmd_show(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
-    log = await open_log(args.db, create=False)
+    log = await open_log(args.db, create=False, exclusive=False)
     try:
         record = await log.get(args.transaction_id)
         if record is None:
@@ -376,7 +378,7 @@ async def cmd_show(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
 
 
 async def cmd_list(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
-    log = await open_log(args.db, create=False)
+    log = await open_log(args.db, create=False, exclusive=False)
     try:
         records = await log.sagas(SagaState(args.state) if args.state else None)
     finally:
@@ -409,6 +411,10 @@ def main(argv: Sequence[str] | None = None, out: TextIO = sys.stdout, err: TextI
         from saga.demo import run_demo
 
         return run_demo(args, out, err)
+    if args.command == "simulate":
+        from saga.simulation.cli import run_simulate_command
+
+        return run_simulate_command(args, out, err)
     try:
         if args.command == "batch" and args.scenario is not None:
             return run_scenario(args, out, err)

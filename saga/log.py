@@ -14,10 +14,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import sqlite3
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Protocol
+from typing import IO, Any, Protocol
 
 from saga.records import AccountRef, Attempt, Change, Event, SagaRecord
 from saga.states import TERMINAL_STATES, SagaState
@@ -184,20 +185,35 @@ class SqliteSagaLog:
         self._wakeup = asyncio.Event()
         self._committer: asyncio.Task[None] | None = None
         self._closed = False
+        self._lock: IO[bytes] | None = None
         self.commits = 0
         self.changes_committed = 0
 
     @classmethod
-    async def open(cls, path: str | Path, *, create: bool = True) -> SqliteSagaLog:
-        """Open (or create) the log at ``path``; ``create=False`` refuses a missing file."""
+    async def open(cls, path: str | Path, *, create: bool = True, exclusive: bool = True) -> SqliteSagaLog:
+        """Open (or create) the log at ``path``; ``create=False`` refuses a missing file.
+
+        ``exclusive`` (for anything that runs sagas) takes a lock that one
+        process at a time can hold: two orchestrators resuming the same saga
+        would each drive it, and between them lose or mint money. The kernel
+        drops the lock with its process, so a crash never leaves it behind.
+        Readers (``show``, ``list``) pass ``exclusive=False``.
+        """
         executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="saga-log")
         loop = asyncio.get_running_loop()
+        lock = None
         try:
+            if exclusive:
+                lock = _lock(Path(path))
             connection = await loop.run_in_executor(executor, _connect, Path(path), create)
         except BaseException:
+            if lock is not None:
+                lock.close()
             executor.shutdown(wait=False)
             raise
-        return cls(connection, executor)
+        log = cls(connection, executor)
+        log._lock = lock
+        return log
 
     async def _run(self, function: Any, *args: Any) -> Any:
         return await asyncio.get_running_loop().run_in_executor(self._executor, function, *args)
@@ -325,6 +341,20 @@ class SqliteSagaLog:
         self._closed = True
         await self._run(self._connection.close)
         self._executor.shutdown(wait=True)
+        if self._lock is not None:
+            self._lock.close()
+
+
+def _lock(path: Path) -> IO[bytes]:
+    if not path.parent.is_dir():
+        raise SagaLogError(f"no folder {path.parent} for the saga log")
+    handle = open(f"{path}.lock", "a+b")  # noqa: SIM115 - held open for the log's lifetime
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.close()
+        raise SagaLogError(f"the saga log {path} is in use by another orchestrator process") from None
+    return handle
 
 
 def _connect(path: Path, create: bool) -> sqlite3.Connection:

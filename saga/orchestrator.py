@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 import re
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from types import TracebackType
 
 import httpx
@@ -76,6 +77,9 @@ class Orchestrator:
         self._now_ms = now_ms
         self._slots = asyncio.Semaphore(concurrency)
         self._clients: dict[str, AnyClient] = {}
+        #: Sagas this orchestrator is driving now: recovery must not start a
+        #: second runner for any of them.
+        self._running: set[str] = set()
 
     # -- public API ---------------------------------------------------------------
 
@@ -84,26 +88,54 @@ class Orchestrator:
         _validate(source, target, amount)
         now = self._now_ms()
         record = SagaRecord(self._new_id(), source, target, amount, created_at_ms=now, updated_at_ms=now)
-        async with self._slots:
-            # The id is durable before the first request: a crash from here on
-            # is recovered under the same id.
-            await self.log.create(record, SagaState.DEBITING)
-            record.state = SagaState.DEBITING
-            return await self._run(record)
+        with self._claim(record):
+            async with self._slots:
+                # The id is durable before the first request: a crash from here
+                # on is recovered under the same id.
+                await self.log.create(record, SagaState.DEBITING)
+                record.state = SagaState.DEBITING
+                return await self._drive(record)
 
     async def resume(self, record: SagaRecord) -> TransferResult:
         """Carry an unfinished saga from its logged state to a terminal one."""
         if record.state.is_terminal:
             return TransferResult(record.transaction_id, record.state, record.source, record.target, record.amount, ())
-        async with self._slots:
-            return await self._run(record)
+        with self._claim(record):
+            async with self._slots:
+                return await self._drive(record)
 
     async def recover(self) -> list[TransferResult]:
-        """Resume every unfinished saga in the log."""
-        unfinished = await self.log.unfinished()
+        """Resume every unfinished saga in the log that this orchestrator is not already running."""
+        unfinished = [record for record in await self.log.unfinished() if record.transaction_id not in self._running]
         if unfinished:
             logger.info("recovering %d unfinished sagas", len(unfinished))
-        return list(await asyncio.gather(*(self.resume(record) for record in unfinished)))
+        # Claimed together, before any await, so that a concurrent recover()
+        # cannot start a second runner for any of them.
+        claims = [self._claim(record) for record in unfinished]
+
+        async def drive(record: SagaRecord, claim: contextlib.AbstractContextManager[None]) -> TransferResult:
+            with claim:
+                async with self._slots:
+                    return await self._drive(record)
+
+        return list(
+            await asyncio.gather(*(drive(record, claim) for record, claim in zip(unfinished, claims, strict=True)))
+        )
+
+    def _claim(self, record: SagaRecord) -> contextlib.AbstractContextManager[None]:
+        """Mark a saga as driven by this orchestrator until the returned context exits."""
+        if record.transaction_id in self._running:
+            raise ValueError(f"saga {record.transaction_id} is already running")
+        self._running.add(record.transaction_id)
+
+        @contextlib.contextmanager
+        def held() -> Iterator[None]:
+            try:
+                yield
+            finally:
+                self._running.discard(record.transaction_id)
+
+        return held()
 
     async def aclose(self) -> None:
         if self._owns_transport:
@@ -119,7 +151,7 @@ class Orchestrator:
 
     # -- machinery ----------------------------------------------------------------
 
-    async def _run(self, record: SagaRecord) -> TransferResult:
+    async def _drive(self, record: SagaRecord) -> TransferResult:
         loop = asyncio.get_running_loop()
         started = loop.time()
         run = SagaRun(record, self.log, self.client_for, self.policies, self._rng, self._now_ms)

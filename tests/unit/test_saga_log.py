@@ -179,3 +179,18 @@ def test_retry_delays_back_off_to_the_cap_with_bounded_jitter() -> None:
 def test_invalid_retry_policies_are_refused(kwargs: dict[str, float]) -> None:
     with pytest.raises(ValueError, match="must"):
         RetryPolicy(**kwargs)  # type: ignore[arg-type]
+
+
+def test_one_orchestrator_process_at_a_time_holds_a_log(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        first = await SqliteSagaLog.open(tmp_path / "saga.db")
+        with pytest.raises(SagaLogError, match="in use by another orchestrator"):
+            await SqliteSagaLog.open(tmp_path / "saga.db")
+        reader = await SqliteSagaLog.open(tmp_path / "saga.db", create=False, exclusive=False)
+        assert await reader.sagas() == []
+        await reader.close()
+        await first.close()
+        again = await SqliteSagaLog.open(tmp_path / "saga.db")
+        await again.close()
+
+    asyncio.run(scenario())

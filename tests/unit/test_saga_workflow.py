@@ -249,3 +249,55 @@ def test_invalid_transfers_are_refused_before_anything_is_logged(
         asyncio.run(run())
     assert asyncio.run(log.sagas()) == []
     assert len(ledger(app)) == 0
+
+
+def test_concurrent_recoveries_never_drive_one_saga_twice() -> None:
+    app = bank(credit_fault_rate=1.0)
+    limited = RetryPolicies(debit=FAST, credit=FAST, compensation=FAST)
+    transport = ScriptedTransport(app, {"/compensate_debit": ["drop"] * 3})
+    stuck, log = transfer(app, transport, policies=limited)
+    assert stuck.state is SagaState.COMPENSATING
+
+    async def recover_twice() -> tuple[list[TransferResult], list[TransferResult]]:
+        orchestrator = Orchestrator(log, policies=POLICIES, transport=transport)
+        first, second = await asyncio.gather(orchestrator.recover(), orchestrator.recover())
+        return first, second
+
+    first, second = asyncio.run(recover_twice())
+    assert [result.transaction_id for result in first + second] == [stuck.transaction_id]
+    assert ledger(app).trail(stuck.transaction_id)[-1].outcome == "reversed"
+    assert ledger(app).balance("alice") == 1_000
+
+
+def test_a_saga_being_recovered_is_not_resumed_again() -> None:
+    app = bank(credit_fault_rate=1.0)
+    limited = RetryPolicies(debit=FAST, credit=FAST, compensation=FAST)
+    stuck, log = transfer(app, ScriptedTransport(app, {"/compensate_debit": ["drop"] * 3}), policies=limited)
+    record = asyncio.run(log.get(stuck.transaction_id))
+    assert record is not None
+
+    class GatedTransport(ScriptedTransport):
+        """Holds every request until the test opens the gate."""
+
+        def __init__(self, app: Any) -> None:
+            super().__init__(app)
+            self.gate = asyncio.Event()
+            self.waiting = asyncio.Event()
+
+        async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+            self.waiting.set()
+            await self.gate.wait()
+            return await super().handle_async_request(request)
+
+    async def resume_while_running() -> None:
+        gated = GatedTransport(app)
+        orchestrator = Orchestrator(log, policies=POLICIES, transport=gated)
+        running = asyncio.create_task(orchestrator.resume(record))
+        await gated.waiting.wait()
+        with pytest.raises(ValueError, match="already running"):
+            await orchestrator.resume(record)
+        assert await orchestrator.recover() == []
+        gated.gate.set()
+        assert (await running).state is SagaState.COMPENSATED
+
+    asyncio.run(resume_while_running())
