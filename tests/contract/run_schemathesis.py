@@ -1,6 +1,7 @@
 """Run the schemathesis CLI against live accounts services: the contract's conformance run.
 
-    .venv/bin/python tests/contract/run_schemathesis.py [--max-examples N] [--workers N] [--seed N]
+    .venv/bin/python tests/contract/run_schemathesis.py [--max-examples N] [--workers N] [--seed N] [--token T]
+    .venv/bin/python tests/contract/run_schemathesis.py --url URL [--token T]
 
 Two runs, each against its own ``python -m server`` on a free loopback port,
 driven by the committed openapi/openapi.yaml (not the app's /openapi.json):
@@ -17,6 +18,11 @@ OpenAPI links (debit -> compensateDebit under the same transaction_id, and the
 others). A run also fails if the links below were never followed (after up
 to two more stateful-only passes), or if the server logged a traceback. Exits
 0 only if both runs pass.
+
+With ``--url``, one run against a service that is already running (the
+compose ``contract`` service uses this): its fault rate is unknown, so it gets
+the second run's configuration. ``--token`` sends a bearer token, and starts
+the local services with it.
 """
 
 from __future__ import annotations
@@ -31,7 +37,8 @@ import sys
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -47,6 +54,7 @@ HERE = Path(__file__).resolve().parent
 CONTRACT = ROOT / "openapi" / "openapi.yaml"
 HOOKS = HERE / "schemathesis_hooks.py"
 SCHEMATHESIS = Path(sys.executable).parent / "schemathesis"
+FAULTS_CONFIG = HERE / "schemathesis-credit-faults.toml"
 
 #: A rich account, so generated debits apply and their links are followed; the
 #: demo balance; and a balance at the limit, so credits meet balance_limit_exceeded.
@@ -62,7 +70,8 @@ CREDIT_FAULT_FOLLOWED = re.compile(r"^POST /credit -> \[500\] \w+ -> ")
 @dataclass(frozen=True)
 class ContractRun:
     name: str
-    credit_fault_rate: float
+    #: The fault rate of the service this run starts; None for one already running.
+    credit_fault_rate: float | None
     config: Path
     options: tuple[str, ...]
     #: Patterns of stateful transitions the run must have followed at least once.
@@ -80,7 +89,7 @@ RUNS = (
     ContractRun(
         name="30% credit faults: every check, but not_a_server_error off for POST /credit",
         credit_fault_rate=0.3,
-        config=HERE / "schemathesis-credit-faults.toml",
+        config=FAULTS_CONFIG,
         # No --checks here: a check named on the command line would override
         # the config file's per-operation setting and turn not_a_server_error
         # back on for /credit.
@@ -88,6 +97,19 @@ RUNS = (
         required_links=(DEBIT_COMPENSATED, CREDIT_FAULT_FOLLOWED),
     ),
 )
+
+
+def runs_against(url: str) -> tuple[ContractRun, ...]:
+    return (
+        ContractRun(
+            name=f"the service at {url}: every check, but not_a_server_error off for POST /credit",
+            credit_fault_rate=None,
+            config=FAULTS_CONFIG,
+            options=(),
+            # Whether its credits fault at all is not known here.
+            required_links=(DEBIT_COMPENSATED,),
+        ),
+    )
 
 
 @dataclass
@@ -128,7 +150,27 @@ def schemathesis_command(run: ContractRun, url: str, phases: str, report: Path, 
     ]
     if args.seed is not None:
         command += ["--seed", str(args.seed)]
+    if args.token is not None:
+        command += ["--header", f"Authorization: Bearer {args.token}"]
     return command
+
+
+def printable(command: Sequence[str], token: str | None) -> str:
+    text = f"SCHEMATHESIS_HOOKS={shlex.quote(str(HOOKS))} {shlex.join(command)}"
+    return text.replace(token, "***") if token else text
+
+
+@contextmanager
+def service(run: ContractRun, args: argparse.Namespace) -> Iterator[tuple[str, Callable[[], str]]]:
+    """The service's URL, and a way to read its log once the run is over."""
+    if run.credit_fault_rate is None:
+        print(f"    service: {args.url}, already running")
+        yield args.url, lambda: ""
+        return
+    accounts = ", ".join(f"{user}={balance}" for user, balance in ACCOUNTS.items())
+    print(f"    service: python -m server, credit_fault_rate={run.credit_fault_rate}, accounts {accounts}")
+    with ServerProcess(ACCOUNTS, credit_fault_rate=run.credit_fault_rate, token=args.token) as server:
+        yield server.url, server.log
 
 
 def followed_links(report: Path) -> Counter[str]:
@@ -152,10 +194,8 @@ def missing_links(run: ContractRun, links: Counter[str]) -> list[str]:
     return [pattern.pattern for pattern in run.required_links if not any(pattern.search(link) for link in links)]
 
 
-def execute(run: ContractRun, number: int, args: argparse.Namespace) -> Outcome:
-    print(f"\n=== contract run {number}/{len(RUNS)}: {run.name}", flush=True)
-    accounts = ", ".join(f"{user}={balance}" for user, balance in ACCOUNTS.items())
-    print(f"    server: python -m server, credit_fault_rate={run.credit_fault_rate}, accounts {accounts}")
+def execute(run: ContractRun, number: int, total: int, args: argparse.Namespace) -> Outcome:
+    print(f"\n=== contract run {number}/{total}: {run.name}", flush=True)
     env = {**os.environ, "SCHEMATHESIS_HOOKS": str(HOOKS)}
     returncodes = []
     links: Counter[str] = Counter()
@@ -165,7 +205,7 @@ def execute(run: ContractRun, number: int, args: argparse.Namespace) -> Outcome:
     # every run start from nothing.
     with (
         tempfile.TemporaryDirectory(prefix="contract-run-") as scratch,
-        ServerProcess(ACCOUNTS, credit_fault_rate=run.credit_fault_rate) as server,
+        service(run, args) as (url, read_log),
     ):
         phases = "examples,coverage,fuzzing,stateful"
         for attempt in range(1 + STATEFUL_TOP_UPS):
@@ -178,13 +218,13 @@ def execute(run: ContractRun, number: int, args: argparse.Namespace) -> Outcome:
                     f"    links not followed yet: {', '.join(missing_links(run, links))}; stateful pass {attempt + 1}"
                 )
             report = Path(scratch) / f"events-{attempt}.ndjson"
-            command = schemathesis_command(run, server.url, phases, report, args)
-            print(f"    $ SCHEMATHESIS_HOOKS={shlex.quote(str(HOOKS))} {shlex.join(command)}", flush=True)
+            command = schemathesis_command(run, url, phases, report, args)
+            print(f"    $ {printable(command, args.token)}", flush=True)
             returncodes.append(subprocess.run(command, cwd=scratch, env=env, check=False).returncode)
             links += followed_links(report)
             if any(returncodes) or not missing_links(run, links):
                 break
-        log = server.log()
+        log = read_log()
     problems = [
         f"the stateful phase never followed a link matching {pattern!r}" for pattern in missing_links(run, links)
     ]
@@ -206,14 +246,21 @@ def report(outcomes: Sequence[Outcome]) -> None:
             print(f"     problem: {problem}")
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--max-examples", type=int, default=40, help="test cases per operation and phase (40)")
     parser.add_argument("--workers", type=int, default=4, help="concurrent schemathesis workers (4)")
     parser.add_argument("--seed", type=int, default=None, help="schemathesis seed, to repeat a run")
-    args = parser.parse_args(argv)
+    parser.add_argument("--url", default=None, help="test this running service instead of starting two")
+    parser.add_argument("--token", default=None, help="bearer token to send (and to start local services with)")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     started = time.monotonic()
-    outcomes = [execute(run, number, args) for number, run in enumerate(RUNS, 1)]
+    runs = RUNS if args.url is None else runs_against(args.url)
+    outcomes = [execute(run, number, len(runs), args) for number, run in enumerate(runs, 1)]
     report(outcomes)
     passed = all(outcome.passed for outcome in outcomes)
     print(f"\ncontract: {'passed' if passed else 'FAILED'} in {time.monotonic() - started:.1f}s")
