@@ -1,0 +1,232 @@
+"""docker-compose.yml without a Docker engine: valid by the Compose Specification,
+and everything it runs exists in this repository and accepts the flags it is given."""
+
+from __future__ import annotations
+
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import httpx
+import pytest
+import yaml
+
+from server.__main__ import build_parser as server_parser
+from server.settings import DEMO_ACCOUNTS, load_accounts
+from tests.conftest import StartServer
+from tests.contract.run_schemathesis import build_parser as contract_parser
+
+ROOT = Path(__file__).resolve().parents[2]
+COMPOSE_FILE = ROOT / "docker-compose.yml"
+DOCKERFILE = ROOT / "Dockerfile"
+BANKS = ("bank-a", "bank-b")
+
+
+def check_compose_spec(path: Path) -> subprocess.CompletedProcess[str]:
+    """Validate with the Compose Specification schema vendored in the pinned check-jsonschema."""
+    return subprocess.run(
+        [sys.executable, "-m", "check_jsonschema", "--builtin-schema", "vendor.compose-spec", str(path)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+
+
+@pytest.fixture(scope="module")
+def compose() -> dict[str, Any]:
+    document = yaml.safe_load(COMPOSE_FILE.read_text(encoding="utf-8"))
+    assert isinstance(document, dict)
+    return document
+
+
+@pytest.fixture(scope="module")
+def services(compose: dict[str, Any]) -> dict[str, Any]:
+    services = compose["services"]
+    assert isinstance(services, dict)
+    return services
+
+
+def workdir() -> str:
+    directives = [line.split() for line in DOCKERFILE.read_text(encoding="utf-8").splitlines()]
+    (directory,) = [words[1] for words in directives if words[:1] == ["WORKDIR"]]
+    return directory
+
+
+def in_repo(container_path: str) -> Path:
+    """The repository file that the image holds at ``container_path`` (the Dockerfile copies the repo to WORKDIR)."""
+    root = workdir().rstrip("/") + "/"
+    relative = container_path.removeprefix(root) if container_path.startswith("/") else container_path
+    assert not relative.startswith("/"), f"{container_path} is not inside the image's copy of the repository"
+    return ROOT / relative
+
+
+def command(service: dict[str, Any]) -> list[str]:
+    value = service["command"]
+    return shlex.split(value) if isinstance(value, str) else [str(word) for word in value]
+
+
+def server_args(service: dict[str, Any]) -> Any:
+    words = command(service)
+    assert words[:3] == ["python", "-m", "server"]
+    return server_parser().parse_args(words[3:])
+
+
+def token_of(service: dict[str, Any]) -> str:
+    words = command(service)
+    return words[words.index("--token") + 1]
+
+
+# -- the file itself ----------------------------------------------------------------
+
+
+def test_the_compose_file_is_valid_by_the_compose_specification() -> None:
+    result = check_compose_spec(COMPOSE_FILE)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_the_validation_catches_a_misspelt_key(tmp_path: Path) -> None:
+    broken = tmp_path / "docker-compose.yml"
+    broken.write_text(COMPOSE_FILE.read_text(encoding="utf-8").replace("healthcheck:", "helthcheck:", 1))
+    result = check_compose_spec(broken)
+    assert result.returncode == 1
+    assert "helthcheck" in result.stdout
+
+
+def test_the_services_are_the_two_banks_the_saga_and_the_contract_run(services: dict[str, Any]) -> None:
+    assert set(services) == {"bank-a", "bank-b", "saga", "contract"}
+
+
+# -- the image ------------------------------------------------------------------------
+
+
+def test_every_service_is_built_from_the_repositorys_dockerfile(services: dict[str, Any]) -> None:
+    for name, service in services.items():
+        build = service["build"]
+        context = build if isinstance(build, str) else build["context"]
+        dockerfile = "Dockerfile" if isinstance(build, str) else build.get("dockerfile", "Dockerfile")
+        assert (ROOT / context).resolve() == ROOT, name
+        assert (ROOT / context / dockerfile).is_file(), name
+
+
+def test_the_image_installs_the_pinned_requirements_and_copies_the_repository() -> None:
+    lines = [line.strip() for line in DOCKERFILE.read_text(encoding="utf-8").splitlines()]
+    assert lines[lines.index("COPY requirements.txt ./") + 1] == "RUN pip install -r requirements.txt"
+    assert (ROOT / "requirements.txt").is_file()
+    assert "COPY . ./" in lines
+    dockerignore = (ROOT / ".dockerignore").read_text(encoding="utf-8").splitlines()
+    assert {".venv", ".git"} <= set(dockerignore)
+
+
+# -- the banks ------------------------------------------------------------------------
+
+
+def test_the_banks_run_the_server_on_port_8000_with_their_share_of_the_demo_accounts(
+    services: dict[str, Any],
+) -> None:
+    assert (ROOT / "server" / "__main__.py").is_file()
+    shares = {}
+    for name in BANKS:
+        args = server_args(services[name])
+        assert (args.host, args.port) == ("0.0.0.0", 8000), name
+        shares[name] = load_accounts(in_repo(str(args.accounts)))
+    assert not set(shares["bank-a"]) & set(shares["bank-b"])
+    assert {**shares["bank-a"], **shares["bank-b"]} == dict(DEMO_ACCOUNTS)
+
+
+def test_every_bank_requires_the_one_token_the_saga_and_the_contract_run_send(services: dict[str, Any]) -> None:
+    tokens = {services[name]["environment"]["ACCOUNTS_TOKEN"] for name in BANKS}
+    assert len(tokens) == 1
+    (token,) = tokens
+    assert token
+    assert token_of(services["saga"]) == token
+    assert token_of(services["contract"]) == token
+
+
+def test_the_bank_health_check_asks_healthz_on_the_servers_port(services: dict[str, Any]) -> None:
+    for name in BANKS:
+        test = services[name]["healthcheck"]["test"]
+        port = server_args(services[name]).port
+        assert test[0] == "CMD", name
+        assert f"http://127.0.0.1:{port}/healthz" in " ".join(test), name
+
+
+def test_the_bank_health_check_passes_on_a_live_server_and_fails_without_one(
+    services: dict[str, Any], start_server: StartServer
+) -> None:
+    _, python, *arguments = services["bank-a"]["healthcheck"]["test"]
+    assert python == "python"
+    server = start_server(token="s3cret")
+    healthy = [argument.replace("http://127.0.0.1:8000", server.url) for argument in arguments]
+    assert subprocess.run([sys.executable, *healthy], capture_output=True, check=False).returncode == 0
+    server.stop()
+    assert subprocess.run([sys.executable, *healthy], capture_output=True, check=False).returncode != 0
+
+
+def test_a_bank_serves_its_accounts_file_and_requires_the_token(
+    services: dict[str, Any], start_server: StartServer
+) -> None:
+    bank = services["bank-a"]
+    token = bank["environment"]["ACCOUNTS_TOKEN"]
+    accounts_file = in_repo(str(server_args(bank).accounts))
+    server = start_server(token=token, extra_args=["--accounts", str(accounts_file)])
+    headers = {"transaction_id": "compose-check"}
+    with httpx.Client(base_url=server.url) as client:
+        refused = client.get("/accounts", headers=headers)
+        listing = client.get("/accounts", headers={**headers, "Authorization": f"Bearer {token}"})
+    assert refused.status_code == 401
+    assert {account["user_id"]: account["balance"] for account in listing.json()["accounts"]} == load_accounts(
+        accounts_file
+    )
+
+
+# -- the saga and the contract run ------------------------------------------------
+
+
+def urls_of(words: list[str], *flags: str) -> list[str]:
+    return [words[words.index(flag) + 1] for flag in flags]
+
+
+def assert_names_a_bank(url: str, services: dict[str, Any]) -> None:
+    parts = urlsplit(url)
+    assert parts.hostname in BANKS, url
+    assert parts.port == server_args(services[parts.hostname]).port, url
+
+
+def test_the_saga_runs_a_batch_from_bank_a_to_bank_b_with_flags_it_accepts(services: dict[str, Any]) -> None:
+    saga = services["saga"]
+    words = command(saga)
+    assert words[:4] == ["python", "-m", "saga", "batch"]
+    assert (ROOT / "saga" / "__main__.py").is_file()
+    usage = subprocess.run(
+        [sys.executable, "-m", "saga", "batch", "--help"], capture_output=True, text=True, check=True, cwd=ROOT
+    ).stdout
+    flags = [word for word in words[4:] if word.startswith("--")]
+    assert flags
+    assert [flag for flag in flags if flag not in usage] == []
+    source, target = urls_of(words, "--source-url", "--target-url")
+    assert (urlsplit(source).hostname, urlsplit(target).hostname) == BANKS
+    for url in (source, target):
+        assert_names_a_bank(url, services)
+    assert {name: saga["depends_on"][name]["condition"] for name in BANKS} == dict.fromkeys(BANKS, "service_healthy")
+    (database,) = urls_of(words, "--db")
+    mounts = {volume.split(":")[1] for volume in saga["volumes"]}
+    assert str(Path(database).parent) in mounts
+
+
+def test_the_contract_run_tests_bank_a_after_the_saga_with_flags_it_accepts(services: dict[str, Any]) -> None:
+    contract = services["contract"]
+    words = command(contract)
+    assert words[0] == "python"
+    script = in_repo(words[1])
+    assert script == ROOT / "tests" / "contract" / "run_schemathesis.py"
+    assert script.is_file()
+    args = contract_parser().parse_args(words[2:])
+    assert_names_a_bank(args.url, services)
+    assert urlsplit(args.url).hostname == "bank-a"
+    assert contract["depends_on"] == {
+        "bank-a": {"condition": "service_healthy"},
+        "saga": {"condition": "service_completed_successfully"},
+    }
