@@ -40,6 +40,9 @@ generate: $(STAMP) ## regenerate generated_client/ from openapi/openapi.yaml
 check-generated: $(STAMP) ## fail if generated_client/ is stale against openapi/openapi.yaml
 	$(PY) openapi/generate.py --check
 
+contract: $(STAMP) ## schemathesis CLI against live services, with the committed contract: faults off, then on
+	$(PY) tests/contract/run_schemathesis.py
+
 simulate: $(STAMP) ## deterministic fault simulation: 50 seeds x 1,000 transfers, with a table of faults and violations
 	$(PY) -m saga simulate --seed 1 --seeds 50 --transfers 1000 --jobs 2
 

@@ -209,7 +209,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             try:
                 entry = ledger.recorded(operation, transaction_id, body.user_id, body.amount)
             except IdempotencyKeyReused as error:
-                raise Problem(409, "idempotency_key_reused", str(error), transaction_id) from None
+                raise Problem(422, "idempotency_key_reused", str(error), transaction_id) from None
             if entry is not None:
                 return _ledger_response(entry, replayed=True)
             if faulted and faults.fail_before_commit():
@@ -217,7 +217,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             try:
                 entry = ledger.apply(operation, transaction_id, body.user_id, body.amount)
             except IdempotencyKeyReused as error:
-                raise Problem(409, "idempotency_key_reused", str(error), transaction_id) from None
+                raise Problem(422, "idempotency_key_reused", str(error), transaction_id) from None
             if faulted and entry.outcome == "applied" and faults.fail_after_commit():
                 raise Problem(500, "injected_fault", "injected fault: the outcome is unknown", transaction_id)
             return _ledger_response(entry, replayed=False)

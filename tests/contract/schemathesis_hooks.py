@@ -42,3 +42,23 @@ def server_errors_are_injected_faults(
             f"{answered[0]} {answered[1]} answered {response.status_code} with code {code!r}: "
             "the only server error the contract allows is 500 injected_fault from POST /credit"
         )
+
+
+@schemathesis.check
+def valid_data_is_never_called_invalid(
+    ctx: schemathesis.CheckContext, response: schemathesis.Response, case: schemathesis.Case[Any]
+) -> None:
+    """Valid data may meet a 422 only as ``idempotency_key_reused``.
+
+    A generated transaction_id often repeats with another body, and the
+    contract answers that with 422 ``idempotency_key_reused``: a conflict with
+    what the id recorded, not a malformed request. The configuration therefore
+    lets ``positive_data_acceptance`` take a 422 on the ledger operations;
+    this check keeps that allowance to the one code.
+    """
+    meta = case.meta
+    if meta is None or not meta.generation.mode.is_positive or response.status_code != 422:
+        return
+    code = _problem_code(response)
+    if code != "idempotency_key_reused":
+        raise AssertionError(f"valid data was refused with 422 {code!r}: only idempotency_key_reused may be")

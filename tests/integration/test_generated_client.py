@@ -93,7 +93,7 @@ def test_every_problem_parses_into_a_typed_model(start_server: StartServer) -> N
 
         debit.sync(client=client, body=body("alice", 5), transaction_id="t4")
         reused = debit.sync_detailed(client=client, body=body("alice", 6), transaction_id="t4")
-        assert reused.status_code == 409
+        assert reused.status_code == 422
         assert isinstance(reused.parsed, Problem)
         assert reused.parsed.code == ErrorCode.IDEMPOTENCY_KEY_REUSED
 

