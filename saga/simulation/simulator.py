@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from saga import verify
+from saga.batch import PlannedTransfer
 from saga.log import MemorySagaLog
 from saga.orchestrator import Orchestrator
 from saga.records import Change, SagaRecord
@@ -31,7 +32,7 @@ from saga.simulation.clock import run_in_virtual_time
 from saga.simulation.faults import CRASH, FaultRates, MillisecondRange, TraceEvent
 from saga.simulation.invariants import check_run
 from saga.simulation.network import SimulatedNetwork
-from saga.simulation.workload import PlannedTransfer, WorkloadShape, draw_workload, seeded_ids, service_url
+from saga.simulation.workload import WorkloadShape, draw_workload, seeded_ids, service_url
 from saga.states import SagaState
 from server import Settings, create_app
 from server.ledger import Ledger

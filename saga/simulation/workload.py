@@ -7,6 +7,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from saga.batch import PlannedTransfer
 from saga.records import AccountRef
 
 
@@ -32,13 +33,6 @@ class WorkloadShape:
             raise ValueError("balances must satisfy 0 <= min_balance <= max_balance")
         if not 1 <= self.min_amount <= self.max_amount:
             raise ValueError("amounts must satisfy 1 <= min_amount <= max_amount")
-
-
-@dataclass(frozen=True, slots=True)
-class PlannedTransfer:
-    source: AccountRef
-    target: AccountRef
-    amount: int
 
 
 @dataclass(frozen=True)

@@ -4,28 +4,14 @@ from __future__ import annotations
 
 import json
 import sqlite3
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from server.process import REPO_ROOT
 from tests.conftest import StartServer
+from tests.support.cli import saga_cli
 
 pytestmark = pytest.mark.integration
-
-
-def saga_cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "saga", *args],
-        capture_output=True,
-        text=True,
-        cwd=REPO_ROOT,
-        timeout=120,
-        stdin=subprocess.DEVNULL,
-        check=False,
-    )
 
 
 def saga_rows(db: Path) -> int:

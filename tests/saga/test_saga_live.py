@@ -18,6 +18,7 @@ import pytest
 from saga import AccountRef, Orchestrator, RetryPolicies, RetryPolicy, SagaState, SqliteSagaLog, batch, services
 from server.process import REPO_ROOT, ServerProcess
 from tests.conftest import StartServer
+from tests.support.cli import saga_cli
 from tests.support.money import violations_after
 
 pytestmark = pytest.mark.integration
@@ -122,18 +123,6 @@ def test_insufficient_funds_fails_without_moving_money(start_server: StartServer
             await log.close()
 
     asyncio.run(scenario())
-
-
-def saga_cli(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "saga", *args],
-        capture_output=True,
-        text=True,
-        cwd=REPO_ROOT,
-        timeout=timeout,
-        stdin=subprocess.DEVNULL,
-        check=False,
-    )
 
 
 def count_sagas(db: Path) -> int:
