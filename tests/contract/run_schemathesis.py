@@ -12,6 +12,11 @@ driven by the committed openapi/openapi.yaml (not the app's /openapi.json):
    custom check in schemathesis_hooks.py fails any 5xx but /credit's 500
    ``injected_fault``.
 
+In both, ``positive_data_acceptance`` takes a 422 on the ledger operations,
+since a generated transaction_id often repeats with another body
+(``idempotency_key_reused``), and the custom check
+``valid_data_is_never_called_invalid`` fails any other 422 on valid data.
+
 Both generate valid and invalid data (``--mode all``: headers, transaction ids
 and bodies) and end with the stateful phase, which follows the contract's
 OpenAPI links (debit -> compensateDebit under the same transaction_id, and the

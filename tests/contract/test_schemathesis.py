@@ -1,20 +1,25 @@
 """The schemathesis contract tests in pytest, against the in-process app.
 
-The same committed contract, configuration files and custom check as
+The same committed contract, configuration files and custom checks as
 run_schemathesis.py, with fewer examples: every operation with every check
 (examples, coverage and fuzzing phases, valid and invalid data), the stateful
-link-following machine, and both again with 30% credit faults, where only
-``not_a_server_error`` on POST /credit is off.
+link-following machine, and both again with 30% credit faults, where
+``not_a_server_error`` on POST /credit is off. In both configurations
+``positive_data_acceptance`` takes a 422 on the ledger operations, for a
+reused transaction id. The tests at the end pin that each relaxation covers
+what it says and no more.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 import schemathesis
-from hypothesis import HealthCheck, settings
+from hypothesis import HealthCheck, given, settings
+from schemathesis import GenerationMode
 from schemathesis.core.failures import FailureGroup
 from schemathesis.specs.openapi.schemas import OpenApiSchema
 
@@ -22,7 +27,7 @@ from server import Settings, create_app
 from server.app import Problem
 from server.contract import load_contract
 from tests.contract.run_schemathesis import ACCOUNTS, CONTRACT
-from tests.contract.schemathesis_hooks import server_errors_are_injected_faults
+from tests.contract.schemathesis_hooks import server_errors_are_injected_faults, valid_data_is_never_called_invalid
 from tests.contract.test_drift import resolve
 
 HERE = Path(__file__).resolve().parent
@@ -114,6 +119,53 @@ def test_with_the_fault_config_a_server_error_elsewhere_fails_both_checks(monkey
     monkeypatch.setattr(target.app.state.ledger, "apply", fail_with_internal_error)
     case = target["/debit"]["POST"].Case(headers={"transaction_id": "t1"}, body={"user_id": "alice", "amount": 100})
     assert failed_checks(case) == [CUSTOM_CHECK, SERVER_ERROR]
+
+
+def judge_a_generated_valid_case(
+    target: OpenApiSchema, prepare: Callable[[schemathesis.Case[Any]], object] = lambda case: None
+) -> tuple[int, Any, list[str]]:
+    """One schema-valid /debit request as schemathesis generates it: status, code and failed checks."""
+    results: list[tuple[int, Any, list[str]]] = []
+
+    @settings(EXAMPLES, max_examples=1, database=None)
+    @given(case=target["/debit"]["POST"].as_strategy(generation_mode=GenerationMode.POSITIVE))
+    def draw(case: schemathesis.Case[Any]) -> None:
+        prepare(case)
+        response = case.call()
+        try:
+            case.validate_response(response)
+        except FailureGroup as group:
+            failures = sorted(failure.title for failure in group.exceptions)
+        else:
+            failures = []
+        results.append((response.status_code, response.json().get("code"), failures))
+
+    draw()
+    return results[0]
+
+
+def test_valid_data_may_meet_a_422_for_a_reused_transaction_id() -> None:
+    target = contract_schema("schemathesis.toml", credit_fault_rate=0.0)
+
+    def use_its_id_first(case: schemathesis.Case[Any]) -> None:
+        # No generated user_id has a space, so this body always differs.
+        target.app.state.ledger.execute("debit", case.headers["transaction_id"], "not generated", 1)
+
+    assert judge_a_generated_valid_case(target, use_its_id_first) == (422, "idempotency_key_reused", [])
+
+
+def test_valid_data_refused_with_any_other_422_still_fails(monkeypatch: pytest.MonkeyPatch) -> None:
+    target = contract_schema("schemathesis.toml", credit_fault_rate=0.0)
+
+    def refuse(*args: Any) -> Any:
+        raise Problem(422, "invalid_request", "refused")
+
+    monkeypatch.setattr(target.app.state.ledger, "recorded", refuse)
+    assert judge_a_generated_valid_case(target) == (
+        422,
+        "invalid_request",
+        [f"Custom check failed: `{valid_data_is_never_called_invalid.__name__}`"],
+    )
 
 
 def test_every_link_in_the_contract_is_a_rule_of_the_state_machine() -> None:
