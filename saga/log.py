@@ -357,6 +357,21 @@ def _lock(path: Path) -> IO[bytes]:
     return handle
 
 
+def count_sagas(path: Path) -> int:
+    """How many sagas the log at ``path`` holds, read without a lock; 0 if there is no file yet.
+
+    For watching a log that another process is writing. Raises SagaLogError
+    when the file is not (yet) a saga log.
+    """
+    if not path.exists():
+        return 0
+    try:
+        with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=1)) as connection:
+            return int(connection.execute("SELECT count(*) FROM sagas").fetchone()[0])
+    except sqlite3.Error as error:
+        raise SagaLogError(f"cannot count the sagas in {path}: {error}") from error
+
+
 def _connect(path: Path, create: bool) -> sqlite3.Connection:
     if not create and not path.is_file():
         raise SagaLogError(f"no saga log at {path}")

@@ -12,7 +12,6 @@ import asyncio
 import json
 import os
 import signal
-import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -25,7 +24,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from saga import batch, services, verify
-from saga.log import MemorySagaLog, SqliteSagaLog
+from saga.log import MemorySagaLog, SagaLogError, SqliteSagaLog, count_sagas
 from saga.orchestrator import Orchestrator
 from saga.retry import RetryPolicies, RetryPolicy
 from saga.run import TransferResult
@@ -243,9 +242,9 @@ async def _run_in_process(
 
 def _saga_rows(db: Path) -> int:
     try:
-        with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=1) as connection:
-            return int(connection.execute("SELECT count(*) FROM sagas").fetchone()[0])
-    except sqlite3.Error:
+        return count_sagas(db)
+    except SagaLogError:
+        # The child has created the file but not the schema yet.
         return 0
 
 

@@ -3,22 +3,15 @@
 from __future__ import annotations
 
 import json
-import sqlite3
 from pathlib import Path
 
 import pytest
 
+from saga.log import count_sagas
 from tests.conftest import StartServer
 from tests.support.cli import saga_cli
 
 pytestmark = pytest.mark.integration
-
-
-def saga_rows(db: Path) -> int:
-    if not db.exists():
-        return 0
-    with sqlite3.connect(db) as connection:
-        return int(connection.execute("SELECT count(*) FROM sagas").fetchone()[0])
 
 
 def test_transfer_show_and_list(start_server: StartServer, tmp_path: Path) -> None:
@@ -97,7 +90,7 @@ def test_bad_transfer_input_is_one_line_and_changes_nothing(
     assert run.returncode == 2
     assert message in run.stderr
     assert "Traceback" not in run.stderr
-    assert saga_rows(db) == 0
+    assert count_sagas(db) == 0
 
 
 def test_unreachable_service(tmp_path: Path) -> None:
@@ -108,7 +101,7 @@ def test_unreachable_service(tmp_path: Path) -> None:
     assert run.returncode == 2
     assert "cannot reach the accounts service" in run.stderr
     assert len(run.stderr.strip().splitlines()) == 1
-    assert saga_rows(db) == 0
+    assert count_sagas(db) == 0
 
 
 def test_recover_refuses_a_missing_or_corrupt_log(tmp_path: Path) -> None:

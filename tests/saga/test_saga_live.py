@@ -6,7 +6,6 @@ import asyncio
 import json
 import os
 import signal
-import sqlite3
 import subprocess
 import sys
 import time
@@ -16,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from saga import AccountRef, Orchestrator, RetryPolicies, RetryPolicy, SagaState, SqliteSagaLog, batch, services
+from saga.log import SagaLogError, count_sagas
 from server.process import REPO_ROOT, ServerProcess
 from tests.conftest import StartServer
 from tests.support.cli import saga_cli
@@ -125,14 +125,11 @@ def test_insufficient_funds_fails_without_moving_money(start_server: StartServer
     asyncio.run(scenario())
 
 
-def count_sagas(db: Path) -> int:
-    if not db.exists():
-        return 0
+def logged_sagas(db: Path) -> int:
     try:
-        with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=1) as connection:
-            row = connection.execute("SELECT count(*) FROM sagas").fetchone()
-            return int(row[0])
-    except sqlite3.Error:
+        return count_sagas(db)
+    except SagaLogError:
+        # The batch has created the file but not the schema yet.
         return 0
 
 
@@ -152,7 +149,7 @@ def test_kill_minus_nine_mid_batch_then_recover(start_server: StartServer, tmp_p
     )
     try:
         deadline = time.monotonic() + 60
-        while count_sagas(db) < 200 and time.monotonic() < deadline and batch_process.poll() is None:
+        while logged_sagas(db) < 200 and time.monotonic() < deadline and batch_process.poll() is None:
             time.sleep(0.02)
         assert batch_process.poll() is None, "the batch must still be running when it is killed"
         os.kill(batch_process.pid, signal.SIGKILL)
