@@ -12,9 +12,12 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import uvicorn
+import uvloop
 
 from server.app import create_app
+from server.database_url import DatabaseUrlError, parse_database_url
 from server.settings import DEMO_ACCOUNTS, ConfigurationError, Settings, load_accounts
+from server.stores import StoreError, open_store
 
 
 def _env(name: str, default: str | None = None) -> str | None:
@@ -57,6 +60,17 @@ def build_parser() -> argparse.ArgumentParser:
         default=int(seed) if seed else None,
         help="seed of the fault generator, for reproducible runs (ACCOUNTS_FAULT_SEED)",
     )
+    parser.add_argument(
+        "--database",
+        default=_env("DATABASE", "memory"),
+        help="where the ledger lives: memory (the default; forgotten on exit), sqlite:///relative.db, "
+        "sqlite:////absolute.db, a bare path (SQLite), or postgresql://... (ACCOUNTS_DATABASE)",
+    )
+    parser.add_argument(
+        "--replica-id",
+        default=_env("REPLICA_ID"),
+        help="this process's name in every log line (ACCOUNTS_REPLICA_ID; default HOST:PORT)",
+    )
     parser.add_argument("--token", default=_env("TOKEN"), help="require Authorization: Bearer TOKEN (ACCOUNTS_TOKEN)")
     parser.add_argument(
         "--log-level",
@@ -78,7 +92,16 @@ def _is_loopback(host: str) -> bool:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    listener = socket.socket(fileno=args.fd) if args.fd is not None else None
+    if args.replica_id:
+        replica_id = args.replica_id
+    elif listener is not None:
+        host, port = listener.getsockname()[:2]
+        replica_id = f"{host}:{port}"
+    else:
+        replica_id = f"{args.host}:{args.port}"
     try:
+        database = parse_database_url(args.database)
         accounts = load_accounts(args.accounts) if args.accounts else dict(DEMO_ACCOUNTS)
         settings = Settings(
             accounts=accounts,
@@ -87,8 +110,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             fault_seed=args.fault_seed,
             token=args.token or None,
             log_requests=args.log_level in ("debug", "info"),
+            database=database,
+            replica_id=replica_id,
         )
-    except ConfigurationError as error:
+    except (ConfigurationError, DatabaseUrlError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     if args.fd is None and not _is_loopback(args.host) and settings.token is None:
@@ -98,16 +123,31 @@ def main(argv: Sequence[str] | None = None) -> int:
             file=sys.stderr,
         )
     logging.basicConfig(level=args.log_level.upper(), format="%(message)s", stream=sys.stderr)
-    app = create_app(settings)
-    if args.fd is not None:
-        # uvicorn's own --fd handling takes every inherited socket for a Unix
-        # socket, so TCP_NODELAY is never set and each small response waits
-        # out Nagle's algorithm (about 40 ms). socket(fileno=) reads the real family.
-        listener = socket.socket(fileno=args.fd)
-        config = uvicorn.Config(app, log_level=args.log_level, access_log=False)
-        uvicorn.Server(config).run(sockets=[listener])
-    else:
-        uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level, access_log=False)
+    try:
+        return uvloop.run(_serve(settings, args, listener))
+    except StoreError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+
+
+async def _serve(settings: Settings, args: argparse.Namespace, listener: socket.socket | None) -> int:
+    # The store is opened here, before the first request can arrive, so that an
+    # unreachable database or a schema newer than this code stops the start-up
+    # with one line instead of a traceback from inside the server.
+    store = await open_store(settings.database, settings.accounts)
+    try:
+        app = create_app(settings, store)
+        if listener is not None:
+            # uvicorn's own --fd handling takes every inherited socket for a Unix
+            # socket, so TCP_NODELAY is never set and each small response waits
+            # out Nagle's algorithm (about 40 ms). socket(fileno=) reads the real family.
+            config = uvicorn.Config(app, log_level=args.log_level, access_log=False)
+            await uvicorn.Server(config).serve(sockets=[listener])
+        else:
+            config = uvicorn.Config(app, host=args.host, port=args.port, log_level=args.log_level, access_log=False)
+            await uvicorn.Server(config).serve()
+    finally:
+        await store.close()
     return 0
 
 

@@ -1,11 +1,12 @@
-"""The HTTP adapter: a FastAPI app around one :class:`~server.ledger.Ledger`."""
+"""The HTTP adapter: a FastAPI app around one ledger store (:mod:`server.stores`)."""
 
 from __future__ import annotations
 
 import hmac
 import json
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import asynccontextmanager
 from typing import Annotated, Any
 
 from fastapi import FastAPI, Header, Path, Request
@@ -26,13 +27,17 @@ from server.ledger import (
     MAX_AMOUNT,
     Entry,
     IdempotencyKeyReused,
-    Ledger,
     Operation,
 )
 from server.problems import PROBLEM_CONTENT_TYPE, ErrorCode, problem_body
 from server.settings import Settings
+from server.stores import LedgerStore, StorageUnavailable, open_store
+from server.stores.memory import MemoryStore
 
 request_log = logging.getLogger("server.requests")
+
+#: Seconds a client should wait before retrying after storage_unavailable.
+STORAGE_RETRY_AFTER_SECONDS = 1
 
 CONTRACT_PATH_PREFIXES = ("/debit", "/credit", "/compensate_", "/accounts", "/transactions/")
 
@@ -116,16 +121,26 @@ TransactionIdHeader = Annotated[
 class Problem(Exception):
     """An error answer: raised anywhere in the adapter, rendered as problem+json."""
 
-    def __init__(self, status: int, code: ErrorCode, detail: str, transaction_id: str | None = None) -> None:
+    def __init__(
+        self,
+        status: int,
+        code: ErrorCode,
+        detail: str,
+        transaction_id: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
         super().__init__(detail)
         self.status = status
         self.code = code
         self.detail = detail
         self.transaction_id = transaction_id
+        self.headers = headers
 
 
 def problem_response(problem: Problem, headers: dict[str, str] | None = None) -> Response:
     body = problem_body(problem.code, problem.status, problem.detail, problem.transaction_id)
+    if problem.headers:
+        headers = {**problem.headers, **(headers or {})}
     return Response(body, status_code=problem.status, media_type=PROBLEM_CONTENT_TYPE, headers=headers)
 
 
@@ -133,34 +148,49 @@ def json_response(payload: object, headers: dict[str, str] | None = None) -> Res
     return Response(json.dumps(payload, separators=(",", ":")), media_type="application/json", headers=headers)
 
 
-def log_request(transaction_id: str | None, operation: str, status: int, result: str, replayed: bool = False) -> None:
-    if request_log.isEnabledFor(logging.INFO):
-        request_log.info(
-            json.dumps(
-                {
-                    "transaction_id": transaction_id,
-                    "operation": operation,
-                    "status": status,
-                    "outcome": result,
-                    "replayed": replayed,
-                },
-                separators=(",", ":"),
+class RequestLog:
+    """One JSON line per answered request, naming the replica that answered it."""
+
+    def __init__(self, replica_id: str | None) -> None:
+        self.replica_id = replica_id
+
+    def __call__(
+        self, transaction_id: str | None, operation: str, status: int, result: str, replayed: bool = False
+    ) -> None:
+        if request_log.isEnabledFor(logging.INFO):
+            request_log.info(
+                json.dumps(
+                    {
+                        "transaction_id": transaction_id,
+                        "operation": operation,
+                        "status": status,
+                        "outcome": result,
+                        "replayed": replayed,
+                        "replica_id": self.replica_id,
+                    },
+                    separators=(",", ":"),
+                )
             )
-        )
+
+
+def _log_of(request: Request) -> RequestLog:
+    log: RequestLog = request.app.state.request_log
+    return log
 
 
 class BearerTokenMiddleware:
     """Refuses contract operations without the configured bearer token."""
 
-    def __init__(self, app: ASGIApp, token: str) -> None:
+    def __init__(self, app: ASGIApp, token: str, log: RequestLog) -> None:
         self.app = app
         self.expected = f"Bearer {token}".encode()
+        self.log = log
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["path"].startswith(CONTRACT_PATH_PREFIXES):
             presented = next((value for name, value in scope["headers"] if name == b"authorization"), b"")
             if not hmac.compare_digest(presented, self.expected):
-                log_request(None, scope["path"], 401, "unauthorized")
+                self.log(None, scope["path"], 401, "unauthorized")
                 response = problem_response(
                     Problem(401, "unauthorized", "this service requires Authorization: Bearer <token>"),
                     headers={"WWW-Authenticate": "Bearer"},
@@ -177,50 +207,93 @@ class ContractApp(FastAPI):
         return load_contract()
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
-    """Build one accounts service with its own, empty-history ledger."""
+class _StoreSlot:
+    """The app's store: set at build time for memory, at start-up for a database."""
+
+    def __init__(self, store: LedgerStore | None) -> None:
+        self._store = store
+
+    @property
+    def store(self) -> LedgerStore:
+        if self._store is None:
+            raise StorageUnavailable("the store is not open")
+        return self._store
+
+    def fill(self, store: LedgerStore | None) -> None:
+        self._store = store
+
+
+def create_app(settings: Settings | None = None, store: LedgerStore | None = None) -> FastAPI:
+    """Build one accounts service.
+
+    With the memory database (the default) and no ``store`` given, the app
+    gets its own empty-history ledger now. A database store is opened when the
+    app starts and closed when it stops; a ``store`` given here is used as is
+    and left open.
+    """
     settings = settings or Settings()
-    ledger = Ledger(settings.accounts)
+    if store is None and settings.database.kind == "memory":
+        store = MemoryStore.create(settings.accounts)
+    slot = _StoreSlot(store)
     faults = CreditFaults(settings.credit_fault_rate, settings.credit_fault_after_commit_rate, seed=settings.fault_seed)
+    log = RequestLog(settings.replica_id)
     if not settings.log_requests:
         request_log.disabled = True
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if store is not None:
+            yield
+            return
+        opened = await open_store(settings.database, settings.accounts)
+        slot.fill(opened)
+        try:
+            yield
+        finally:
+            slot.fill(None)
+            await opened.close()
 
     app = ContractApp(
         title="Accounts service",
         version="1.0.0",
         redoc_url=None,
+        lifespan=lifespan,
         exception_handlers={
             RequestValidationError: _on_validation_error,
             Problem: _on_problem,
+            StorageUnavailable: _on_storage_unavailable,
             StarletteHTTPException: _on_http_exception,
             Exception: _on_unexpected_error,
         },
     )
-    app.state.ledger = ledger
+    if isinstance(store, MemoryStore):
+        app.state.ledger = store.ledger
+    app.state.store_slot = slot
     app.state.faults = faults
     app.state.settings = settings
+    app.state.request_log = log
     if settings.token is not None:
-        app.add_middleware(BearerTokenMiddleware, token=settings.token)
+        app.add_middleware(BearerTokenMiddleware, token=settings.token, log=log)
 
     def ledger_endpoint(operation: Operation) -> Callable[[LedgerRequest, str], Awaitable[Response]]:
         faulted = operation == CREDIT
 
         async def endpoint(body: LedgerRequest, transaction_id: TransactionIdHeader) -> Response:
+            # Drawn before the store call: a replay is answered from the record
+            # whatever the draw, and a new credit the draw refuses is never decided.
+            refuse_new = faulted and faults.fail_before_commit()
             try:
-                entry = ledger.recorded(operation, transaction_id, body.user_id, body.amount)
+                execution = await slot.store.execute(
+                    operation, transaction_id, body.user_id, body.amount, apply_new=not refuse_new
+                )
             except IdempotencyKeyReused as error:
                 raise Problem(422, "idempotency_key_reused", str(error), transaction_id) from None
-            if entry is not None:
-                return _ledger_response(entry, replayed=True)
-            if faulted and faults.fail_before_commit():
+            if execution is None:
                 raise Problem(500, "injected_fault", "injected fault: the credit was not applied", transaction_id)
-            try:
-                entry = ledger.apply(operation, transaction_id, body.user_id, body.amount)
-            except IdempotencyKeyReused as error:
-                raise Problem(422, "idempotency_key_reused", str(error), transaction_id) from None
-            if faulted and entry.outcome == "applied" and faults.fail_after_commit():
+            entry, replayed = execution
+            if faulted and not replayed and entry.outcome == "applied" and faults.fail_after_commit():
                 raise Problem(500, "injected_fault", "injected fault: the outcome is unknown", transaction_id)
-            return _ledger_response(entry, replayed=False)
+            return _ledger_response(log, entry, replayed=replayed)
 
         endpoint.__name__ = operation
         return endpoint
@@ -232,13 +305,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             methods=["POST"],
             operation_id=OPERATION_IDS[operation],
             response_model=None,
-            responses=_problems(400, 401, 404, 409, 422, 500),
+            responses=_problems(400, 401, 404, 409, 422, 500, 503),
         )
 
-    @app.get("/accounts", operation_id="listAccounts", response_model=None, responses=_problems(400, 401, 500))
+    @app.get("/accounts", operation_id="listAccounts", response_model=None, responses=_problems(400, 401, 500, 503))
     async def list_accounts(transaction_id: TransactionIdHeader) -> Response:
-        accounts = [{"user_id": account.user_id, "balance": account.balance} for account in ledger.accounts()]
-        log_request(transaction_id, "list_accounts", 200, "read")
+        accounts = [{"user_id": account.user_id, "balance": account.balance} for account in await slot.store.accounts()]
+        log(transaction_id, "list_accounts", 200, "read")
         return json_response({"accounts": accounts})
 
     # ``:anytext`` lets a user_id with an encoded slash or line break reach
@@ -247,30 +320,30 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         "/accounts/{user_id:anytext}",
         operation_id="getAccount",
         response_model=None,
-        responses=_problems(400, 401, 404, 422, 500),
+        responses=_problems(400, 401, 404, 422, 500, 503),
     )
     async def get_account(
         user_id: Annotated[str, Path(min_length=1, max_length=64, pattern=USER_ID_PATTERN)],
         transaction_id: TransactionIdHeader,
     ) -> Response:
-        balance = ledger.balance(user_id)
+        balance = await slot.store.balance(user_id)
         if balance is None:
             raise Problem(404, "unknown_user", f"no account has user_id {user_id!r}", transaction_id)
-        log_request(transaction_id, "get_account", 200, "read")
+        log(transaction_id, "get_account", 200, "read")
         return json_response({"user_id": user_id, "balance": balance})
 
     @app.get(
         "/transactions/{transaction_id:anytext}",
         operation_id="getTransaction",
         response_model=None,
-        responses=_problems(400, 401, 422, 500),
+        responses=_problems(400, 401, 422, 500, 503),
     )
     async def get_transaction(
         transaction_id: Annotated[str, Path(min_length=1, max_length=128, pattern=TRANSACTION_ID_PATTERN)],
         correlation_id: TransactionIdHeader,
     ) -> Response:
-        entries = [_trail_entry(entry) for entry in ledger.trail(transaction_id)]
-        log_request(correlation_id, "get_transaction", 200, "read")
+        entries = [_trail_entry(entry) for entry in await slot.store.trail(transaction_id)]
+        log(correlation_id, "get_transaction", 200, "read")
         return json_response({"transaction_id": transaction_id, "entries": entries})
 
     @app.get("/healthz", include_in_schema=False)
@@ -280,15 +353,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     return app
 
 
-def _ledger_response(entry: Entry, *, replayed: bool) -> Response:
+def _ledger_response(log: RequestLog, entry: Entry, *, replayed: bool) -> Response:
     headers = {"Idempotent-Replayed": "true"} if replayed else None
     if entry.rejection is not None:
         detail = REJECTION_DETAILS[entry.rejection].format(
             user_id=entry.user_id, amount=entry.amount, operation=entry.operation
         )
-        log_request(entry.transaction_id, entry.operation, entry.status, entry.rejection, replayed)
+        log(entry.transaction_id, entry.operation, entry.status, entry.rejection, replayed)
         return problem_response(Problem(entry.status, entry.rejection, detail, entry.transaction_id), headers)
-    log_request(entry.transaction_id, entry.operation, 200, str(entry.outcome), replayed)
+    log(entry.transaction_id, entry.operation, 200, str(entry.outcome), replayed)
     return json_response(
         {
             "transaction_id": entry.transaction_id,
@@ -332,8 +405,21 @@ def _header_transaction_id(request: Request) -> str | None:
 
 async def _on_problem(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, Problem)
-    log_request(exc.transaction_id, _operation_name(request), exc.status, exc.code)
+    _log_of(request)(exc.transaction_id, _operation_name(request), exc.status, exc.code)
     return problem_response(exc)
+
+
+async def _on_storage_unavailable(request: Request, exc: Exception) -> Response:
+    logging.getLogger("server").warning("storage unavailable on %s: %s", request.url.path, exc)
+    problem = Problem(
+        503,
+        "storage_unavailable",
+        "the ledger's database is unavailable; the outcome is unknown: retry under the same transaction_id",
+        _header_transaction_id(request),
+        headers={"Retry-After": str(STORAGE_RETRY_AFTER_SECONDS)},
+    )
+    _log_of(request)(problem.transaction_id, _operation_name(request), 503, problem.code)
+    return problem_response(problem)
 
 
 async def _on_validation_error(request: Request, exc: Exception) -> Response:
@@ -353,7 +439,7 @@ async def _on_validation_error(request: Request, exc: Exception) -> Response:
             )
     else:
         problem = Problem(422, "invalid_request", _describe(errors), _header_transaction_id(request))
-    log_request(problem.transaction_id, _operation_name(request), problem.status, problem.code)
+    _log_of(request)(problem.transaction_id, _operation_name(request), problem.status, problem.code)
     return problem_response(problem)
 
 
@@ -369,7 +455,7 @@ async def _on_http_exception(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, StarletteHTTPException)
     headers = dict(exc.headers) if exc.headers else None
     problem = Problem(exc.status_code, "invalid_request", str(exc.detail))
-    log_request(None, request.url.path, exc.status_code, "invalid_request")
+    _log_of(request)(None, request.url.path, exc.status_code, "invalid_request")
     return problem_response(problem, headers)
 
 

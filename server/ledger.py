@@ -5,9 +5,12 @@ Every balance change is keyed by ``(transaction_id, operation)`` and happens
 at most once; every final answer, business rejections included, is recorded
 so that a retry or a late duplicate gets exactly the same answer.
 
-Nothing here awaits. The web adapter calls :meth:`Ledger.recorded` and
-:meth:`Ledger.apply` back to back on the event loop, so the check and the
-write of one request can never interleave with another request.
+The rules are one pure function, :func:`decide`: given an operation, the
+request, the account's balance and the entries already recorded under the
+transaction id, it returns the entry to record. Every store calls it inside
+its own unit of work. :class:`Ledger` is the in-memory state the memory store
+keeps; nothing in it awaits, so the check and the write of one request can
+never interleave with another request on the event loop.
 """
 
 from __future__ import annotations
@@ -125,8 +128,161 @@ class Account:
     balance: int
 
 
+def replayed(
+    operation: Operation, transaction_id: str, user_id: str, amount: int, recorded: Entry | None
+) -> Entry | None:
+    """The recorded entry to replay for this request, or None if it is new.
+
+    Raises IdempotencyKeyReused if the id was used for this operation with
+    another body.
+    """
+    if recorded is not None and not recorded.matches(user_id, amount):
+        raise IdempotencyKeyReused(transaction_id, operation, recorded)
+    return recorded
+
+
+def decide(
+    operation: Operation,
+    transaction_id: str,
+    user_id: str,
+    amount: int,
+    *,
+    balance: int | None,
+    recorded: Mapping[Operation, Entry],
+    sequence: int,
+    max_balance: int = MAX_BALANCE,
+) -> Entry:
+    """Decide a new request: the entry to record, with the user's new balance.
+
+    ``balance`` is the user's balance now (None for no such account) and
+    ``recorded`` holds the entries already recorded under ``transaction_id``,
+    which must not include ``operation`` itself. Nothing is written here: the
+    caller records the entry and, when it took effect, stores its balance.
+    """
+    if operation in recorded:
+        raise InvariantViolation(f"{operation} {transaction_id} is already recorded")
+    request = _Request(operation, transaction_id, user_id, amount, sequence)
+    if operation == DEBIT:
+        return _debit(request, balance, recorded)
+    if operation == CREDIT:
+        return _credit(request, balance, recorded, max_balance)
+    if operation == COMPENSATE_DEBIT:
+        return _compensate_debit(request, balance, recorded, max_balance)
+    if operation == COMPENSATE_CREDIT:
+        return _compensate_credit(request, balance, recorded)
+    raise ValueError(f"unknown operation {operation!r}")
+
+
+@dataclass(frozen=True, slots=True)
+class _Request:
+    operation: Operation
+    transaction_id: str
+    user_id: str
+    amount: int
+    sequence: int
+
+    def move(self, new_balance: int, outcome: Outcome, amount: int | None = None) -> Entry:
+        return Entry(
+            self.transaction_id,
+            self.operation,
+            self.user_id,
+            self.amount if amount is None else amount,
+            self.sequence,
+            outcome=outcome,
+            balance=new_balance,
+        )
+
+    def void(self, balance: int) -> Entry:
+        return Entry(
+            self.transaction_id,
+            self.operation,
+            self.user_id,
+            self.amount,
+            self.sequence,
+            outcome="voided",
+            balance=balance,
+        )
+
+    def reject(self, code: RejectionCode) -> Entry:
+        return Entry(self.transaction_id, self.operation, self.user_id, self.amount, self.sequence, rejection=code)
+
+
+# -- the rules -----------------------------------------------------------------
+
+
+def _debit(request: _Request, balance: int | None, recorded: Mapping[Operation, Entry]) -> Entry:
+    if balance is None:
+        return request.reject("unknown_user")
+    if COMPENSATE_DEBIT in recorded:
+        # A debit that arrives after its own compensation must never land.
+        return request.reject("transaction_compensated")
+    if balance < request.amount:
+        return request.reject("insufficient_funds")
+    return request.move(balance - request.amount, "applied")
+
+
+def _credit(request: _Request, balance: int | None, recorded: Mapping[Operation, Entry], max_balance: int) -> Entry:
+    if balance is None:
+        return request.reject("unknown_user")
+    if COMPENSATE_CREDIT in recorded:
+        return request.reject("transaction_compensated")
+    if balance + request.amount > max_balance:
+        return request.reject("balance_limit_exceeded")
+    return request.move(balance + request.amount, "applied")
+
+
+def _compensate_debit(
+    request: _Request, balance: int | None, recorded: Mapping[Operation, Entry], max_balance: int
+) -> Entry:
+    debit = _undoable(request, recorded.get(DEBIT))
+    if balance is None:
+        return request.reject("unknown_user")
+    if _credit_stands(recorded):
+        # The money already reached its target here: undoing the debit alone
+        # would create money.
+        return request.reject("transfer_completed")
+    if debit is None:
+        return request.void(balance)
+    if balance + debit.amount > max_balance:
+        # Credits since the debit filled the account: giving the money back
+        # now would break the balance limit, so the reversal waits for room.
+        return request.reject("balance_limit_exceeded")
+    # The amount comes from the recorded debit, never from the request:
+    # compensation gives back exactly what was taken.
+    return request.move(balance + debit.amount, "reversed", debit.amount)
+
+
+def _compensate_credit(request: _Request, balance: int | None, recorded: Mapping[Operation, Entry]) -> Entry:
+    credit = _undoable(request, recorded.get(CREDIT))
+    if balance is None:
+        return request.reject("unknown_user")
+    if credit is None:
+        return request.void(balance)
+    if balance < credit.amount:
+        # The credited money has been spent: the credit stands.
+        return request.reject("insufficient_funds")
+    return request.move(balance - credit.amount, "reversed", credit.amount)
+
+
+def _undoable(request: _Request, forward: Entry | None) -> Entry | None:
+    """The applied forward entry a compensation would reverse, if any."""
+    if forward is None or forward.outcome != "applied":
+        return None
+    if not forward.matches(request.user_id, request.amount):
+        raise IdempotencyKeyReused(request.transaction_id, request.operation, forward)
+    return forward
+
+
+def _credit_stands(recorded: Mapping[Operation, Entry]) -> bool:
+    credit = recorded.get(CREDIT)
+    if credit is None or credit.outcome != "applied":
+        return False
+    undo = recorded.get(COMPENSATE_CREDIT)
+    return undo is None or undo.outcome != "reversed"
+
+
 class Ledger:
-    """In-memory balances with exactly-once, fenced ledger operations."""
+    """In-memory balances with exactly-once, fenced ledger operations: the memory store's state."""
 
     def __init__(self, balances: Mapping[str, int], *, max_balance: int = MAX_BALANCE) -> None:
         for user_id, balance in balances.items():
@@ -152,8 +308,7 @@ class Ledger:
 
     def trail(self, transaction_id: str) -> list[Entry]:
         """Every entry recorded under ``transaction_id``, in the order recorded."""
-        found = [self._entries.get((transaction_id, operation)) for operation in OPERATIONS]
-        return sorted((entry for entry in found if entry is not None), key=lambda entry: entry.sequence)
+        return sorted(self._recorded_under(transaction_id).values(), key=lambda entry: entry.sequence)
 
     def journal(self) -> Iterator[Entry]:
         return iter(self._journal)
@@ -164,16 +319,23 @@ class Ledger:
 
     # -- writes ----------------------------------------------------------------
 
+    def open_account(self, user_id: str, balance: int) -> bool:
+        """Open an account with ``balance`` unless it exists; True if it was opened."""
+        if user_id in self._balances:
+            return False
+        if type(balance) is not int or not 0 <= balance <= self._max_balance:
+            raise ValueError(f"balance of {user_id!r} must be an integer from 0 to {self._max_balance}")
+        self._balances[user_id] = balance
+        self._initial[user_id] = balance
+        return True
+
     def recorded(self, operation: Operation, transaction_id: str, user_id: str, amount: int) -> Entry | None:
         """The entry to replay for this request, or None if it is new.
 
         Raises IdempotencyKeyReused if the id was used for this operation with
         another body.
         """
-        entry = self._entries.get((transaction_id, operation))
-        if entry is not None and not entry.matches(user_id, amount):
-            raise IdempotencyKeyReused(transaction_id, operation, entry)
-        return entry
+        return replayed(operation, transaction_id, user_id, amount, self._entries.get((transaction_id, operation)))
 
     def execute(self, operation: Operation, transaction_id: str, user_id: str, amount: int) -> tuple[Entry, bool]:
         """Replay the recorded answer, or apply the request: (entry, replayed)."""
@@ -187,109 +349,30 @@ class Ledger:
 
         The caller has checked :meth:`recorded` first, with no await between.
         """
-        key = (transaction_id, operation)
-        if key in self._entries:
-            raise InvariantViolation(f"{operation} {transaction_id} is already recorded")
-        if operation == DEBIT:
-            entry = self._debit(transaction_id, user_id, amount)
-        elif operation == CREDIT:
-            entry = self._credit(transaction_id, user_id, amount)
-        elif operation == COMPENSATE_DEBIT:
-            entry = self._compensate_debit(transaction_id, user_id, amount)
-        elif operation == COMPENSATE_CREDIT:
-            entry = self._compensate_credit(transaction_id, user_id, amount)
-        else:
-            raise ValueError(f"unknown operation {operation!r}")
-        self._entries[key] = entry
+        entry = decide(
+            operation,
+            transaction_id,
+            user_id,
+            amount,
+            balance=self._balances.get(user_id),
+            recorded=self._recorded_under(transaction_id),
+            sequence=len(self._entries),
+            max_balance=self._max_balance,
+        )
+        self._entries[(transaction_id, operation)] = entry
         if entry.took_effect:
+            assert entry.balance is not None
+            self._balances[user_id] = entry.balance
             self._journal.append(entry)
         return entry
 
-    # -- the rules -------------------------------------------------------------
-
-    def _debit(self, transaction_id: str, user_id: str, amount: int) -> Entry:
-        balance = self._balances.get(user_id)
-        if balance is None:
-            return self._reject(DEBIT, transaction_id, user_id, amount, "unknown_user")
-        if (transaction_id, COMPENSATE_DEBIT) in self._entries:
-            # A debit that arrives after its own compensation must never land.
-            return self._reject(DEBIT, transaction_id, user_id, amount, "transaction_compensated")
-        if balance < amount:
-            return self._reject(DEBIT, transaction_id, user_id, amount, "insufficient_funds")
-        return self._move(DEBIT, transaction_id, user_id, amount, balance - amount, "applied")
-
-    def _credit(self, transaction_id: str, user_id: str, amount: int) -> Entry:
-        balance = self._balances.get(user_id)
-        if balance is None:
-            return self._reject(CREDIT, transaction_id, user_id, amount, "unknown_user")
-        if (transaction_id, COMPENSATE_CREDIT) in self._entries:
-            return self._reject(CREDIT, transaction_id, user_id, amount, "transaction_compensated")
-        if balance + amount > self._max_balance:
-            return self._reject(CREDIT, transaction_id, user_id, amount, "balance_limit_exceeded")
-        return self._move(CREDIT, transaction_id, user_id, amount, balance + amount, "applied")
-
-    def _compensate_debit(self, transaction_id: str, user_id: str, amount: int) -> Entry:
-        debit = self._undoable(DEBIT, COMPENSATE_DEBIT, transaction_id, user_id, amount)
-        balance = self._balances.get(user_id)
-        if balance is None:
-            return self._reject(COMPENSATE_DEBIT, transaction_id, user_id, amount, "unknown_user")
-        if self._credit_stands(transaction_id):
-            # The money already reached its target here: undoing the debit
-            # alone would create money.
-            return self._reject(COMPENSATE_DEBIT, transaction_id, user_id, amount, "transfer_completed")
-        if debit is None:
-            return self._void(COMPENSATE_DEBIT, transaction_id, user_id, amount, balance)
-        # The amount comes from the recorded debit, never from the request:
-        # compensation gives back exactly what was taken.
-        return self._move(COMPENSATE_DEBIT, transaction_id, user_id, debit.amount, balance + debit.amount, "reversed")
-
-    def _compensate_credit(self, transaction_id: str, user_id: str, amount: int) -> Entry:
-        credit = self._undoable(CREDIT, COMPENSATE_CREDIT, transaction_id, user_id, amount)
-        balance = self._balances.get(user_id)
-        if balance is None:
-            return self._reject(COMPENSATE_CREDIT, transaction_id, user_id, amount, "unknown_user")
-        if credit is None:
-            return self._void(COMPENSATE_CREDIT, transaction_id, user_id, amount, balance)
-        if balance < credit.amount:
-            # The credited money has been spent: the credit stands.
-            return self._reject(COMPENSATE_CREDIT, transaction_id, user_id, amount, "insufficient_funds")
-        return self._move(
-            COMPENSATE_CREDIT, transaction_id, user_id, credit.amount, balance - credit.amount, "reversed"
-        )
-
-    def _undoable(
-        self, forward: Operation, compensation: Operation, transaction_id: str, user_id: str, amount: int
-    ) -> Entry | None:
-        """The applied forward entry a compensation would reverse, if any."""
-        entry = self._entries.get((transaction_id, forward))
-        if entry is None or entry.outcome != "applied":
-            return None
-        if not entry.matches(user_id, amount):
-            raise IdempotencyKeyReused(transaction_id, compensation, entry)
-        return entry
-
-    def _credit_stands(self, transaction_id: str) -> bool:
-        credit = self._entries.get((transaction_id, CREDIT))
-        if credit is None or credit.outcome != "applied":
-            return False
-        undo = self._entries.get((transaction_id, COMPENSATE_CREDIT))
-        return undo is None or undo.outcome != "reversed"
-
-    def _move(
-        self, operation: Operation, transaction_id: str, user_id: str, amount: int, new_balance: int, outcome: Outcome
-    ) -> Entry:
-        self._balances[user_id] = new_balance
-        return Entry(
-            transaction_id, operation, user_id, amount, len(self._entries), outcome=outcome, balance=new_balance
-        )
-
-    def _void(self, operation: Operation, transaction_id: str, user_id: str, amount: int, balance: int) -> Entry:
-        return Entry(transaction_id, operation, user_id, amount, len(self._entries), outcome="voided", balance=balance)
-
-    def _reject(
-        self, operation: Operation, transaction_id: str, user_id: str, amount: int, code: RejectionCode
-    ) -> Entry:
-        return Entry(transaction_id, operation, user_id, amount, len(self._entries), rejection=code)
+    def _recorded_under(self, transaction_id: str) -> dict[Operation, Entry]:
+        found: dict[Operation, Entry] = {}
+        for operation in OPERATIONS:
+            entry = self._entries.get((transaction_id, operation))
+            if entry is not None:
+                found[operation] = entry
+        return found
 
     # -- self-checks -----------------------------------------------------------
 

@@ -18,6 +18,7 @@ ErrorCode = Literal[
     "idempotency_key_reused",
     "injected_fault",
     "internal_error",
+    "storage_unavailable",
 ]
 
 PROBLEM_CONTENT_TYPE: Final = "application/problem+json"
@@ -35,6 +36,7 @@ TITLES: Final[dict[str, str]] = {
     "idempotency_key_reused": "Idempotency key reused",
     "injected_fault": "Injected fault",
     "internal_error": "Internal error",
+    "storage_unavailable": "Storage unavailable",
 }
 
 

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
 
+from server.database_url import DatabaseUrl
 from server.ledger import MAX_BALANCE
 
 USER_ID_PATTERN = re.compile(r"[A-Za-z0-9_.-]{1,64}")
@@ -27,6 +28,10 @@ class Settings:
     fault_seed: int | None = None
     token: str | None = None
     log_requests: bool = True
+    #: Where the ledger lives; the memory store forgets everything when the process ends.
+    database: DatabaseUrl = field(default_factory=lambda: DatabaseUrl("memory"))
+    #: Named in every log line, so that the lines of several replicas can be told apart.
+    replica_id: str | None = None
 
     def __post_init__(self) -> None:
         validate_accounts(self.accounts)

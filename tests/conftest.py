@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 
 from server.process import ServerProcess
+from tests.support.postgres import fresh_database
 
 StartServer = Callable[..., ServerProcess]
 
@@ -27,3 +28,10 @@ def start_server() -> Iterator[StartServer]:
     finally:
         for server in started:
             server.stop()
+
+
+@pytest.fixture
+def pg_dsn() -> Iterator[str]:
+    """A new, empty database on a real PostgreSQL server, dropped after the test."""
+    with fresh_database() as dsn:
+        yield dsn

@@ -10,6 +10,7 @@ class ErrorCode(StrEnum):
     INVALID_REQUEST = "invalid_request"
     INVALID_TRANSACTION_ID = "invalid_transaction_id"
     MISSING_TRANSACTION_ID = "missing_transaction_id"
+    STORAGE_UNAVAILABLE = "storage_unavailable"
     TRANSACTION_COMPENSATED = "transaction_compensated"
     TRANSFER_COMPLETED = "transfer_completed"
     UNAUTHORIZED = "unauthorized"

@@ -1,0 +1,62 @@
+"""Where a ledger keeps its money: one store per database, behind one small interface.
+
+Every store runs each ledger operation as one unit of work: read the account
+and the entries already recorded under the transaction id, decide with
+:func:`server.ledger.decide` (or, for PostgreSQL, the same rules in SQL), write
+the entry and the new balance, commit, and only then answer.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Protocol
+
+from server.database_url import DatabaseUrl
+from server.ledger import MAX_BALANCE, Account, Entry, Operation
+
+
+class StoreError(Exception):
+    """A store cannot be opened: the message is one line, fit for an operator."""
+
+
+class StorageUnavailable(Exception):
+    """The database failed during an operation; nothing was half applied, but the outcome may be unknown."""
+
+
+#: What a store returns for one request: the entry, and whether it was a replay.
+Execution = tuple[Entry, bool]
+
+
+class LedgerStore(Protocol):
+    async def execute(
+        self, operation: Operation, transaction_id: str, user_id: str, amount: int, *, apply_new: bool = True
+    ) -> Execution | None:
+        """Replay the recorded answer, or decide and record a new request.
+
+        With ``apply_new`` false a new request is neither decided nor
+        recorded, and None comes back: the caller refuses it. Raises
+        IdempotencyKeyReused for the same id and operation with another body,
+        and StorageUnavailable when the database fails.
+        """
+
+    async def balance(self, user_id: str) -> int | None: ...
+
+    async def accounts(self) -> list[Account]: ...
+
+    async def trail(self, transaction_id: str) -> list[Entry]:
+        """Every entry recorded under ``transaction_id``, in the order recorded."""
+
+    async def close(self) -> None: ...
+
+
+async def open_store(url: DatabaseUrl, accounts: Mapping[str, int], *, max_balance: int = MAX_BALANCE) -> LedgerStore:
+    """Open (creating or migrating where needed) the store ``url`` names.
+
+    The accounts in ``accounts`` are opened only where they do not exist yet,
+    so a restart never resets a balance. Raises StoreError with a one-line reason.
+    """
+    if url.kind == "memory":
+        from server.stores.memory import MemoryStore
+
+        return MemoryStore.create(accounts, max_balance=max_balance)
+    raise StoreError(f"the {url.kind} store is not built into this version")

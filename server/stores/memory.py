@@ -1,0 +1,43 @@
+"""The memory store: the ledger in this process's memory, gone when the process ends.
+
+Nothing in :meth:`MemoryStore.execute` awaits, so on the event loop the check
+and the write of one request never interleave with another's.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from server.ledger import MAX_BALANCE, Account, Entry, Ledger, Operation
+from server.stores import Execution
+
+
+class MemoryStore:
+    def __init__(self, ledger: Ledger) -> None:
+        self.ledger = ledger
+
+    @classmethod
+    def create(cls, accounts: Mapping[str, int], *, max_balance: int = MAX_BALANCE) -> MemoryStore:
+        return cls(Ledger(accounts, max_balance=max_balance))
+
+    async def execute(
+        self, operation: Operation, transaction_id: str, user_id: str, amount: int, *, apply_new: bool = True
+    ) -> Execution | None:
+        entry = self.ledger.recorded(operation, transaction_id, user_id, amount)
+        if entry is not None:
+            return entry, True
+        if not apply_new:
+            return None
+        return self.ledger.apply(operation, transaction_id, user_id, amount), False
+
+    async def balance(self, user_id: str) -> int | None:
+        return self.ledger.balance(user_id)
+
+    async def accounts(self) -> list[Account]:
+        return self.ledger.accounts()
+
+    async def trail(self, transaction_id: str) -> list[Entry]:
+        return self.ledger.trail(transaction_id)
+
+    async def close(self) -> None:
+        return None
