@@ -10,12 +10,14 @@ import socket
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import uvicorn
 import uvloop
 
 from server.app import create_app
 from server.database_url import DatabaseUrlError, parse_database_url
+from server.edge import EdgeLimits, guarded_protocol
 from server.settings import DEMO_ACCOUNTS, ConfigurationError, Settings, load_accounts
 from server.stores import StoreError, open_store
 
@@ -72,6 +74,41 @@ def build_parser() -> argparse.ArgumentParser:
         help="this process's name in every log line (ACCOUNTS_REPLICA_ID; default HOST:PORT)",
     )
     parser.add_argument("--token", default=_env("TOKEN"), help="require Authorization: Bearer TOKEN (ACCOUNTS_TOKEN)")
+    defaults = EdgeLimits()
+    parser.add_argument(
+        "--max-body-bytes",
+        type=int,
+        default=int(_env("MAX_BODY_BYTES", str(defaults.max_body_bytes)) or defaults.max_body_bytes),
+        help=f"refuse larger bodies with 413 (ACCOUNTS_MAX_BODY_BYTES, default {defaults.max_body_bytes})",
+    )
+    parser.add_argument(
+        "--header-timeout",
+        type=float,
+        default=float(_env("HEADER_TIMEOUT", str(defaults.header_timeout)) or defaults.header_timeout),
+        help="seconds a client has to send a request's headers, from connecting or from its last answer "
+        f"(ACCOUNTS_HEADER_TIMEOUT, default {defaults.header_timeout:g})",
+    )
+    parser.add_argument(
+        "--body-timeout",
+        type=float,
+        default=float(_env("BODY_TIMEOUT", str(defaults.body_timeout)) or defaults.body_timeout),
+        help=f"seconds a client has to send a body after its headers (ACCOUNTS_BODY_TIMEOUT, "
+        f"default {defaults.body_timeout:g})",
+    )
+    parser.add_argument(
+        "--keep-alive-timeout",
+        type=float,
+        default=float(_env("KEEP_ALIVE_TIMEOUT", str(defaults.keep_alive_timeout)) or defaults.keep_alive_timeout),
+        help=f"seconds an idle keep-alive connection stays open (ACCOUNTS_KEEP_ALIVE_TIMEOUT, "
+        f"default {defaults.keep_alive_timeout:g})",
+    )
+    parser.add_argument(
+        "--max-connections",
+        type=int,
+        default=int(_env("MAX_CONNECTIONS", str(defaults.max_connections)) or defaults.max_connections),
+        help="answer further connections 503 service_overloaded (ACCOUNTS_MAX_CONNECTIONS, "
+        f"default {defaults.max_connections})",
+    )
     parser.add_argument(
         "--log-level",
         default=_env("LOG_LEVEL", "info"),
@@ -102,6 +139,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         replica_id = f"{args.host}:{args.port}"
     try:
         database = parse_database_url(args.database)
+        limits = EdgeLimits(
+            max_body_bytes=args.max_body_bytes,
+            header_timeout=args.header_timeout,
+            body_timeout=args.body_timeout,
+            keep_alive_timeout=args.keep_alive_timeout,
+            max_connections=args.max_connections,
+        )
         accounts = load_accounts(args.accounts) if args.accounts else dict(DEMO_ACCOUNTS)
         settings = Settings(
             accounts=accounts,
@@ -112,8 +156,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             log_requests=args.log_level in ("debug", "info"),
             database=database,
             replica_id=replica_id,
+            max_body_bytes=limits.max_body_bytes,
         )
-    except (ConfigurationError, DatabaseUrlError) as error:
+    except (ConfigurationError, DatabaseUrlError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     if args.fd is None and not _is_loopback(args.host) and settings.token is None:
@@ -124,28 +169,34 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
     logging.basicConfig(level=args.log_level.upper(), format="%(message)s", stream=sys.stderr)
     try:
-        return uvloop.run(_serve(settings, args, listener))
+        return uvloop.run(_serve(settings, limits, args, listener))
     except StoreError as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
 
 
-async def _serve(settings: Settings, args: argparse.Namespace, listener: socket.socket | None) -> int:
+async def _serve(
+    settings: Settings, limits: EdgeLimits, args: argparse.Namespace, listener: socket.socket | None
+) -> int:
     # The store is opened here, before the first request can arrive, so that an
     # unreachable database or a schema newer than this code stops the start-up
     # with one line instead of a traceback from inside the server.
     store = await open_store(settings.database, settings.accounts)
     try:
         app = create_app(settings, store)
+        options: dict[str, Any] = {
+            "log_level": args.log_level,
+            "access_log": False,
+            "http": guarded_protocol(limits),
+            "timeout_keep_alive": limits.keep_alive_timeout,
+        }
         if listener is not None:
             # uvicorn's own --fd handling takes every inherited socket for a Unix
             # socket, so TCP_NODELAY is never set and each small response waits
             # out Nagle's algorithm (about 40 ms). socket(fileno=) reads the real family.
-            config = uvicorn.Config(app, log_level=args.log_level, access_log=False)
-            await uvicorn.Server(config).serve(sockets=[listener])
+            await uvicorn.Server(uvicorn.Config(app, **options)).serve(sockets=[listener])
         else:
-            config = uvicorn.Config(app, host=args.host, port=args.port, log_level=args.log_level, access_log=False)
-            await uvicorn.Server(config).serve()
+            await uvicorn.Server(uvicorn.Config(app, host=args.host, port=args.port, **options)).serve()
     finally:
         await store.close()
     return 0

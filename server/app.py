@@ -7,6 +7,7 @@ import json
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
+from decimal import Decimal
 from typing import Annotated, Any
 
 from fastapi import FastAPI, Header, Path, Request
@@ -18,6 +19,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from server.contract import TRANSACTION_ID_PATTERN, USER_ID_PATTERN, load_contract
+from server.edge import RETRY_AFTER_SECONDS, ExactJsonRoute, RequestGuardMiddleware
 from server.faults import CreditFaults
 from server.ledger import (
     COMPENSATE_CREDIT,
@@ -35,9 +37,6 @@ from server.stores import LedgerStore, StorageUnavailable, open_store
 from server.stores.memory import MemoryStore
 
 request_log = logging.getLogger("server.requests")
-
-#: Seconds a client should wait before retrying after storage_unavailable.
-STORAGE_RETRY_AFTER_SECONDS = 1
 
 CONTRACT_PATH_PREFIXES = ("/debit", "/credit", "/compensate_", "/accounts", "/transactions/")
 
@@ -63,14 +62,28 @@ def _problems(*statuses: int) -> dict[int | str, dict[str, Any]]:
     return {status: {"content": {PROBLEM_CONTENT_TYPE: {}}} for status in statuses}
 
 
-def _integral_number(value: object) -> object:
-    """Turn 2500.0 into 2500: JSON Schema, and so the contract, counts it as an integer.
+_LARGEST_AMOUNT_DIGITS = len(str(MAX_AMOUNT))
 
-    Every other value goes on unchanged for StrictInt to judge, so 2500.5, true
-    and "2500" are still refused. int() is exact here: any float within
-    MAX_AMOUNT is far below 2**53.
+
+def _integral_number(value: object) -> object:
+    """Turn 2500.0 and 1e3 into integers: JSON Schema, and so the contract, counts them as integers.
+
+    The body's numbers arrive as exact decimals (see server.edge), so
+    999.99999999999999999 is not integral and stays refused, where a float
+    would have rounded it to 1000. Every other value goes on unchanged for
+    StrictInt to judge, so 2500.5, true and "2500" are still refused. Values
+    far beyond any amount are left alone before int() could build a huge number.
     """
-    if isinstance(value, float) and value.is_integer():
+    # adjusted() reads the exponent without arithmetic, which could overflow
+    # the decimal context for an input such as 1e999999999.
+    if (
+        isinstance(value, Decimal)
+        and value.is_finite()
+        and value.adjusted() <= _LARGEST_AMOUNT_DIGITS
+        and value == value.to_integral_value()
+    ):
+        return int(value)
+    if isinstance(value, float) and value.is_integer() and abs(value) <= MAX_AMOUNT * 10:
         return int(value)
     return value
 
@@ -183,20 +196,27 @@ class BearerTokenMiddleware:
 
     def __init__(self, app: ASGIApp, token: str, log: RequestLog) -> None:
         self.app = app
-        self.expected = f"Bearer {token}".encode()
+        self.expected = token.encode()
         self.log = log
 
+    def _authorized(self, scope: Scope) -> bool:
+        presented = [value for name, value in scope["headers"] if name == b"authorization"]
+        if len(presented) != 1:
+            # Two Authorization headers are ambiguous, whatever they hold.
+            return False
+        scheme, _, credentials = presented[0].partition(b" ")
+        # The scheme is case-insensitive (RFC 9110 section 11.1); the token is not.
+        return scheme.lower() == b"bearer" and hmac.compare_digest(credentials.strip(b" "), self.expected)
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope["path"].startswith(CONTRACT_PATH_PREFIXES):
-            presented = next((value for name, value in scope["headers"] if name == b"authorization"), b"")
-            if not hmac.compare_digest(presented, self.expected):
-                self.log(None, scope["path"], 401, "unauthorized")
-                response = problem_response(
-                    Problem(401, "unauthorized", "this service requires Authorization: Bearer <token>"),
-                    headers={"WWW-Authenticate": "Bearer"},
-                )
-                await response(scope, receive, send)
-                return
+        if scope["type"] == "http" and scope["path"].startswith(CONTRACT_PATH_PREFIXES) and not self._authorized(scope):
+            self.log(None, scope["path"], 401, "unauthorized")
+            response = problem_response(
+                Problem(401, "unauthorized", "this service requires Authorization: Bearer <token>"),
+                headers={"WWW-Authenticate": "Bearer"},
+            )
+            await response(scope, receive, send)
+            return
         await self.app(scope, receive, send)
 
 
@@ -272,8 +292,14 @@ def create_app(settings: Settings | None = None, store: LedgerStore | None = Non
     app.state.faults = faults
     app.state.settings = settings
     app.state.request_log = log
+    # Added last, so it runs first: a refused request costs no body read and no token check.
     if settings.token is not None:
         app.add_middleware(BearerTokenMiddleware, token=settings.token, log=log)
+    app.add_middleware(
+        RequestGuardMiddleware,
+        max_body_bytes=settings.max_body_bytes,
+        on_refusal=lambda path, status, code: log(None, path, status, code),
+    )
 
     def ledger_endpoint(operation: Operation) -> Callable[[LedgerRequest, str], Awaitable[Response]]:
         faulted = operation == CREDIT
@@ -299,13 +325,14 @@ def create_app(settings: Settings | None = None, store: LedgerStore | None = Non
         return endpoint
 
     for operation in (DEBIT, CREDIT, COMPENSATE_DEBIT, COMPENSATE_CREDIT):
-        app.add_api_route(
+        app.router.add_api_route(
             f"/{operation}",
             ledger_endpoint(operation),
             methods=["POST"],
             operation_id=OPERATION_IDS[operation],
             response_model=None,
-            responses=_problems(400, 401, 404, 409, 422, 500, 503),
+            responses=_problems(400, 401, 404, 409, 413, 422, 500, 503),
+            route_class_override=ExactJsonRoute,
         )
 
     @app.get("/accounts", operation_id="listAccounts", response_model=None, responses=_problems(400, 401, 500, 503))
@@ -416,7 +443,7 @@ async def _on_storage_unavailable(request: Request, exc: Exception) -> Response:
         "storage_unavailable",
         "the ledger's database is unavailable; the outcome is unknown: retry under the same transaction_id",
         _header_transaction_id(request),
-        headers={"Retry-After": str(STORAGE_RETRY_AFTER_SECONDS)},
+        headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
     )
     _log_of(request)(problem.transaction_id, _operation_name(request), 503, problem.code)
     return problem_response(problem)

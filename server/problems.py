@@ -19,6 +19,8 @@ ErrorCode = Literal[
     "injected_fault",
     "internal_error",
     "storage_unavailable",
+    "request_too_large",
+    "service_overloaded",
 ]
 
 PROBLEM_CONTENT_TYPE: Final = "application/problem+json"
@@ -37,6 +39,8 @@ TITLES: Final[dict[str, str]] = {
     "injected_fault": "Injected fault",
     "internal_error": "Internal error",
     "storage_unavailable": "Storage unavailable",
+    "request_too_large": "Request too large",
+    "service_overloaded": "Service overloaded",
 }
 
 

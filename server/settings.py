@@ -30,6 +30,8 @@ class Settings:
     log_requests: bool = True
     #: Where the ledger lives; the memory store forgets everything when the process ends.
     database: DatabaseUrl = field(default_factory=lambda: DatabaseUrl("memory"))
+    #: Bodies over this many bytes are refused with 413 before they are read whole.
+    max_body_bytes: int = 64 * 1024
     #: Named in every log line, so that the lines of several replicas can be told apart.
     replica_id: str | None = None
 
@@ -39,6 +41,8 @@ class Settings:
             rate = getattr(self, name)
             if not 0.0 <= rate <= 1.0:
                 raise ConfigurationError(f"{name} must be between 0 and 1, got {rate}")
+        if self.max_body_bytes < 1:
+            raise ConfigurationError(f"max_body_bytes must be at least 1, got {self.max_body_bytes}")
         if self.token is not None and not self.token:
             raise ConfigurationError("token must not be empty")
 

@@ -10,6 +10,8 @@ class ErrorCode(StrEnum):
     INVALID_REQUEST = "invalid_request"
     INVALID_TRANSACTION_ID = "invalid_transaction_id"
     MISSING_TRANSACTION_ID = "missing_transaction_id"
+    REQUEST_TOO_LARGE = "request_too_large"
+    SERVICE_OVERLOADED = "service_overloaded"
     STORAGE_UNAVAILABLE = "storage_unavailable"
     TRANSACTION_COMPENSATED = "transaction_compensated"
     TRANSFER_COMPLETED = "transfer_completed"
