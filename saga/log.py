@@ -158,8 +158,8 @@ _SAGA_COLUMNS = (
 def _saga_from_row(row: tuple[Any, ...]) -> SagaRecord:
     return SagaRecord(
         transaction_id=row[0],
-        source=AccountRef(row[1].split(","), row[2]),
-        target=AccountRef(row[3].split(","), row[4]),
+        source=AccountRef(row[1], row[2]),
+        target=AccountRef(row[3], row[4]),
         amount=row[5],
         state=SagaState(row[6]),
         fence_credit=bool(row[7]),

@@ -9,8 +9,12 @@ from saga.states import SagaState
 
 
 def as_urls(urls: str | Iterable[str]) -> tuple[str, ...]:
-    """One service's URLs as a tuple in the order given, without repeats; a str is a single URL."""
-    return (urls,) if isinstance(urls, str) else tuple(dict.fromkeys(urls))
+    """One service's URLs as a tuple in the order given, without repeats.
+
+    A str is one URL or several joined by commas, as on the command line, in
+    the saga log and in :func:`service_id`: no service URL contains a comma.
+    """
+    return tuple(dict.fromkeys(urls.split(",") if isinstance(urls, str) else urls))
 
 
 def service_id(urls: str | Iterable[str]) -> str:
@@ -28,7 +32,7 @@ class AccountRef:
 
     Several URLs are replicas of the service over one database: the saga sends
     each request to one of them. ``AccountRef("http://a", "alice")`` is the
-    one-URL form.
+    one-URL form; a str may also hold several URLs, comma-separated.
     """
 
     urls: tuple[str, ...]
