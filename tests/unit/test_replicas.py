@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import random
-import socket
 from typing import Any
 
 import aiohttp
@@ -24,6 +23,7 @@ from saga.orchestrator import fast_transport, same_account_problem
 from saga.records import service_id
 from saga.replicas import Replicas, parse_urls, unreachable
 from saga.run import TransferResult
+from tests.support.ports import dead_url
 from tests.unit.test_saga_workflow import FAST, POLICIES, bank, ledger
 
 DEAD = "http://dead.test"
@@ -142,19 +142,12 @@ def test_only_a_connection_that_was_never_made_moves_on(error: BaseException, mo
     assert unreachable(error) is moves_on
 
 
-def dead_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-    return port
-
-
 @pytest.mark.parametrize("transport", ["aiohttp", "httpx"])
 def test_a_refused_connection_on_a_real_socket_moves_on(transport: str) -> None:
     async def attempt() -> BaseException:
         async with httpx.AsyncClient(transport=fast_transport() if transport == "aiohttp" else None) as client:
             try:
-                await client.post(f"http://127.0.0.1:{dead_port()}/debit")
+                await client.post(f"{dead_url()}/debit")
             except Exception as error:
                 return error
         raise AssertionError("a dead port answered")
