@@ -396,16 +396,29 @@ def _upgrade(connection: sqlite3.Connection) -> None:
     Its single URLs are already valid one-item URL lists, so renaming the
     columns is all the sagas need; its attempts just have no URL.
     """
-    connection.execute("BEGIN IMMEDIATE")
-    try:
-        # Read inside the write lock: another process may be upgrading the same file.
+
+    def upgrades() -> list[str]:
         saga_columns = {row[1] for row in connection.execute("PRAGMA table_info(sagas)")}
         event_columns = {row[1] for row in connection.execute("PRAGMA table_info(events)")}
+        statements = []
         if "source_url" in saga_columns:
-            connection.execute("ALTER TABLE sagas RENAME COLUMN source_url TO source_urls")
-            connection.execute("ALTER TABLE sagas RENAME COLUMN target_url TO target_urls")
+            statements += [
+                "ALTER TABLE sagas RENAME COLUMN source_url TO source_urls",
+                "ALTER TABLE sagas RENAME COLUMN target_url TO target_urls",
+            ]
         if "url" not in event_columns:
-            connection.execute("ALTER TABLE events ADD COLUMN url TEXT")
+            statements.append("ALTER TABLE events ADD COLUMN url TEXT")
+        return statements
+
+    # Checked without the write lock first, so that opening an up-to-date log
+    # (a reader beside a busy orchestrator) never waits for it.
+    if not upgrades():
+        return
+    connection.execute("BEGIN IMMEDIATE")
+    try:
+        # Again under the lock: another process may have upgraded the file meanwhile.
+        for statement in upgrades():
+            connection.execute(statement)
     except BaseException:
         connection.execute("ROLLBACK")
         raise
