@@ -24,7 +24,8 @@ def unreachable(error: BaseException) -> bool:
         return True
     # httpx-aiohttp reports every aiohttp connection error as httpx.ConnectTimeout,
     # a refused connection and a connection dropped after the request went out
-    # alike; only the aiohttp cause tells a failed connect from the rest.
+    # alike; only the aiohttp cause tells a failed connect from the rest. So a
+    # ConnectTimeout without that cause does not count: it may be either.
     return isinstance(error, httpx.TransportError) and isinstance(error.__cause__, aiohttp.ClientConnectorError)
 
 
