@@ -5,13 +5,13 @@ from __future__ import annotations
 import asyncio
 import random
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from saga import services, verify
 from saga.orchestrator import Orchestrator
-from saga.records import AccountRef
+from saga.records import AccountRef, as_urls, service_id
 from saga.run import TransferResult
 from saga.states import SagaState
 
@@ -42,20 +42,30 @@ class PlannedTransfer:
     amount: int
 
 
-def plan(workload: Workload, source_url: str, target_url: str, balances: verify.Balances) -> list[PlannedTransfer]:
-    """Draw the workload's transfers among the services' accounts, reproducibly for a given seed."""
+def plan(
+    workload: Workload,
+    source_service: str | Iterable[str],
+    target_service: str | Iterable[str],
+    balances: verify.Balances,
+) -> list[PlannedTransfer]:
+    """Draw the workload's transfers among the services' accounts, reproducibly for a given seed.
+
+    Each service is its URL or its URLs; ``balances`` is keyed by service identity, as snapshots are.
+    """
     rng = random.Random(workload.seed)
-    sources = sorted(workload.sources or balances[source_url])
-    targets = sorted(workload.targets or balances[target_url])
-    for role, users, url in (("source", sources, source_url), ("target", targets, target_url)):
-        missing = [user for user in users if user not in balances[url]]
+    source_urls, target_urls = as_urls(source_service), as_urls(target_service)
+    source_id, target_id = service_id(source_urls), service_id(target_urls)
+    sources = sorted(workload.sources or balances[source_id])
+    targets = sorted(workload.targets or balances[target_id])
+    for role, users, service in (("source", sources, source_id), ("target", targets, target_id)):
+        missing = [user for user in users if user not in balances[service]]
         if missing:
-            raise ValueError(f"unknown {role} accounts at {url}: {', '.join(missing)}")
+            raise ValueError(f"unknown {role} accounts at {service}: {', '.join(missing)}")
     pairs = [
-        (AccountRef(source_url, source), AccountRef(target_url, target))
+        (AccountRef(source_urls, source), AccountRef(target_urls, target))
         for source in sources
         for target in targets
-        if (source_url, source) != (target_url, target)
+        if (source_id, source) != (target_id, target)
     ]
     if not pairs:
         raise ValueError("a batch needs two distinct accounts")
@@ -173,7 +183,7 @@ def _negatives(balances: verify.Balances) -> int:
 async def run(
     orchestrator: Orchestrator,
     transfers: Sequence[PlannedTransfer],
-    service_urls: Sequence[str],
+    service_urls: Sequence[str | Iterable[str]],
     *,
     progress: Progress | None = None,
     audit: bool = True,

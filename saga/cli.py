@@ -16,8 +16,9 @@ from generated_client.api.accounts import get_account
 from generated_client.models import Account
 from saga import batch, services
 from saga.log import SagaLogError, SqliteSagaLog
-from saga.orchestrator import MAX_AMOUNT, InvalidTransfer, Orchestrator
+from saga.orchestrator import MAX_AMOUNT, InvalidTransfer, Orchestrator, same_account_problem
 from saga.records import AccountRef, SagaRecord
+from saga.replicas import first_reachable, parse_urls
 from saga.retry import RetryPolicies, RetryPolicy
 from saga.run import TransferResult
 from saga.states import SagaState
@@ -58,9 +59,10 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
 
     def services_options(command: argparse.ArgumentParser) -> None:
-        command.add_argument("--url", help="one accounts service holding both accounts")
-        command.add_argument("--source-url", help="the accounts service of the source account")
-        command.add_argument("--target-url", help="the accounts service of the target account")
+        several = "; several URLs of one service (its replicas), comma-separated"
+        command.add_argument("--url", help="one accounts service holding both accounts" + several)
+        command.add_argument("--source-url", help="the accounts service of the source account" + several)
+        command.add_argument("--target-url", help="the accounts service of the target account" + several)
 
     def common(command: argparse.ArgumentParser) -> None:
         command.add_argument("--db", type=Path, default=None, help="the saga log, a SQLite file (SAGA_DB; saga.db)")
@@ -142,14 +144,25 @@ def policies_from(args: argparse.Namespace) -> RetryPolicies:
     )
 
 
-def service_urls(args: argparse.Namespace) -> tuple[str, str]:
-    if args.url and (args.source_url or args.target_url):
+def service_urls(args: argparse.Namespace) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """The URLs of the source's service and of the target's, from --url or --source-url and --target-url."""
+    given = {flag: getattr(args, flag) is not None for flag in ("url", "source_url", "target_url")}
+    if given["url"] and (given["source_url"] or given["target_url"]):
         raise UsageError("give either --url, or --source-url and --target-url")
-    if args.url:
-        return args.url.rstrip("/"), args.url.rstrip("/")
-    if args.source_url and args.target_url:
-        return args.source_url.rstrip("/"), args.target_url.rstrip("/")
-    raise UsageError("give --url, or both --source-url and --target-url")
+    if not given["url"] and not (given["source_url"] and given["target_url"]):
+        raise UsageError("give --url, or both --source-url and --target-url")
+    try:
+        if given["url"]:
+            urls = parse_urls(args.url)
+            return urls, urls
+        source, target = parse_urls(args.source_url), parse_urls(args.target_url)
+    except ValueError as error:
+        raise UsageError(str(error)) from None
+    if not set(source).isdisjoint(target) and set(source) != set(target):
+        raise UsageError(
+            "--source-url and --target-url share a URL, so name one service: give it the same URLs both times"
+        )
+    return source, target
 
 
 async def open_log(path: Path, *, create: bool = True, exclusive: bool = True) -> SqliteSagaLog:
@@ -168,20 +181,23 @@ async def recover_first(orchestrator: Orchestrator, err: TextIO) -> list[Transfe
 
 
 async def require_account(orchestrator: Orchestrator, account: AccountRef) -> None:
+    where = ",".join(account.urls)
     try:
-        answer = await get_account.asyncio(
-            account.user_id, client=orchestrator.client_for(account.service_url), transaction_id="saga-cli-check"
+        answer = await first_reachable(
+            account.urls,
+            orchestrator.replicas,
+            lambda url: get_account.asyncio(
+                account.user_id, client=orchestrator.client_for(url), transaction_id="saga-cli-check"
+            ),
         )
     except Exception as error:
-        raise UsageError(
-            f"cannot reach the accounts service at {account.service_url}: {type(error).__name__}"
-        ) from None
+        raise UsageError(f"cannot reach the accounts service at {where}: {type(error).__name__}") from None
     if not isinstance(answer, Account):
         code = getattr(answer, "code", None)
         if code is not None and code.value == "unknown_user":
-            raise UsageError(f"unknown user {account.user_id!r} at {account.service_url}")
+            raise UsageError(f"unknown user {account.user_id!r} at {where}")
         detail = getattr(answer, "detail", "no readable answer")
-        raise UsageError(f"the accounts service at {account.service_url} refused: {detail}")
+        raise UsageError(f"the accounts service at {where} refused: {detail}")
 
 
 def result_json(result: TransferResult) -> dict[str, Any]:
@@ -199,10 +215,11 @@ def result_json(result: TransferResult) -> dict[str, Any]:
 
 
 async def cmd_transfer(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
-    source_url, target_url = service_urls(args)
-    source, target = AccountRef(source_url, args.source), AccountRef(target_url, args.target)
-    if source == target:
-        raise UsageError("source and target are the same account")
+    source_urls, target_urls = service_urls(args)
+    source, target = AccountRef(source_urls, args.source), AccountRef(target_urls, args.target)
+    problem = same_account_problem(source, target)
+    if problem is not None:
+        raise UsageError(problem)
     log = await open_log(default_db(args))
     try:
         async with Orchestrator(log, policies=policies_from(args), token=args.token, concurrency=8) as orchestrator:
@@ -260,7 +277,7 @@ def run_scenario(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
 
 
 async def cmd_batch(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
-    source_url, target_url = service_urls(args)
+    source_urls, target_urls = service_urls(args)
     workload = batch.Workload(
         transfers=args.transfers or 200,
         max_amount=args.max_amount or 1_000,
@@ -274,22 +291,23 @@ async def cmd_batch(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         ) as orchestrator:
             try:
                 recovered = await recover_first(orchestrator, err)
-                before = await services.snapshot(orchestrator, [source_url, target_url])
+                before = await services.snapshot(orchestrator, [source_urls, target_urls])
             except services.ServiceUnavailable as error:
                 raise UsageError(str(error)) from None
             try:
-                planned = batch.plan(workload, source_url, target_url, before)
+                planned = batch.plan(workload, source_urls, target_urls, before)
             except ValueError as error:
                 raise UsageError(str(error)) from None
             show_progress = args.progress or (err.isatty() and not args.json)
             print(
-                f"running {len(planned)} transfers, {concurrency} at a time, from {source_url} to {target_url}",
+                f"running {len(planned)} transfers, {concurrency} at a time, "
+                f"from {','.join(source_urls)} to {','.join(target_urls)}",
                 file=err,
             )
             report = await batch.run(
                 orchestrator,
                 planned,
-                [source_url, target_url],
+                [source_urls, target_urls],
                 progress=progress_bar(err) if show_progress else None,
                 audit=not args.no_audit,
                 before=before,
@@ -359,6 +377,7 @@ async def cmd_show(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
                     "code": attempt.code,
                     "latency_us": attempt.latency_us,
                     "error": attempt.error,
+                    "url": attempt.url,
                 }
             if event.detail:
                 item["detail"] = event.detail
@@ -371,6 +390,8 @@ async def cmd_show(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
             attempt = event.attempt
             answer = f"{attempt.status or attempt.error} {attempt.code or ''}".rstrip()
             line = f"{attempt.step} attempt {attempt.number}: {answer} in {attempt.latency_us / 1000:.1f} ms"
+            if attempt.url is not None:
+                line += f" at {attempt.url}"
         else:
             line = f"-> {event.state}" + (f" ({event.detail})" if event.detail else "")
         print(f"  {event.at_ms}  {line}", file=out)

@@ -119,9 +119,9 @@ class MemorySagaLog:
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS sagas (
     transaction_id TEXT PRIMARY KEY,
-    source_url TEXT NOT NULL,
+    source_urls TEXT NOT NULL,  -- the service's URLs, comma-separated, as on the command line
     source_user TEXT NOT NULL,
-    target_url TEXT NOT NULL,
+    target_urls TEXT NOT NULL,
     target_user TEXT NOT NULL,
     amount INTEGER NOT NULL CHECK (amount > 0),
     state TEXT NOT NULL,
@@ -143,13 +143,14 @@ CREATE TABLE IF NOT EXISTS events (
     status INTEGER,
     code TEXT,
     latency_us INTEGER,
-    detail TEXT
+    detail TEXT,
+    url TEXT
 );
 CREATE INDEX IF NOT EXISTS events_by_saga ON events (transaction_id, seq);
 """
 
 _SAGA_COLUMNS = (
-    "transaction_id, source_url, source_user, target_url, target_user, amount, state, "
+    "transaction_id, source_urls, source_user, target_urls, target_user, amount, state, "
     "fence_credit, created_at_ms, updated_at_ms, attempts, last_error"
 )
 
@@ -226,9 +227,9 @@ class SqliteSagaLog:
                 f"INSERT INTO sagas ({_SAGA_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     saga.transaction_id,
-                    saga.source.service_url,
+                    ",".join(saga.source.urls),
                     saga.source.user_id,
-                    saga.target.service_url,
+                    ",".join(saga.target.urls),
                     saga.target.user_id,
                     saga.amount,
                     saga.state.value,
@@ -316,15 +317,15 @@ class SqliteSagaLog:
         rows = await self._run(
             _query,
             self._connection,
-            "SELECT at_ms, kind, state, step, attempt, status, code, latency_us, detail "
+            "SELECT at_ms, kind, state, step, attempt, status, code, latency_us, detail, url "
             "FROM events WHERE transaction_id = ? ORDER BY seq",
             (transaction_id,),
         )
         events = []
-        for at_ms, kind, state, step, number, status, code, latency_us, detail in rows:
+        for at_ms, kind, state, step, number, status, code, latency_us, detail, url in rows:
             attempt = None
             if kind == "attempt":
-                attempt = Attempt(step, number, status, code, latency_us, detail)
+                attempt = Attempt(step, number, status, code, latency_us, detail, url)
                 detail = None
             events.append(Event(transaction_id, at_ms, kind, SagaState(state) if state else None, attempt, detail))
         return events
@@ -382,10 +383,46 @@ def _connect(path: Path, create: bool) -> sqlite3.Connection:
         connection.execute("PRAGMA synchronous=FULL")
         connection.execute("PRAGMA foreign_keys=ON")
         connection.executescript(_SCHEMA)
+        _upgrade(connection)
         connection.execute("SELECT count(*) FROM sagas").fetchone()
     except sqlite3.DatabaseError as error:
         raise SagaLogError(f"{path} is not a usable saga log: {error}") from error
     return connection
+
+
+def _upgrade(connection: sqlite3.Connection) -> None:
+    """Bring a log written when a service had one URL up to this schema, in one transaction.
+
+    Its single URLs are already valid one-item URL lists, so renaming the
+    columns is all the sagas need; its attempts just have no URL.
+    """
+
+    def upgrades() -> list[str]:
+        saga_columns = {row[1] for row in connection.execute("PRAGMA table_info(sagas)")}
+        event_columns = {row[1] for row in connection.execute("PRAGMA table_info(events)")}
+        statements = []
+        if "source_url" in saga_columns:
+            statements += [
+                "ALTER TABLE sagas RENAME COLUMN source_url TO source_urls",
+                "ALTER TABLE sagas RENAME COLUMN target_url TO target_urls",
+            ]
+        if "url" not in event_columns:
+            statements.append("ALTER TABLE events ADD COLUMN url TEXT")
+        return statements
+
+    # Checked without the write lock first, so that opening an up-to-date log
+    # (a reader beside a busy orchestrator) never waits for it.
+    if not upgrades():
+        return
+    connection.execute("BEGIN IMMEDIATE")
+    try:
+        # Again under the lock: another process may have upgraded the file meanwhile.
+        for statement in upgrades():
+            connection.execute(statement)
+    except BaseException:
+        connection.execute("ROLLBACK")
+        raise
+    connection.execute("COMMIT")
 
 
 def _change_statements(change: Change) -> list[tuple[str, tuple[Any, ...]]]:
@@ -393,8 +430,8 @@ def _change_statements(change: Change) -> list[tuple[str, tuple[Any, ...]]]:
     for attempt in change.attempts:
         statements.append(
             (
-                "INSERT INTO events (transaction_id, at_ms, kind, step, attempt, status, code, latency_us, detail) "
-                "VALUES (?, ?, 'attempt', ?, ?, ?, ?, ?, ?)",
+                "INSERT INTO events (transaction_id, at_ms, kind, step, attempt, status, code, latency_us, detail, "
+                "url) VALUES (?, ?, 'attempt', ?, ?, ?, ?, ?, ?, ?)",
                 (
                     change.transaction_id,
                     change.at_ms,
@@ -404,6 +441,7 @@ def _change_statements(change: Change) -> list[tuple[str, tuple[Any, ...]]]:
                     attempt.code,
                     attempt.latency_us,
                     attempt.error,
+                    attempt.url,
                 ),
             )
         )

@@ -18,6 +18,7 @@ from generated_client import AuthenticatedClient, Client
 from saga import workflow
 from saga.log import SagaLog
 from saga.records import AccountRef, SagaRecord
+from saga.replicas import Replicas, url_problem
 from saga.retry import RetryPolicies
 from saga.run import CompensationBlocked, SagaRun, TransferResult
 from saga.states import SagaState
@@ -77,6 +78,8 @@ class Orchestrator:
         self._now_ms = now_ms
         self._slots = asyncio.Semaphore(concurrency)
         self._clients: dict[str, AnyClient] = {}
+        #: Which URL of each service to try first, shared by every saga and read.
+        self.replicas = Replicas()
         #: Sagas this orchestrator is driving now: recovery must not start a
         #: second runner for any of them.
         self._running: set[str] = set()
@@ -154,7 +157,7 @@ class Orchestrator:
     async def _drive(self, record: SagaRecord) -> TransferResult:
         loop = asyncio.get_running_loop()
         started = loop.time()
-        run = SagaRun(record, self.log, self.client_for, self.policies, self._rng, self._now_ms)
+        run = SagaRun(record, self.log, self.client_for, self.policies, self._rng, self._now_ms, self.replicas)
         error = None
         try:
             state = await workflow.transfer(run)
@@ -173,7 +176,7 @@ class Orchestrator:
         )
 
     def client_for(self, service_url: str) -> AnyClient:
-        """The generated client for one service, on the shared pool."""
+        """The generated client for one URL of a service, on the shared pool."""
         client = self._clients.get(service_url)
         if client is None:
             headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
@@ -196,7 +199,23 @@ def _validate(source: AccountRef, target: AccountRef, amount: int) -> None:
     for role, account in (("source", source), ("target", target)):
         if not _USER_ID.fullmatch(account.user_id):
             raise InvalidTransfer(f"{role} user_id {account.user_id!r} must be 1-64 characters of A-Z a-z 0-9 _ . -")
-        if not account.service_url.startswith(("http://", "https://")):
-            raise InvalidTransfer(f"{role} service URL {account.service_url!r} must start with http:// or https://")
-    if source == target:
-        raise InvalidTransfer("source and target are the same account")
+        if not account.urls:
+            raise InvalidTransfer(f"{role} account {account.user_id!r} has no service URL")
+        for url in account.urls:
+            problem = url_problem(url)
+            if problem is not None:
+                raise InvalidTransfer(f"{role} service URL {url!r} {problem}")
+    problem = same_account_problem(source, target)
+    if problem is not None:
+        raise InvalidTransfer(problem)
+
+
+def same_account_problem(source: AccountRef, target: AccountRef) -> str | None:
+    """Why ``source`` and ``target`` cannot be the two ends of one transfer, or None."""
+    if source.same_account(target):
+        return "source and target are the same account"
+    if source.same_service(target) and set(source.urls) != set(target.urls):
+        # Balances and audit trails are grouped by the set of a service's URLs:
+        # one service listed two ways would be counted as two.
+        return "source and target share a service URL but list different URLs for that service"
+    return None

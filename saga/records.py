@@ -2,20 +2,60 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from saga.states import SagaState
 
 
-@dataclass(frozen=True, slots=True)
-class AccountRef:
-    """An account on one accounts service."""
+def as_urls(urls: str | Iterable[str]) -> tuple[str, ...]:
+    """One service's URLs as a tuple in the order given, without repeats.
 
-    service_url: str
+    A str is one URL or several joined by commas, as on the command line, in
+    the saga log and in :func:`service_id`: no service URL contains a comma.
+    """
+    return tuple(dict.fromkeys(urls.split(",") if isinstance(urls, str) else urls))
+
+
+def service_id(urls: str | Iterable[str]) -> str:
+    """The identity of the service behind ``urls``: the same whatever their order.
+
+    Balances and audit trails are grouped by it, so that the replicas of one
+    service count as one service. A single URL is its own identity.
+    """
+    return ",".join(sorted(as_urls(urls)))
+
+
+@dataclass(frozen=True, slots=True, init=False)
+class AccountRef:
+    """An account on one accounts service, which answers at any of ``urls``.
+
+    Several URLs are replicas of the service over one database: the saga sends
+    each request to one of them. ``AccountRef("http://a", "alice")`` is the
+    one-URL form; a str may also hold several URLs, comma-separated.
+    """
+
+    urls: tuple[str, ...]
     user_id: str
 
+    def __init__(self, urls: str | Iterable[str], user_id: str) -> None:
+        object.__setattr__(self, "urls", as_urls(urls))
+        object.__setattr__(self, "user_id", user_id)
+
+    @property
+    def service_url(self) -> str:
+        """The service's identity (see :func:`service_id`), not necessarily one URL to send to."""
+        return service_id(self.urls)
+
+    def same_service(self, other: AccountRef) -> bool:
+        # Two services cannot share a URL, so one shared URL means one service.
+        return not set(self.urls).isdisjoint(other.urls)
+
+    def same_account(self, other: AccountRef) -> bool:
+        return self.user_id == other.user_id and self.same_service(other)
+
     def __str__(self) -> str:
-        return f"{self.user_id}@{self.service_url}"
+        return f"{self.user_id}@{','.join(self.urls)}"
 
 
 @dataclass(slots=True)
@@ -44,6 +84,8 @@ class Attempt:
     code: str | None
     latency_us: int
     error: str | None = None
+    #: Where the request went; None in logs written before a service could have several URLs.
+    url: str | None = None
 
     @property
     def succeeded(self) -> bool:

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 from saga.log import SagaLog
 from saga.records import AccountRef, Attempt, Change, SagaRecord
+from saga.replicas import Replicas
 from saga.retry import RetryPolicies, RetryPolicy
 from saga.states import SagaState
 from saga.steps import (
@@ -90,10 +91,12 @@ class SagaRun:
         policies: RetryPolicies,
         rng: random.Random,
         now_ms: Callable[[], int],
+        replicas: Replicas | None = None,
     ) -> None:
         self.record = record
         self._log = log
         self._clients = clients
+        self._replicas = replicas or Replicas()
         self._policies = policies
         self._rng = rng
         self._now_ms = now_ms
@@ -141,7 +144,6 @@ class SagaRun:
 
     async def _attempt_until_settled(self, step: str, policy: RetryPolicy) -> StepResult:
         account = self.record.target if step in (CREDIT, COMPENSATE_CREDIT) else self.record.source
-        client = self._clients(account.service_url)
         uncertain = False
         number = 0
         while True:
@@ -149,18 +151,7 @@ class SagaRun:
             delay = policy.delay_before(number, self._rng)
             if delay:
                 await asyncio.sleep(delay)
-            await self._flush()
-            answer = await send(
-                client,
-                step,
-                self.record.transaction_id,
-                account.user_id,
-                self.record.amount,
-                number=number,
-                request_timeout=policy.request_timeout,
-            )
-            self._unlogged.append(answer.attempt)
-            self.attempts.append(answer.attempt)
+            answer = await self._send_to_a_replica(step, account, number, policy)
             if answer.verdict is Verdict.OK:
                 return StepResult(answer, uncertain=False)
             if answer.verdict is Verdict.REJECTED:
@@ -177,6 +168,34 @@ class SagaRun:
                 _describe(answer.attempt),
                 number,
             )
+
+    async def _send_to_a_replica(self, step: str, account: AccountRef, number: int, policy: RetryPolicy) -> StepAnswer:
+        """One attempt: the request, sent to the service's URLs in turn while they cannot be connected to.
+
+        Each request is logged as a line of this attempt, with its URL. A URL
+        that could not be connected to never got the request, so moving on to
+        the next one at once is not a retry and adds no uncertainty.
+        """
+        answer: StepAnswer | None = None
+        for url in self._replicas.in_order(account.urls):
+            await self._flush()
+            answer = await send(
+                self._clients(url),
+                step,
+                self.record.transaction_id,
+                account.user_id,
+                self.record.amount,
+                number=number,
+                request_timeout=policy.request_timeout,
+                url=url,
+            )
+            self._unlogged.append(answer.attempt)
+            self.attempts.append(answer.attempt)
+            if not answer.unreachable:
+                self._replicas.reached(account.urls, url)
+                break
+        assert answer is not None, "a service has at least one URL"
+        return answer
 
     async def _flush(self) -> None:
         if self._unlogged:

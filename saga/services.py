@@ -1,4 +1,10 @@
-"""Reads from the accounts services, through the generated client: balances and audit trails."""
+"""Reads from the accounts services, through the generated client: balances and audit trails.
+
+A service is given as one URL or several (replicas over one database). A read
+goes to one of them, and moves on to the next only if it cannot connect; the
+results are keyed by the service's identity (:func:`saga.records.service_id`),
+so the replicas of one service are read and counted once.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +15,8 @@ from collections.abc import Iterable, Sequence
 from generated_client.api.accounts import get_transaction, list_accounts
 from generated_client.models import AccountList, TransactionTrail
 from saga.orchestrator import Orchestrator
+from saga.records import as_urls, service_id
+from saga.replicas import first_reachable
 from saga.verify import SagaEnd, TrailItem
 
 
@@ -20,36 +28,47 @@ def _correlation_id() -> str:
     return f"read-{uuid.uuid4()}"
 
 
-async def balances(orchestrator: Orchestrator, service_url: str) -> dict[str, int]:
+async def balances(orchestrator: Orchestrator, service: str | Iterable[str]) -> dict[str, int]:
     """user_id -> balance, for every account on one service."""
+    urls = as_urls(service)
+    where = ",".join(urls)
     try:
-        answer = await list_accounts.asyncio(
-            client=orchestrator.client_for(service_url), transaction_id=_correlation_id()
+        answer = await first_reachable(
+            urls,
+            orchestrator.replicas,
+            lambda url: list_accounts.asyncio(client=orchestrator.client_for(url), transaction_id=_correlation_id()),
         )
     except Exception as error:
         raise ServiceUnavailable(
-            f"cannot reach the accounts service at {service_url}: {error or type(error).__name__}"
+            f"cannot reach the accounts service at {where}: {error or type(error).__name__}"
         ) from error
     if not isinstance(answer, AccountList):
         detail = getattr(answer, "detail", "no readable answer")
-        raise ServiceUnavailable(f"the accounts service at {service_url} refused to list accounts: {detail}")
+        raise ServiceUnavailable(f"the accounts service at {where} refused to list accounts: {detail}")
     return {account.user_id: account.balance for account in answer.accounts}
 
 
-async def snapshot(orchestrator: Orchestrator, service_urls: Iterable[str]) -> dict[str, dict[str, int]]:
-    urls = list(dict.fromkeys(service_urls))
-    results = await asyncio.gather(*(balances(orchestrator, url) for url in urls))
-    return dict(zip(urls, results, strict=True))
+async def snapshot(orchestrator: Orchestrator, services: Iterable[str | Iterable[str]]) -> dict[str, dict[str, int]]:
+    """Service identity -> user_id -> balance; each service read once, however many times it is listed."""
+    by_service: dict[str, tuple[str, ...]] = {}
+    for service in services:
+        urls = as_urls(service)
+        by_service.setdefault(service_id(urls), urls)
+    results = await asyncio.gather(*(balances(orchestrator, urls) for urls in by_service.values()))
+    return dict(zip(by_service, results, strict=True))
 
 
-async def trail(orchestrator: Orchestrator, service_url: str, transaction_id: str) -> list[TrailItem]:
-    answer = await get_transaction.asyncio(
-        transaction_id,
-        client=orchestrator.client_for(service_url),
-        transaction_id_header=_correlation_id(),
+async def trail(orchestrator: Orchestrator, service: str | Iterable[str], transaction_id: str) -> list[TrailItem]:
+    urls = as_urls(service)
+    answer = await first_reachable(
+        urls,
+        orchestrator.replicas,
+        lambda url: get_transaction.asyncio(
+            transaction_id, client=orchestrator.client_for(url), transaction_id_header=_correlation_id()
+        ),
     )
     if not isinstance(answer, TransactionTrail):
-        raise ServiceUnavailable(f"cannot read the trail of {transaction_id} at {service_url}")
+        raise ServiceUnavailable(f"cannot read the trail of {transaction_id} at {','.join(urls)}")
     return [
         TrailItem(
             entry.operation.value,
@@ -64,17 +83,16 @@ async def trail(orchestrator: Orchestrator, service_url: str, transaction_id: st
 async def trails(
     orchestrator: Orchestrator, sagas: Sequence[SagaEnd], concurrency: int = 32
 ) -> dict[tuple[str, str], list[TrailItem]]:
-    """The audit trail of every saga on each service it touched."""
+    """The audit trail of every saga on each service it touched, keyed by (service identity, transaction_id)."""
     slots = asyncio.Semaphore(concurrency)
-    keys = list(
-        dict.fromkeys(
-            (url, saga.transaction_id) for saga in sagas for url in (saga.source.service_url, saga.target.service_url)
-        )
-    )
+    to_read: dict[tuple[str, str], tuple[str, ...]] = {}
+    for saga in sagas:
+        for account in (saga.source, saga.target):
+            to_read.setdefault((account.service_url, saga.transaction_id), account.urls)
 
-    async def fetch(url: str, transaction_id: str) -> list[TrailItem]:
+    async def fetch(urls: tuple[str, ...], transaction_id: str) -> list[TrailItem]:
         async with slots:
-            return await trail(orchestrator, url, transaction_id)
+            return await trail(orchestrator, urls, transaction_id)
 
-    results = await asyncio.gather(*(fetch(url, transaction_id) for url, transaction_id in keys))
-    return dict(zip(keys, results, strict=True))
+    results = await asyncio.gather(*(fetch(urls, key[1]) for key, urls in to_read.items()))
+    return dict(zip(to_read, results, strict=True))

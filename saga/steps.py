@@ -8,6 +8,10 @@ message text:
 * ``Verdict.UNKNOWN``: a 5xx (``injected_fault`` included), a timeout or a
   connection error. The request may or may not have been applied: retry it
   under the same transaction_id, or fence it with a compensation.
+
+A connection that could not be made at all is also UNKNOWN, to stay on the
+safe side, but the answer says ``unreachable``: the saga may send the same
+request to another URL of the service at once (see saga/replicas.py).
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from generated_client.api.ledger import compensate_credit, compensate_debit, cre
 from generated_client.models import LedgerRequest, LedgerResult, Problem
 from generated_client.types import Response
 from saga.records import Attempt
+from saga.replicas import unreachable
 
 DEBIT: Final = "debit"
 CREDIT: Final = "credit"
@@ -61,6 +66,8 @@ class StepAnswer:
     verdict: Verdict
     attempt: Attempt
     result: LedgerResult | None = None
+    #: The request never left: another URL of the service may take it now.
+    unreachable: bool = False
 
     @property
     def code(self) -> str | None:
@@ -68,14 +75,22 @@ class StepAnswer:
 
 
 async def send(
-    client: AnyClient, step: str, transaction_id: str, user_id: str, amount: int, *, number: int, request_timeout: float
+    client: AnyClient,
+    step: str,
+    transaction_id: str,
+    user_id: str,
+    amount: int,
+    *,
+    number: int,
+    request_timeout: float,
+    url: str | None = None,
 ) -> StepAnswer:
-    """Send one request of ``step`` and classify its answer."""
+    """Send one request of ``step`` through ``client`` (whose base URL is ``url``) and classify its answer."""
     clock = asyncio.get_running_loop().time
     started = clock()
 
     def attempt(status: int | None, code: str | None = None, error: str | None = None) -> Attempt:
-        return Attempt(step, number, status, code, int((clock() - started) * 1_000_000), error)
+        return Attempt(step, number, status, code, int((clock() - started) * 1_000_000), error, url)
 
     try:
         async with asyncio.timeout(request_timeout):
@@ -85,6 +100,10 @@ async def send(
     except TimeoutError:
         return StepAnswer(Verdict.UNKNOWN, attempt(None, error="timeout"))
     except httpx.TransportError as error:
+        if unreachable(error):
+            return StepAnswer(
+                Verdict.UNKNOWN, attempt(None, error=f"unreachable: {type(error).__name__}"), unreachable=True
+            )
         return StepAnswer(Verdict.UNKNOWN, attempt(None, error=type(error).__name__))
     except errors.UnexpectedStatus as error:
         return StepAnswer(_verdict(error.status_code), attempt(error.status_code, error="undocumented status"))

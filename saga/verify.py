@@ -15,7 +15,7 @@ from saga.records import AccountRef
 from saga.states import SagaState
 
 Balances = Mapping[str, Mapping[str, int]]
-"""service URL -> user_id -> balance"""
+"""service identity (its URL, or its URLs as :func:`saga.records.service_id` joins them) -> user_id -> balance"""
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,7 +73,7 @@ def check(
 ) -> list[Violation]:
     """Every violated invariant; an empty list means the money is exactly where it should be.
 
-    ``trails`` maps (service URL, transaction_id) to that service's audit
+    ``trails`` maps (service identity, transaction_id) to that service's audit
     trail. ``exclusive`` says these sagas were the only traffic, so each
     balance can be predicted exactly from the sagas' end states.
     """
@@ -112,7 +112,7 @@ def _check_exact_balances(before: Balances, after: Balances, sagas: Sequence[Sag
             want = expected.get(url, {}).get(user)
             if balance != want:
                 involved = tuple(
-                    saga.transaction_id for saga in sagas if AccountRef(url, user) in (saga.source, saga.target)
+                    saga.transaction_id for saga in sagas if (url, user) in _keys(saga.source, saga.target)
                 )
                 violations.append(
                     Violation(
@@ -122,6 +122,10 @@ def _check_exact_balances(before: Balances, after: Balances, sagas: Sequence[Sag
                     )
                 )
     return violations
+
+
+def _keys(*accounts: AccountRef) -> list[tuple[str, str]]:
+    return [(account.service_url, account.user_id) for account in accounts]
 
 
 def _check_trails(sagas: Sequence[SagaEnd], trails: Mapping[tuple[str, str], Sequence[TrailItem]]) -> list[Violation]:

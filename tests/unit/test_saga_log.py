@@ -194,3 +194,75 @@ def test_one_orchestrator_process_at_a_time_holds_a_log(tmp_path: Path) -> None:
         await again.close()
 
     asyncio.run(scenario())
+
+
+REPLICATED_SOURCE = AccountRef(("http://a1.test", "http://a2.test"), "alice")
+
+
+@pytest.mark.parametrize("kind", ["memory", "sqlite"])
+def test_the_log_keeps_every_url_of_a_service_and_each_attempts_url(kind: str, tmp_path: Path) -> None:
+    async def scenario() -> tuple[SagaRecord | None, list[str | None]]:
+        log: SagaLog = MemorySagaLog() if kind == "memory" else await SqliteSagaLog.open(tmp_path / "saga.db")
+        saga = SagaRecord("t1", REPLICATED_SOURCE, TARGET, 100, created_at_ms=1_000, updated_at_ms=1_000)
+        await log.create(saga, SagaState.DEBITING)
+        attempts = [
+            Attempt("debit", 1, None, None, 80, "unreachable: ConnectError", "http://a1.test"),
+            Attempt("debit", 1, 200, None, 900, None, "http://a2.test"),
+        ]
+        await log.commit(Change("t1", 1_001, attempts=attempts))
+        (unfinished,) = await log.unfinished()
+        urls = [event.attempt.url for event in await log.history("t1") if event.attempt]
+        await log.close()
+        return unfinished, urls
+
+    unfinished, urls = asyncio.run(scenario())
+    assert unfinished is not None
+    assert (unfinished.source.urls, unfinished.target.urls) == (
+        ("http://a1.test", "http://a2.test"),
+        ("http://b.test",),
+    )
+    assert urls == ["http://a1.test", "http://a2.test"]
+
+
+#: The schema of a saga log written when every service had exactly one URL.
+ONE_URL_SCHEMA = """
+CREATE TABLE sagas (
+    transaction_id TEXT PRIMARY KEY, source_url TEXT NOT NULL, source_user TEXT NOT NULL,
+    target_url TEXT NOT NULL, target_user TEXT NOT NULL, amount INTEGER NOT NULL CHECK (amount > 0),
+    state TEXT NOT NULL, fence_credit INTEGER NOT NULL DEFAULT 0, created_at_ms INTEGER NOT NULL,
+    updated_at_ms INTEGER NOT NULL, attempts INTEGER NOT NULL DEFAULT 0, last_error TEXT
+);
+CREATE INDEX sagas_by_state ON sagas (state);
+CREATE TABLE events (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT, transaction_id TEXT NOT NULL REFERENCES sagas (transaction_id),
+    at_ms INTEGER NOT NULL, kind TEXT NOT NULL, state TEXT, step TEXT, attempt INTEGER, status INTEGER,
+    code TEXT, latency_us INTEGER, detail TEXT
+);
+INSERT INTO sagas VALUES ('old', 'http://a.test', 'alice', 'http://b.test', 'bob', 100, 'CREDITING', 0, 1, 2, 1, NULL);
+INSERT INTO events (transaction_id, at_ms, kind, step, attempt, status, code, latency_us, detail)
+    VALUES ('old', 2, 'attempt', 'debit', 1, 200, NULL, 500, NULL);
+"""
+
+
+def test_a_log_from_before_several_urls_is_upgraded_in_place(tmp_path: Path) -> None:
+    import sqlite3
+
+    path = tmp_path / "saga.db"
+    with sqlite3.connect(path) as connection:
+        connection.executescript(ONE_URL_SCHEMA)
+
+    async def reopen_and_continue() -> tuple[list[SagaRecord], list[Attempt]]:
+        log = await SqliteSagaLog.open(path, create=False)
+        try:
+            await log.commit(Change("old", 3, attempts=[Attempt("credit", 1, 200, None, 700, None, "http://b.test")]))
+            return await log.unfinished(), [event.attempt for event in await log.history("old") if event.attempt]
+        finally:
+            await log.close()
+
+    unfinished, attempts = asyncio.run(reopen_and_continue())
+    assert [(saga.transaction_id, saga.state, saga.source, saga.target) for saga in unfinished] == [
+        ("old", SagaState.CREDITING, SOURCE, TARGET)
+    ]
+    assert [(attempt.step, attempt.url) for attempt in attempts] == [("debit", None), ("credit", "http://b.test")]
+    # A second opening finds nothing left to upgrade.
+    assert len(asyncio.run(reopen_and_continue())[1]) == 3
