@@ -130,13 +130,11 @@ def _is_loopback(host: str) -> bool:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     listener = socket.socket(fileno=args.fd) if args.fd is not None else None
-    if args.replica_id:
-        replica_id = args.replica_id
-    elif listener is not None:
-        host, port = listener.getsockname()[:2]
-        replica_id = f"{host}:{port}"
-    else:
-        replica_id = f"{args.host}:{args.port}"
+    host, port = listener.getsockname()[:2] if listener is not None else (args.host, args.port)
+    if host in ("0.0.0.0", "::", ""):
+        # Every replica bound to a wildcard would share one name; the machine's tells them apart.
+        host = socket.gethostname()
+    replica_id = args.replica_id or f"{host}:{port}"
     try:
         database = parse_database_url(args.database)
         limits = EdgeLimits(

@@ -3,6 +3,7 @@ and everything it runs exists in this repository and accepts the flags it is giv
 
 from __future__ import annotations
 
+import re
 import shlex
 import subprocess
 import sys
@@ -14,7 +15,9 @@ import httpx
 import pytest
 import yaml
 
+from saga.replicas import parse_urls
 from server.__main__ import build_parser as server_parser
+from server.database_url import parse_database_url
 from server.settings import DEMO_ACCOUNTS, load_accounts
 from tests.conftest import StartServer
 from tests.contract.run_schemathesis import build_parser as contract_parser
@@ -22,7 +25,10 @@ from tests.contract.run_schemathesis import build_parser as contract_parser
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = ROOT / "docker-compose.yml"
 DOCKERFILE = ROOT / "Dockerfile"
-BANKS = ("bank-a", "bank-b")
+#: Each bank is two replicas over one database.
+REPLICAS = {"bank-a": ("bank-a-1", "bank-a-2"), "bank-b": ("bank-b-1", "bank-b-2")}
+BANK_SERVICES = tuple(name for names in REPLICAS.values() for name in names)
+INIT_SCRIPT = "/docker-entrypoint-initdb.d/"
 
 
 def check_compose_spec(path: Path) -> subprocess.CompletedProcess[str]:
@@ -95,15 +101,21 @@ def test_the_validation_catches_a_misspelt_key(tmp_path: Path) -> None:
     assert "helthcheck" in result.stdout
 
 
-def test_the_services_are_the_two_banks_the_saga_and_the_contract_run(services: dict[str, Any]) -> None:
-    assert set(services) == {"bank-a", "bank-b", "saga", "contract"}
+def test_the_services_are_the_database_two_replicas_per_bank_the_saga_and_the_contract_run(
+    services: dict[str, Any],
+) -> None:
+    assert set(services) == {"postgres", *BANK_SERVICES, "saga", "contract"}
 
 
 # -- the image ------------------------------------------------------------------------
 
 
-def test_every_service_is_built_from_the_repositorys_dockerfile(services: dict[str, Any]) -> None:
+def test_every_service_but_the_database_is_built_from_the_repositorys_dockerfile(services: dict[str, Any]) -> None:
+    assert "build" not in services["postgres"]
+    assert services["postgres"]["image"].startswith("postgres:")
     for name, service in services.items():
+        if name == "postgres":
+            continue
         build = service["build"]
         context = build if isinstance(build, str) else build["context"]
         dockerfile = "Dockerfile" if isinstance(build, str) else build.get("dockerfile", "Dockerfile")
@@ -128,16 +140,44 @@ def test_the_banks_run_the_server_on_port_8000_with_their_share_of_the_demo_acco
 ) -> None:
     assert (ROOT / "server" / "__main__.py").is_file()
     shares = {}
-    for name in BANKS:
-        args = server_args(services[name])
-        assert (args.host, args.port) == ("0.0.0.0", 8000), name
-        shares[name] = load_accounts(in_repo(str(args.accounts)))
+    for bank, replicas in REPLICAS.items():
+        (share,) = {str(server_args(services[name]).accounts) for name in replicas}
+        for name in replicas:
+            args = server_args(services[name])
+            assert (args.host, args.port) == ("0.0.0.0", 8000), name
+        shares[bank] = load_accounts(in_repo(share))
     assert not set(shares["bank-a"]) & set(shares["bank-b"])
     assert {**shares["bank-a"], **shares["bank-b"]} == dict(DEMO_ACCOUNTS)
 
 
+def test_the_replicas_of_a_bank_share_one_database_and_the_banks_do_not(services: dict[str, Any]) -> None:
+    databases = {}
+    for bank, replicas in REPLICAS.items():
+        urls = {server_args(services[name]).database for name in replicas}
+        assert len(urls) == 1, bank
+        (url,) = urls
+        parsed = parse_database_url(url)
+        assert parsed.kind == "postgresql", bank
+        assert urlsplit(url).hostname == "postgres", bank
+        databases[bank] = urlsplit(url).path.lstrip("/")
+    assert len(set(databases.values())) == len(REPLICAS)
+    created = set()
+    for volume in services["postgres"]["volumes"]:
+        source, target, *_ = volume.split(":")
+        if target.startswith(INIT_SCRIPT):
+            created |= set(re.findall(r"CREATE DATABASE (\w+)", (ROOT / source).read_text(encoding="utf-8")))
+    assert set(databases.values()) <= created
+
+
+def test_every_replica_has_a_name_of_its_own_and_waits_for_the_database(services: dict[str, Any]) -> None:
+    names = [services[name]["environment"]["ACCOUNTS_REPLICA_ID"] for name in BANK_SERVICES]
+    assert names == list(BANK_SERVICES)
+    for name in BANK_SERVICES:
+        assert services[name]["depends_on"] == {"postgres": {"condition": "service_healthy"}}, name
+
+
 def test_every_bank_requires_the_one_token_the_saga_and_the_contract_run_send(services: dict[str, Any]) -> None:
-    tokens = {services[name]["environment"]["ACCOUNTS_TOKEN"] for name in BANKS}
+    tokens = {services[name]["environment"]["ACCOUNTS_TOKEN"] for name in BANK_SERVICES}
     assert len(tokens) == 1
     (token,) = tokens
     assert token
@@ -146,7 +186,7 @@ def test_every_bank_requires_the_one_token_the_saga_and_the_contract_run_send(se
 
 
 def test_the_bank_health_check_asks_healthz_on_the_servers_port(services: dict[str, Any]) -> None:
-    for name in BANKS:
+    for name in BANK_SERVICES:
         test = services[name]["healthcheck"]["test"]
         port = server_args(services[name]).port
         assert test[0] == "CMD", name
@@ -156,7 +196,7 @@ def test_the_bank_health_check_asks_healthz_on_the_servers_port(services: dict[s
 def test_the_bank_health_check_passes_on_a_live_server_and_fails_without_one(
     services: dict[str, Any], start_server: StartServer
 ) -> None:
-    _, python, *arguments = services["bank-a"]["healthcheck"]["test"]
+    _, python, *arguments = services["bank-a-1"]["healthcheck"]["test"]
     assert python == "python"
     server = start_server(token="s3cret")
     healthy = [argument.replace("http://127.0.0.1:8000", server.url) for argument in arguments]
@@ -168,7 +208,7 @@ def test_the_bank_health_check_passes_on_a_live_server_and_fails_without_one(
 def test_a_bank_serves_its_accounts_file_and_requires_the_token(
     services: dict[str, Any], start_server: StartServer
 ) -> None:
-    bank = services["bank-a"]
+    bank = services["bank-a-1"]
     token = bank["environment"]["ACCOUNTS_TOKEN"]
     accounts_file = in_repo(str(server_args(bank).accounts))
     server = start_server(token=token, extra_args=["--accounts", str(accounts_file)])
@@ -191,7 +231,7 @@ def urls_of(words: list[str], *flags: str) -> list[str]:
 
 def assert_names_a_bank(url: str, services: dict[str, Any]) -> None:
     parts = urlsplit(url)
-    assert parts.hostname in BANKS, url
+    assert parts.hostname in BANK_SERVICES, url
     assert parts.port == server_args(services[parts.hostname]).port, url
 
 
@@ -207,10 +247,14 @@ def test_the_saga_runs_a_batch_from_bank_a_to_bank_b_with_flags_it_accepts(servi
     assert flags
     assert [flag for flag in flags if flag not in usage] == []
     source, target = urls_of(words, "--source-url", "--target-url")
-    assert (urlsplit(source).hostname, urlsplit(target).hostname) == BANKS
-    for url in (source, target):
+    source_urls, target_urls = parse_urls(source), parse_urls(target)
+    assert tuple(urlsplit(url).hostname for url in source_urls) == REPLICAS["bank-a"]
+    assert tuple(urlsplit(url).hostname for url in target_urls) == REPLICAS["bank-b"]
+    for url in (*source_urls, *target_urls):
         assert_names_a_bank(url, services)
-    assert {name: saga["depends_on"][name]["condition"] for name in BANKS} == dict.fromkeys(BANKS, "service_healthy")
+    assert {name: condition["condition"] for name, condition in saga["depends_on"].items()} == dict.fromkeys(
+        BANK_SERVICES, "service_healthy"
+    )
     (database,) = urls_of(words, "--db")
     mounts = {volume.split(":")[1] for volume in saga["volumes"]}
     assert str(Path(database).parent) in mounts
@@ -225,8 +269,8 @@ def test_the_contract_run_tests_bank_a_after_the_saga_with_flags_it_accepts(serv
     assert script.is_file()
     args = contract_parser().parse_args(words[2:])
     assert_names_a_bank(args.url, services)
-    assert urlsplit(args.url).hostname == "bank-a"
+    assert urlsplit(args.url).hostname == "bank-a-1"
     assert contract["depends_on"] == {
-        "bank-a": {"condition": "service_healthy"},
+        "bank-a-1": {"condition": "service_healthy"},
         "saga": {"condition": "service_completed_successfully"},
     }
