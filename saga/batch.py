@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import random
 from collections import Counter
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -188,8 +188,13 @@ async def run(
     progress: Progress | None = None,
     audit: bool = True,
     before: dict[str, dict[str, int]] | None = None,
+    settle: Callable[[], Awaitable[None]] | None = None,
 ) -> BatchReport:
-    """Run the transfers concurrently (the orchestrator bounds how many), then check the money."""
+    """Run the transfers concurrently (the orchestrator bounds how many), then check the money.
+
+    ``settle``, when given, is awaited after the last transfer and before the
+    balances are read again: for example, until a restarted service answers.
+    """
     loop = asyncio.get_running_loop()
     if before is None:
         before = await services.snapshot(orchestrator, service_urls)
@@ -206,6 +211,8 @@ async def run(
     started = loop.time()
     results = list(await asyncio.gather(*(one(planned) for planned in transfers)))
     seconds = loop.time() - started
+    if settle is not None:
+        await settle()
     after = await services.snapshot(orchestrator, service_urls)
     ends = [verify.SagaEnd(r.transaction_id, r.state, r.source, r.target, r.amount) for r in results]
     trails = await services.trails(orchestrator, ends) if audit else None

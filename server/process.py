@@ -94,16 +94,31 @@ class ServerProcess:
 
     def start(self) -> ServerProcess:
         self._workdir = tempfile.TemporaryDirectory(prefix="accounts-service-")
+        self._launch(port=0)
+        return self
+
+    def restart_after_kill(self) -> ServerProcess:
+        """SIGKILL the child, then start a new one on the same port, with the same options.
+
+        What the new process remembers is what its database kept: a crash and
+        a restart, as an operator's supervisor would do it.
+        """
+        self.kill()
+        self._launch(port=self.port)
+        return self
+
+    def _launch(self, port: int) -> None:
+        assert self._workdir is not None
         workdir = Path(self._workdir.name)
         self._log_path = workdir / "server.log"
         listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         try:
             listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            listener.bind(("127.0.0.1", 0))
+            listener.bind(("127.0.0.1", port))
             listener.listen(1024)
             self.port = listener.getsockname()[1]
             env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
-            with self._log_path.open("wb") as log:
+            with self._log_path.open("ab") as log:
                 self._process = subprocess.Popen(
                     self.command(listener.fileno(), workdir),
                     pass_fds=(listener.fileno(),),
@@ -120,7 +135,6 @@ class ServerProcess:
         except BaseException:
             self.stop()
             raise
-        return self
 
     def _wait_until_healthy(self) -> None:
         assert self._process is not None
