@@ -30,15 +30,6 @@ class MemoryStore:
             return None
         return self.ledger.apply(operation, transaction_id, user_id, amount), False
 
-    def reload(self) -> None:
-        """Read the ledger back from its record, as a durable store does when its service restarts.
-
-        A real memory store dies with its process; the simulator calls this to
-        model a database that outlived a crashed service, so that the restart
-        path a database store takes is exercised under its faults.
-        """
-        self.ledger = self.ledger.reopened()
-
     async def balance(self, user_id: str) -> int | None:
         return self.ledger.balance(user_id)
 
@@ -50,3 +41,12 @@ class MemoryStore:
 
     async def close(self) -> None:
         return None
+
+    def reload(self) -> None:
+        """Read the ledger back from its record, as a durable store does when its service restarts.
+
+        A real memory store dies with its process; the simulator calls this to
+        model a database that outlived a crashed service, so that the restart
+        path a database store takes is exercised under its faults.
+        """
+        self.ledger = self.ledger.reopened()
