@@ -374,6 +374,24 @@ class Ledger:
                 found[operation] = entry
         return found
 
+    # -- restarts --------------------------------------------------------------
+
+    def reopened(self) -> Ledger:
+        """A new ledger read back from this one's record: the accounts as they stand and every entry.
+
+        This is what a durable store holds when its process comes back after a
+        crash. Every entry must come back, not only those that moved money: a
+        voided compensation is the fence that refuses a late debit or credit,
+        and a rejection is the answer a retry must be given again.
+        """
+        reopened = Ledger(self._initial, max_balance=self._max_balance)
+        reopened._balances = dict(self._balances)
+        for entry in sorted(self._entries.values(), key=lambda entry: entry.sequence):
+            reopened._entries[(entry.transaction_id, entry.operation)] = entry
+            if entry.took_effect:
+                reopened._journal.append(entry)
+        return reopened
+
     # -- self-checks -----------------------------------------------------------
 
     def check_invariants(self) -> None:

@@ -13,10 +13,20 @@ DELAY_REORDER: Final = "delay_reorder"
 INJECTED_500: Final = "injected_500"
 OUTAGE: Final = "outage"
 CRASH: Final = "crash"
+SERVICE_RESTART: Final = "service_restart"
 
 #: Every class of fault a run injects, in report order. A standard run must
 #: inject each of them at least once, or the simulator proves nothing.
-FAULT_CLASSES: Final = (REQUEST_LOST, RESPONSE_LOST, DUPLICATE_LATE, DELAY_REORDER, INJECTED_500, OUTAGE, CRASH)
+FAULT_CLASSES: Final = (
+    REQUEST_LOST,
+    RESPONSE_LOST,
+    DUPLICATE_LATE,
+    DELAY_REORDER,
+    INJECTED_500,
+    OUTAGE,
+    CRASH,
+    SERVICE_RESTART,
+)
 
 
 @dataclass(frozen=True)
@@ -64,6 +74,11 @@ class FaultRates:
     outage_ms: MillisecondRange = field(default_factory=lambda: MillisecondRange(300, 3_000))
     #: Per request, the chance that the orchestrator crashes soon after sending it.
     crash: float = 1 / 150
+    #: Per request, the chance that one accounts service's process dies: every
+    #: request it holds or has on the wire is lost, and after the downtime a
+    #: new app comes up over the same (durable) store.
+    service_restart: float = 1 / 250
+    restart_downtime_ms: MillisecondRange = field(default_factory=lambda: MillisecondRange(50, 1_500))
     #: How long a saga log commit takes (an fsync, say); a crash can land in the middle.
     log_commit_ms: MillisecondRange = field(default_factory=lambda: MillisecondRange(0, 2))
     #: The accounts service's own injected 500s on /credit.
@@ -79,6 +94,7 @@ class FaultRates:
             "slow",
             "outage",
             "crash",
+            "service_restart",
             "credit_fault_rate",
             "credit_fault_after_commit_rate",
         ):
@@ -96,6 +112,7 @@ def no_faults() -> FaultRates:
         slow=0.0,
         outage=0.0,
         crash=0.0,
+        service_restart=0.0,
         credit_fault_rate=0.0,
         credit_fault_after_commit_rate=0.0,
     )
@@ -112,7 +129,9 @@ class TraceEvent:
 
     ``kind`` is ``send`` (a saga's request, with the network's decision and
     the server's answer), ``duplicate`` (a late copy of an earlier request
-    landing), ``outage``, ``crash`` or ``recover``.
+    landing), ``dropped`` (a request or answer lost with a crashed service),
+    ``outage``, ``down`` and ``up`` (a service crashing and coming back),
+    ``crash`` or ``recover`` (the orchestrator's).
     """
 
     at_ms: int

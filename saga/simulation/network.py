@@ -5,12 +5,15 @@ a run. It routes each request by URL host to that service's ASGI app and,
 on the way, follows a seeded fault plan: it loses requests, loses answers
 the server already acted on, delivers copies of requests again much later,
 delays requests so that concurrent sagas overtake each other, takes whole
-services off the network for a while, and tells the run when to crash the
-orchestrator.
+services off the network for a while, crashes and restarts services, and
+tells the run when to crash the orchestrator.
 
 The server's side of a request runs as a task of its own, as it would on a
 real server: a client that crashes or times out mid-request does not stop a
-request already on the wire from landing.
+request already on the wire from landing. A service that crashes takes its
+requests with it: those it was handling die where they are, those on the
+wire to it and its answers on the way back are lost, and until it is back
+every connection to it is refused.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ import math
 import random
 from collections import Counter
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
@@ -34,6 +37,7 @@ from saga.simulation.faults import (
     OUTAGE,
     REQUEST_LOST,
     RESPONSE_LOST,
+    SERVICE_RESTART,
     FaultRates,
     MillisecondRange,
     TraceEvent,
@@ -58,6 +62,26 @@ OUTAGE_KINDS = (DROPS_REQUESTS, DROPS_RESPONSES, HOLDS_REQUESTS)
 class _Outage:
     until: float
     kind: str
+
+
+@dataclass
+class _Service:
+    """One accounts service's process, as the network sees it."""
+
+    transport: httpx.ASGITransport
+    #: How many times the service crashed: a connection made to one
+    #: incarnation dies with it, even if the request arrives after the restart.
+    incarnation: int = 0
+    down: bool = False
+    #: The tasks running a request inside the app right now, with the
+    #: request's (transaction_id, step): a crash kills them where they are.
+    handling: dict[asyncio.Task[Any], tuple[str, str]] = field(default_factory=dict)
+
+
+def _transport(app: ASGIApp) -> httpx.ASGITransport:
+    # raise_app_exceptions=False: an app that fails answers 500 to its
+    # client, as a real server would, instead of raising into the saga.
+    return httpx.ASGITransport(app=app, raise_app_exceptions=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,9 +124,7 @@ class SimulatedNetwork(httpx.AsyncBaseTransport):
         rng: random.Random,
         trace: list[TraceEvent],
     ) -> None:
-        # raise_app_exceptions=False: an app that fails answers 500 to its
-        # client, as a real server would, instead of raising into the saga.
-        self._servers = {host: httpx.ASGITransport(app=app, raise_app_exceptions=False) for host, app in apps.items()}
+        self._services = {host: _Service(_transport(app)) for host, app in apps.items()}
         self._rates = rates
         self._rng = rng
         self._trace = trace
@@ -112,6 +134,9 @@ class SimulatedNetwork(httpx.AsyncBaseTransport):
         self.requests = 0
         #: Called when the plan says the orchestrator crashes now; set by the run.
         self.on_crash: Callable[[], None] | None = None
+        #: Called with a crashed service's host when its downtime is over; it
+        #: returns the service's new app. Without it no service ever crashes.
+        self.on_restart: Callable[[str], ASGIApp] | None = None
         #: Called as (host, transaction_id, step) right after a server handled
         #: a request, before anything else runs: the moment to look at its state.
         self.on_delivered: Callable[[str, str, str], None] | None = None
@@ -120,27 +145,32 @@ class SimulatedNetwork(httpx.AsyncBaseTransport):
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         host = request.url.host
-        server = self._servers.get(host)
-        if server is None:
+        service = self._services.get(host)
+        if service is None:
             raise httpx.ConnectError(f"no simulated service at {host}", request=request)
         step = request.url.path.lstrip("/")
         if request.method != "POST" or step not in LEDGER_STEPS:
             # Reads are the simulator's own bookkeeping, not the saga's traffic.
-            return await _forward(server, request, await request.aread())
-        return await self._ledger_request(server, request, host, step)
+            if service.down:
+                raise httpx.ConnectError("simulated: connection refused, the service is down", request=request)
+            return await _forward(service.transport, request, await request.aread())
+        return await self._ledger_request(service, request, host, step)
 
-    async def _ledger_request(
-        self, server: httpx.ASGITransport, request: httpx.Request, host: str, step: str
-    ) -> httpx.Response:
+    async def _ledger_request(self, service: _Service, request: httpx.Request, host: str, step: str) -> httpx.Response:
         body = await request.aread()
         transaction_id = request.headers.get("transaction_id", "")
         self.requests += 1
         self._maybe_crash()
         self._maybe_start_outage()
+        self._maybe_restart_a_service()
+        if service.down:
+            self._record("send", transaction_id, step, host, "service down", "-")
+            await asyncio.sleep(self._latency(self._rates.latency_ms) / 1000)
+            raise httpx.ConnectError("simulated: connection refused, the service is down", request=request)
         outage = self._current_outage(host)
         rng = self._rng
         if outage is not None and outage.kind == HOLDS_REQUESTS:
-            return await self._hold(server, request, body, transaction_id, step, host, outage)
+            return await self._hold(service, request, body, transaction_id, step, host, outage)
         if (outage is not None and outage.kind == DROPS_REQUESTS) or rng.random() < self._rates.request_lost:
             self.counts[REQUEST_LOST] += 1
             fault = "outage:request_lost" if outage is not None else REQUEST_LOST
@@ -148,14 +178,15 @@ class SimulatedNetwork(httpx.AsyncBaseTransport):
             await asyncio.sleep(self._latency(self._rates.latency_ms))
             raise httpx.ConnectError("simulated: the request was lost", request=request)
         fate = self._decide(outage)
+        connection = service.incarnation
         delivery = asyncio.get_running_loop().create_task(
-            self._deliver(server, request, body, transaction_id, step, host, fate)
+            self._deliver(service, request, body, transaction_id, step, host, fate, connection)
         )
         self._keep(delivery)
         # Waiting without awaiting the task itself: cancelling this client
         # (a crash, a timeout) must leave the delivery to finish on its own.
         await asyncio.wait({delivery})
-        answer = delivery.result()
+        answer = None if delivery.cancelled() else delivery.result()
         if fate.response_lost:
             if fate.hang:
                 # Until the saga's own request timeout gives up on it.
@@ -163,11 +194,15 @@ class SimulatedNetwork(httpx.AsyncBaseTransport):
             await asyncio.sleep(fate.response_ms / 1000)
             raise httpx.ReadTimeout("simulated: the response was lost", request=request)
         await asyncio.sleep(fate.response_ms / 1000)
+        if answer is None or service.incarnation != connection:
+            if answer is not None:
+                self._record("dropped", transaction_id, step, host, "answer lost with the crashed service")
+            raise httpx.ReadError("simulated: the service crashed, the connection was reset", request=request)
         return httpx.Response(answer.status, headers=answer.headers, content=answer.content, request=request)
 
     async def _hold(
         self,
-        server: httpx.ASGITransport,
+        service: _Service,
         request: httpx.Request,
         body: bytes,
         transaction_id: str,
@@ -181,9 +216,11 @@ class SimulatedNetwork(httpx.AsyncBaseTransport):
         held_ms = math.ceil((outage.until - now) * 1000) + self._latency(self._rates.slow_latency_ms)
         fate = _Fate(held_ms, 0, False, False, False, None, True)
         self._record("send", transaction_id, step, host, f"outage:held {held_ms}ms", "-")
+        # The held request is delivered on a connection of its own when the
+        # partition heals: it lands on whatever incarnation is up by then.
         self._keep(
             asyncio.get_running_loop().create_task(
-                self._deliver(server, request, body, transaction_id, step, host, fate)
+                self._deliver(service, request, body, transaction_id, step, host, fate, None)
             )
         )
         await asyncio.sleep(self._latency(self._rates.latency_ms) / 1000)
@@ -213,28 +250,37 @@ class SimulatedNetwork(httpx.AsyncBaseTransport):
 
     async def _deliver(
         self,
-        server: httpx.ASGITransport,
+        service: _Service,
         request: httpx.Request,
         body: bytes,
         transaction_id: str,
         step: str,
         host: str,
         fate: _Fate,
-    ) -> _Answer:
+        connection: int | None,
+    ) -> _Answer | None:
+        """Land the request and return the answer; None if the service it was sent to crashed first.
+
+        ``connection`` is the incarnation the client connected to, or None
+        for a request that opens its connection only when it lands.
+        """
         await _arrive_on_a_tick(fate.request_ms)
-        answer = await self._call(server, request, body, transaction_id, step)
+        if service.down or (connection is not None and connection != service.incarnation):
+            self._record("dropped", transaction_id, step, host, "request lost with the crashed service")
+            return None
+        answer = await self._call(service, request, body, transaction_id, step)
         self._record("send", transaction_id, step, host, fate.describe(), self._summarize(answer))
         if fate.duplicate_after_ms is not None:
             self._keep(
                 asyncio.get_running_loop().create_task(
-                    self._deliver_duplicate(server, request, body, transaction_id, step, host, fate.duplicate_after_ms)
+                    self._deliver_duplicate(service, request, body, transaction_id, step, host, fate.duplicate_after_ms)
                 )
             )
         return answer
 
     async def _deliver_duplicate(
         self,
-        server: httpx.ASGITransport,
+        service: _Service,
         request: httpx.Request,
         body: bytes,
         transaction_id: str,
@@ -243,16 +289,25 @@ class SimulatedNetwork(httpx.AsyncBaseTransport):
         after_ms: int,
     ) -> None:
         await asyncio.sleep(after_ms / 1000)
-        answer = await self._call(server, request, body, transaction_id, step)
+        if service.down:
+            self._record("dropped", transaction_id, step, host, f"duplicate +{after_ms}ms: the service is down")
+            return
+        answer = await self._call(service, request, body, transaction_id, step)
         self._record("duplicate", transaction_id, step, host, f"+{after_ms}ms", self._summarize(answer))
 
     async def _call(
-        self, server: httpx.ASGITransport, request: httpx.Request, body: bytes, transaction_id: str, step: str
+        self, service: _Service, request: httpx.Request, body: bytes, transaction_id: str, step: str
     ) -> _Answer:
-        response = await server.handle_async_request(
-            httpx.Request(request.method, request.url, headers=request.headers, content=body)
-        )
-        content = await response.aread()
+        handler = asyncio.current_task()
+        assert handler is not None
+        service.handling[handler] = (transaction_id, step)
+        try:
+            response = await service.transport.handle_async_request(
+                httpx.Request(request.method, request.url, headers=request.headers, content=body)
+            )
+            content = await response.aread()
+        finally:
+            service.handling.pop(handler, None)
         if self.on_delivered is not None:
             self.on_delivered(request.url.host, transaction_id, step)
         return _Answer(response.status_code, list(response.headers.raw), content)
@@ -266,12 +321,40 @@ class SimulatedNetwork(httpx.AsyncBaseTransport):
     def _maybe_start_outage(self) -> None:
         if self._rng.random() >= self._rates.outage:
             return
-        host = self._rng.choice(sorted(self._servers))
+        host = self._rng.choice(sorted(self._services))
         duration_ms = self._latency(self._rates.outage_ms)
         kind = self._rng.choice(OUTAGE_KINDS)
         self._outages[host] = _Outage(asyncio.get_running_loop().time() + duration_ms / 1000, kind)
         self.counts[OUTAGE] += 1
         self._record("outage", service=host, fault=f"{kind} for {duration_ms}ms")
+
+    def _maybe_restart_a_service(self) -> None:
+        restart = self.on_restart
+        if self._rng.random() >= self._rates.service_restart or restart is None:
+            return
+        host = self._rng.choice(sorted(self._services))
+        service = self._services[host]
+        if service.down:
+            return
+        downtime_ms = self._latency(self._rates.restart_downtime_ms)
+        service.down = True
+        service.incarnation += 1
+        killed = list(service.handling.items())
+        service.handling.clear()
+        # The process dies: the requests it was in the middle of stop where
+        # they are. A store commits a request whole or not at all.
+        for handler, (transaction_id, step) in killed:
+            handler.cancel()
+            self._record("dropped", transaction_id, step, host, "killed mid-request by the crash")
+        self.counts[SERVICE_RESTART] += 1
+        self._record("down", service=host, fault=f"crashed; back in {downtime_ms}ms")
+        self._keep(asyncio.get_running_loop().create_task(self._restart(service, host, downtime_ms, restart)))
+
+    async def _restart(self, service: _Service, host: str, downtime_ms: int, restart: Callable[[str], ASGIApp]) -> None:
+        await asyncio.sleep(downtime_ms / 1000)
+        service.transport = _transport(restart(host))
+        service.down = False
+        self._record("up", service=host, fault=f"incarnation {service.incarnation}")
 
     def _current_outage(self, host: str) -> _Outage | None:
         outage = self._outages.get(host)

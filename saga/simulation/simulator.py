@@ -7,8 +7,12 @@ transfers through a real :class:`~saga.Orchestrator` on a
 :class:`~saga.simulation.network.SimulatedNetwork`. When the fault plan
 says so, the orchestrator crashes: every saga task is cancelled wherever it
 is, and a fresh orchestrator on the same log runs ``recover()`` while the
-remaining transfers go on. Once every saga is terminal, and again once every
-late duplicate has landed, the run checks its invariants.
+remaining transfers go on. When the plan crashes an accounts service
+instead, the service comes back after its downtime as a new app over the
+same store, which reads its ledger back from its record: the store stands
+for a database that outlived the service's process. Once every saga is
+terminal, and again once every late duplicate has landed, the run checks its
+invariants.
 """
 
 from __future__ import annotations
@@ -21,6 +25,8 @@ import traceback
 from collections import Counter, deque
 from dataclasses import dataclass, field
 from typing import Any
+
+from starlette.types import ASGIApp
 
 from saga import verify
 from saga.batch import PlannedTransfer
@@ -36,6 +42,7 @@ from saga.simulation.workload import WorkloadShape, draw_workload, seeded_ids, s
 from saga.states import SagaState
 from server import Settings, create_app
 from server.ledger import Ledger
+from server.stores.memory import MemoryStore
 
 #: Virtual wall-clock time at the start of every run, so that timestamps in
 #: the saga log look like real ones and are the same in every run.
@@ -173,26 +180,44 @@ class _Run:
         self.config = config
         rates = config.rates
         self.workload = draw_workload(_rng(config, "workload"), config.services, config.transfers, config.shape)
-        self.apps = {
-            host: create_app(
-                Settings(
-                    accounts=dict(accounts),
-                    credit_fault_rate=rates.credit_fault_rate,
-                    credit_fault_after_commit_rate=rates.credit_fault_after_commit_rate,
-                    fault_seed=_rng(config, f"server/{host}").getrandbits(64),
-                )
-            )
-            for host, accounts in self.workload.balances.items()
-        }
-        self.ledgers: dict[str, Ledger] = {host: app.state.ledger for host, app in self.apps.items()}
+        #: Each service's store: it outlives the service's crashes, as a database would.
+        self.stores = {host: MemoryStore.create(accounts) for host, accounts in self.workload.balances.items()}
+        self.restarts: Counter[str] = Counter()
+        apps = {host: self._start_service(host) for host in self.stores}
         self.trace: list[TraceEvent] = []
-        self.network = SimulatedNetwork(self.apps, rates, _rng(config, "network"), self.trace)
+        self.network = SimulatedNetwork(apps, rates, _rng(config, "network"), self.trace)
         self.network.on_delivered = self._watch_balances
+        self.network.on_restart = self._restart_service
         self.overdrawn: dict[tuple[str, str], verify.Violation] = {}
         self.log = _SimulatedLog(_rng(config, "log"), rates.log_commit_ms)
         self.new_id = seeded_ids(_rng(config, "ids"))
         self.crashes = 0
         self.errors: list[verify.Violation] = []
+
+    @property
+    def ledgers(self) -> dict[str, Ledger]:
+        """Each service's ledger as its store holds it now: a restart reads it back anew."""
+        return {host: store.ledger for host, store in self.stores.items()}
+
+    def _start_service(self, host: str) -> ASGIApp:
+        """A new accounts service app over the host's store, with fault draws of its own."""
+        restarts = self.restarts[host]
+        rates = self.config.rates
+        settings = Settings(
+            accounts=dict(self.workload.balances[host]),
+            credit_fault_rate=rates.credit_fault_rate,
+            credit_fault_after_commit_rate=rates.credit_fault_after_commit_rate,
+            fault_seed=_rng(self.config, f"server/{host}" + (f"/restart {restarts}" if restarts else "")).getrandbits(
+                64
+            ),
+        )
+        return create_app(settings, self.stores[host])
+
+    def _restart_service(self, host: str) -> ASGIApp:
+        """The crashed service's process starts again: the store reads its ledger back, the app is new."""
+        self.stores[host].reload()
+        self.restarts[host] += 1
+        return self._start_service(host)
 
     def _orchestrator(self) -> Orchestrator:
         loop = asyncio.get_running_loop()
@@ -330,7 +355,7 @@ class _Run:
         A balance overdrawn by a race is often topped up again by later
         credits: only a check after every request sees it.
         """
-        for account in self.ledgers[host].accounts():
+        for account in self.stores[host].ledger.accounts():
             if account.balance < 0 and (host, account.user_id) not in self.overdrawn:
                 at_ms = round(asyncio.get_running_loop().time() * 1000)
                 self.overdrawn[(host, account.user_id)] = verify.Violation(

@@ -41,3 +41,12 @@ class MemoryStore:
 
     async def close(self) -> None:
         return None
+
+    def reload(self) -> None:
+        """Read the ledger back from its record, as a durable store does when its service restarts.
+
+        A real memory store dies with its process; the simulator calls this to
+        model a database that outlived a crashed service, so that the restart
+        path a database store takes is exercised under its faults.
+        """
+        self.ledger = self.ledger.reopened()

@@ -10,6 +10,7 @@ from typing import TypeVar
 
 import httpx
 import pytest
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from saga.simulation.clock import run_in_virtual_time
 from saga.simulation.faults import (
@@ -19,6 +20,7 @@ from saga.simulation.faults import (
     OUTAGE,
     REQUEST_LOST,
     RESPONSE_LOST,
+    SERVICE_RESTART,
     FaultRates,
     MillisecondRange,
     TraceEvent,
@@ -27,6 +29,7 @@ from saga.simulation.faults import (
 from saga.simulation.network import SimulatedNetwork
 from server import Settings, create_app
 from server.ledger import Ledger
+from server.stores.memory import MemoryStore
 
 HOST = "bank.sim"
 OPENING = 1_000
@@ -37,20 +40,25 @@ _Result = TypeVar("_Result")
 @dataclass
 class Bank:
     network: SimulatedNetwork
-    ledger: Ledger
+    store: MemoryStore
     trace: list[TraceEvent]
     client: httpx.AsyncClient
+
+    @property
+    def ledger(self) -> Ledger:
+        return self.store.ledger
 
 
 def run_with_bank(rates: FaultRates, scenario: Callable[[Bank], Awaitable[_Result]]) -> tuple[Bank, _Result]:
     """Run ``scenario`` on the virtual clock against one service behind a network with ``rates``."""
 
     async def main() -> tuple[Bank, _Result]:
-        app = create_app(Settings(accounts={"alice": OPENING}, credit_fault_rate=0.0))
+        store = MemoryStore.create({"alice": OPENING})
+        app = create_app(Settings(accounts={"alice": OPENING}, credit_fault_rate=0.0), store)
         trace: list[TraceEvent] = []
         network = SimulatedNetwork({HOST: app}, rates, random.Random(7), trace)
         async with httpx.AsyncClient(transport=network, base_url=f"http://{HOST}") as client:
-            bank = Bank(network, app.state.ledger, trace, client)
+            bank = Bank(network, store, trace, client)
             result = await scenario(bank)
             await network.drain()
         return bank, result
@@ -220,3 +228,127 @@ def test_requests_landing_in_the_same_millisecond_are_handled_together() -> None
     bank, _ = run_with_bank(rates, scenario)
     # Sent 0.2ms and 0.6ms in, 1ms on the wire: both land on the 2ms tick.
     assert [event.at_ms for event in bank.trace] == [2, 2]
+
+
+# -- a service that crashes and restarts ----------------------------------------
+
+#: Every request crashes the service while the bank allows it (see crash_next_send).
+RESTARTS = replace(
+    no_faults(),
+    service_restart=1.0,
+    restart_downtime_ms=MillisecondRange(1_000, 1_000),
+    latency_ms=MillisecondRange(50, 50),
+)
+
+
+def crash_next_send(bank: Bank, restarted: list[object]) -> None:
+    """Let the next request crash the service; it comes back as a new app over the same, reloaded store."""
+
+    def restart(host: str) -> ASGIApp:
+        bank.store.reload()
+        app = create_app(Settings(accounts={"alice": OPENING}, credit_fault_rate=0.0), bank.store)
+        restarted.append(app)
+        return app
+
+    bank.network.on_restart = restart
+
+
+async def crash_at(bank: Bank, seconds: float, restarted: list[object]) -> None:
+    """At ``seconds`` in, a request crashes the service and is itself refused."""
+    await asyncio.sleep(seconds)
+    crash_next_send(bank, restarted)
+    with pytest.raises(httpx.ConnectError):
+        await debit(bank, "crasher", amount=1)
+    bank.network.on_restart = None
+
+
+def test_a_crashed_service_refuses_connections_then_comes_back_as_a_new_app_over_the_same_store() -> None:
+    restarted: list[object] = []
+
+    async def scenario(bank: Bank) -> list[int]:
+        first = await debit(bank, "t-1")
+        await crash_at(bank, 0.0, restarted)
+        with pytest.raises(httpx.ConnectError):
+            await debit(bank, "t-2")
+        await asyncio.sleep(1.0)
+        again = await debit(bank, "t-1")
+        second = await debit(bank, "t-2")
+        assert again.headers.get("idempotent-replayed") == "true"
+        assert again.json() == first.json()
+        return [first.json()["balance"], second.json()["balance"]]
+
+    bank, balances = run_with_bank(RESTARTS, scenario)
+    assert balances == [OPENING - 100, OPENING - 200]
+    assert len(restarted) == 1
+    assert bank.network.counts[SERVICE_RESTART] == 1
+    assert [event.kind for event in bank.trace if event.kind in ("down", "up")] == ["down", "up"]
+    bank.ledger.check_invariants()
+
+
+# Down when the request arrives, or already back: either way its connection died with the crash.
+@pytest.mark.parametrize("downtime_ms", [1_000, 20])
+def test_a_request_on_the_wire_to_a_service_that_crashes_is_lost(downtime_ms: int) -> None:
+    async def scenario(bank: Bank) -> None:
+        async def sent_first() -> None:
+            with pytest.raises(httpx.ReadError):
+                await debit(bank, "t-1")
+
+        # Sent at 0 and 50ms on the wire: the crash at 10ms gets there first.
+        await asyncio.gather(sent_first(), crash_at(bank, 0.01, []))
+
+    rates = replace(RESTARTS, restart_downtime_ms=MillisecondRange(downtime_ms, downtime_ms))
+    bank, _ = run_with_bank(rates, scenario)
+    assert bank.ledger.balance("alice") == OPENING
+    assert bank.ledger.trail("t-1") == []
+    assert any(event.kind == "dropped" and event.transaction_id == "t-1" for event in bank.trace)
+
+
+def test_an_answer_on_its_way_back_from_a_service_that_crashes_is_lost_though_the_request_was_applied() -> None:
+    async def scenario(bank: Bank) -> None:
+        async def sent_first() -> None:
+            with pytest.raises(httpx.ReadError):
+                await debit(bank, "t-1")
+
+        # Lands at 50ms, answer due at 100ms: the crash at 70ms cuts it off.
+        await asyncio.gather(sent_first(), crash_at(bank, 0.07, []))
+
+    bank, _ = run_with_bank(RESTARTS, scenario)
+    assert bank.ledger.balance("alice") == OPENING - 100
+    assert [entry.outcome for entry in bank.ledger.trail("t-1")] == ["applied"]
+
+
+def test_a_request_the_service_is_handling_when_it_crashes_is_killed_where_it_is() -> None:
+    # A handler that awaits partway, as a database store does: the crash lands in the middle.
+    reached: list[str] = []
+
+    async def slow_app(scope: Scope, receive: Receive, send: Send) -> None:
+        reached.append("started")
+        await asyncio.sleep(1.0)
+        reached.append("finished")
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"{}"})
+
+    async def main() -> tuple[SimulatedNetwork, list[TraceEvent]]:
+        trace: list[TraceEvent] = []
+        network = SimulatedNetwork({HOST: slow_app}, RESTARTS, random.Random(7), trace)
+        async with httpx.AsyncClient(transport=network, base_url=f"http://{HOST}") as client:
+
+            async def handled_when_the_crash_comes() -> None:
+                with pytest.raises(httpx.ReadError):
+                    await client.post("/debit", headers={"transaction_id": "t-1"}, json={})
+
+            async def crash() -> None:
+                await asyncio.sleep(0.5)
+                network.on_restart = lambda host: slow_app
+                with pytest.raises(httpx.ConnectError):
+                    await client.post("/debit", headers={"transaction_id": "crasher"}, json={})
+                network.on_restart = None
+
+            await asyncio.gather(handled_when_the_crash_comes(), crash())
+            await network.drain()
+        return network, trace
+
+    network, trace = run_in_virtual_time(main())
+    assert reached == ["started"]
+    assert network.counts[SERVICE_RESTART] == 1
+    assert [(event.kind, event.transaction_id) for event in trace if event.kind == "dropped"] == [("dropped", "t-1")]

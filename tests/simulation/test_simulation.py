@@ -53,6 +53,29 @@ def test_the_standard_run_brings_debits_and_credits_to_their_fences(standard_run
     assert fenced["credit"] > 0
 
 
+def test_the_standard_run_brings_late_requests_to_fences_recorded_before_a_restart(
+    standard_runs: list[SimulationResult],
+) -> None:
+    # A restarted service must read its fences back: unless a debit or credit
+    # meets a fence recorded before its service crashed, a store that loses
+    # them on restart would pass.
+    fenced_across_a_restart = 0
+    for result in standard_runs:
+        crashed_at: dict[str, list[int]] = {}
+        fenced_at: dict[tuple[str, str], int] = {}
+        for event in result.trace:
+            if event.kind == "down":
+                crashed_at.setdefault(event.service, []).append(event.at_ms)
+            elif event.step.startswith("compensate_") and event.answer.startswith("200 voided"):
+                fenced_at.setdefault((event.service, event.transaction_id), event.at_ms)
+            elif event.answer.startswith("409 transaction_compensated"):
+                fenced = fenced_at.get((event.service, event.transaction_id))
+                crashes = crashed_at.get(event.service, [])
+                if fenced is not None and any(fenced < crash < event.at_ms for crash in crashes):
+                    fenced_across_a_restart += 1
+    assert fenced_across_a_restart > 0
+
+
 def test_every_planned_transfer_is_a_saga_or_was_cut_off_by_a_crash(standard_runs: list[SimulationResult]) -> None:
     for result in standard_runs:
         assert len(result.sagas) + result.abandoned == STANDARD_TRANSFERS

@@ -196,3 +196,32 @@ def test_negative_or_fractional_initial_balances_are_refused() -> None:
         Ledger({"x": -1})
     with pytest.raises(ValueError, match="balance of 'x'"):
         Ledger({"x": 1.5})  # type: ignore[dict-item]
+
+
+def test_a_reopened_ledger_keeps_balances_replays_and_fences(ledger: Ledger) -> None:
+    ledger.execute(DEBIT, "t1", "alice", 100)
+    ledger.execute(CREDIT, "t1", "bob", 100)
+    refused, _ = ledger.execute(DEBIT, "t2", "bob", 10_000)
+    ledger.execute(COMPENSATE_DEBIT, "t3", "alice", 40)
+    ledger.execute(COMPENSATE_CREDIT, "t4", "bob", 60)
+    reopened = ledger.reopened()
+    assert reopened.accounts() == ledger.accounts()
+    assert list(reopened.journal()) == list(ledger.journal())
+    assert len(reopened) == len(ledger)
+    again, replayed = reopened.execute(DEBIT, "t2", "bob", 10_000)
+    assert (again, replayed) == (refused, True)
+    late_debit, _ = reopened.execute(DEBIT, "t3", "alice", 40)
+    late_credit, _ = reopened.execute(CREDIT, "t4", "bob", 60)
+    assert (late_debit.rejection, late_credit.rejection) == ("transaction_compensated", "transaction_compensated")
+    assert (reopened.balance("alice"), reopened.balance("bob")) == (900, 600)
+    reopened.check_invariants()
+
+
+def test_a_reopened_ledger_goes_on_recording_after_what_it_read_back(ledger: Ledger) -> None:
+    ledger.execute(COMPENSATE_DEBIT, "t1", "alice", 5)
+    reopened = ledger.reopened()
+    reopened.execute(DEBIT, "t1", "alice", 5)
+    reopened.execute(DEBIT, "t2", "alice", 5)
+    assert [entry.operation for entry in reopened.trail("t1")] == [COMPENSATE_DEBIT, DEBIT]
+    assert ledger.trail("t2") == []
+    assert (ledger.balance("alice"), reopened.balance("alice")) == (1_000, 995)
