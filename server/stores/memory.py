@@ -41,3 +41,7 @@ class MemoryStore:
 
     async def close(self) -> None:
         return None
+
+    async def check_invariants(self) -> None:
+        """Raise InvariantViolation unless the balances agree with the journal."""
+        self.ledger.check_invariants()
