@@ -42,6 +42,10 @@ class MemoryStore:
     async def close(self) -> None:
         return None
 
+    async def check_invariants(self) -> None:
+        """Raise InvariantViolation unless the balances agree with the journal."""
+        self.ledger.check_invariants()
+
     def reload(self) -> None:
         """Read the ledger back from its record, as a durable store does when its service restarts.
 

@@ -2,20 +2,24 @@
 
 A Hypothesis state machine sends debits, credits and both compensations to the
 in-process app, with fresh transaction ids and reused ones, resent with the
-same body and with another. Before each request the reference model below,
-written from the contract's rules and not from server/ledger.py, predicts the
-answer; after each step the app's balances are compared with the model and
-with the money its own answers say it moved. A second machine adds credit
-faults, before and after commit, and learns from the audit trail what a lost
-answer did, as a saga would.
+same body and with another, on every ledger store (tests/support/stores.py).
+Before each request the reference model below, written from the contract's
+rules and not from server/ledger.py, predicts the answer; after each step the
+app's balances are compared with the model and with the money its own answers
+say it moved, and the store checks its balances against its own record. A
+second machine adds credit faults, before and after commit, and learns from
+the audit trail what a lost answer did, as a saga would.
 """
 
 from __future__ import annotations
 
 import asyncio
 import itertools
+import tempfile
 from collections.abc import Coroutine
+from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
 import httpx
@@ -32,7 +36,8 @@ from hypothesis.stateful import (
 )
 
 from server import Settings, create_app
-from server.ledger import MAX_AMOUNT, MAX_BALANCE, Ledger
+from server.ledger import MAX_AMOUNT, MAX_BALANCE
+from tests.support.stores import STORES, CheckedStore, StoreFactory, memory_store
 
 T = TypeVar("T")
 
@@ -148,6 +153,7 @@ class LedgerMachine(RuleBasedStateMachine):
     """Drives one in-process app on one event loop, step by step."""
 
     app_settings: ClassVar[dict[str, Any]] = {"credit_fault_rate": 0.0}
+    open_store: ClassVar[StoreFactory] = staticmethod(memory_store)
 
     transactions = Bundle("transactions")
     requests = Bundle("requests")
@@ -155,6 +161,8 @@ class LedgerMachine(RuleBasedStateMachine):
     def __init__(self) -> None:
         super().__init__()
         self.loop = asyncio.new_event_loop()
+        self.folder = tempfile.TemporaryDirectory(prefix="ledger-model-")
+        self.resources = AsyncExitStack()
         self.client: httpx.AsyncClient | None = None
         self.model = ReferenceLedger(dict(ACCOUNTS))
         self.ids = itertools.count(1)
@@ -166,9 +174,11 @@ class LedgerMachine(RuleBasedStateMachine):
         self.voided: set[tuple[str, str]] = set()
 
     def teardown(self) -> None:
-        if self.client is not None:
-            self.loop.run_until_complete(self.client.aclose())
-        self.loop.close()
+        try:
+            self.loop.run_until_complete(self.resources.aclose())
+        finally:
+            self.loop.close()
+            self.folder.cleanup()
 
     # -- rules -----------------------------------------------------------------
 
@@ -176,10 +186,17 @@ class LedgerMachine(RuleBasedStateMachine):
     def start_the_app(self, fault_seed: int) -> None:
         # The fault generator's seed comes from Hypothesis, so that replaying
         # or shrinking an example replays the same faults.
-        self.app = create_app(
-            Settings(accounts=ACCOUNTS, log_requests=False, fault_seed=fault_seed, **self.app_settings)
+        self.store: CheckedStore = self.run(
+            self.resources.enter_async_context(type(self).open_store(ACCOUNTS, Path(self.folder.name)))
         )
-        self.client = httpx.AsyncClient(transport=httpx.ASGITransport(app=self.app), base_url="http://accounts.test")
+        self.app = create_app(
+            Settings(accounts=ACCOUNTS, log_requests=False, fault_seed=fault_seed, **self.app_settings), self.store
+        )
+        self.client = self.run(
+            self.resources.enter_async_context(
+                httpx.AsyncClient(transport=httpx.ASGITransport(app=self.app), base_url="http://accounts.test")
+            )
+        )
 
     @rule(target=transactions)
     def fresh_transaction_id(self) -> str:
@@ -360,9 +377,9 @@ class LedgerMachine(RuleBasedStateMachine):
 
     @invariant()
     def balances_are_exactly_what_the_answers_moved(self) -> None:
-        # Read from the ledger, not over HTTP, to keep a step cheap: a failing
+        # Read from the store, not over HTTP, to keep a step cheap: a failing
         # example is shrunk by replaying thousands of them.
-        balances = {account.user_id: account.balance for account in self.ledger().accounts()}
+        balances = {account.user_id: account.balance for account in self.run(self.store.accounts())}
         assert all(balance >= 0 for balance in balances.values()), balances
         assert balances == self.model.balances
         moved = self.moved
@@ -377,12 +394,7 @@ class LedgerMachine(RuleBasedStateMachine):
 
     @invariant()
     def the_ledger_agrees_with_its_own_journal(self) -> None:
-        self.ledger().check_invariants()
-
-    def ledger(self) -> Ledger:
-        ledger = self.app.state.ledger
-        assert isinstance(ledger, Ledger)
-        return ledger
+        self.run(self.store.check_invariants())
 
 
 class LedgerWithCreditFaultsMachine(LedgerMachine):
@@ -402,11 +414,26 @@ BOUNDED = settings(
 SHRINKING_ROOM = pytest.mark.timeout(600)
 
 
-@SHRINKING_ROOM
-def test_the_app_follows_the_reference_model() -> None:
-    run_state_machine_as_test(LedgerMachine, settings=BOUNDED)
+def on_store(machine: type[LedgerMachine], store_name: str) -> type[LedgerMachine]:
+    return type(
+        f"{machine.__name__}On{store_name.title()}", (machine,), {"open_store": staticmethod(STORES[store_name])}
+    )
+
+
+def bounded_for(store_name: str) -> settings:
+    # A database store syncs every commit to disk, which makes an example
+    # several times slower; the memory store, as fast as the rules alone, runs
+    # the most examples, and the database stores enough to meet every rule.
+    return BOUNDED if store_name == "memory" else settings(BOUNDED, max_examples=20)
 
 
 @SHRINKING_ROOM
-def test_the_app_follows_the_reference_model_through_lost_and_refused_credits() -> None:
-    run_state_machine_as_test(LedgerWithCreditFaultsMachine, settings=BOUNDED)
+@pytest.mark.parametrize("store_name", sorted(STORES))
+def test_the_app_follows_the_reference_model(store_name: str) -> None:
+    run_state_machine_as_test(on_store(LedgerMachine, store_name), settings=bounded_for(store_name))
+
+
+@SHRINKING_ROOM
+@pytest.mark.parametrize("store_name", sorted(STORES))
+def test_the_app_follows_the_reference_model_through_lost_and_refused_credits(store_name: str) -> None:
+    run_state_machine_as_test(on_store(LedgerWithCreditFaultsMachine, store_name), settings=bounded_for(store_name))

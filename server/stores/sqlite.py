@@ -1,0 +1,437 @@
+"""The SQLite store: the ledger in one SQLite file, which several processes may share.
+
+Every ledger operation is decided by :func:`server.ledger.decide` inside a
+``BEGIN IMMEDIATE`` transaction, which takes the file's write lock before the
+first read: no other connection, in this process or another, can write
+between the read of the balance and the write of the new one. The file is in
+WAL mode with ``synchronous=FULL``, so an answered operation survives a power
+cut, and a busy timeout makes a second process wait for the lock rather than fail.
+
+All writes run on one dedicated thread, off the event loop, with group commit:
+the thread takes every operation queued at that moment and decides them in
+order in one transaction, each inside a savepoint of its own, so one failing
+operation rolls back alone while the others still commit with one fsync.
+No answer leaves before its commit. Reads run on a second thread with a
+connection of their own, so they never wait behind a sync.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import sqlite3
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Final, TypeVar
+
+from server.ledger import (
+    COMPENSATE_DEBIT,
+    CREDIT,
+    DEBIT,
+    MAX_BALANCE,
+    Account,
+    Entry,
+    InvariantViolation,
+    Operation,
+    decide,
+    replayed,
+)
+from server.stores import Execution, StorageUnavailable, StoreError
+from server.stores.migrations import pending
+
+T = TypeVar("T")
+
+#: How long a connection waits for another one's write lock before the operation fails.
+DEFAULT_BUSY_TIMEOUT_SECONDS: Final = 5.0
+
+# The one table every migration relies on, so it is made here rather than in a migration.
+_SCHEMA_VERSION_TABLE: Final = """
+CREATE TABLE IF NOT EXISTS schema_version (
+    version INTEGER PRIMARY KEY,
+    name TEXT NOT NULL,
+    applied_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))
+) STRICT
+"""
+
+_ENTRY_COLUMNS: Final = "sequence, transaction_id, operation, user_id, amount, outcome, balance, rejection"
+
+
+@dataclass(frozen=True, slots=True)
+class _Request:
+    operation: Operation
+    transaction_id: str
+    user_id: str
+    amount: int
+    apply_new: bool
+
+
+#: What the writer thread hands back for one request: its execution, or the error to raise.
+_Outcome = Execution | None | Exception
+
+
+class SqliteStore:
+    """A :class:`server.stores.LedgerStore` in one SQLite file."""
+
+    def __init__(
+        self,
+        path: Path,
+        writer: sqlite3.Connection,
+        reader: sqlite3.Connection,
+        *,
+        max_balance: int,
+        group_commit: bool,
+    ) -> None:
+        self.path = path
+        self._writer_connection = writer
+        self._reader_connection = reader
+        self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite-ledger-writer")
+        self._reader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite-ledger-reader")
+        self._max_balance = max_balance
+        self._group_commit = group_commit
+        self._queue: list[tuple[_Request, asyncio.Future[Execution | None]]] = []
+        self._committer: asyncio.Task[None] | None = None
+        self._closed = False
+        #: Transactions committed (or attempted) by the writer thread, and the requests they carried.
+        self.commits = 0
+        self.requests_committed = 0
+
+    @classmethod
+    async def open(
+        cls,
+        path: Path | str,
+        accounts: Mapping[str, int],
+        *,
+        max_balance: int = MAX_BALANCE,
+        busy_timeout: float = DEFAULT_BUSY_TIMEOUT_SECONDS,
+        group_commit: bool = True,
+    ) -> SqliteStore:
+        """Open the file at ``path``, creating and migrating it where needed.
+
+        The accounts in ``accounts`` are opened only where they do not exist
+        yet. Raises StoreError with a one-line reason.
+        """
+        path = Path(path)
+        loop = asyncio.get_running_loop()
+        # Opening blocks on the file lock when another process is migrating, so it too runs off the loop.
+        writer, reader = await loop.run_in_executor(None, _open_database, path, accounts, busy_timeout)
+        return cls(path, writer, reader, max_balance=max_balance, group_commit=group_commit)
+
+    # -- writes ------------------------------------------------------------------
+
+    async def execute(
+        self, operation: Operation, transaction_id: str, user_id: str, amount: int, *, apply_new: bool = True
+    ) -> Execution | None:
+        if self._closed:
+            raise StorageUnavailable(f"the SQLite store {self.path} is closed")
+        done: asyncio.Future[Execution | None] = asyncio.get_running_loop().create_future()
+        self._queue.append((_Request(operation, transaction_id, user_id, amount, apply_new), done))
+        if self._committer is None:
+            self._committer = asyncio.create_task(self._commit_queued(), name="sqlite-ledger-committer")
+        # Shielded: a request cancelled while its group commits must not tear
+        # down the commit other requests share; its own outcome is then
+        # unknown to its caller, exactly as after a lost response.
+        return await asyncio.shield(done)
+
+    async def _commit_queued(self) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            while self._queue:
+                if self._group_commit:
+                    group, self._queue = self._queue, []
+                else:
+                    group, self._queue = self._queue[:1], self._queue[1:]
+                requests = [request for request, _ in group]
+                try:
+                    outcomes = await loop.run_in_executor(
+                        self._writer, _write_group, self._writer_connection, requests, self._max_balance, self.path
+                    )
+                except Exception as error:  # the executor itself failed: nothing is known to be committed
+                    outcomes = [_unavailable(self.path, error) for _ in group]
+                self.commits += 1
+                self.requests_committed += len(group)
+                for (_, done), outcome in zip(group, outcomes, strict=True):
+                    if done.done():
+                        continue
+                    if isinstance(outcome, Exception):
+                        done.set_exception(outcome)
+                    else:
+                        done.set_result(outcome)
+        finally:
+            self._committer = None
+
+    # -- reads -------------------------------------------------------------------
+
+    async def _read(self, query: Callable[[sqlite3.Connection], T]) -> T:
+        if self._closed:
+            raise StorageUnavailable(f"the SQLite store {self.path} is closed")
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self._reader, query, self._reader_connection)
+        except sqlite3.Error as error:
+            raise _unavailable(self.path, error) from error
+
+    async def balance(self, user_id: str) -> int | None:
+        def query(connection: sqlite3.Connection) -> int | None:
+            row = connection.execute("SELECT balance FROM accounts WHERE user_id = ?", (user_id,)).fetchone()
+            return None if row is None else int(row[0])
+
+        return await self._read(query)
+
+    async def accounts(self) -> list[Account]:
+        def query(connection: sqlite3.Connection) -> list[Account]:
+            rows = connection.execute("SELECT user_id, balance FROM accounts ORDER BY user_id").fetchall()
+            return [Account(user_id, balance) for user_id, balance in rows]
+
+        return await self._read(query)
+
+    async def trail(self, transaction_id: str) -> list[Entry]:
+        def query(connection: sqlite3.Connection) -> list[Entry]:
+            return _entries_under(connection, transaction_id)
+
+        return await self._read(query)
+
+    async def check_invariants(self) -> None:
+        """Raise InvariantViolation unless the file's balances agree with its entries.
+
+        Every balance must be non-negative and equal to its opening balance
+        plus the changes of the entries that took effect; money moves only for
+        accounts that exist; every reversal follows the applied operation it
+        reverses, with its amount.
+        """
+        await self._read(_check_invariants)
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        if self._committer is not None:
+            await self._committer
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(self._writer, self._writer_connection.close)
+        await loop.run_in_executor(self._reader, self._reader_connection.close)
+        self._writer.shutdown(wait=True)
+        self._reader.shutdown(wait=True)
+
+
+# -- opening -------------------------------------------------------------------
+
+
+def _open_database(
+    path: Path, accounts: Mapping[str, int], busy_timeout: float
+) -> tuple[sqlite3.Connection, sqlite3.Connection]:
+    if not path.parent.is_dir():
+        raise StoreError(f"cannot open the SQLite database {path}: the folder {path.parent} does not exist")
+    writer = None
+    try:
+        writer = _connect(path, busy_timeout)
+        _migrate_and_open_accounts(writer, path, accounts)
+        reader = _connect(path, busy_timeout)
+    except sqlite3.Error as error:
+        if writer is not None:
+            writer.close()
+        raise StoreError(f"cannot open the SQLite database {path}: {_one_line(error)}") from None
+    except BaseException:
+        if writer is not None:
+            writer.close()
+        raise
+    return writer, reader
+
+
+def _connect(path: Path, busy_timeout: float) -> sqlite3.Connection:
+    # isolation_level=None: the store issues BEGIN and COMMIT itself.
+    connection = sqlite3.connect(path, timeout=busy_timeout, isolation_level=None, check_same_thread=False)
+    try:
+        (mode,) = connection.execute("PRAGMA journal_mode=WAL").fetchone()
+        if mode != "wal":
+            raise sqlite3.OperationalError(f"the file cannot use WAL mode (journal mode {mode})")
+        # FULL: a commit is synced to disk before its operation is answered.
+        connection.execute("PRAGMA synchronous=FULL")
+    except BaseException:
+        connection.close()
+        raise
+    return connection
+
+
+def _migrate_and_open_accounts(connection: sqlite3.Connection, path: Path, accounts: Mapping[str, int]) -> None:
+    # One write transaction for all of it: two processes starting together on
+    # a new file take turns, and the second finds the first one's work done.
+    connection.execute("BEGIN IMMEDIATE")
+    try:
+        connection.execute(_SCHEMA_VERSION_TABLE)
+        (applied,) = connection.execute("SELECT coalesce(max(version), 0) FROM schema_version").fetchone()
+        for migration in pending("sqlite", applied, str(path)):
+            for statement in _statements(migration.sql):
+                connection.execute(statement)
+            connection.execute(
+                "INSERT INTO schema_version (version, name) VALUES (?, ?)", (migration.version, migration.name)
+            )
+        for user_id, balance in accounts.items():
+            opened = connection.execute(
+                "INSERT INTO accounts (user_id, balance) VALUES (?, ?) ON CONFLICT (user_id) DO NOTHING",
+                (user_id, balance),
+            )
+            if opened.rowcount == 1:
+                connection.execute("INSERT INTO opening_balances (user_id, balance) VALUES (?, ?)", (user_id, balance))
+        connection.execute("COMMIT")
+    except BaseException:
+        _rollback(connection)
+        raise
+
+
+def _statements(script: str) -> list[str]:
+    """The statements of a migration script, to run one by one inside the caller's transaction.
+
+    ``executescript`` would commit the open transaction first, so the script is split here.
+    """
+    statements = []
+    current = ""
+    for line in script.splitlines(keepends=True):
+        current += line
+        if sqlite3.complete_statement(current):
+            statements.append(current.strip())
+            current = ""
+    if any(line.strip() and not line.strip().startswith("--") for line in current.splitlines()):
+        raise sqlite3.OperationalError(f"the migration ends in an incomplete statement: {current.strip()[:60]}")
+    return statements
+
+
+# -- the writer thread ---------------------------------------------------------
+
+
+def _write_group(
+    connection: sqlite3.Connection, requests: Sequence[_Request], max_balance: int, path: Path
+) -> list[_Outcome]:
+    """Decide ``requests`` in order in one transaction and commit it; one outcome per request.
+
+    A request that fails rolls back to its own savepoint, and the others
+    commit. When the transaction itself fails, every request gets
+    StorageUnavailable and nothing of the group is written.
+    """
+    outcomes: list[_Outcome] = []
+    try:
+        connection.execute("BEGIN IMMEDIATE")
+        (sequence,) = connection.execute("SELECT coalesce(max(sequence), 0) FROM entries").fetchone()
+        for request in requests:
+            sequence += 1
+            connection.execute("SAVEPOINT request")
+            try:
+                outcomes.append(_execute(connection, request, sequence, max_balance))
+            except Exception as error:
+                connection.execute("ROLLBACK TO request")
+                outcomes.append(_unavailable(path, error) if isinstance(error, sqlite3.Error) else error)
+            connection.execute("RELEASE request")
+        connection.execute("COMMIT")
+    except sqlite3.Error as error:
+        _rollback(connection)
+        return [_unavailable(path, error) for _ in requests]
+    return outcomes
+
+
+def _execute(connection: sqlite3.Connection, request: _Request, sequence: int, max_balance: int) -> Execution | None:
+    recorded = {entry.operation: entry for entry in _entries_under(connection, request.transaction_id)}
+    entry = replayed(
+        request.operation, request.transaction_id, request.user_id, request.amount, recorded.get(request.operation)
+    )
+    if entry is not None:
+        return entry, True
+    if not request.apply_new:
+        return None
+    row = connection.execute("SELECT balance FROM accounts WHERE user_id = ?", (request.user_id,)).fetchone()
+    entry = decide(
+        request.operation,
+        request.transaction_id,
+        request.user_id,
+        request.amount,
+        balance=None if row is None else row[0],
+        recorded=recorded,
+        sequence=sequence,
+        max_balance=max_balance,
+    )
+    connection.execute(
+        f"INSERT INTO entries ({_ENTRY_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        (
+            entry.sequence,
+            entry.transaction_id,
+            entry.operation,
+            entry.user_id,
+            entry.amount,
+            entry.outcome,
+            entry.balance,
+            entry.rejection,
+        ),
+    )
+    if entry.took_effect:
+        connection.execute("UPDATE accounts SET balance = ? WHERE user_id = ?", (entry.balance, entry.user_id))
+    return entry, False
+
+
+def _rollback(connection: sqlite3.Connection) -> None:
+    # After an I/O error SQLite may already have rolled back, and the rollback itself may fail.
+    if connection.in_transaction:
+        with contextlib.suppress(sqlite3.Error):
+            connection.execute("ROLLBACK")
+
+
+# -- rows and checks -----------------------------------------------------------
+
+
+def _entries_under(connection: sqlite3.Connection, transaction_id: str) -> list[Entry]:
+    rows = connection.execute(
+        f"SELECT {_ENTRY_COLUMNS} FROM entries WHERE transaction_id = ? ORDER BY sequence", (transaction_id,)
+    ).fetchall()
+    return [_entry_from_row(row) for row in rows]
+
+
+def _entry_from_row(row: tuple[Any, ...]) -> Entry:
+    sequence, transaction_id, operation, user_id, amount, outcome, balance, rejection = row
+    return Entry(
+        transaction_id, operation, user_id, amount, sequence, outcome=outcome, balance=balance, rejection=rejection
+    )
+
+
+def _check_invariants(connection: sqlite3.Connection) -> None:
+    # One read transaction: a consistent snapshot even while other processes write.
+    connection.execute("BEGIN")
+    try:
+        balances = dict(connection.execute("SELECT user_id, balance FROM accounts").fetchall())
+        expected = dict(connection.execute("SELECT user_id, balance FROM opening_balances").fetchall())
+        moved = [
+            _entry_from_row(row)
+            for row in connection.execute(
+                f"SELECT {_ENTRY_COLUMNS} FROM entries WHERE outcome IN ('applied', 'reversed') ORDER BY sequence"
+            ).fetchall()
+        ]
+    finally:
+        connection.execute("COMMIT")
+    if balances.keys() != expected.keys():
+        raise InvariantViolation(
+            f"accounts without an opening balance: {sorted(balances.keys() - expected.keys())}; "
+            f"opening balances without an account: {sorted(expected.keys() - balances.keys())}"
+        )
+    applied: dict[tuple[str, Operation], Entry] = {}
+    for entry in moved:
+        if entry.user_id not in balances:
+            raise InvariantViolation(f"{entry!r} moved money of a user with no account")
+        if entry.outcome == "reversed":
+            forward = applied.get((entry.transaction_id, DEBIT if entry.operation == COMPENSATE_DEBIT else CREDIT))
+            if forward is None or forward.amount != entry.amount:
+                raise InvariantViolation(f"{entry!r} reverses nothing it may reverse")
+        else:
+            applied[(entry.transaction_id, entry.operation)] = entry
+        expected[entry.user_id] += entry.delta
+    for user_id, balance in balances.items():
+        if type(balance) is not int or balance < 0:
+            raise InvariantViolation(f"balance of {user_id!r} is {balance!r}")
+        if balance != expected[user_id]:
+            raise InvariantViolation(
+                f"balance of {user_id!r} is {balance}, but its opening balance and entries say {expected[user_id]}"
+            )
+
+
+def _unavailable(path: Path, error: BaseException) -> StorageUnavailable:
+    return StorageUnavailable(f"the SQLite database {path} failed: {_one_line(error)}")
+
+
+def _one_line(error: BaseException) -> str:
+    return " ".join(str(error).split()) or type(error).__name__
