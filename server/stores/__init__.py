@@ -59,4 +59,9 @@ async def open_store(url: DatabaseUrl, accounts: Mapping[str, int], *, max_balan
         from server.stores.memory import MemoryStore
 
         return MemoryStore.create(accounts, max_balance=max_balance)
+    if url.kind == "postgresql":
+        from server.stores.postgres import PostgresStore
+
+        assert url.dsn is not None
+        return await PostgresStore.open(url.dsn, accounts, max_balance=max_balance)
     raise StoreError(f"the {url.kind} store is not built into this version")
