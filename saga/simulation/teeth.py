@@ -7,6 +7,11 @@ into a scratch folder, the patch is applied there, and the simulator runs
 there in a child process. A variant the simulator passes is a hole in the
 simulator.
 
+A mistake the simulator cannot see (it runs the memory store, so not one in
+the PostgreSQL store's SQL) names the tests that must catch it instead, one
+``# caught-by: tests/...::test_...`` line each after the first: those tests
+run in the patched copy, and each must fail there.
+
     .venv/bin/python -m saga.simulation.teeth            # every patch
     .venv/bin/python -m saga.simulation.teeth float-money
 """
@@ -31,6 +36,7 @@ from typing import Any, TextIO
 REPOSITORY = Path(__file__).resolve().parents[2]
 SIMULATOR = "saga/simulation"
 BREAKS_PREFIX = "# breaks:"
+CAUGHT_BY_PREFIX = "# caught-by:"
 
 
 class PatchError(RuntimeError):
@@ -53,6 +59,17 @@ class KnownBadVariant:
             raise PatchError(f"{self.patch} must start with a '{BREAKS_PREFIX} ...' line")
         return first.removeprefix(BREAKS_PREFIX).strip()
 
+    @property
+    def caught_by(self) -> tuple[str, ...]:
+        """The pytest node ids that must fail on this variant; empty when the simulator must catch it."""
+        tests = []
+        for line in self.patch.read_text(encoding="utf-8").splitlines()[1:]:
+            if not line.startswith("#"):
+                break
+            if line.startswith(CAUGHT_BY_PREFIX):
+                tests.append(line.removeprefix(CAUGHT_BY_PREFIX).strip())
+        return tuple(tests)
+
 
 @dataclass(frozen=True)
 class SimulatorVerdict:
@@ -72,6 +89,28 @@ class SimulatorVerdict:
     @property
     def caught(self) -> bool:
         return self.exit_code == 1 and bool(self.invariants_broken)
+
+
+@dataclass(frozen=True)
+class NamedTestsVerdict:
+    """What the named tests said about one tree."""
+
+    tests: tuple[str, ...]
+    exit_code: int
+    output: str
+    seconds: float
+
+    @property
+    def failed(self) -> list[str]:
+        return [test for test in self.tests if f"FAILED {test}" in self.output]
+
+    @property
+    def passed(self) -> bool:
+        return self.exit_code == 0 and f"{len(self.tests)} passed" in self.output
+
+    @property
+    def caught(self) -> bool:
+        return self.exit_code == 1 and self.failed == list(self.tests)
 
 
 def known_bad_variants(repository: Path = REPOSITORY) -> list[KnownBadVariant]:
@@ -175,6 +214,24 @@ def judge(
     return simulate_in(tree, seed=seed, seeds=seeds, transfers=transfers)
 
 
+def run_tests_in(tree: Path, tests: Sequence[str], *, timeout: float = 600.0) -> NamedTestsVerdict:
+    """Run ``tests`` in ``tree``, on the tree's own code, in a child process."""
+    command = [sys.executable, "-m", "pytest", "-q", "-rfs", "-p", "no:cacheprovider", *tests]
+    env = {name: value for name, value in os.environ.items() if name != "PYTHONPATH"}
+    started = time.perf_counter()
+    done = subprocess.run(command, cwd=tree, capture_output=True, text=True, env=env, timeout=timeout, check=False)
+    return NamedTestsVerdict(tuple(tests), done.returncode, done.stdout + done.stderr, time.perf_counter() - started)
+
+
+def judge_by_tests(variant: KnownBadVariant | None, scratch: Path, tests: Sequence[str]) -> NamedTestsVerdict:
+    """Copy the repository into ``scratch``, apply ``variant`` (None: leave it as it is), and run ``tests`` there."""
+    tree = scratch / "repository"
+    copy_repository(tree)
+    if variant is not None:
+        apply_patch(variant, tree)
+    return run_tests_in(tree, tests)
+
+
 def main(argv: Sequence[str] | None = None, out: TextIO = sys.stdout) -> int:
     parser = argparse.ArgumentParser(prog="python -m saga.simulation.teeth", description=__doc__.split("\n\n")[0])
     parser.add_argument("names", nargs="*", help="patch names (default: every patch under patches/)")
@@ -186,11 +243,17 @@ def main(argv: Sequence[str] | None = None, out: TextIO = sys.stdout) -> int:
     for variant in variants:
         check_applies_to_head(variant)
         with tempfile.TemporaryDirectory(prefix=f"teeth-{variant.name}-") as scratch:
-            verdict = judge(variant, Path(scratch), seeds=args.seeds, transfers=args.transfers)
-        status = "caught" if verdict.caught else "MISSED"
-        missed += not verdict.caught
-        broken = ", ".join(verdict.invariants_broken) or "nothing"
-        print(f"{status:>6}  {variant.name} ({verdict.seconds:.1f}s): broke {broken}", file=out)
+            if variant.caught_by:
+                by_tests = judge_by_tests(variant, Path(scratch), variant.caught_by)
+                caught, seconds = by_tests.caught, by_tests.seconds
+                found = f"failed {', '.join(by_tests.failed) or 'no test'}"
+            else:
+                verdict = judge(variant, Path(scratch), seeds=args.seeds, transfers=args.transfers)
+                caught, seconds = verdict.caught, verdict.seconds
+                found = f"broke {', '.join(verdict.invariants_broken) or 'nothing'}"
+        status = "caught" if caught else "MISSED"
+        missed += not caught
+        print(f"{status:>6}  {variant.name} ({seconds:.1f}s): {found}", file=out)
         print(f"        breaks: {variant.breaks}", file=out)
     return 1 if missed else 0
 

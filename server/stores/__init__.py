@@ -64,4 +64,7 @@ async def open_store(url: DatabaseUrl, accounts: Mapping[str, int], *, max_balan
 
         assert url.path is not None
         return await SqliteStore.open(url.path, accounts, max_balance=max_balance)
-    raise StoreError(f"the {url.kind} store is not built into this version")
+    from server.stores.postgres import PostgresStore
+
+    assert url.dsn is not None
+    return await PostgresStore.open(url.dsn, accounts, max_balance=max_balance)

@@ -2,6 +2,7 @@
 
     .venv/bin/python tests/contract/run_schemathesis.py [--max-examples N] [--workers N] [--seed N] [--token T]
     .venv/bin/python tests/contract/run_schemathesis.py --url URL [--token T]
+    .venv/bin/python tests/contract/run_schemathesis.py --database postgresql://... [--faults-off-only]
 
 Two runs, each against its own ``python -m server`` on a free loopback port,
 driven by the committed openapi/openapi.yaml (not the app's /openapi.json):
@@ -26,7 +27,9 @@ to two more stateful-only passes), or if the server logged a traceback. Exits
 
 With ``--url``, one run against a service that is already running (the
 compose ``contract`` service uses this): its fault rate is unknown, so it gets
-the second run's configuration. ``--token`` sends a bearer token, and starts
+the second run's configuration. ``--database`` starts the local services on
+that database (a PostgreSQL URL, say) instead of memory; ``--faults-off-only``
+keeps the first run alone. ``--token`` sends a bearer token, and starts
 the local services with it.
 """
 
@@ -52,6 +55,7 @@ if str(ROOT) not in sys.path:
     # Run as a script, Python puts tests/contract on the path, not the repo root.
     sys.path.insert(0, str(ROOT))
 
+from server.database_url import parse_database_url  # noqa: E402
 from server.ledger import MAX_BALANCE  # noqa: E402
 from server.process import ServerProcess  # noqa: E402
 
@@ -174,7 +178,12 @@ def service(run: ContractRun, args: argparse.Namespace) -> Iterator[tuple[str, C
         return
     accounts = ", ".join(f"{user}={balance}" for user, balance in ACCOUNTS.items())
     print(f"    service: python -m server, credit_fault_rate={run.credit_fault_rate}, accounts {accounts}")
-    with ServerProcess(ACCOUNTS, credit_fault_rate=run.credit_fault_rate, token=args.token) as server:
+    extra_args = ["--database", args.database] if args.database else []
+    if args.database:
+        print(f"    database: {parse_database_url(args.database)}")
+    with ServerProcess(
+        ACCOUNTS, credit_fault_rate=run.credit_fault_rate, token=args.token, extra_args=extra_args
+    ) as server:
         yield server.url, server.log
 
 
@@ -258,6 +267,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--seed", type=int, default=None, help="schemathesis seed, to repeat a run")
     parser.add_argument("--url", default=None, help="test this running service instead of starting two")
     parser.add_argument("--token", default=None, help="bearer token to send (and to start local services with)")
+    parser.add_argument(
+        "--database", default=None, help="start the local services on this database URL (default: memory)"
+    )
+    parser.add_argument("--faults-off-only", action="store_true", help="only the first run: credit faults off")
     return parser
 
 
@@ -265,6 +278,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     started = time.monotonic()
     runs = RUNS if args.url is None else runs_against(args.url)
+    if args.faults_off_only:
+        runs = RUNS[:1]
     outcomes = [execute(run, number, len(runs), args) for number, run in enumerate(runs, 1)]
     report(outcomes)
     passed = all(outcome.passed for outcome in outcomes)

@@ -4,7 +4,9 @@ Each patch is applied to a scratch copy of the committed repository (with
 the simulator as it is in the working tree), and the copy's simulator runs
 in a child process: a few seeds of 200 transfers, stopping at the first
 violation. The same run on an unpatched copy must stay clean, so a catch is
-the patch's doing, not the copy's.
+the patch's doing, not the copy's. A patch the simulator cannot see (one in
+the PostgreSQL store's SQL) names its ``# caught-by:`` tests instead: each
+must fail in the patched copy and pass in an unpatched one.
 """
 
 from __future__ import annotations
@@ -21,10 +23,13 @@ from saga.simulation.teeth import (
     check_applies_to_head,
     copy_repository,
     judge,
+    judge_by_tests,
     known_bad_variants,
 )
+from tests.support.postgres import require_server
 
-#: patch name -> the invariant the simulator must report as broken.
+#: patch name -> the invariant the simulator must report as broken, or, for a
+#: patch with caught-by tests, the first test that must fail.
 EXPECTED_CATCHES = MappingProxyType(
     {
         "idempotency-check-removed": "no operation applied twice",
@@ -35,6 +40,9 @@ EXPECTED_CATCHES = MappingProxyType(
         "log-after-send": "money moves only for logged sagas",
         "credit-after-compensation-not-fenced": "money conserved",
         "restart-loses-fences": "money conserved",
+        "postgres-fence-check-dropped": (
+            "tests/integration/test_postgres_store.py::test_a_debit_or_credit_after_its_own_compensation_is_fenced"
+        ),
     }
 )
 
@@ -55,12 +63,33 @@ def test_the_patch_says_what_it_breaks_and_applies_to_head(name: str) -> None:
     check_applies_to_head(variant)
 
 
-@pytest.mark.parametrize("name", sorted(EXPECTED_CATCHES))
+CAUGHT_BY_TESTS = sorted(name for name in EXPECTED_CATCHES if variant_named(name).caught_by)
+CAUGHT_BY_SIMULATOR = sorted(name for name in EXPECTED_CATCHES if name not in CAUGHT_BY_TESTS)
+
+
+@pytest.mark.parametrize("name", CAUGHT_BY_SIMULATOR)
 def test_the_simulator_catches_the_patch(name: str, tmp_path: Path) -> None:
     verdict = judge(variant_named(name), tmp_path)
     assert verdict.exit_code == 1, verdict.stderr[-3000:]
     broken = verdict.invariants_broken
     assert any(invariant.startswith(EXPECTED_CATCHES[name]) for invariant in broken), broken
+
+
+@pytest.mark.parametrize("name", CAUGHT_BY_TESTS)
+def test_the_named_tests_catch_the_patch(name: str, tmp_path: Path) -> None:
+    require_server()
+    variant = variant_named(name)
+    assert variant.caught_by[0] == EXPECTED_CATCHES[name]
+    verdict = judge_by_tests(variant, tmp_path, variant.caught_by)
+    assert verdict.caught, verdict.output[-3000:]
+
+
+@pytest.mark.parametrize("name", CAUGHT_BY_TESTS)
+def test_the_unpatched_copy_passes_the_named_tests(name: str, tmp_path: Path) -> None:
+    require_server()
+    verdict = judge_by_tests(None, tmp_path, variant_named(name).caught_by)
+    assert verdict.passed, verdict.output[-3000:]
+    assert verdict.failed == []
 
 
 def test_the_unpatched_copy_passes_the_same_runs(tmp_path: Path) -> None:

@@ -11,8 +11,8 @@ import asyncio
 import os
 import socket
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
@@ -61,11 +61,27 @@ async def _admin(dsn: str, statement: str) -> None:
         await connection.close()
 
 
+def _unique_name(prefix: str) -> str:
+    return f"{prefix}_{os.getpid()}_{uuid.uuid4().hex[:10]}"
+
+
+@asynccontextmanager
+async def fresh_database_async(prefix: str = "saga_test") -> AsyncIterator[str]:
+    """fresh_database, for code already running on an event loop."""
+    dsn = require_server()
+    name = _unique_name(prefix)
+    await _admin(dsn, f'CREATE DATABASE "{name}"')
+    try:
+        yield with_database(dsn, name)
+    finally:
+        await _admin(dsn, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
 @contextmanager
 def fresh_database(prefix: str = "saga_test") -> Iterator[str]:
     """Create a uniquely named database on the test server; yield its DSN; drop it."""
     dsn = require_server()
-    name = f"{prefix}_{os.getpid()}_{uuid.uuid4().hex[:10]}"
+    name = _unique_name(prefix)
     # A refusal here (authentication, permissions) is raised, never skipped.
     asyncio.run(_admin(dsn, f'CREATE DATABASE "{name}"'))
     try:

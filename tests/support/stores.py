@@ -14,7 +14,9 @@ from typing import Protocol
 
 from server.stores import LedgerStore
 from server.stores.memory import MemoryStore
+from server.stores.postgres import PostgresStore
 from server.stores.sqlite import SqliteStore
+from tests.support.postgres import fresh_database_async
 
 
 class CheckedStore(LedgerStore, Protocol):
@@ -39,4 +41,16 @@ async def sqlite_store(accounts: Mapping[str, int], folder: Path) -> AsyncIterat
         await store.close()
 
 
-STORES: Mapping[str, StoreFactory] = MappingProxyType({"memory": memory_store, "sqlite": sqlite_store})
+@asynccontextmanager
+async def postgres_store(accounts: Mapping[str, int], folder: Path) -> AsyncIterator[CheckedStore]:
+    async with fresh_database_async("store") as dsn:
+        store = await PostgresStore.open(dsn, accounts)
+        try:
+            yield store
+        finally:
+            await store.close()
+
+
+STORES: Mapping[str, StoreFactory] = MappingProxyType(
+    {"memory": memory_store, "sqlite": sqlite_store, "postgresql": postgres_store}
+)

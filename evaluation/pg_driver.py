@@ -1,0 +1,187 @@
+"""What one debit costs the PostgreSQL store, measured against a fresh database.
+
+    .venv/bin/python -m evaluation.pg_driver [--dsn postgresql://postgres@127.0.0.1:5432/postgres]
+        [--operations 6000] [--concurrency 64] [--pool 16] [--accounts 8]
+
+Two shapes of the same debit, each through an asyncpg pool, ``--concurrency``
+at a time, each on a database of its own (created on the server ``--dsn``
+names, dropped afterwards):
+
+- ``one call``: the store as it is, one ``ledger_execute`` call (the rules in
+  PL/pgSQL) per debit: one round trip;
+- ``statements``: the rules in Python (``server.ledger.decide``), between
+  statements sent one by one in a transaction: BEGIN, the id lock, the id's
+  entries, the account row FOR UPDATE, the entry, the balance, COMMIT.
+
+It prints debits per second and the client's CPU per debit (this process's
+user and system time over the run, divided by the debits).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from urllib.parse import urlsplit, urlunsplit
+
+import asyncpg
+
+from server.ledger import DEBIT, Entry, Operation, decide
+from server.stores.postgres import PostgresStore
+
+DEFAULT_DSN = "postgresql://postgres@127.0.0.1:5432/postgres"
+OPENING_BALANCE = 10**12
+
+
+@dataclass(frozen=True)
+class Measurement:
+    shape: str
+    operations: int
+    seconds: float
+    cpu_seconds: float
+
+    @property
+    def per_second(self) -> float:
+        return self.operations / self.seconds
+
+    @property
+    def cpu_ms_per_operation(self) -> float:
+        return 1000 * self.cpu_seconds / self.operations
+
+
+@asynccontextmanager
+async def fresh_database(server_dsn: str) -> AsyncIterator[str]:
+    name = f"pg_driver_{os.getpid()}_{uuid.uuid4().hex[:8]}"
+    admin = await asyncpg.connect(server_dsn)
+    try:
+        await admin.execute(f'CREATE DATABASE "{name}"')
+        parts = urlsplit(server_dsn)
+        try:
+            yield urlunsplit((parts.scheme, parts.netloc, f"/{name}", parts.query, parts.fragment))
+        finally:
+            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await admin.close()
+
+
+Debit = Callable[[str, str], Awaitable[object]]
+
+
+async def measure(shape: str, debit: Debit, users: Sequence[str], operations: int, concurrency: int) -> Measurement:
+    queue = iter(range(operations))
+
+    async def worker() -> None:
+        for number in queue:
+            await debit(f"{shape}-{number}", users[number % len(users)])
+
+    cpu_started, started = time.process_time(), time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    return Measurement(shape, operations, time.perf_counter() - started, time.process_time() - cpu_started)
+
+
+async def one_call(dsn: str, users: Sequence[str], args: argparse.Namespace) -> Measurement:
+    store = await PostgresStore.open(dsn, dict.fromkeys(users, OPENING_BALANCE), pool_size=args.pool)
+    try:
+
+        async def debit(transaction_id: str, user_id: str) -> object:
+            return await store.execute(DEBIT, transaction_id, user_id, 1)
+
+        await measure("warm-up", debit, users, args.concurrency * 4, args.concurrency)
+        return await measure("one call", debit, users, args.operations, args.concurrency)
+    finally:
+        await store.close()
+
+
+async def statements(dsn: str, users: Sequence[str], args: argparse.Namespace) -> Measurement:
+    # The same schema, made by the store's own migrations.
+    await (await PostgresStore.open(dsn, dict.fromkeys(users, OPENING_BALANCE), pool_size=1)).close()
+    pool = await asyncpg.create_pool(dsn, min_size=args.pool, max_size=args.pool)
+    try:
+
+        async def debit(transaction_id: str, user_id: str) -> object:
+            async with pool.acquire() as connection, connection.transaction():
+                await connection.execute("SELECT pg_advisory_xact_lock(1, hashtext($1))", transaction_id)
+                rows = await connection.fetch(
+                    "SELECT sequence, operation, user_id, amount, outcome, balance, rejection "
+                    "FROM entries WHERE transaction_id = $1",
+                    transaction_id,
+                )
+                recorded: dict[Operation, Entry] = {
+                    row["operation"]: Entry(
+                        transaction_id,
+                        row["operation"],
+                        row["user_id"],
+                        row["amount"],
+                        row["sequence"],
+                        outcome=row["outcome"],
+                        balance=row["balance"],
+                        rejection=row["rejection"],
+                    )
+                    for row in rows
+                }
+                if DEBIT in recorded:
+                    return recorded[DEBIT]
+                balance = await connection.fetchval(
+                    "SELECT balance FROM accounts WHERE user_id = $1 FOR UPDATE", user_id
+                )
+                entry = decide(DEBIT, transaction_id, user_id, 1, balance=balance, recorded=recorded, sequence=0)
+                await connection.execute(
+                    "INSERT INTO entries (transaction_id, operation, user_id, amount, outcome, balance, rejection) "
+                    "VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                    transaction_id,
+                    entry.operation,
+                    user_id,
+                    entry.amount,
+                    entry.outcome,
+                    entry.balance,
+                    entry.rejection,
+                )
+                if entry.took_effect:
+                    await connection.execute(
+                        "UPDATE accounts SET balance = $2 WHERE user_id = $1", user_id, entry.balance
+                    )
+                return entry
+
+        await measure("warm-up", debit, users, args.concurrency * 4, args.concurrency)
+        return await measure("statements", debit, users, args.operations, args.concurrency)
+    finally:
+        await pool.close()
+
+
+async def run(args: argparse.Namespace) -> list[Measurement]:
+    users = [f"user-{number}" for number in range(args.accounts)]
+    results = []
+    for shape in (one_call, statements):
+        async with fresh_database(args.dsn) as dsn:
+            results.append(await shape(dsn, users, args))
+    return results
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m evaluation.pg_driver", description=__doc__.split("\n\n")[0] if __doc__ else None
+    )
+    parser.add_argument("--dsn", default=os.environ.get("PG_DSN") or DEFAULT_DSN, help="the server (PG_DSN)")
+    parser.add_argument("--operations", type=int, default=6000, help="debits per shape (6000)")
+    parser.add_argument("--concurrency", type=int, default=64, help="debits in flight (64)")
+    parser.add_argument("--pool", type=int, default=16, help="connections in the pool (16)")
+    parser.add_argument("--accounts", type=int, default=8, help="accounts the debits spread over (8)")
+    args = parser.parse_args(argv)
+    results = asyncio.run(run(args))
+    print(
+        f"{args.operations} debits per shape, {args.concurrency} in flight, pool of {args.pool}, "
+        f"{args.accounts} accounts"
+    )
+    print(f"{'shape':<12} {'debits/s':>10} {'client CPU ms/debit':>20}")
+    for result in results:
+        print(f"{result.shape:<12} {result.per_second:>10,.0f} {result.cpu_ms_per_operation:>20.3f}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,295 @@
+"""The PostgreSQL store against a real PostgreSQL server: one fresh database per test."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Coroutine, Mapping
+from contextlib import asynccontextmanager
+from typing import Any, TypeVar
+
+import asyncpg
+import httpx
+import pytest
+
+from server.ledger import MAX_BALANCE, IdempotencyKeyReused
+from server.process import REPO_ROOT
+from server.stores import StoreError
+from server.stores.postgres import PostgresStore
+from tests.conftest import StartServer
+
+pytestmark = pytest.mark.integration
+
+T = TypeVar("T")
+
+
+def run(coroutine: Coroutine[Any, Any, T]) -> T:
+    return asyncio.run(coroutine)
+
+
+@asynccontextmanager
+async def opened(dsn: str, accounts: Mapping[str, int], **options: Any) -> AsyncIterator[PostgresStore]:
+    store = await PostgresStore.open(dsn, accounts, **options)
+    try:
+        yield store
+    finally:
+        await store.close()
+
+
+@asynccontextmanager
+async def admin(dsn: str) -> AsyncIterator[asyncpg.Connection]:
+    connection = await asyncpg.connect(dsn)
+    try:
+        yield connection
+    finally:
+        await connection.close()
+
+
+def answer(execution: Any) -> tuple[Any, ...]:
+    entry, replayed = execution
+    return (entry.status, entry.rejection, entry.outcome, entry.amount, entry.balance, replayed)
+
+
+def closed_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+# -- persistence and replays -----------------------------------------------------
+
+
+def test_balances_and_entries_survive_close_and_reopen(pg_dsn: str) -> None:
+    async def scenario() -> None:
+        async with opened(pg_dsn, {"alice": 1_000, "bob": 0}) as store:
+            first = await store.execute("debit", "t1", "alice", 300)
+            assert first is not None
+            await store.execute("credit", "t1", "bob", 300)
+        # Other opening balances at restart: existing accounts keep theirs.
+        async with opened(pg_dsn, {"alice": 5, "bob": 5, "carol": 70}) as store:
+            assert [(account.user_id, account.balance) for account in await store.accounts()] == [
+                ("alice", 700),
+                ("bob", 300),
+                ("carol", 70),
+            ]
+            replay = await store.execute("debit", "t1", "alice", 300)
+            assert replay is not None
+            assert answer(replay) == (200, None, "applied", 300, 700, True)
+            assert replay[0].sequence == first[0].sequence
+            assert [entry.operation for entry in await store.trail("t1")] == ["debit", "credit"]
+            await store.check_invariants()
+
+    run(scenario())
+
+
+def test_a_replay_answers_exactly_what_was_first_answered(pg_dsn: str) -> None:
+    async def scenario() -> None:
+        async with opened(pg_dsn, {"alice": 100}) as store:
+            refused = await store.execute("debit", "t1", "alice", 500)
+            await store.execute("credit", "t2", "alice", 1_000)
+            # The account could pay now, but the recorded refusal is what a retry gets.
+            assert answer(await store.execute("debit", "t1", "alice", 500)) == (*answer(refused)[:-1], True)
+            assert answer(refused) == (409, "insufficient_funds", None, 500, None, False)
+            with pytest.raises(IdempotencyKeyReused):
+                await store.execute("debit", "t1", "alice", 501)
+            with pytest.raises(IdempotencyKeyReused):
+                await store.execute("debit", "t1", "bob", 500)
+            assert await store.balance("alice") == 1_100
+
+    run(scenario())
+
+
+def test_a_new_request_with_apply_new_false_is_neither_decided_nor_recorded(pg_dsn: str) -> None:
+    async def scenario() -> None:
+        async with opened(pg_dsn, {"alice": 100}) as store:
+            assert await store.execute("credit", "t1", "alice", 5, apply_new=False) is None
+            assert await store.trail("t1") == []
+            applied = await store.execute("credit", "t1", "alice", 5)
+            assert applied is not None
+            replay = await store.execute("credit", "t1", "alice", 5, apply_new=False)
+            assert replay is not None
+            assert answer(replay) == (200, None, "applied", 5, 105, True)
+
+    run(scenario())
+
+
+# -- the rules -------------------------------------------------------------------
+
+
+def test_a_debit_or_credit_after_its_own_compensation_is_fenced(pg_dsn: str) -> None:
+    async def scenario() -> None:
+        async with opened(pg_dsn, {"alice": 100, "bob": 100}) as store:
+            voided = await store.execute("compensate_debit", "t1", "alice", 10)
+            assert answer(voided) == (200, None, "voided", 10, 100, False)
+            late_debit = await store.execute("debit", "t1", "alice", 10)
+            assert answer(late_debit) == (409, "transaction_compensated", None, 10, None, False)
+
+            await store.execute("compensate_credit", "t2", "bob", 10)
+            late_credit = await store.execute("credit", "t2", "bob", 10)
+            assert answer(late_credit) == (409, "transaction_compensated", None, 10, None, False)
+            assert [(account.user_id, account.balance) for account in await store.accounts()] == [
+                ("alice", 100),
+                ("bob", 100),
+            ]
+
+    run(scenario())
+
+
+def test_compensations_reverse_the_recorded_amount_and_refuse_what_would_break_a_rule(pg_dsn: str) -> None:
+    async def scenario() -> None:
+        async with opened(pg_dsn, {"alice": 100, "bob": 0, "full": 50}, max_balance=100) as store:
+            await store.execute("debit", "t1", "alice", 30)
+            await store.execute("credit", "t1", "bob", 30)
+            completed = await store.execute("compensate_debit", "t1", "alice", 30)
+            assert answer(completed) == (409, "transfer_completed", None, 30, None, False)
+            with pytest.raises(IdempotencyKeyReused):
+                await store.execute("compensate_credit", "t1", "bob", 31)
+            reversed_credit = await store.execute("compensate_credit", "t1", "bob", 30)
+            assert answer(reversed_credit) == (200, None, "reversed", 30, 0, False)
+
+            await store.execute("debit", "t2", "full", 40)
+            await store.execute("credit", "t3", "full", 90)
+            beyond = await store.execute("compensate_debit", "t2", "full", 40)
+            assert answer(beyond) == (409, "balance_limit_exceeded", None, 40, None, False)
+            over = await store.execute("credit", "t4", "full", 1)
+            assert answer(over) == (409, "balance_limit_exceeded", None, 1, None, False)
+
+            unknown = await store.execute("credit", "t5", "nobody", 1)
+            assert answer(unknown) == (404, "unknown_user", None, 1, None, False)
+            assert [entry.user_id for entry in await store.trail("t5")] == ["nobody"]
+            await store.check_invariants()
+
+    run(scenario())
+
+
+# -- what the database itself enforces -------------------------------------------
+
+
+def test_the_database_refuses_a_duplicate_entry_and_a_balance_out_of_range(pg_dsn: str) -> None:
+    async def scenario() -> None:
+        async with opened(pg_dsn, {"alice": 100}) as store:
+            await store.execute("debit", "t1", "alice", 10)
+        async with admin(pg_dsn) as connection:
+            with pytest.raises(asyncpg.UniqueViolationError):
+                await connection.execute(
+                    "INSERT INTO entries (transaction_id, operation, user_id, amount, outcome, balance) "
+                    "VALUES ('t1', 'debit', 'alice', 10, 'applied', 80)"
+                )
+            with pytest.raises(asyncpg.CheckViolationError):
+                await connection.execute("UPDATE accounts SET balance = -1 WHERE user_id = 'alice'")
+            with pytest.raises(asyncpg.CheckViolationError):
+                await connection.execute("UPDATE accounts SET balance = $1 WHERE user_id = 'alice'", MAX_BALANCE + 1)
+            with pytest.raises(asyncpg.CheckViolationError):
+                await connection.execute(
+                    "INSERT INTO entries (transaction_id, operation, user_id, amount, outcome, balance, rejection) "
+                    "VALUES ('t2', 'debit', 'alice', 10, 'applied', 80, 'insufficient_funds')"
+                )
+            assert await connection.fetchval("SELECT balance FROM accounts WHERE user_id = 'alice'") == 90
+
+    run(scenario())
+
+
+def test_check_invariants_sees_a_balance_changed_behind_the_ledger(pg_dsn: str) -> None:
+    async def scenario() -> None:
+        async with opened(pg_dsn, {"alice": 100}) as store:
+            await store.execute("debit", "t1", "alice", 10)
+            await store.check_invariants()
+            async with admin(pg_dsn) as connection:
+                await connection.execute("UPDATE accounts SET balance = 95 WHERE user_id = 'alice'")
+            with pytest.raises(AssertionError, match="'alice' is 95, but the entries say 90"):
+                await store.check_invariants()
+
+    run(scenario())
+
+
+# -- opening -----------------------------------------------------------------------
+
+
+def test_a_schema_newer_than_the_code_is_refused(pg_dsn: str) -> None:
+    async def scenario() -> None:
+        async with opened(pg_dsn, {"alice": 100}):
+            pass
+        async with admin(pg_dsn) as connection:
+            await connection.execute("INSERT INTO schema_version (version, name) VALUES (99, 'from_the_future')")
+        with pytest.raises(StoreError, match="version 99, newer than this code's 1") as refused:
+            await PostgresStore.open(pg_dsn, {"alice": 100})
+        assert "\n" not in str(refused.value)
+
+    run(scenario())
+
+
+def test_an_unreachable_server_is_a_one_line_store_error() -> None:
+    dsn = f"postgresql://postgres:secret@127.0.0.1:{closed_port()}/ledger"
+    with pytest.raises(StoreError, match="cannot open the PostgreSQL store") as refused:
+        run(PostgresStore.open(dsn, {"alice": 1}))
+    assert "\n" not in str(refused.value)
+    assert "secret" not in str(refused.value)
+
+
+def test_a_role_that_does_not_exist_is_a_one_line_store_error(pg_dsn: str) -> None:
+    dsn = pg_dsn.replace("postgres@", "no_such_role_here@", 1)
+    assert dsn != pg_dsn
+    with pytest.raises(StoreError, match="no_such_role_here") as refused:
+        run(PostgresStore.open(dsn, {"alice": 1}))
+    assert "\n" not in str(refused.value)
+
+
+def test_python_m_server_says_one_line_and_exits_non_zero_when_the_database_is_unreachable() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "server", "--database", f"postgresql://postgres@127.0.0.1:{closed_port()}/ledger"],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 1
+    assert done.stderr.strip().startswith("error: cannot open the PostgreSQL store at postgresql://")
+    assert "Traceback" not in done.stderr
+
+
+# -- the database going away mid-operation -----------------------------------------
+
+
+def test_a_database_lost_mid_operation_answers_503_and_applies_nothing(pg_dsn: str, start_server: StartServer) -> None:
+    server = start_server({"alice": 1_000}, extra_args=["--database", pg_dsn])
+    headers, body = {"transaction_id": "t1"}, {"user_id": "alice", "amount": 100}
+
+    async def scenario() -> None:
+        async with admin(pg_dsn) as blocker, httpx.AsyncClient(base_url=server.url, timeout=30) as client:
+            # Hold alice's row, so the debit is inside its transaction, waiting, when its connection dies.
+            blocking = blocker.transaction()
+            await blocking.start()
+            await blocker.execute("SELECT 1 FROM accounts WHERE user_id = 'alice' FOR UPDATE")
+            debit = asyncio.ensure_future(client.post("/debit", headers=headers, json=body))
+            waiting: list[int] = []
+            deadline = time.monotonic() + 10
+            while not waiting and time.monotonic() < deadline:
+                await asyncio.sleep(0.05)
+                waiting = [
+                    row["pid"]
+                    for row in await blocker.fetch(
+                        "SELECT pid FROM pg_stat_activity WHERE datname = current_database() "
+                        "AND pid <> pg_backend_pid() AND wait_event_type = 'Lock'"
+                    )
+                ]
+            assert waiting, "the debit never waited for the row lock"
+            for pid in waiting:
+                await blocker.execute("SELECT pg_terminate_backend($1)", pid)
+            answered = await debit
+            assert answered.status_code == 503
+            assert answered.json()["code"] == "storage_unavailable"
+            assert answered.headers["retry-after"]
+            await blocking.rollback()
+
+            assert await blocker.fetchval("SELECT balance FROM accounts WHERE user_id = 'alice'") == 1_000
+            assert await blocker.fetchval("SELECT count(*) FROM entries") == 0
+            # The pool replaces the lost connection: the retry is applied, once.
+            retried = await client.post("/debit", headers=headers, json=body)
+            assert (retried.status_code, retried.json()["balance"]) == (200, 900)
+            assert "idempotent-replayed" not in retried.headers
+
+    run(scenario())
