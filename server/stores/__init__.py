@@ -48,6 +48,9 @@ class LedgerStore(Protocol):
 
     async def close(self) -> None: ...
 
+    async def check_invariants(self) -> None:
+        """Raise InvariantViolation unless the balances agree with the record of every entry."""
+
 
 async def open_store(url: DatabaseUrl, accounts: Mapping[str, int], *, max_balance: int = MAX_BALANCE) -> LedgerStore:
     """Open (creating or migrating where needed) the store ``url`` names.
