@@ -45,7 +45,8 @@ REJECTION_DETAILS: dict[str, str] = {
     "insufficient_funds": "the balance of {user_id!r} is too low for {operation} of {amount}",
     "balance_limit_exceeded": "a credit of {amount} would take the balance of {user_id!r} above the limit",
     "transaction_compensated": "{operation} was refused: the transaction was already compensated",
-    "transfer_completed": "the debit stands: this service holds an applied credit under the same transaction_id",
+    "transfer_completed": "{operation} was refused: the transfer completed on this service, which holds its applied "
+    "credit under the same transaction_id; the debit and the credit stand",
 }
 
 

@@ -256,6 +256,11 @@ def _compensate_credit(request: _Request, balance: int | None, recorded: Mapping
     credit = _undoable(request, recorded.get(CREDIT))
     if balance is None:
         return request.reject("unknown_user")
+    undo_debit = recorded.get(COMPENSATE_DEBIT)
+    if undo_debit is not None and undo_debit.rejection == "transfer_completed":
+        # This service has said the transfer completed, so the debit stands:
+        # reversing the credit now would destroy the money the debit took.
+        return request.reject("transfer_completed")
     if credit is None:
         return request.void(balance)
     if balance < credit.amount:

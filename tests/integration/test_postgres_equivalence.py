@@ -49,6 +49,7 @@ BRANCHES = {
     ("compensate_credit", "insufficient_funds"),
     ("compensate_credit", "unknown_user"),
     ("compensate_credit", "idempotency_key_reused"),
+    ("compensate_credit", "transfer_completed"),
 }
 
 Request = tuple[Operation, str, str, int]
@@ -120,13 +121,28 @@ def test_the_sql_rules_answer_as_the_python_rules(pg_dsn: str) -> None:
 
     seen: set[Any] = set()
 
-    @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow], database=None)
+    # Derandomized, so that which branches the draws reach is the same on every run.
+    @settings(
+        max_examples=60,
+        deadline=None,
+        suppress_health_check=[HealthCheck.too_slow],
+        database=None,
+        derandomize=True,
+    )
     @given(sequence=request_sequences())
-    # The two branches that need three requests in one order, which random draws reach only now and then.
+    # The branches that need three or four requests in one order, which random draws reach only now and then.
     @example(
         sequence=[("debit", "t1", "full", 30), ("credit", "t2", "full", 30), ("compensate_debit", "t1", "full", 30)]
     )
     @example(sequence=[("credit", "t1", "bob", 30), ("debit", "t2", "bob", 30), ("compensate_credit", "t1", "bob", 30)])
+    @example(
+        sequence=[
+            ("debit", "t1", "alice", 30),
+            ("credit", "t1", "bob", 30),
+            ("compensate_debit", "t1", "alice", 30),
+            ("compensate_credit", "t1", "bob", 30),
+        ]
+    )
     def check(sequence: list[Request]) -> None:
         asyncio.run(both_answer(pg_dsn, sequence, seen))
 

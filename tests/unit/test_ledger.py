@@ -155,6 +155,19 @@ def test_compensate_debit_is_refused_while_the_same_service_holds_the_credit(led
     assert ledger.total() == 1_500
 
 
+def test_after_transfer_completed_the_credit_cannot_be_reversed_and_no_money_is_destroyed(ledger: Ledger) -> None:
+    ledger.execute(DEBIT, "t1", "alice", 500)
+    ledger.execute(CREDIT, "t1", "bob", 500)
+    refused_debit_undo, _ = ledger.execute(COMPENSATE_DEBIT, "t1", "alice", 500)
+    refused_credit_undo, _ = ledger.execute(COMPENSATE_CREDIT, "t1", "bob", 500)
+    assert (refused_debit_undo.rejection, refused_credit_undo.rejection) == ("transfer_completed", "transfer_completed")
+    assert refused_credit_undo.status == 409
+    assert (ledger.balance("alice"), ledger.balance("bob"), ledger.total()) == (500, 1_000, 1_500)
+    replay, replayed = ledger.execute(COMPENSATE_CREDIT, "t1", "bob", 500)
+    assert (replay.rejection, replayed) == ("transfer_completed", True)
+    ledger.check_invariants()
+
+
 def test_compensate_debit_is_allowed_once_the_credit_was_reversed(ledger: Ledger) -> None:
     ledger.execute(DEBIT, "t1", "alice", 100)
     ledger.execute(CREDIT, "t1", "bob", 100)

@@ -126,7 +126,12 @@ class ReferenceLedger:
                 return Decision(409, "transfer_completed")
             if not self.applied(tx, "debit"):
                 return Decision(200, outcome="voided", balance=balance)
+            if balance + amount > MAX_BALANCE:
+                return Decision(409, "balance_limit_exceeded")
             return Decision(200, outcome="reversed", balance=balance + amount)
+        if self.refused(tx, "compensate_debit", "transfer_completed"):
+            # The service said the transfer completed: the credit stands with the debit.
+            return Decision(409, "transfer_completed")
         if not self.applied(tx, "credit"):
             return Decision(200, outcome="voided", balance=balance)
         if balance < amount:
@@ -136,6 +141,10 @@ class ReferenceLedger:
     def applied(self, transaction_id: str, operation: str) -> bool:
         first = self.recorded.get((transaction_id, operation))
         return first is not None and first[1].outcome == "applied"
+
+    def refused(self, transaction_id: str, operation: str, code: str) -> bool:
+        first = self.recorded.get((transaction_id, operation))
+        return first is not None and first[1].code == code
 
     def reversed(self, transaction_id: str, operation: str) -> bool:
         first = self.recorded.get((transaction_id, operation))
@@ -239,6 +248,39 @@ class LedgerMachine(RuleBasedStateMachine):
         if undo != "nothing":
             self.submit(Request("compensate_debit", transaction_id, payer, amount))
         return debit
+
+    @rule(
+        target=requests,
+        payer=st.sampled_from(list(ACCOUNTS)),
+        payee=st.sampled_from(list(ACCOUNTS)),
+        amount=amounts,
+        undo=st.sampled_from(["nothing", "the debit, then the credit", "the credit, then the debit"]),
+    )
+    def single_service_transfer_conserves_money(self, payer: str, payee: str, amount: int, undo: str) -> Request:
+        # A saga's requests between two accounts of this one service, under an
+        # id of its own, with its compensations in either order: whatever the
+        # service refuses along the way, the total over the service must not
+        # change, except by a debit whose credit has not landed yet.
+        transaction_id = f"transfer-{next(self.ids)}"
+        total_before = self.total()
+        debit = self.submit(Request("debit", transaction_id, payer, amount))
+        if not self.model.applied(transaction_id, "debit"):
+            assert self.total() == total_before
+            return debit
+        credit = Request("credit", transaction_id, payee, amount)
+        self.submit(credit)
+        if undo == "the debit, then the credit":
+            self.submit(Request("compensate_debit", transaction_id, payer, amount))
+            self.submit(Request("compensate_credit", transaction_id, payee, amount))
+        elif undo == "the credit, then the debit":
+            self.submit(Request("compensate_credit", transaction_id, payee, amount))
+            self.submit(Request("compensate_debit", transaction_id, payer, amount))
+        in_flight = amount if undo == "nothing" and not self.model.applied(transaction_id, "credit") else 0
+        assert self.total() == total_before - in_flight, f"{undo}: money was created or destroyed"
+        return debit
+
+    def total(self) -> int:
+        return sum(account["balance"] for account in self.get("/accounts")["accounts"])
 
     @rule(target=requests, request=requests, transaction_id=transactions)
     def spend_the_same_amount(self, request: Request, transaction_id: str) -> Request:

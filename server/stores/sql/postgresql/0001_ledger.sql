@@ -186,7 +186,11 @@ BEGIN
             new_balance := current_balance + forward_entry.amount;
         END IF;
     ELSIF p_operation = 'compensate_credit' THEN
-        IF forward_entry.sequence IS NULL THEN
+        IF undo_debit.rejection = 'transfer_completed' THEN
+            -- This service has said the transfer completed, so the debit
+            -- stands: reversing the credit would destroy the money it took.
+            new_rejection := 'transfer_completed';
+        ELSIF forward_entry.sequence IS NULL THEN
             new_outcome := 'voided';
             new_balance := current_balance;
         ELSIF current_balance < forward_entry.amount THEN
