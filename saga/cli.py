@@ -7,10 +7,11 @@ import asyncio
 import json
 import logging
 import os
+import re
 import sys
 from collections.abc import Callable, Coroutine, Sequence
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, NoReturn, TextIO
 
 from generated_client.api.accounts import get_account
 from generated_client.models import Account
@@ -18,7 +19,7 @@ from saga import batch, services
 from saga.log import SagaLogError, SqliteSagaLog
 from saga.orchestrator import MAX_AMOUNT, InvalidTransfer, Orchestrator, same_account_problem
 from saga.records import AccountRef, SagaRecord
-from saga.replicas import first_reachable, parse_urls
+from saga.replicas import describe, first_reachable, parse_urls
 from saga.retry import RetryPolicies, RetryPolicy
 from saga.run import TransferResult
 from saga.states import SagaState
@@ -33,28 +34,57 @@ class UsageError(Exception):
     """Bad input: reported on one line, with nothing done."""
 
 
-def _amount(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"amount must be a whole number of minor units, got {text!r}") from None
-    if not 1 <= value <= MAX_AMOUNT:
-        raise argparse.ArgumentTypeError(f"amount must be between 1 and {MAX_AMOUNT} minor units, got {value}")
-    return value
+class OneLineParser(argparse.ArgumentParser):
+    """Bad options are bad input like any other: one line on stderr, exit 2, nothing done."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_BAD_INPUT, f"error: {message} (see {self.prog} --help)\n")
 
 
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a number of at least 1, got {value}")
+# Only ASCII digits: int() would also take ' 5', '1_000' and other scripts' digits such as '٥'.
+_INTEGER = re.compile(r"-?[0-9]+")
+_DECIMAL = re.compile(r"-?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][-+]?[0-9]+)?")
+
+MAX_TRANSFERS = 10_000_000
+MAX_CONCURRENCY = 100_000
+MAX_ATTEMPTS = 1_000_000
+MAX_SEED = 2**63 - 1
+MAX_REQUEST_TIMEOUT = 86_400.0
+
+
+def whole_number(minimum: int, maximum: int, what: str = "expected a whole number") -> Callable[[str], int]:
+    """An argparse type: an integer written in ASCII digits, between ``minimum`` and ``maximum``."""
+
+    def parse(text: str) -> int:
+        if not _INTEGER.fullmatch(text):
+            raise argparse.ArgumentTypeError(f"{what} written with the digits 0-9, got {text!r}")
+        # Compared by length first: int() of thousands of digits is slow, and refused past 4300.
+        digits = text.lstrip("-").lstrip("0")
+        if len(digits) > len(str(max(abs(minimum), abs(maximum)))) or not minimum <= int(text) <= maximum:
+            raise argparse.ArgumentTypeError(f"expected a number between {minimum} and {maximum}, got {text}")
+        return int(text)
+
+    return parse
+
+
+_amount = whole_number(1, MAX_AMOUNT, "amount must be a whole number of minor units")
+
+
+def _seconds(text: str) -> float:
+    if not _DECIMAL.fullmatch(text):
+        raise argparse.ArgumentTypeError(f"expected a number of seconds written with the digits 0-9, got {text!r}")
+    value = float(text)
+    if not 0 < value <= MAX_REQUEST_TIMEOUT:
+        raise argparse.ArgumentTypeError(
+            f"expected a number of seconds above 0 and at most {MAX_REQUEST_TIMEOUT:.0f}, got {text}"
+        )
     return value
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m saga", description="Money transfers as durable sagas.")
+    parser: argparse.ArgumentParser = OneLineParser(
+        prog="python -m saga", description="Money transfers as durable sagas."
+    )
     parser.add_argument("-v", "--verbose", action="store_true", help="log every retry and recovery")
     commands = parser.add_subparsers(dest="command", required=True)
 
@@ -71,14 +101,20 @@ def build_parser() -> argparse.ArgumentParser:
 
     def retry_options(command: argparse.ArgumentParser) -> None:
         command.add_argument(
-            "--max-credit-attempts", type=_positive, default=None, help="credit attempts before compensating (3)"
+            "--max-credit-attempts",
+            type=whole_number(1, MAX_ATTEMPTS),
+            default=None,
+            help="credit attempts before compensating (3)",
         )
         command.add_argument(
-            "--request-timeout", type=float, default=5.0, help="seconds before a request counts as lost (5)"
+            "--request-timeout",
+            type=_seconds,
+            default=5.0,
+            help="seconds before a request counts as lost; every timeout of the HTTP client follows it (5)",
         )
         command.add_argument(
             "--max-compensation-attempts",
-            type=_positive,
+            type=whole_number(1, MAX_ATTEMPTS),
             default=200,
             help="attempts per compensation in this run; a saga whose compensation cannot finish stays in "
             "COMPENSATING for the next recover (200, about six minutes at the capped backoff)",
@@ -97,9 +133,15 @@ def build_parser() -> argparse.ArgumentParser:
         "scenario", nargs="?", type=Path, help="a scenario file (instances/scenarios/*.json): starts its own services"
     )
     services_options(run_batch)
-    run_batch.add_argument("--transfers", type=_positive, default=None, help="how many transfers (200)")
-    run_batch.add_argument("--concurrency", type=_positive, default=None, help="sagas in flight at once (16)")
-    run_batch.add_argument("--seed", type=int, default=None, help="seed of the transfer plan")
+    run_batch.add_argument(
+        "--transfers", type=whole_number(1, MAX_TRANSFERS), default=None, help="how many transfers (200)"
+    )
+    run_batch.add_argument(
+        "--concurrency", type=whole_number(1, MAX_CONCURRENCY), default=None, help="sagas in flight at once (16)"
+    )
+    run_batch.add_argument(
+        "--seed", type=whole_number(-MAX_SEED, MAX_SEED), default=None, help="seed of the transfer plan"
+    )
     run_batch.add_argument("--max-amount", type=_amount, default=None, help="largest amount drawn (1000)")
     run_batch.add_argument("--no-audit", action="store_true", help="skip reading every saga's audit trail")
     run_batch.add_argument("--progress", action="store_true", help="show a progress bar even when not on a terminal")
@@ -130,8 +172,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def policies_from(args: argparse.Namespace) -> RetryPolicies:
-    if args.request_timeout <= 0:
-        raise UsageError("--request-timeout must be positive")
     defaults = RetryPolicies()
     return RetryPolicies(
         debit=RetryPolicy(maximum_attempts=5, request_timeout=args.request_timeout),
@@ -158,7 +198,9 @@ def service_urls(args: argparse.Namespace) -> tuple[tuple[str, ...], tuple[str, 
         source, target = parse_urls(args.source_url), parse_urls(args.target_url)
     except ValueError as error:
         raise UsageError(str(error)) from None
-    if not set(source).isdisjoint(target) and set(source) != set(target):
+    if AccountRef(source, "").same_service(AccountRef(target, "")) and set(source) != set(target):
+        # Compared as spelt alike (case, default port, loopback names), so that
+        # localhost and 127.0.0.1 cannot pass for two services.
         raise UsageError(
             "--source-url and --target-url share a URL, so name one service: give it the same URLs both times"
         )
@@ -191,7 +233,7 @@ async def require_account(orchestrator: Orchestrator, account: AccountRef) -> No
             ),
         )
     except Exception as error:
-        raise UsageError(f"cannot reach the accounts service at {where}: {type(error).__name__}") from None
+        raise UsageError(f"cannot reach the accounts service at {where}: {describe(error)}") from None
     if not isinstance(answer, Account):
         code = getattr(answer, "code", None)
         if code is not None and code.value == "unknown_user":
@@ -272,7 +314,7 @@ def run_scenario(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         raise UsageError("a scenario starts its own services: give no --url with it")
     try:
         return run_scenario_command(args, out, err)
-    except ScenarioError as error:
+    except (ScenarioError, SagaLogError) as error:
         raise UsageError(str(error)) from None
 
 
@@ -311,6 +353,8 @@ async def cmd_batch(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
                 progress=progress_bar(err) if show_progress else None,
                 audit=not args.no_audit,
                 before=before,
+                # A live service may serve others too, another batch among them.
+                exclusive=False,
             )
             report.recovered = recovered
     finally:
@@ -431,7 +475,11 @@ def main(argv: Sequence[str] | None = None, out: TextIO = sys.stdout, err: TextI
     if args.command == "demo":
         from saga.demo import run_demo
 
-        return run_demo(args, out, err)
+        try:
+            return run_demo(args, out, err)
+        except SagaLogError as error:
+            print(f"error: {error}", file=err)
+            return EXIT_BAD_INPUT
     if args.command == "simulate":
         from saga.simulation.cli import run_simulate_command
 

@@ -26,10 +26,12 @@ BANK_B = {"dave": 100_000, "erin": 100_000, "frank": 100_000}
 
 
 def add_demo_command(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    from saga.cli import MAX_CONCURRENCY, MAX_SEED, MAX_TRANSFERS, whole_number
+
     demo = commands.add_parser("demo", help="start two accounts services and run a batch of transfers between them")
-    demo.add_argument("--transfers", type=int, default=500)
-    demo.add_argument("--concurrency", type=int, default=32)
-    demo.add_argument("--seed", type=int, default=None)
+    demo.add_argument("--transfers", type=whole_number(1, MAX_TRANSFERS), default=500)
+    demo.add_argument("--concurrency", type=whole_number(1, MAX_CONCURRENCY), default=32)
+    demo.add_argument("--seed", type=whole_number(-MAX_SEED, MAX_SEED), default=None)
     demo.add_argument("--credit-fault-rate", type=float, default=0.3)
     demo.add_argument("--db", type=Path, default=None, help="keep the saga log here (default: a temporary file)")
     demo.add_argument(

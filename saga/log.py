@@ -15,10 +15,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fcntl
+import os
 import sqlite3
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import IO, Any, Protocol
+from typing import Any, Protocol
 
 from saga.records import AccountRef, Attempt, Change, Event, SagaRecord
 from saga.states import TERMINAL_STATES, SagaState
@@ -186,7 +187,7 @@ class SqliteSagaLog:
         self._wakeup = asyncio.Event()
         self._committer: asyncio.Task[None] | None = None
         self._closed = False
-        self._lock: IO[bytes] | None = None
+        self._lock: int | None = None
         self.commits = 0
         self.changes_committed = 0
 
@@ -205,11 +206,12 @@ class SqliteSagaLog:
         lock = None
         try:
             if exclusive:
-                lock = _lock(Path(path))
+                # Before SQLite opens the file: a refused process must not touch it.
+                lock = _lock(Path(path), create)
             connection = await loop.run_in_executor(executor, _connect, Path(path), create)
         except BaseException:
             if lock is not None:
-                lock.close()
+                os.close(lock)
             executor.shutdown(wait=False)
             raise
         log = cls(connection, executor)
@@ -343,19 +345,51 @@ class SqliteSagaLog:
         await self._run(self._connection.close)
         self._executor.shutdown(wait=True)
         if self._lock is not None:
-            self._lock.close()
+            os.close(self._lock)
 
 
-def _lock(path: Path) -> IO[bytes]:
-    if not path.parent.is_dir():
-        raise SagaLogError(f"no folder {path.parent} for the saga log")
-    handle = open(f"{path}.lock", "a+b")  # noqa: SIM115 - held open for the log's lifetime
+def _lock(path: Path, create: bool) -> int:
+    """Lock the log's file itself, whatever name it is reached by; returns the descriptor that holds the lock.
+
+    A lock beside the file follows the name given: through a symlink or a
+    hard link, a second process would get a lock of its own and drive the
+    first one's sagas. ``flock`` on the file's own descriptor is keyed by the
+    file (its inode), so every name of it shares the one lock. The lock is
+    ``flock`` and SQLite's are ``fcntl`` byte-range locks; on Linux the two do
+    not interact.
+
+    Closing any descriptor of a file drops the ``fcntl`` locks this process
+    holds on it, SQLite's included: so open a log once per process, and close
+    readers of it before the orchestrator's log.
+    """
+    flags = os.O_RDWR | os.O_CLOEXEC | (os.O_CREAT if create else 0)
     try:
-        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        descriptor = os.open(path, flags, 0o644)
+    except OSError as error:
+        raise SagaLogError(_open_problem(path, create, error)) from None
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
-        handle.close()
+        os.close(descriptor)
         raise SagaLogError(f"the saga log {path} is in use by another orchestrator process") from None
-    return handle
+    except OSError as error:
+        os.close(descriptor)
+        raise SagaLogError(f"cannot lock the saga log {path}: {_reason(error)}") from None
+    return descriptor
+
+
+def _open_problem(path: Path, create: bool, error: OSError) -> str:
+    if isinstance(error, FileNotFoundError):
+        if not create:
+            return f"no saga log at {path}"
+        if not path.parent.is_dir():
+            return f"no folder {path.parent} for the saga log"
+    return f"cannot open the saga log {path}: {_reason(error)}"
+
+
+def _reason(error: OSError) -> str:
+    text = os.strerror(error.errno) if error.errno else str(error)
+    return text[:1].lower() + text[1:]
 
 
 def count_sagas(path: Path) -> int:

@@ -140,6 +140,20 @@ class Orchestrator:
 
         return held()
 
+    @property
+    def http_timeout(self) -> httpx.Timeout:
+        """Every timeout of the HTTP client: the longest request timeout of any step.
+
+        httpx's default caps each request at 5 seconds, below a longer
+        ``request_timeout``; the step's own deadline (saga/steps.py) is the
+        one meant to end a request. Balance and trail reads get the same
+        allowance. The aiohttp transport takes its connect, read and pool
+        timeouts from this per request, in place of its session's defaults.
+        """
+        policies = self.policies
+        longest = max(policy.request_timeout for policy in (policies.debit, policies.credit, policies.compensation))
+        return httpx.Timeout(longest)
+
     async def aclose(self) -> None:
         if self._owns_transport:
             await self._transport.aclose()
@@ -180,7 +194,9 @@ class Orchestrator:
         client = self._clients.get(service_url)
         if client is None:
             headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
-            http = httpx.AsyncClient(base_url=service_url, transport=self._transport, headers=headers)
+            http = httpx.AsyncClient(
+                base_url=service_url, transport=self._transport, headers=headers, timeout=self.http_timeout
+            )
             generated: AnyClient
             if self.token:
                 generated = AuthenticatedClient(base_url=service_url, token=self.token, raise_on_unexpected_status=True)
@@ -217,5 +233,10 @@ def same_account_problem(source: AccountRef, target: AccountRef) -> str | None:
     if source.same_service(target) and set(source.urls) != set(target.urls):
         # Balances and audit trails are grouped by the set of a service's URLs:
         # one service listed two ways would be counted as two.
+        if source.comparable_urls() == target.comparable_urls():
+            return (
+                f"source and target name one service in two spellings ({','.join(source.urls)} and "
+                f"{','.join(target.urls)}): give it the same URLs both times"
+            )
         return "source and target share a service URL but list different URLs for that service"
     return None

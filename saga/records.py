@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from urllib.parse import urlsplit
 
 from saga.states import SagaState
 
@@ -24,6 +26,38 @@ def service_id(urls: str | Iterable[str]) -> str:
     service count as one service. A single URL is its own identity.
     """
     return ",".join(sorted(as_urls(urls)))
+
+
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+def comparable_url(url: str) -> str:
+    """``url`` spelt one way for comparing: two spellings of one address compare equal.
+
+    Lower-case scheme and host, the default port made explicit, no trailing
+    slash, and every loopback name (``localhost``, ``127.0.0.1``, ``[::1]``)
+    as one: a service on this machine answers on all of them alike. A URL
+    that does not parse is compared as written.
+    """
+    try:
+        parts = urlsplit(url.strip())
+        scheme = parts.scheme.lower()
+        host = (parts.hostname or "").rstrip(".")
+        port = parts.port or _DEFAULT_PORTS.get(scheme)
+    except ValueError:
+        return url
+    if _loopback(host):
+        host = "loopback"
+    return f"{scheme}://{host}:{port}{parts.path.rstrip('/')}"
+
+
+def _loopback(host: str) -> bool:
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 @dataclass(frozen=True, slots=True, init=False)
@@ -48,8 +82,12 @@ class AccountRef:
         return service_id(self.urls)
 
     def same_service(self, other: AccountRef) -> bool:
-        # Two services cannot share a URL, so one shared URL means one service.
-        return not set(self.urls).isdisjoint(other.urls)
+        # Two services cannot share a URL, so one shared URL, however spelt, means one service.
+        return not self.comparable_urls().isdisjoint(other.comparable_urls())
+
+    def comparable_urls(self) -> frozenset[str]:
+        """The service's URLs as :func:`comparable_url` spells them."""
+        return frozenset(comparable_url(url) for url in self.urls)
 
     def same_account(self, other: AccountRef) -> bool:
         return self.user_id == other.user_id and self.same_service(other)

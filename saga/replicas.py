@@ -9,6 +9,7 @@ compensation rules as before.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
@@ -27,6 +28,39 @@ def unreachable(error: BaseException) -> bool:
     # alike; only the aiohttp cause tells a failed connect from the rest. So a
     # ConnectTimeout without that cause does not count: it may be either.
     return isinstance(error, httpx.TransportError) and isinstance(error.__cause__, aiohttp.ClientConnectorError)
+
+
+def describe(error: BaseException) -> str:
+    """``error``'s real kind, for the attempt log and error messages: ``ConnectError: connection refused``.
+
+    httpx-aiohttp names every aiohttp connection error ``ConnectTimeout``; a
+    refused connection reported as a timeout sends an operator looking at the
+    network instead of at the service that is down.
+    """
+    cause = error.__cause__
+    if unreachable(error):
+        detail = _os_reason(error) or str(error)
+        return f"ConnectError: {detail}" if detail else "ConnectError"
+    if isinstance(cause, aiohttp.ConnectionTimeoutError):
+        return "ConnectTimeout"
+    if isinstance(error, httpx.ConnectTimeout) and isinstance(cause, aiohttp.ClientError):
+        # A connection that broke after it was made, e.g. ServerDisconnectedError.
+        return type(cause).__name__
+    return type(error).__name__
+
+
+def _os_reason(error: BaseException) -> str | None:
+    """The operating system's reason at the root of ``error`` ("connection refused"), if there is one."""
+    seen: set[int] = set()
+    link: BaseException | None = error
+    while link is not None and id(link) not in seen:
+        seen.add(id(link))
+        if isinstance(link, OSError) and link.errno is not None:
+            text = os.strerror(link.errno) if link.errno > 0 else (link.strerror or "")
+            if text:
+                return text[0].lower() + text[1:]
+        link = link.__cause__ or link.__context__
+    return None
 
 
 class Replicas:

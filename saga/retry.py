@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import random
 from dataclasses import dataclass, field
 
@@ -32,8 +33,8 @@ class RetryPolicy:
             raise ValueError("backoff_coefficient must be at least 1")
         if not 0 <= self.jitter <= 1:
             raise ValueError("jitter must be between 0 and 1")
-        if self.request_timeout <= 0:
-            raise ValueError("request_timeout must be positive")
+        if not (math.isfinite(self.request_timeout) and self.request_timeout > 0):
+            raise ValueError("request_timeout must be a positive, finite number of seconds")
 
     def allows(self, attempt: int) -> bool:
         """Whether attempt number ``attempt`` (1-based) may be made."""

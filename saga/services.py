@@ -12,11 +12,13 @@ import asyncio
 import uuid
 from collections.abc import Iterable, Sequence
 
+import httpx
+
 from generated_client.api.accounts import get_transaction, list_accounts
 from generated_client.models import AccountList, TransactionTrail
 from saga.orchestrator import Orchestrator
 from saga.records import as_urls, service_id
-from saga.replicas import first_reachable
+from saga.replicas import describe, first_reachable
 from saga.verify import SagaEnd, TrailItem
 
 
@@ -39,9 +41,8 @@ async def balances(orchestrator: Orchestrator, service: str | Iterable[str]) -> 
             lambda url: list_accounts.asyncio(client=orchestrator.client_for(url), transaction_id=_correlation_id()),
         )
     except Exception as error:
-        raise ServiceUnavailable(
-            f"cannot reach the accounts service at {where}: {error or type(error).__name__}"
-        ) from error
+        reason = describe(error) if isinstance(error, httpx.TransportError) else str(error) or type(error).__name__
+        raise ServiceUnavailable(f"cannot reach the accounts service at {where}: {reason}") from error
     if not isinstance(answer, AccountList):
         detail = getattr(answer, "detail", "no readable answer")
         raise ServiceUnavailable(f"the accounts service at {where} refused to list accounts: {detail}")

@@ -29,7 +29,7 @@ from generated_client.api.ledger import compensate_credit, compensate_debit, cre
 from generated_client.models import LedgerRequest, LedgerResult, Problem
 from generated_client.types import Response
 from saga.records import Attempt
-from saga.replicas import unreachable
+from saga.replicas import describe, unreachable
 
 DEBIT: Final = "debit"
 CREDIT: Final = "credit"
@@ -101,10 +101,8 @@ async def send(
         return StepAnswer(Verdict.UNKNOWN, attempt(None, error="timeout"))
     except httpx.TransportError as error:
         if unreachable(error):
-            return StepAnswer(
-                Verdict.UNKNOWN, attempt(None, error=f"unreachable: {type(error).__name__}"), unreachable=True
-            )
-        return StepAnswer(Verdict.UNKNOWN, attempt(None, error=type(error).__name__))
+            return StepAnswer(Verdict.UNKNOWN, attempt(None, error=f"unreachable: {describe(error)}"), unreachable=True)
+        return StepAnswer(Verdict.UNKNOWN, attempt(None, error=describe(error)))
     except errors.UnexpectedStatus as error:
         return StepAnswer(_verdict(error.status_code), attempt(error.status_code, error="undocumented status"))
     except Exception as error:

@@ -42,6 +42,8 @@ class Violation:
     invariant: str
     detail: str
     transaction_ids: tuple[str, ...] = ()
+    #: ``user@service`` when the violation is about one account's balance.
+    account: str | None = None
 
     def __str__(self) -> str:
         return f"{self.invariant}: {self.detail}"
@@ -100,6 +102,41 @@ def check(
     return violations
 
 
+@dataclass(frozen=True, slots=True)
+class Judgement:
+    violations: list[Violation]
+    #: ``user@service`` of each account whose balance other traffic moved; their balances were not compared.
+    other_traffic: tuple[str, ...] = ()
+
+
+OTHER_TRAFFIC = "other traffic moved money on these accounts; balances not compared"
+
+
+def judge_shared(
+    before: Balances,
+    after: Balances,
+    sagas: Sequence[SagaEnd],
+    trails: Mapping[tuple[str, str], Sequence[TrailItem]] | None,
+) -> Judgement:
+    """:func:`check` for sagas that may share their accounts with traffic of others (a live service).
+
+    Every saga is judged by its own audit trail, as always. Its balances are
+    predicted from the sagas alone only if no one else moved money, so a
+    difference is put down to other traffic only where nothing else can
+    explain it: the total over all services is unchanged, no balance is
+    negative, every saga ended, and every saga's trail agrees with its end
+    state. Without trails (no audit) nothing vouches for the sagas, and the
+    balances are compared as for :func:`check`.
+    """
+    violations = check(before, after, sagas, trails, exclusive=False)
+    mismatches = _check_exact_balances(before, after, sagas)
+    if not mismatches:
+        return Judgement(violations)
+    if trails is None or violations:
+        return Judgement(violations + mismatches)
+    return Judgement(violations, tuple(sorted({m.account for m in mismatches if m.account is not None})))
+
+
 def _check_exact_balances(before: Balances, after: Balances, sagas: Sequence[SagaEnd]) -> list[Violation]:
     expected = {url: dict(accounts) for url, accounts in before.items()}
     for saga in sagas:
@@ -119,6 +156,7 @@ def _check_exact_balances(before: Balances, after: Balances, sagas: Sequence[Sag
                         "balances match the sagas",
                         f"{user}@{url} is {balance}, the completed sagas say {want}",
                         involved[:10],
+                        account=f"{user}@{url}",
                     )
                 )
     return violations

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import json
+import urllib.request
 from pathlib import Path
 
 import pytest
 
 from saga.log import count_sagas
 from tests.conftest import StartServer
-from tests.support.cli import saga_cli
+from tests.support.cli import saga_cli, unprivileged
+from tests.support.ports import dead_url
 
 pytestmark = pytest.mark.integration
 
@@ -119,3 +121,95 @@ def test_batch_needs_services() -> None:
     run = saga_cli("batch", "--transfers", "5")
     assert run.returncode == 2
     assert "--url" in run.stderr
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["transfer", "--from", "alice", "--to", "bob", "--amount", " 5"],
+        ["transfer", "--from", "alice", "--to", "bob", "--amount", "\u0665"],
+        ["transfer", "--from", "alice", "--to", "bob", "--amount", "1_000"],
+        ["transfer", "--from", "alice", "--to", "bob", "--amount", "+5"],
+        ["batch", "--transfers", "1_0"],
+        ["batch", "--concurrency", "\u0663"],
+        ["batch", "--transfers", "9" * 5000],
+    ],
+)
+def test_integer_flags_take_ascii_digits_only(args: list[str], tmp_path: Path) -> None:
+    db = tmp_path / "saga.db"
+    run = saga_cli(*args, "--url", "http://127.0.0.1:9", "--db", str(db))
+    assert run.returncode == 2
+    assert len(run.stderr.strip().splitlines()) == 1, run.stderr
+    assert "digits 0-9" in run.stderr or "between 1 and" in run.stderr
+    assert not db.exists()
+
+
+@pytest.mark.parametrize("seconds", ["nan", "inf", "-inf", "0", "-1", "0.0", "1e999", " 5"])
+def test_a_request_timeout_must_be_a_positive_finite_number(seconds: str, tmp_path: Path) -> None:
+    db = tmp_path / "saga.db"
+    for command in (["batch", "--url", "http://127.0.0.1:9"], ["recover"]):
+        run = saga_cli(*command, "--request-timeout", seconds, "--db", str(db))
+        assert run.returncode == 2
+        assert run.stderr.startswith("error: argument --request-timeout:"), run.stderr
+        assert len(run.stderr.strip().splitlines()) == 1, run.stderr
+    assert not db.exists()
+
+
+def unusable_db_paths(tmp_path: Path) -> dict[str, Path]:
+    read_only = tmp_path / "read-only"
+    read_only.mkdir()
+    read_only.chmod(0o555)
+    return {
+        "sysfs": Path("/sys/x.db"),
+        "read-only folder": read_only / "saga.db",
+        "missing folder": tmp_path / "absent" / "saga.db",
+        "a folder": tmp_path,
+    }
+
+
+@pytest.mark.parametrize("where", ["sysfs", "read-only folder", "missing folder", "a folder"])
+def test_an_unusable_db_path_is_one_line_for_every_command(where: str, tmp_path: Path) -> None:
+    db = unusable_db_paths(tmp_path)[where]
+    commands = [
+        ["transfer", "--from", "alice", "--to", "bob", "--amount", "5", "--url", "http://127.0.0.1:9"],
+        ["batch", "--url", "http://127.0.0.1:9", "--transfers", "5"],
+        ["recover"],
+        ["show", "3f2b8c1e-8d4a-4a53-9d1e-5f0e2b7c9a10"],
+        ["list"],
+    ]
+    for command in commands:
+        run = saga_cli(*command, "--db", str(db), wrapper=unprivileged())
+        assert run.returncode == 2, (command, run.stderr)
+        assert len(run.stderr.strip().splitlines()) == 1, (command, run.stderr)
+        assert run.stderr.startswith("error: "), (command, run.stderr)
+        assert str(db.parent) in run.stderr, (command, run.stderr)
+
+
+def test_a_refused_connection_is_named_so(tmp_path: Path) -> None:
+    dead = dead_url()
+    run = saga_cli(
+        "transfer", "--from", "a", "--to", "b", "--amount", "5", "--url", dead, "--db", str(tmp_path / "a.db")
+    )
+    assert run.returncode == 2
+    assert run.stderr == f"error: cannot reach the accounts service at {dead}: ConnectError: connection refused\n"
+
+
+@pytest.mark.parametrize(
+    "target_url",
+    ["http://localhost:{port}", "http://[::1]:{port}", "HTTP://LocalHost:{port}/", "http://127.0.0.1:{port}/"],
+)
+def test_one_account_spelt_two_ways_is_not_a_transfer(
+    start_server: StartServer, tmp_path: Path, target_url: str
+) -> None:
+    server = start_server({"alice": 1_000, "bob": 0})
+    db = tmp_path / "saga.db"
+    run = saga_cli(
+        "transfer", "--from", "alice", "--to", "alice", "--amount", "5",
+        "--source-url", server.url, "--target-url", target_url.format(port=server.port), "--db", str(db),
+    )  # fmt: skip
+    assert run.returncode == 2, run.stdout
+    assert len(run.stderr.strip().splitlines()) == 1, run.stderr
+    assert count_sagas(db) == 0
+    request = urllib.request.Request(f"{server.url}/accounts", headers={"transaction_id": "test-read"})
+    listed = json.loads(urllib.request.urlopen(request, timeout=10).read())
+    assert {account["user_id"]: account["balance"] for account in listed["accounts"]} == {"alice": 1_000, "bob": 0}

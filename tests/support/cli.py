@@ -2,15 +2,23 @@
 
 from __future__ import annotations
 
+import os
+import shutil
 import subprocess
 import sys
+from collections.abc import Sequence
 
 from server.process import REPO_ROOT
 
 
-def saga_cli(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+def saga_command(*args: str) -> list[str]:
+    return [sys.executable, "-m", "saga", *args]
+
+
+def saga_cli(*args: str, timeout: float = 120, wrapper: Sequence[str] = ()) -> subprocess.CompletedProcess[str]:
+    """Run ``python -m saga args``; ``wrapper`` is a command to run it under (see :func:`unprivileged`)."""
     return subprocess.run(
-        [sys.executable, "-m", "saga", *args],
+        [*wrapper, *saga_command(*args)],
         capture_output=True,
         text=True,
         cwd=REPO_ROOT,
@@ -18,3 +26,12 @@ def saga_cli(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[st
         stdin=subprocess.DEVNULL,
         check=False,
     )
+
+
+def unprivileged() -> list[str]:
+    """A wrapper under which file permissions bind, as for any user: root's override of them dropped."""
+    if os.geteuid() != 0:
+        return []
+    setpriv = shutil.which("setpriv")
+    assert setpriv is not None, "as root, setpriv (util-linux) is needed to drop the override of file permissions"
+    return [setpriv, "--bounding-set=-dac_override,-dac_read_search"]

@@ -21,8 +21,9 @@ from saga import (
 )
 from saga.orchestrator import fast_transport, same_account_problem
 from saga.records import service_id
-from saga.replicas import Replicas, parse_urls, unreachable
+from saga.replicas import Replicas, describe, parse_urls, unreachable
 from saga.run import TransferResult
+from saga.steps import DEBIT, StepAnswer, send
 from tests.support.ports import dead_url
 from tests.unit.test_saga_workflow import FAST, POLICIES, bank, ledger
 
@@ -81,6 +82,13 @@ def test_the_service_identity_does_not_depend_on_the_order_of_its_urls() -> None
         (AccountRef(("http://a", "http://b"), "alice"), AccountRef(("http://b", "http://c"), "bob"), "different URLs"),
         (AccountRef(("http://a", "http://b"), "alice"), AccountRef(("http://b", "http://a"), "bob"), None),
         (AccountRef(("http://a", "http://b"), "alice"), AccountRef("http://c", "alice"), None),
+        (AccountRef("http://127.0.0.1:8000", "alice"), AccountRef("http://localhost:8000", "alice"), "same account"),
+        (AccountRef("http://127.0.0.1:8000", "alice"), AccountRef("http://[::1]:8000/", "alice"), "same account"),
+        (AccountRef("HTTP://Bank.Test", "alice"), AccountRef("http://bank.test:80/", "alice"), "same account"),
+        (AccountRef("https://bank.test", "alice"), AccountRef("https://bank.test:443", "alice"), "same account"),
+        (AccountRef("http://127.0.0.1:8000", "alice"), AccountRef("http://localhost:8000", "bob"), "two spellings"),
+        (AccountRef("http://127.0.0.1:8000", "alice"), AccountRef("http://127.0.0.1:8001", "alice"), None),
+        (AccountRef("http://bank.test", "alice"), AccountRef("https://bank.test", "alice"), None),
     ],
 )
 def test_the_same_account_check_compares_sets_of_urls(
@@ -155,6 +163,32 @@ def test_a_refused_connection_on_a_real_socket_moves_on(transport: str) -> None:
     assert unreachable(asyncio.run(attempt()))
 
 
+def test_a_refused_connection_is_logged_as_a_refused_connection() -> None:
+    async def attempt() -> StepAnswer:
+        async with Orchestrator(MemorySagaLog()) as orchestrator:
+            url = dead_url()
+            return await send(
+                orchestrator.client_for(url), DEBIT, "t-1", "alice", 5, number=1, request_timeout=5, url=url
+            )
+
+    answer = asyncio.run(attempt())
+    assert answer.unreachable
+    assert answer.attempt.error == "unreachable: ConnectError: connection refused"
+
+
+@pytest.mark.parametrize(
+    ("error", "named"),
+    [
+        (caused_by(httpx.ConnectTimeout("refused"), connector_error()), "ConnectError: connection refused"),
+        (caused_by(httpx.ConnectTimeout("dropped"), aiohttp.ServerDisconnectedError()), "ServerDisconnectedError"),
+        (caused_by(httpx.ConnectTimeout("slow"), aiohttp.ConnectionTimeoutError()), "ConnectTimeout"),
+        (httpx.ReadTimeout("no answer", request=REQUEST), "ReadTimeout"),
+    ],
+)
+def test_transport_errors_are_named_by_their_real_kind(error: BaseException, named: str) -> None:
+    assert describe(error) == named
+
+
 def test_the_url_that_answered_last_is_tried_first() -> None:
     replicas = Replicas()
     urls = ("http://a", "http://b", "http://c")
@@ -213,7 +247,7 @@ def test_a_refused_connection_moves_the_same_attempt_to_the_next_url() -> None:
         ("debit", 1, LIVE, 200),
         ("credit", 1, LIVE, 200),  # the live URL is now tried first
     ]
-    assert result.attempts[0].error == "unreachable: ConnectError"
+    assert result.attempts[0].error == "unreachable: ConnectError: connection refused"
     assert result.retries == 0, "moving to another URL is not a retry"
     assert (ledger(app).balance("alice"), ledger(app).balance("bob")) == (900, 1_100)
     logged = [event.attempt.url for event in asyncio.run(log.history(result.transaction_id)) if event.attempt]

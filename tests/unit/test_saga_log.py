@@ -174,6 +174,8 @@ def test_retry_delays_back_off_to_the_cap_with_bounded_jitter() -> None:
         {"backoff_coefficient": 0.5},
         {"jitter": 1.5},
         {"request_timeout": 0.0},
+        {"request_timeout": float("nan")},
+        {"request_timeout": float("inf")},
     ],
 )
 def test_invalid_retry_policies_are_refused(kwargs: dict[str, float]) -> None:

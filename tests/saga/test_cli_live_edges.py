@@ -1,0 +1,146 @@
+"""``python -m saga`` against a slow service, a log reached by two names, and a service others use too."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from saga.log import SagaLogError, count_sagas
+from server.process import REPO_ROOT
+from tests.conftest import StartServer
+from tests.support.cli import saga_cli, saga_command
+from tests.support.proxy import DelayingProxy
+
+pytestmark = pytest.mark.integration
+
+BANK = {"alice": 100_000, "bob": 100_000, "carol": 100_000}
+
+
+def start_saga(*args: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        saga_command(*args),
+        cwd=REPO_ROOT,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def finish(process: subprocess.Popen[str], timeout: float = 120) -> tuple[str, str]:
+    try:
+        return process.communicate(timeout=timeout)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+
+
+def sagas_in(db: Path) -> int:
+    try:
+        return count_sagas(db)
+    except SagaLogError:
+        # The other process has created the file but not its tables yet.
+        return 0
+
+
+def test_a_request_timeout_above_five_seconds_waits_for_a_slow_service(
+    start_server: StartServer, tmp_path: Path
+) -> None:
+    server = start_server({"alice": 1_000, "bob": 0})
+    db = tmp_path / "saga.db"
+    # The service applies the debit at once and answers it 6.5 seconds later.
+    with DelayingProxy(server.port, delay=6.5, hold_answers=True) as slow:
+        done = saga_cli(
+            "transfer", "--from", "alice", "--to", "bob", "--amount", "250", "--url", slow.url,
+            "--request-timeout", "20", "--db", str(db), "--json",
+        )  # fmt: skip
+        assert slow.held == 1
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout.splitlines()[-1])
+    assert (result["state"], result["attempts"], result["retries"]) == ("COMPLETED", 2, 0)
+    history = json.loads(saga_cli("show", result["transaction_id"], "--db", str(db), "--json").stdout)["history"]
+    attempts = [event for event in history if event["kind"] == "attempt"]
+    assert [(attempt["step"], attempt["status"], attempt["error"]) for attempt in attempts] == [
+        ("debit", 200, None),
+        ("credit", 200, None),
+    ]
+    assert attempts[0]["latency_us"] >= 6_500_000
+
+
+def test_a_second_process_cannot_take_the_log_through_a_symlink_or_a_hard_link(
+    start_server: StartServer, tmp_path: Path
+) -> None:
+    server = start_server(BANK)
+    db = tmp_path / "saga.db"
+    symlink = tmp_path / "through-a-symlink.db"
+    symlink.symlink_to(db)
+    with DelayingProxy(server.port, delay=4.0) as slow:
+        first = start_saga(
+            "batch", "--url", slow.url, "--transfers", "6", "--concurrency", "6", "--request-timeout", "20",
+            "--db", str(db), "--json",
+        )  # fmt: skip
+        try:
+            deadline = time.monotonic() + 30
+            while sagas_in(db) < 6 and first.poll() is None and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert sagas_in(db) == 6, "the first batch is holding its debits"
+            hard_link = tmp_path / "through-a-hard-link.db"
+            os.link(db, hard_link)
+            for other_name in (symlink, hard_link):
+                for command in (["batch", "--url", slow.url, "--transfers", "1"], ["recover"]):
+                    second = saga_cli(*command, "--db", str(other_name))
+                    assert second.returncode == 2, (command, second.stdout, second.stderr)
+                    assert (
+                        second.stderr == f"error: the saga log {other_name} is in use by another orchestrator process\n"
+                    )
+                    assert "recovered" not in second.stdout + second.stderr
+            assert first.poll() is None, "the first batch was still running throughout"
+        finally:
+            out, err = finish(first)
+    assert first.returncode == 0, err
+    summary = json.loads(out.splitlines()[-1])
+    assert (summary["transfers"], summary["completed"], summary["recovered"]) == (6, 6, 0)
+    assert summary["violations"] == []
+    assert sagas_in(db) == 6
+
+
+def test_two_batches_on_one_account_see_each_other_as_other_traffic(start_server: StartServer, tmp_path: Path) -> None:
+    server = start_server(BANK)
+    # Each debit reaches the service two seconds late, so that both batches read
+    # their balances before either moves money, and both move it at once.
+    with DelayingProxy(server.port, delay=2.0) as slow:
+        batches = [
+            start_saga(
+                "batch",
+                "--url",
+                slow.url,
+                "--transfers",
+                "24",
+                "--concurrency",
+                "12",
+                "--seed",
+                str(seed),
+                "--request-timeout",
+                "20",
+                "--db",
+                str(tmp_path / f"saga-{seed}.db"),
+                "--json",
+            )
+            for seed in (1, 2)
+        ]
+        outputs = [finish(process) for process in batches]
+    for process, (out, err) in zip(batches, outputs, strict=True):
+        assert process.returncode == 0, err
+        summary = json.loads(out.splitlines()[-1])
+        assert summary["violations"] == []
+        assert summary["money_conserved"] is True
+        assert summary["balances_compared"] is False
+        assert summary["other_traffic"], "the other batch moved money on these accounts"
+        assert "other traffic moved money on these accounts; balances not compared" in err
+        assert "BROKEN" not in err
