@@ -185,7 +185,7 @@ async def _serve(
         options: dict[str, Any] = {
             "log_level": args.log_level,
             "access_log": False,
-            "http": guarded_protocol(limits),
+            "http": guarded_protocol(limits, store.ledger_id),
             "timeout_keep_alive": limits.keep_alive_timeout,
         }
         if listener is not None:

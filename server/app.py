@@ -16,7 +16,7 @@ from fastapi.responses import Response
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictInt
 from starlette.convertors import Convertor, register_url_convertor
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from server.contract import TRANSACTION_ID_PATTERN, USER_ID_PATTERN, load_contract
 from server.edge import RETRY_AFTER_SECONDS, ExactJsonRoute, RequestGuardMiddleware
@@ -221,6 +221,32 @@ class BearerTokenMiddleware:
         await self.app(scope, receive, send)
 
 
+class LedgerIdMiddleware:
+    """Names the ledger in a ``Ledger-Id`` header on every answer of a contract operation, errors included.
+
+    A client that sees the id change knows the service now holds another
+    ledger, one that forgot what the old one recorded.
+    """
+
+    def __init__(self, app: ASGIApp, ledger_id: Callable[[], str | None]) -> None:
+        self.app = app
+        self.ledger_id = ledger_id
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or not scope["path"].startswith(CONTRACT_PATH_PREFIXES):
+            await self.app(scope, receive, send)
+            return
+
+        async def send_with_ledger_id(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                ledger_id = self.ledger_id()
+                if ledger_id is not None:
+                    message = {**message, "headers": [*message["headers"], (b"ledger-id", ledger_id.encode())]}
+            await send(message)
+
+        await self.app(scope, receive, send_with_ledger_id)
+
+
 class ContractApp(FastAPI):
     """A FastAPI app that serves the committed contract as its OpenAPI document."""
 
@@ -242,6 +268,9 @@ class _StoreSlot:
 
     def fill(self, store: LedgerStore | None) -> None:
         self._store = store
+
+    def ledger_id(self) -> str | None:
+        return None if self._store is None else self._store.ledger_id
 
 
 def create_app(settings: Settings | None = None, store: LedgerStore | None = None) -> FastAPI:
@@ -301,6 +330,8 @@ def create_app(settings: Settings | None = None, store: LedgerStore | None = Non
         max_body_bytes=settings.max_body_bytes,
         on_refusal=lambda path, status, code: log(None, path, status, code),
     )
+    # Outermost, so that every answer carries it, the refusals above included.
+    app.add_middleware(LedgerIdMiddleware, ledger_id=slot.ledger_id)
 
     def ledger_endpoint(operation: Operation) -> Callable[[LedgerRequest, str], Awaitable[Response]]:
         faulted = operation == CREDIT

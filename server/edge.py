@@ -168,7 +168,7 @@ class ExactJsonRoute(APIRoute):
         return exact_handler
 
 
-def guarded_protocol(limits: EdgeLimits) -> type[HttpToolsProtocol]:
+def guarded_protocol(limits: EdgeLimits, ledger_id: str | None = None) -> type[HttpToolsProtocol]:
     """uvicorn's HTTP protocol with read deadlines and a connection limit.
 
     uvicorn arms only the keep-alive timeout: a client that sends its headers
@@ -179,7 +179,8 @@ def guarded_protocol(limits: EdgeLimits) -> type[HttpToolsProtocol]:
         "Service Unavailable",
         "service_overloaded",
         f"this service holds {limits.max_connections} connections already; retry later",
-        {"Retry-After": str(RETRY_AFTER_SECONDS), "Connection": "close"},
+        {"Retry-After": str(RETRY_AFTER_SECONDS), "Connection": "close"}
+        | ({"Ledger-Id": ledger_id} if ledger_id else {}),
     )
 
     class GuardedProtocol(HttpToolsProtocol):

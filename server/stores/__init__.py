@@ -8,6 +8,7 @@ the entry and the new balance, commit, and only then answer.
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Mapping
 from typing import Protocol
 
@@ -27,7 +28,15 @@ class StorageUnavailable(Exception):
 Execution = tuple[Entry, bool]
 
 
+def new_ledger_id() -> str:
+    return str(uuid.uuid4())
+
+
 class LedgerStore(Protocol):
+    #: Made when the store is created and kept as long as the store: a
+    #: different id means a different ledger, one that remembers nothing of the old.
+    ledger_id: str
+
     async def execute(
         self, operation: Operation, transaction_id: str, user_id: str, amount: int, *, apply_new: bool = True
     ) -> Execution | None:

@@ -9,12 +9,14 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from server.ledger import MAX_BALANCE, Account, Entry, Ledger, Operation
-from server.stores import Execution
+from server.stores import Execution, new_ledger_id
 
 
 class MemoryStore:
-    def __init__(self, ledger: Ledger) -> None:
+    def __init__(self, ledger: Ledger, ledger_id: str | None = None) -> None:
         self.ledger = ledger
+        #: New with every store: a process that restarts on the memory store is a new ledger.
+        self.ledger_id = ledger_id or new_ledger_id()
 
     @classmethod
     def create(cls, accounts: Mapping[str, int], *, max_balance: int = MAX_BALANCE) -> MemoryStore:

@@ -54,7 +54,7 @@ from server.ledger import (
     Outcome,
     RejectionCode,
 )
-from server.stores import Execution, StorageUnavailable, StoreError
+from server.stores import Execution, StorageUnavailable, StoreError, new_ledger_id
 from server.stores.migrations import pending
 
 #: The session advisory lock held while migrating and opening accounts; the
@@ -76,7 +76,8 @@ _ENTRY_COLUMNS = "sequence, transaction_id, operation, user_id, amount, outcome,
 
 
 class PostgresStore:
-    def __init__(self, pool: asyncpg.Pool, *, max_balance: int) -> None:
+    def __init__(self, pool: asyncpg.Pool, ledger_id: str, *, max_balance: int) -> None:
+        self.ledger_id = ledger_id
         self._pool = pool
         self._max_balance = max_balance
 
@@ -106,14 +107,14 @@ class PostgresStore:
             raise StoreError(f"cannot open the PostgreSQL store at {where}: {_one_line(error)}") from None
         try:
             async with pool.acquire(timeout=ACQUIRE_TIMEOUT_SECONDS) as connection:
-                await _set_up(connection, accounts, where)
+                ledger_id = await _set_up(connection, accounts, where)
         except StoreError:
             await pool.close()
             raise
         except DATABASE_FAILURES as error:
             await pool.close()
             raise StoreError(f"cannot set up the PostgreSQL store at {where}: {_one_line(error)}") from None
-        return cls(pool, max_balance=max_balance)
+        return cls(pool, ledger_id, max_balance=max_balance)
 
     async def execute(
         self, operation: Operation, transaction_id: str, user_id: str, amount: int, *, apply_new: bool = True
@@ -211,8 +212,8 @@ class PostgresStore:
 
 async def _set_up(
     connection: asyncpg.Connection | asyncpg.pool.PoolConnectionProxy, accounts: Mapping[str, int], where: str
-) -> None:
-    """Migrate, and open the accounts that do not exist yet, one replica at a time."""
+) -> str:
+    """Migrate, open the accounts that do not exist yet, and return the ledger's id; one replica at a time."""
     await connection.execute("SELECT pg_advisory_lock($1)", SETUP_LOCK_KEY)
     try:
         exists = await connection.fetchval("SELECT to_regclass('schema_version') IS NOT NULL")
@@ -237,6 +238,12 @@ async def _set_up(
             users,
             [accounts[user_id] for user_id in users],
         )
+        await connection.execute(
+            "INSERT INTO ledger_identity (singleton, ledger_id) VALUES (1, $1) ON CONFLICT (singleton) DO NOTHING",
+            new_ledger_id(),
+        )
+        ledger_id: str = await connection.fetchval("SELECT ledger_id FROM ledger_identity")
+        return ledger_id
     finally:
         await connection.execute("SELECT pg_advisory_unlock($1)", SETUP_LOCK_KEY)
 

@@ -38,7 +38,7 @@ from server.ledger import (
     decide,
     replayed,
 )
-from server.stores import Execution, StorageUnavailable, StoreError
+from server.stores import Execution, StorageUnavailable, StoreError, new_ledger_id
 from server.stores.migrations import pending
 
 T = TypeVar("T")
@@ -79,10 +79,12 @@ class SqliteStore:
         path: Path,
         writer: sqlite3.Connection,
         reader: sqlite3.Connection,
+        ledger_id: str,
         *,
         max_balance: int,
         group_commit: bool,
     ) -> None:
+        self.ledger_id = ledger_id
         self.path = path
         self._writer_connection = writer
         self._reader_connection = reader
@@ -115,8 +117,8 @@ class SqliteStore:
         path = Path(path)
         loop = asyncio.get_running_loop()
         # Opening blocks on the file lock when another process is migrating, so it too runs off the loop.
-        writer, reader = await loop.run_in_executor(None, _open_database, path, accounts, busy_timeout)
-        return cls(path, writer, reader, max_balance=max_balance, group_commit=group_commit)
+        writer, reader, ledger_id = await loop.run_in_executor(None, _open_database, path, accounts, busy_timeout)
+        return cls(path, writer, reader, ledger_id, max_balance=max_balance, group_commit=group_commit)
 
     # -- writes ------------------------------------------------------------------
 
@@ -219,13 +221,13 @@ class SqliteStore:
 
 def _open_database(
     path: Path, accounts: Mapping[str, int], busy_timeout: float
-) -> tuple[sqlite3.Connection, sqlite3.Connection]:
+) -> tuple[sqlite3.Connection, sqlite3.Connection, str]:
     if not path.parent.is_dir():
         raise StoreError(f"cannot open the SQLite database {path}: the folder {path.parent} does not exist")
     writer = None
     try:
         writer = _connect(path, busy_timeout)
-        _migrate_and_open_accounts(writer, path, accounts)
+        ledger_id = _migrate_and_open_accounts(writer, path, accounts)
         reader = _connect(path, busy_timeout)
     except sqlite3.Error as error:
         if writer is not None:
@@ -235,7 +237,7 @@ def _open_database(
         if writer is not None:
             writer.close()
         raise
-    return writer, reader
+    return writer, reader, ledger_id
 
 
 def _connect(path: Path, busy_timeout: float) -> sqlite3.Connection:
@@ -253,7 +255,8 @@ def _connect(path: Path, busy_timeout: float) -> sqlite3.Connection:
     return connection
 
 
-def _migrate_and_open_accounts(connection: sqlite3.Connection, path: Path, accounts: Mapping[str, int]) -> None:
+def _migrate_and_open_accounts(connection: sqlite3.Connection, path: Path, accounts: Mapping[str, int]) -> str:
+    """Migrate, open the new accounts, and return the ledger's id, made here if the file is new."""
     # One write transaction for all of it: two processes starting together on
     # a new file take turns, and the second finds the first one's work done.
     connection.execute("BEGIN IMMEDIATE")
@@ -273,7 +276,13 @@ def _migrate_and_open_accounts(connection: sqlite3.Connection, path: Path, accou
             )
             if opened.rowcount == 1:
                 connection.execute("INSERT INTO opening_balances (user_id, balance) VALUES (?, ?)", (user_id, balance))
+        connection.execute(
+            "INSERT INTO ledger_identity (singleton, ledger_id) VALUES (1, ?) ON CONFLICT (singleton) DO NOTHING",
+            (new_ledger_id(),),
+        )
+        (ledger_id,) = connection.execute("SELECT ledger_id FROM ledger_identity").fetchone()
         connection.execute("COMMIT")
+        return str(ledger_id)
     except BaseException:
         _rollback(connection)
         raise

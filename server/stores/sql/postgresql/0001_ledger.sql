@@ -14,6 +14,13 @@ CREATE TABLE schema_version (
     applied_at timestamptz NOT NULL DEFAULT now()
 );
 
+-- The ledger's identity, made once when the store is created: a client that
+-- sees it change knows it is talking to a ledger that forgot.
+CREATE TABLE ledger_identity (
+    singleton integer PRIMARY KEY CHECK (singleton = 1),
+    ledger_id text NOT NULL
+);
+
 CREATE TABLE accounts (
     user_id text COLLATE "C" PRIMARY KEY,
     balance bigint NOT NULL CHECK (balance BETWEEN 0 AND 9007199254740991)

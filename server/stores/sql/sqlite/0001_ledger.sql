@@ -1,6 +1,13 @@
 -- The ledger: one row per account, one row per recorded (transaction_id, operation).
 -- STRICT tables refuse a value of the wrong type, so a REAL can never stand in for money.
 
+-- The ledger's identity, made once when the store is created: a client that
+-- sees it change knows it is talking to a ledger that forgot.
+CREATE TABLE ledger_identity (
+    singleton INTEGER PRIMARY KEY CHECK (singleton = 1),
+    ledger_id TEXT NOT NULL
+) STRICT;
+
 CREATE TABLE accounts (
     user_id TEXT PRIMARY KEY,
     balance INTEGER NOT NULL CHECK (balance BETWEEN 0 AND 9007199254740991)

@@ -1,0 +1,121 @@
+"""Every answer of a contract operation names its ledger; durable stores keep their id, a new memory store does not."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from server import Settings, create_app
+from server.stores.memory import MemoryStore
+from server.stores.sqlite import SqliteStore
+from tests.support.inprocess import asgi_client
+
+ACCOUNTS = {"alice": 1_000, "bob": 0}
+
+
+def run(coroutine: Any) -> Any:
+    return asyncio.run(coroutine)
+
+
+async def answers(store: MemoryStore, token: str | None = None) -> list[httpx.Response]:
+    settings = Settings(accounts=ACCOUNTS, credit_fault_rate=1.0, log_requests=False, token=token)
+    app = create_app(settings, store)
+    auth = {"Authorization": f"Bearer {token}"} if token else {}
+    async with asgi_client(app) as client:
+        body = {"user_id": "alice", "amount": 5}
+        return [
+            await client.post("/debit", json=body, headers={"transaction_id": "t1", **auth}),
+            await client.post("/debit", json=body, headers={"transaction_id": "t1", **auth}),
+            await client.post(
+                "/debit", json={"user_id": "alice", "amount": 10**6}, headers={"transaction_id": "t2", **auth}
+            ),
+            await client.post("/debit", json={"user_id": "zed", "amount": 5}, headers={"transaction_id": "t3", **auth}),
+            await client.post(
+                "/credit", json={"user_id": "bob", "amount": 5}, headers={"transaction_id": "t4", **auth}
+            ),
+            await client.post("/debit", json={"user_id": "alice"}, headers={"transaction_id": "t5", **auth}),
+            await client.post("/debit", json=body, headers=auth),
+            await client.post("/debit", content=b"x" * 70_000, headers={"transaction_id": "t6", **auth}),
+            await client.get("/accounts", headers={"transaction_id": "r", **auth}),
+            await client.get("/accounts/alice", headers={"transaction_id": "r", **auth}),
+            await client.get("/transactions/t1", headers={"transaction_id": "r", **auth}),
+            await client.get("/accounts", headers={"transaction_id": "r"}),
+        ]
+
+
+def test_every_answer_of_every_contract_operation_names_the_ledger() -> None:
+    store = MemoryStore.create(ACCOUNTS)
+    responses = run(answers(store, token="s3cret"))
+    statuses = sorted({response.status_code for response in responses})
+    assert statuses == [200, 400, 401, 404, 409, 413, 422, 500]
+    for response in responses:
+        assert response.headers["ledger-id"] == store.ledger_id, (response.status_code, response.text)
+    uuid.UUID(store.ledger_id)
+
+
+def test_health_is_outside_the_contract_and_carries_no_ledger_id() -> None:
+    async def health() -> httpx.Response:
+        async with asgi_client(create_app(Settings(accounts=ACCOUNTS, log_requests=False))) as client:
+            return await client.get("/healthz")
+
+    assert "ledger-id" not in run(health()).headers
+
+
+def test_each_new_memory_store_is_a_new_ledger_and_a_reload_keeps_its_id() -> None:
+    first, second = MemoryStore.create(ACCOUNTS), MemoryStore.create(ACCOUNTS)
+    assert first.ledger_id != second.ledger_id
+    kept = first.ledger_id
+    first.reload()
+    assert first.ledger_id == kept
+
+
+def test_an_sqlite_ledger_keeps_its_id_across_reopens_and_another_file_has_another(tmp_path: Path) -> None:
+    async def ids() -> tuple[str, str, str]:
+        stores = []
+        for path in (tmp_path / "a.db", tmp_path / "a.db", tmp_path / "b.db"):
+            store = await SqliteStore.open(path, ACCOUNTS)
+            stores.append(store.ledger_id)
+            await store.close()
+        return stores[0], stores[1], stores[2]
+
+    first, reopened, other = run(ids())
+    assert first == reopened
+    assert other != first
+
+
+@pytest.mark.integration
+def test_a_restarted_memory_service_is_a_new_ledger_and_a_restarted_sqlite_one_is_not(
+    start_server: Any, tmp_path: Path
+) -> None:
+    memory = start_server(ACCOUNTS)
+    durable = start_server(ACCOUNTS, extra_args=["--database", f"sqlite:///{tmp_path / 'ledger.db'}"])
+
+    def ledger_id(url: str) -> str:
+        return httpx.get(f"{url}/accounts", headers={"transaction_id": "r"}).headers["ledger-id"]
+
+    before = ledger_id(memory.url), ledger_id(durable.url)
+    memory.restart_after_kill()
+    durable.restart_after_kill()
+    after = ledger_id(memory.url), ledger_id(durable.url)
+    assert after[0] != before[0]
+    assert after[1] == before[1]
+
+
+@pytest.mark.integration
+def test_replicas_on_one_postgresql_database_are_one_ledger_across_restarts(start_server: Any, pg_dsn: str) -> None:
+    replicas = [start_server(ACCOUNTS, extra_args=["--database", pg_dsn]) for _ in range(2)]
+
+    def ledger_ids() -> set[str]:
+        return {
+            httpx.get(f"{replica.url}/accounts", headers={"transaction_id": "r"}).headers["ledger-id"]
+            for replica in replicas
+        }
+
+    (before,) = ledger_ids()
+    replicas[0].restart_after_kill()
+    assert ledger_ids() == {before}
