@@ -3,12 +3,14 @@
     .venv/bin/python -m evaluation.pg_driver [--dsn postgresql://postgres@127.0.0.1:5432/postgres]
         [--operations 6000] [--concurrency 64] [--pool 16] [--accounts 8]
 
-Two shapes of the same debit, each through an asyncpg pool, ``--concurrency``
-at a time, each on a database of its own (created on the server ``--dsn``
-names, dropped afterwards):
+Three ways to the same debit, ``--concurrency`` at a time through a pool of
+``--pool`` connections, each on a database of its own (created on the server
+``--dsn`` names, dropped afterwards):
 
-- ``one call``: the store as it is, one ``ledger_execute`` call (the rules in
-  PL/pgSQL) per debit: one round trip;
+- ``one call``: the store as it is, asyncpg and one ``ledger_execute`` call
+  (the rules in PL/pgSQL) per debit: one round trip;
+- ``psycopg call``: the same call through psycopg 3's async connections and
+  psycopg-pool, the other driver the store could have used;
 - ``statements``: the rules in Python (``server.ledger.decide``), between
   statements sent one by one in a transaction: BEGIN, the id lock, the id's
   entries, the account row FOR UPDATE, the entry, the balance, COMMIT.
@@ -30,8 +32,9 @@ from dataclasses import dataclass
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
+import psycopg_pool
 
-from server.ledger import DEBIT, Entry, Operation, decide
+from server.ledger import DEBIT, MAX_BALANCE, Entry, Operation, decide
 from server.stores.postgres import PostgresStore
 
 DEFAULT_DSN = "postgresql://postgres@127.0.0.1:5432/postgres"
@@ -97,6 +100,28 @@ async def one_call(dsn: str, users: Sequence[str], args: argparse.Namespace) -> 
         await store.close()
 
 
+async def psycopg_call(dsn: str, users: Sequence[str], args: argparse.Namespace) -> Measurement:
+    # The same schema and function, made by the store's own migrations.
+    await (await PostgresStore.open(dsn, dict.fromkeys(users, OPENING_BALANCE), pool_size=1)).close()
+    pool = psycopg_pool.AsyncConnectionPool(dsn, min_size=args.pool, max_size=args.pool, open=False)
+    await pool.open(wait=True)
+    try:
+
+        async def debit(transaction_id: str, user_id: str) -> object:
+            async with pool.connection() as connection:
+                cursor = await connection.execute(
+                    "SELECT * FROM ledger_execute(%s, %s, %s, %s, %s, %s)",
+                    (DEBIT, transaction_id, user_id, 1, True, MAX_BALANCE),
+                    prepare=True,
+                )
+                return await cursor.fetchone()
+
+        await measure("warm-up", debit, users, args.concurrency * 4, args.concurrency)
+        return await measure("psycopg call", debit, users, args.operations, args.concurrency)
+    finally:
+        await pool.close()
+
+
 async def statements(dsn: str, users: Sequence[str], args: argparse.Namespace) -> Measurement:
     # The same schema, made by the store's own migrations.
     await (await PostgresStore.open(dsn, dict.fromkeys(users, OPENING_BALANCE), pool_size=1)).close()
@@ -156,7 +181,7 @@ async def statements(dsn: str, users: Sequence[str], args: argparse.Namespace) -
 async def run(args: argparse.Namespace) -> list[Measurement]:
     users = [f"user-{number}" for number in range(args.accounts)]
     results = []
-    for shape in (one_call, statements):
+    for shape in (one_call, psycopg_call, statements):
         async with fresh_database(args.dsn) as dsn:
             results.append(await shape(dsn, users, args))
     return results
