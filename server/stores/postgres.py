@@ -102,6 +102,7 @@ class PostgresStore:
                 # Explicit, so a database whose default is stricter does not
                 # turn lock waits into serialization failures.
                 server_settings={"default_transaction_isolation": "read committed"},
+                reset=_keep_session,
             )
         except (*DATABASE_FAILURES, ValueError) as error:
             raise StoreError(f"cannot open the PostgreSQL store at {where}: {_one_line(error)}") from None
@@ -208,6 +209,17 @@ class PostgresStore:
                 return rows
         except DATABASE_FAILURES as error:
             raise StorageUnavailable(f"{what}: {_one_line(error)}") from error
+
+
+async def _keep_session(connection: asyncpg.Connection) -> None:
+    """Hand a connection back to the pool as it is.
+
+    asyncpg's default reset sends a query on every release (advisory unlocks,
+    RESET ALL, ...): a second round trip per operation, measured at a tenth of
+    the service's time. Nothing here changes session state: ledger_execute's
+    locks are transaction-scoped, and the one session lock, taken at set-up,
+    is released there. An open transaction is still rolled back by asyncpg.
+    """
 
 
 async def _set_up(

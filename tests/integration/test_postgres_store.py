@@ -147,8 +147,17 @@ def test_compensations_reverse_the_recorded_amount_and_refuse_what_would_break_a
             assert answer(completed) == (409, "transfer_completed", None, 30, None, False)
             with pytest.raises(IdempotencyKeyReused):
                 await store.execute("compensate_credit", "t1", "bob", 31)
-            reversed_credit = await store.execute("compensate_credit", "t1", "bob", 30)
-            assert answer(reversed_credit) == (200, None, "reversed", 30, 0, False)
+            # The service said the transfer completed: the credit stands with the debit.
+            kept_credit = await store.execute("compensate_credit", "t1", "bob", 30)
+            assert answer(kept_credit) == (409, "transfer_completed", None, 30, None, False)
+
+            # The other order: the credit reversed first, then the debit given back.
+            await store.execute("debit", "t6", "alice", 20)
+            await store.execute("credit", "t6", "bob", 20)
+            reversed_credit = await store.execute("compensate_credit", "t6", "bob", 20)
+            assert answer(reversed_credit) == (200, None, "reversed", 20, 30, False)
+            reversed_debit = await store.execute("compensate_debit", "t6", "alice", 20)
+            assert answer(reversed_debit) == (200, None, "reversed", 20, 70, False)
 
             await store.execute("debit", "t2", "full", 40)
             await store.execute("credit", "t3", "full", 90)
