@@ -71,7 +71,7 @@ def run_demo(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
             return 3
         lost_nothing = report.money_conserved and not report.violations and report.audited
         print(
-            f"bank B was killed with SIGKILL after {restart.after} of {report_size(report)} transfers and "
+            f"bank B was killed with SIGKILL after {restart.after} of {len(report.results)} transfers and "
             f"restarted on the same ledger file; "
             + ("it lost nothing: money conserved, every audit trail intact" if lost_nothing else "it LOST money"),
             file=out,
@@ -81,10 +81,6 @@ def run_demo(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         return 3
     print("every invariant holds: the money is exactly where the sagas say it is", file=out)
     return 0
-
-
-def report_size(report: batch.BatchReport) -> int:
-    return len(report.results)
 
 
 class BankRestart:
