@@ -521,4 +521,6 @@ async def _on_http_exception(request: Request, exc: Exception) -> Response:
 async def _on_unexpected_error(request: Request, exc: Exception) -> Response:
     logging.getLogger("server").exception("unexpected error on %s", request.url.path)
     problem = Problem(500, "internal_error", "an unexpected error occurred; the outcome is unknown")
-    return problem_response(problem)
+    # This handler runs outside every middleware, LedgerIdMiddleware included.
+    ledger_id = request.app.state.store_slot.ledger_id()
+    return problem_response(problem, {"Ledger-Id": ledger_id} if ledger_id else None)

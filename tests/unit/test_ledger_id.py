@@ -119,3 +119,23 @@ def test_replicas_on_one_postgresql_database_are_one_ledger_across_restarts(star
     (before,) = ledger_ids()
     replicas[0].restart_after_kill()
     assert ledger_ids() == {before}
+
+
+def test_an_unexpected_error_names_the_ledger_too(monkeypatch: pytest.MonkeyPatch) -> None:
+    store = MemoryStore.create(ACCOUNTS)
+
+    def fail(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(store.ledger, "apply", fail)
+
+    async def call() -> httpx.Response:
+        app = create_app(Settings(accounts=ACCOUNTS, log_requests=False), store)
+        transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+        async with httpx.AsyncClient(transport=transport, base_url="http://accounts.test") as client:
+            return await client.post("/debit", json={"user_id": "alice", "amount": 1}, headers={"transaction_id": "t"})
+
+    response = run(call())
+    assert response.status_code == 500
+    assert response.json()["code"] == "internal_error"
+    assert response.headers["ledger-id"] == store.ledger_id
