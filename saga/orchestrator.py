@@ -120,7 +120,7 @@ class Orchestrator:
 
     async def transfer(self, source: AccountRef, target: AccountRef, amount: int) -> TransferResult:
         """Move ``amount`` minor units from ``source`` to ``target``; returns once the saga ends."""
-        _validate(source, target, amount)
+        validate(source, target, amount)
         now = self._now_ms()
         record = SagaRecord(self._new_id(), source, target, amount, created_at_ms=now, updated_at_ms=now)
         with self._claim(record):
@@ -312,7 +312,8 @@ class Orchestrator:
         return client
 
 
-def _validate(source: AccountRef, target: AccountRef, amount: int) -> None:
+def validate(source: AccountRef, target: AccountRef, amount: int) -> None:
+    """Raise InvalidTransfer unless the transfer is one the saga can run."""
     if type(amount) is not int:
         raise InvalidTransfer(f"amount must be an integer number of minor units, got {amount!r}")
     if not 1 <= amount <= MAX_AMOUNT:

@@ -97,6 +97,9 @@ def apply_change(saga: SagaRecord, change: Change) -> None:
     if change.error is not None:
         saga.last_error = change.error
     saga.updated_at_ms = change.at_ms
+    if saga.state in TERMINAL_STATES:
+        # Nothing is left to drive: the lease ends with the saga.
+        saga.owner, saga.lease_expires_at_ms = None, 0
 
 
 def change_events(change: Change) -> list[Event]:

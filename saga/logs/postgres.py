@@ -53,7 +53,8 @@ _SAGA_COLUMNS = (
     "transaction_id, source_urls, source_user, target_urls, target_user, amount, state, fence_credit, "
     "created_at_ms, updated_at_ms, attempts, last_error, owner, epoch, lease_expires_at_ms, idempotency_key"
 )
-_UNFINISHED = f"state NOT IN ({', '.join(repr(value) for value in TERMINAL_VALUES)})"
+_TERMINAL = ", ".join(repr(value) for value in TERMINAL_VALUES)
+_UNFINISHED = f"state NOT IN ({_TERMINAL})"
 
 _INSERT = f"""
 WITH saga AS (
@@ -69,14 +70,17 @@ SELECT count(*) FROM saga
 """
 
 #: One statement per commit: the events are written only if the fenced update found its row.
-_COMMIT = """
+_COMMIT = f"""
 WITH fenced AS (
     UPDATE saga_sagas SET
         state = coalesce($3, state),
         fence_credit = coalesce($4, fence_credit),
         attempts = attempts + $5,
         last_error = coalesce($6, last_error),
-        updated_at_ms = $2
+        updated_at_ms = $2,
+        -- A terminal state ends the lease with the saga.
+        owner = CASE WHEN coalesce($3, state) IN ({_TERMINAL}) THEN NULL ELSE owner END,
+        lease_expires_at_ms = CASE WHEN coalesce($3, state) IN ({_TERMINAL}) THEN 0 ELSE lease_expires_at_ms END
     WHERE transaction_id = $1 AND ($7::bigint IS NULL OR epoch = $7::bigint)
     RETURNING transaction_id
 ), written AS (

@@ -490,7 +490,10 @@ def _change_statements(change: Change) -> list[_Statement]:
     statements: list[_Statement] = [
         (
             "UPDATE sagas SET state = coalesce(?, state), fence_credit = coalesce(?, fence_credit), "
-            "attempts = attempts + ?, last_error = coalesce(?, last_error), updated_at_ms = ? "
+            "attempts = attempts + ?, last_error = coalesce(?, last_error), updated_at_ms = ?, "
+            # A terminal state ends the lease with the saga.
+            "owner = CASE WHEN ? THEN NULL ELSE owner END, "
+            "lease_expires_at_ms = CASE WHEN ? THEN 0 ELSE lease_expires_at_ms END "
             "WHERE transaction_id = ? AND (? IS NULL OR epoch = ?)",
             (
                 change.state.value if change.state is not None else None,
@@ -498,6 +501,8 @@ def _change_statements(change: Change) -> list[_Statement]:
                 len(change.attempts),
                 change.error,
                 change.at_ms,
+                change.state is not None and change.state.is_terminal,
+                change.state is not None and change.state.is_terminal,
                 change.transaction_id,
                 change.epoch,
                 change.epoch,
