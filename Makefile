@@ -49,9 +49,10 @@ simulate: $(STAMP) ## deterministic fault simulation: 50 seeds x 1,000 transfers
 evaluate: $(STAMP) ## tests, every scenario, and every known-bad patch; writes evaluation/reports/
 	$(PY) -m evaluation.evaluation
 
-bench: $(STAMP) ## throughput and latency side by side, then what each ledger store costs; writes evaluation/bench-results/
+bench: $(STAMP) ## throughput and latency side by side, what each ledger store costs, saga workers on PostgreSQL; writes evaluation/bench-results/
 	$(PY) -m evaluation.bench
 	$(PY) -m evaluation.bench_storage
+	$(PY) -m evaluation.bench_workers
 
 clean: ## remove the venv, caches and local databases
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis saga.db saga.db-wal saga.db-shm

@@ -10,8 +10,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from saga import services, verify
+from saga.logs import SagaLog
 from saga.orchestrator import Orchestrator
-from saga.records import AccountRef, as_urls, service_id
+from saga.records import AccountRef, SagaRecord, as_urls, service_id
 from saga.run import TransferResult
 from saga.states import SagaState
 
@@ -197,6 +198,8 @@ async def run(
     before: dict[str, dict[str, int]] | None = None,
     settle: Callable[[], Awaitable[None]] | None = None,
     exclusive: bool = True,
+    shared: bool = False,
+    concurrency: int = 16,
 ) -> BatchReport:
     """Run the transfers concurrently (the orchestrator bounds how many), then check the money.
 
@@ -205,6 +208,9 @@ async def run(
     ``exclusive`` says no one else moves money on these services meanwhile;
     otherwise balances that others moved are reported as such (see
     :func:`saga.verify.judge_shared`) rather than as a broken invariant.
+    ``shared`` (a log that workers share) submits every transfer first, then
+    drives them with a :class:`~saga.worker.Worker` of ``concurrency``
+    alongside any other workers, until every one of them has ended.
     """
     loop = asyncio.get_running_loop()
     if before is None:
@@ -220,7 +226,10 @@ async def run(
         return result
 
     started = loop.time()
-    results = list(await asyncio.gather(*(one(planned) for planned in transfers)))
+    if shared:
+        results = await _submit_and_drive(orchestrator, transfers, concurrency, progress)
+    else:
+        results = list(await asyncio.gather(*(one(planned) for planned in transfers)))
     seconds = loop.time() - started
     if settle is not None:
         await settle()
@@ -259,3 +268,46 @@ async def _settled(
         await asyncio.sleep(interval)
         after = await services.snapshot(orchestrator, service_urls)
     return after
+
+
+async def _submit_and_drive(
+    orchestrator: Orchestrator, transfers: Sequence[PlannedTransfer], concurrency: int, progress: Progress | None
+) -> list[TransferResult]:
+    from saga.submission import submit
+    from saga.worker import Worker
+
+    log = orchestrator.log
+    ids = [await submit(log, planned.source, planned.target, planned.amount) for planned in transfers]
+    stop = asyncio.Event()
+    worker = asyncio.create_task(Worker(orchestrator, concurrency=concurrency).run(stop))
+    ended: dict[str, SagaRecord] = {}
+    try:
+        while len(ended) < len(ids):
+            if worker.done():
+                await worker
+            await asyncio.sleep(0.2)
+            open_ids = [transaction_id for transaction_id in ids if transaction_id not in ended]
+            for record in await asyncio.gather(*(log.get(transaction_id) for transaction_id in open_ids)):
+                if record is not None and record.state.is_terminal:
+                    ended[record.transaction_id] = record
+            if progress is not None:
+                progress(len(ended), len(ids))
+    finally:
+        stop.set()
+        await worker
+    return [await _result_from_log(log, ended[transaction_id]) for transaction_id in ids]
+
+
+async def _result_from_log(log: SagaLog, record: SagaRecord) -> TransferResult:
+    """How a saga ended, as the log tells it: whichever workers drove it."""
+    attempts = tuple(event.attempt for event in await log.history(record.transaction_id) if event.attempt is not None)
+    return TransferResult(
+        record.transaction_id,
+        record.state,
+        record.source,
+        record.target,
+        record.amount,
+        attempts,
+        record.last_error,
+        (record.updated_at_ms - record.created_at_ms) / 1000,
+    )

@@ -1,4 +1,4 @@
-"""``python -m saga``: transfer, batch, recover, show, list."""
+"""``python -m saga``: transfer, batch, submit, worker, recover, show, list."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import json
 import logging
 import os
 import re
+import signal
 import sys
 from collections.abc import Callable, Coroutine, Sequence
 from pathlib import Path
@@ -16,13 +17,16 @@ from typing import Any, NoReturn, TextIO
 from generated_client.api.accounts import get_account
 from generated_client.models import Account
 from saga import batch, services
-from saga.log import SagaLogError, SqliteSagaLog
+from saga.logs import IdempotencyKeyConflict, SagaLog, SagaLogError, is_shared
+from saga.logs import open_log as open_any_log
 from saga.orchestrator import MAX_AMOUNT, InvalidTransfer, Orchestrator, same_account_problem
 from saga.records import AccountRef, SagaRecord
 from saga.replicas import describe, first_reachable, parse_urls
 from saga.retry import RetryPolicies, RetryPolicy
 from saga.run import TransferResult
 from saga.states import SagaState
+from saga.submission import submit, wait
+from saga.worker import Worker
 
 EXIT_OK = 0
 EXIT_SAGA_DID_NOT_COMPLETE = 1
@@ -81,6 +85,16 @@ def _seconds(text: str) -> float:
     return value
 
 
+DB_HELP = "the saga log: a SQLite file (a path or sqlite:///…), or postgresql://… shared by many workers"
+
+
+def _lease_seconds(text: str) -> float:
+    value = _seconds(text)
+    if value < 0.1:
+        raise argparse.ArgumentTypeError(f"expected at least 0.1 seconds, got {text}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser: argparse.ArgumentParser = OneLineParser(
         prog="python -m saga", description="Money transfers as durable sagas."
@@ -95,7 +109,7 @@ def build_parser() -> argparse.ArgumentParser:
         command.add_argument("--target-url", help="the accounts service of the target account" + several)
 
     def common(command: argparse.ArgumentParser) -> None:
-        command.add_argument("--db", type=Path, default=None, help="the saga log, a SQLite file (SAGA_DB; saga.db)")
+        command.add_argument("--db", default=None, help=DB_HELP + " (SAGA_DB; saga.db)")
         command.add_argument("--token", default=os.environ.get("SAGA_TOKEN"), help="bearer token (SAGA_TOKEN)")
         command.add_argument("--json", action="store_true", help="print one JSON object as the last line")
 
@@ -148,20 +162,48 @@ def build_parser() -> argparse.ArgumentParser:
     common(run_batch)
     retry_options(run_batch)
 
-    recover = commands.add_parser("recover", help="resume every unfinished saga in the log")
-    recover.add_argument("--db", type=Path, required=True)
+    submission = commands.add_parser("submit", help="record a transfer for the workers; print its transaction_id")
+    submission.add_argument("--from", dest="source", required=True, help="source user_id")
+    submission.add_argument("--to", dest="target", required=True, help="target user_id")
+    submission.add_argument("--amount", type=_amount, required=True, help="minor units (cents)")
+    services_options(submission)
+    submission.add_argument("--db", default=None, help=DB_HELP + " (SAGA_DB; saga.db)")
+    submission.add_argument("--idempotency-key", help="submit once per key: again returns the first transaction_id")
+    submission.add_argument("--wait", action="store_true", help="wait until the transfer ends; exit as transfer does")
+    submission.add_argument("--json", action="store_true")
+
+    work = commands.add_parser("worker", help="drive the log's sagas, with any other workers, until SIGTERM or SIGINT")
+    work.add_argument("--db", default=None, help=DB_HELP + " (SAGA_DB; saga.db)")
+    work.add_argument("--token", default=os.environ.get("SAGA_TOKEN"))
+    work.add_argument(
+        "--concurrency", type=whole_number(1, MAX_CONCURRENCY), default=16, help="sagas driven at once (16)"
+    )
+    work.add_argument("--worker-id", help="this worker's name in the log's leases (host:pid:random)")
+    work.add_argument(
+        "--lease-seconds", type=_lease_seconds, default=10.0, help="how long a claim holds without renewal (10)"
+    )
+    work.add_argument(
+        "--poll-seconds",
+        type=_seconds,
+        default=1.0,
+        help="look for expired leases this often; a submission wakes workers at once (1)",
+    )
+    retry_options(work)
+
+    recover = commands.add_parser("recover", help="resume every unfinished saga in the log that no worker holds")
+    recover.add_argument("--db", required=True, help=DB_HELP)
     recover.add_argument("--token", default=os.environ.get("SAGA_TOKEN"))
     recover.add_argument("--json", action="store_true")
     retry_options(recover)
 
     show = commands.add_parser("show", help="one saga's history")
     show.add_argument("transaction_id")
-    show.add_argument("--db", type=Path, required=True)
+    show.add_argument("--db", required=True, help=DB_HELP)
     show.add_argument("--json", action="store_true")
 
     listing = commands.add_parser("list", help="the sagas in the log")
     listing.add_argument("--state", choices=[state.value for state in SagaState])
-    listing.add_argument("--db", type=Path, required=True)
+    listing.add_argument("--db", required=True, help=DB_HELP)
     listing.add_argument("--json", action="store_true")
     from saga.demo import add_demo_command
     from saga.simulation.cli import add_simulate_command
@@ -207,9 +249,11 @@ def service_urls(args: argparse.Namespace) -> tuple[tuple[str, ...], tuple[str, 
     return source, target
 
 
-async def open_log(path: Path, *, create: bool = True, exclusive: bool = True) -> SqliteSagaLog:
+async def open_log(url: str | Path, *, create: bool = True, exclusive: bool = True) -> SagaLog:
+    if str(url).strip() == "memory":
+        raise UsageError("--db memory would lose every saga with this process: give a SQLite path or postgresql://…")
     try:
-        return await SqliteSagaLog.open(path, create=create, exclusive=exclusive)
+        return await open_any_log(url, create=create, exclusive=exclusive)
     except SagaLogError as error:
         raise UsageError(str(error)) from None
 
@@ -267,7 +311,9 @@ async def cmd_transfer(args: argparse.Namespace, out: TextIO, err: TextIO) -> in
         async with Orchestrator(log, policies=policies_from(args), token=args.token, concurrency=8) as orchestrator:
             await require_account(orchestrator, source)
             await require_account(orchestrator, target)
-            await recover_first(orchestrator, err)
+            if not is_shared(default_db(args)):
+                # On a shared log the workers take over what others left.
+                await recover_first(orchestrator, err)
             try:
                 result = await orchestrator.transfer(source, target, args.amount)
             except InvalidTransfer as error:
@@ -303,8 +349,8 @@ def progress_bar(err: TextIO) -> batch.Progress:
     return draw
 
 
-def default_db(args: argparse.Namespace) -> Path:
-    return args.db or Path(os.environ.get("SAGA_DB", "saga.db"))
+def default_db(args: argparse.Namespace) -> str:
+    return str(args.db or os.environ.get("SAGA_DB", "saga.db"))
 
 
 def run_scenario(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
@@ -326,13 +372,15 @@ async def cmd_batch(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         seed=args.seed,
     )
     concurrency = args.concurrency or 16
+    shared = is_shared(default_db(args))
     log = await open_log(default_db(args))
     try:
         async with Orchestrator(
             log, policies=policies_from(args), token=args.token, concurrency=concurrency
         ) as orchestrator:
             try:
-                recovered = await recover_first(orchestrator, err)
+                # On a shared log the workers, this batch's among them, take over what others left.
+                recovered = [] if shared else await recover_first(orchestrator, err)
                 before = await services.snapshot(orchestrator, [source_urls, target_urls])
             except services.ServiceUnavailable as error:
                 raise UsageError(str(error)) from None
@@ -355,6 +403,8 @@ async def cmd_batch(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
                 before=before,
                 # A live service may serve others too, another batch among them.
                 exclusive=False,
+                shared=shared,
+                concurrency=concurrency,
             )
             report.recovered = recovered
     finally:
@@ -382,6 +432,66 @@ async def cmd_recover(args: argparse.Namespace, out: TextIO, err: TextIO) -> int
     return EXIT_SAGA_DID_NOT_COMPLETE if unfinished else EXIT_OK
 
 
+async def cmd_submit(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    source_urls, target_urls = service_urls(args)
+    source, target = AccountRef(source_urls, args.source), AccountRef(target_urls, args.target)
+    log = await open_log(default_db(args))
+    try:
+        try:
+            transaction_id = await submit(log, source, target, args.amount, idempotency_key=args.idempotency_key)
+        except (InvalidTransfer, IdempotencyKeyConflict) as error:
+            raise UsageError(str(error)) from None
+        record = await wait(log, transaction_id) if args.wait else await log.get(transaction_id)
+    finally:
+        await log.close()
+    assert record is not None
+    if args.json:
+        print(json.dumps(saga_json(record)), file=out)
+    elif args.wait:
+        because = f" ({record.last_error})" if record.last_error else ""
+        print(
+            f"{record.state} {record.transaction_id}: {record.amount} from {record.source} to {record.target}, "
+            f"{record.attempts} requests{because}",
+            file=out,
+        )
+    else:
+        print(record.transaction_id, file=out)
+    if not args.wait:
+        return EXIT_OK
+    return EXIT_OK if record.state is SagaState.COMPLETED else EXIT_SAGA_DID_NOT_COMPLETE
+
+
+async def cmd_worker(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    log = await open_log(default_db(args))
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signal_number in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signal_number, stop.set)
+    try:
+        async with Orchestrator(
+            log,
+            policies=policies_from(args),
+            token=args.token,
+            concurrency=args.concurrency,
+            owner=args.worker_id,
+            lease_seconds=args.lease_seconds,
+        ) as orchestrator:
+            worker = Worker(orchestrator, concurrency=args.concurrency, poll_seconds=args.poll_seconds)
+            print(f"worker {orchestrator.owner} driving sagas, {args.concurrency} at a time", file=err, flush=True)
+            await worker.run(stop)
+    finally:
+        for signal_number in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(signal_number)
+        await log.close()
+    stats = worker.stats
+    print(
+        f"worker {orchestrator.owner} stopped: {stats.claimed} claimed, {stats.finished} driven to an end or a "
+        f"pause, {stats.handed_back} handed back",
+        file=err,
+    )
+    return EXIT_OK
+
+
 def saga_json(record: SagaRecord) -> dict[str, Any]:
     return {
         "transaction_id": record.transaction_id,
@@ -394,6 +504,8 @@ def saga_json(record: SagaRecord) -> dict[str, Any]:
         "created_at_ms": record.created_at_ms,
         "updated_at_ms": record.updated_at_ms,
         "last_error": record.last_error,
+        "owner": record.owner,
+        "epoch": record.epoch,
     }
 
 
@@ -402,7 +514,7 @@ async def cmd_show(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     try:
         record = await log.get(args.transaction_id)
         if record is None:
-            raise UsageError(f"no saga {args.transaction_id} in {args.db}")
+            raise UsageError(f"no saga {args.transaction_id} in {args.db if not is_shared(args.db) else 'the log'}")
         history = await log.history(args.transaction_id)
     finally:
         await log.close()
@@ -425,6 +537,8 @@ async def cmd_show(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
                 }
             if event.detail:
                 item["detail"] = event.detail
+            if event.epoch is not None:
+                item |= {"owner": event.owner, "epoch": event.epoch}
             events.append(item)
         print(json.dumps({**saga_json(record), "history": events}), file=out)
         return EXIT_OK
@@ -436,6 +550,8 @@ async def cmd_show(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
             line = f"{attempt.step} attempt {attempt.number}: {answer} in {attempt.latency_us / 1000:.1f} ms"
             if attempt.url is not None:
                 line += f" at {attempt.url}"
+        elif event.kind == "claim":
+            line = f"claimed by {event.owner} at epoch {event.epoch}"
         else:
             line = f"-> {event.state}" + (f" ({event.detail})" if event.detail else "")
         print(f"  {event.at_ms}  {line}", file=out)
@@ -463,6 +579,8 @@ async def cmd_list(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
 COMMANDS: dict[str, Callable[[argparse.Namespace, TextIO, TextIO], Coroutine[Any, Any, int]]] = {
     "transfer": cmd_transfer,
     "batch": cmd_batch,
+    "submit": cmd_submit,
+    "worker": cmd_worker,
     "recover": cmd_recover,
     "show": cmd_show,
     "list": cmd_list,

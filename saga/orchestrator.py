@@ -5,8 +5,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import random
 import re
+import socket
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -16,7 +18,7 @@ import httpx
 
 from generated_client import AuthenticatedClient, Client
 from saga import workflow
-from saga.log import SagaLog
+from saga.logs import LeaseLost, SagaLog
 from saga.records import AccountRef, SagaRecord
 from saga.replicas import Replicas, url_problem
 from saga.retry import RetryPolicies
@@ -27,6 +29,10 @@ from saga.steps import AnyClient
 logger = logging.getLogger("saga")
 
 MAX_AMOUNT = 10**12
+#: Seconds a claimed saga stays this orchestrator's without a renewal.
+DEFAULT_LEASE_SECONDS = 10.0
+#: As many as one claim takes when recovering everything claimable.
+_ALL = 1_000_000_000
 _USER_ID = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 
 
@@ -45,6 +51,15 @@ def _wall_clock_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
+def default_owner() -> str:
+    """A name for this orchestrator that no other process shares: host, pid and a random part."""
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+class SagaHeld(ValueError):
+    """Another orchestrator holds the saga's lease: this one may not drive it now."""
+
+
 class Orchestrator:
     """Runs transfer sagas through the generated client.
 
@@ -52,6 +67,13 @@ class Orchestrator:
     connection pool; by default it is :func:`fast_transport`. ``new_id``,
     ``rng`` and ``now_ms`` exist so that a simulation can make runs
     reproducible.
+
+    Every saga it drives it holds by a lease in the log (``owner``, an epoch,
+    ``lease_seconds``), renewed in the background while it drives; every
+    commit is conditional on that epoch. On a log that one process holds
+    (SQLite) leases only record who drove what; on a shared log they keep
+    orchestrators from driving one saga at once, and let another take a saga
+    over when this one dies.
     """
 
     def __init__(
@@ -65,9 +87,19 @@ class Orchestrator:
         new_id: Callable[[], str] | None = None,
         rng: random.Random | None = None,
         now_ms: Callable[[], int] = _wall_clock_ms,
+        owner: str | None = None,
+        lease_seconds: float = DEFAULT_LEASE_SECONDS,
     ) -> None:
         if concurrency < 1:
             raise ValueError("concurrency must be at least 1")
+        if not lease_seconds > 0:
+            raise ValueError("lease_seconds must be above 0")
+        self.owner = owner or default_owner()
+        self.lease_ms = max(1, round(lease_seconds * 1000))
+        #: transaction_id -> epoch of every saga this orchestrator drives now.
+        self._held: dict[str, int] = {}
+        self._renewer: asyncio.Task[None] | None = None
+        self.leases_lost = 0
         self.log = log
         self.policies = policies or RetryPolicies()
         self.token = token
@@ -88,11 +120,14 @@ class Orchestrator:
 
     async def transfer(self, source: AccountRef, target: AccountRef, amount: int) -> TransferResult:
         """Move ``amount`` minor units from ``source`` to ``target``; returns once the saga ends."""
-        _validate(source, target, amount)
+        validate(source, target, amount)
         now = self._now_ms()
         record = SagaRecord(self._new_id(), source, target, amount, created_at_ms=now, updated_at_ms=now)
         with self._claim(record):
             async with self._slots:
+                # Created already leased to this orchestrator, at epoch 1.
+                record.owner, record.epoch = self.owner, 1
+                record.lease_expires_at_ms = self._now_ms() + self.lease_ms
                 # The id is durable before the first request: a crash from here
                 # on is recovered under the same id.
                 await self.log.create(record, SagaState.DEBITING)
@@ -100,16 +135,42 @@ class Orchestrator:
                 return await self._drive(record)
 
     async def resume(self, record: SagaRecord) -> TransferResult:
-        """Carry an unfinished saga from its logged state to a terminal one."""
+        """Carry an unfinished saga from its logged state to a terminal one, once it is claimable.
+
+        Raises SagaHeld while another orchestrator holds its lease.
+        """
         if record.state.is_terminal:
             return TransferResult(record.transaction_id, record.state, record.source, record.target, record.amount, ())
+        with self._claim(record):
+            claimed = await self.log.claim(
+                self.owner, limit=1, lease_ms=self.lease_ms, now_ms=self._now_ms(), transaction_id=record.transaction_id
+            )
+            if not claimed:
+                raise SagaHeld(f"saga {record.transaction_id} is held by another orchestrator")
+            async with self._slots:
+                return await self._drive(claimed[0])
+
+    async def claim(self, limit: int) -> list[SagaRecord]:
+        """Lease up to ``limit`` claimable sagas to this orchestrator; drive each with :meth:`drive`."""
+        return await self.log.claim(self.owner, limit=limit, lease_ms=self.lease_ms, now_ms=self._now_ms())
+
+    async def drive(self, record: SagaRecord) -> TransferResult:
+        """Drive a saga that :meth:`claim` leased to this orchestrator."""
         with self._claim(record):
             async with self._slots:
                 return await self._drive(record)
 
+    async def release(self, record: SagaRecord) -> bool:
+        """Hand a claimed saga back for anyone to claim now (after its driver was stopped)."""
+        self._held.pop(record.transaction_id, None)
+        return await self.log.release(record.transaction_id, record.epoch)
+
     async def recover(self) -> list[TransferResult]:
-        """Resume every unfinished saga in the log that this orchestrator is not already running."""
-        unfinished = [record for record in await self.log.unfinished() if record.transaction_id not in self._running]
+        """Claim every saga in the log that no live orchestrator holds, and resume them all."""
+        claimed = await self.claim(_ALL)
+        # A saga still running here whose lease had lapsed: that run stops at
+        # its next commit (its epoch is stale now), and this claim takes over.
+        unfinished = [record for record in claimed if record.transaction_id not in self._running]
         if unfinished:
             logger.info("recovering %d unfinished sagas", len(unfinished))
         # Claimed together, before any await, so that a concurrent recover()
@@ -155,6 +216,10 @@ class Orchestrator:
         return httpx.Timeout(longest)
 
     async def aclose(self) -> None:
+        if self._renewer is not None:
+            self._renewer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._renewer
         if self._owns_transport:
             await self._transport.aclose()
 
@@ -173,11 +238,30 @@ class Orchestrator:
         started = loop.time()
         run = SagaRun(record, self.log, self.client_for, self.policies, self._rng, self._now_ms, self.replicas)
         error = None
+        self._hold(record)
+        lost = False
         try:
             state = await workflow.transfer(run)
         except CompensationBlocked as blocked:
             state, error = run.state, str(blocked)
             logger.warning("saga left in %s for the next recovery: %s", state, blocked)
+        except LeaseLost as taken:
+            # Taken over: the new owner drives it on from what the log holds.
+            state, error, lost = run.state, str(taken), True
+            self.leases_lost += 1
+            logger.info("%s", taken)
+        finally:
+            # Also when stopped (a crash, a cancelled worker): the lease then
+            # runs out, or the worker hands it back.
+            self._held.pop(record.transaction_id, None)
+        if not lost and not state.is_terminal:
+            # Blocked until the next recovery: anyone may try again at once.
+            try:
+                await self.log.release(record.transaction_id, record.epoch)
+            except Exception as failure:
+                logger.warning(
+                    "releasing saga %s failed; its lease runs out instead: %s", record.transaction_id, failure
+                )
         return TransferResult(
             record.transaction_id,
             state,
@@ -188,6 +272,27 @@ class Orchestrator:
             error or record.last_error,
             loop.time() - started,
         )
+
+    def _hold(self, record: SagaRecord) -> None:
+        self._held[record.transaction_id] = record.epoch
+        if self._renewer is None or self._renewer.done():
+            self._renewer = asyncio.create_task(self._renew_while_holding(), name=f"saga-leases-{self.owner}")
+
+    async def _renew_while_holding(self) -> None:
+        """Renew every lease held, three times per lease period, for as long as any is held."""
+        while self._held:
+            await asyncio.sleep(self.lease_ms / 3000)
+            held = dict(self._held)
+            if not held:
+                break
+            try:
+                lost = await self.log.renew(self.owner, held, lease_ms=self.lease_ms, now_ms=self._now_ms())
+            except Exception as error:
+                logger.warning("renewing %d leases failed: %s", len(held), error)
+                continue
+            for transaction_id in sorted(lost):
+                # Its run finds out at its next commit, before any further request.
+                logger.info("the lease of saga %s was lost to another orchestrator", transaction_id)
 
     def client_for(self, service_url: str) -> AnyClient:
         """The generated client for one URL of a service, on the shared pool."""
@@ -207,7 +312,8 @@ class Orchestrator:
         return client
 
 
-def _validate(source: AccountRef, target: AccountRef, amount: int) -> None:
+def validate(source: AccountRef, target: AccountRef, amount: int) -> None:
+    """Raise InvalidTransfer unless the transfer is one the saga can run."""
     if type(amount) is not int:
         raise InvalidTransfer(f"amount must be an integer number of minor units, got {amount!r}")
     if not 1 <= amount <= MAX_AMOUNT:

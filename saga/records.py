@@ -110,6 +110,14 @@ class SagaRecord:
     updated_at_ms: int = 0
     attempts: int = 0
     last_error: str | None = None
+    #: The lease (see saga.logs): who drives the saga now, under which epoch,
+    #: and until when (ms, on the claimant's clock). The epoch rises with
+    #: every claim; every commit of a driver is conditional on it.
+    owner: str | None = None
+    epoch: int = 0
+    lease_expires_at_ms: int = 0
+    #: The key a submitter gave, so that submitting again finds this saga.
+    idempotency_key: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,6 +148,9 @@ class Event:
     state: SagaState | None = None
     attempt: Attempt | None = None
     detail: str | None = None
+    #: Who committed it, under which epoch; None in logs without leases and for unconditional commits.
+    owner: str | None = None
+    epoch: int | None = None
 
 
 @dataclass(slots=True)
@@ -152,3 +163,8 @@ class Change:
     fence_credit: bool | None = None
     attempts: list[Attempt] = field(default_factory=list)
     error: str | None = None
+    #: The committer's epoch: the commit lands only while the saga is still at
+    #: this epoch (else LeaseLost). None commits unconditionally, for a log
+    #: that one process alone writes.
+    epoch: int | None = None
+    owner: str | None = None

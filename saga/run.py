@@ -205,7 +205,12 @@ class SagaRun:
         self, *, state: SagaState | None = None, fence_credit: bool | None = None, error: str | None = None
     ) -> None:
         attempts, self._unlogged = self._unlogged, []
-        change = Change(self.record.transaction_id, self._now_ms(), state, fence_credit, attempts, error)
+        record = self.record
+        # Conditional on the epoch this run claimed: after a takeover it raises
+        # LeaseLost, and this run sends nothing more.
+        change = Change(
+            record.transaction_id, self._now_ms(), state, fence_credit, attempts, error, record.epoch, record.owner
+        )
         try:
             await self._log.commit(change)
         except BaseException:

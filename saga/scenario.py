@@ -346,7 +346,7 @@ def run_scenario_command(args: argparse.Namespace, out: TextIO, err: TextIO) -> 
     scenario = override(load(args.scenario), args)
     print(f"scenario {scenario.name}: {scenario.description}", file=err)
     with tempfile.TemporaryDirectory(prefix="saga-scenario-") as scratch:
-        db = args.db or Path(scratch) / "saga.db"
+        db = Path(args.db) if args.db else Path(scratch) / "saga.db"
         show_progress = args.progress or (err.isatty() and not args.json)
         from saga.cli import progress_bar
 

@@ -13,6 +13,7 @@ DELAY_REORDER: Final = "delay_reorder"
 INJECTED_500: Final = "injected_500"
 OUTAGE: Final = "outage"
 CRASH: Final = "crash"
+PAUSE: Final = "pause"
 SERVICE_RESTART: Final = "service_restart"
 
 #: Every class of fault a run injects, in report order. A standard run must
@@ -25,6 +26,7 @@ FAULT_CLASSES: Final = (
     INJECTED_500,
     OUTAGE,
     CRASH,
+    PAUSE,
     SERVICE_RESTART,
 )
 
@@ -72,8 +74,11 @@ class FaultRates:
     #: while: its requests are dropped, or (half the time) its answers are.
     outage: float = 1 / 200
     outage_ms: MillisecondRange = field(default_factory=lambda: MillisecondRange(300, 3_000))
-    #: Per request, the chance that the orchestrator crashes soon after sending it.
+    #: Per request, the chance that one orchestrator crashes (or pauses) soon after it is sent.
     crash: float = 1 / 150
+    #: Of those, the share that pause the orchestrator (SIGSTOP, a long GC) past its lease instead.
+    pause: float = 0.5
+    pause_ms: MillisecondRange = field(default_factory=lambda: MillisecondRange(20_000, 30_000))
     #: Per request, the chance that one accounts service's process dies: every
     #: request it holds or has on the wire is lost, and after the downtime a
     #: new app comes up over the same (durable) store.
@@ -94,6 +99,7 @@ class FaultRates:
             "slow",
             "outage",
             "crash",
+            "pause",
             "service_restart",
             "credit_fault_rate",
             "credit_fault_after_commit_rate",

@@ -15,7 +15,7 @@ from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 
 from saga import verify
-from saga.records import SagaRecord
+from saga.records import Event, SagaRecord
 from saga.simulation.workload import service_url
 from server.ledger import Entry, InvariantViolation, Ledger, Operation
 
@@ -114,3 +114,42 @@ def check_run(
         + unlogged_money(ledgers, records)
         + ledger_self_checks(ledgers)
     )
+
+
+def check_epochs(histories: Mapping[str, Sequence[Event]]) -> list[verify.Violation]:
+    """What the leases promise, judged from each saga's history in the log.
+
+    No commit lands from an epoch older than the saga's latest claim (a
+    stale owner's decision), and no epoch has two owners committing in it.
+    """
+    violations = []
+    for transaction_id, history in histories.items():
+        claimed = 0
+        owners: dict[int, set[str | None]] = {}
+        for event in history:
+            if event.epoch is None:
+                continue
+            if event.kind == "claim":
+                claimed = max(claimed, event.epoch)
+                continue
+            owners.setdefault(event.epoch, set()).add(event.owner)
+            if event.epoch < claimed:
+                violations.append(
+                    verify.Violation(
+                        "no commit from a stale epoch",
+                        f"{event.owner} committed {event.kind} of {transaction_id} at epoch {event.epoch} "
+                        f"after epoch {claimed} was claimed",
+                        (transaction_id,),
+                    )
+                )
+                break
+        for epoch, committers in sorted(owners.items()):
+            if len(committers) > 1:
+                violations.append(
+                    verify.Violation(
+                        "one owner per epoch",
+                        f"{transaction_id} had commits from {sorted(map(str, committers))} at epoch {epoch}",
+                        (transaction_id,),
+                    )
+                )
+    return violations

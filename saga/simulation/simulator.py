@@ -1,13 +1,17 @@
 """One simulated run: the real saga against real accounts services, on a virtual clock, under a seeded fault plan.
 
 A run draws its accounts and transfers from the seed, starts one accounts
-service app per simulated URL, and has ``concurrency`` workers push the
-transfers through a real :class:`~saga.Orchestrator` on a
-:class:`~saga.MemorySagaLog`. The network between them is a
+service app per simulated URL, and has several orchestrator processes
+(``orchestrators``, each a real :class:`~saga.Orchestrator` with a clock
+that drifts from the others by a bounded amount) push the transfers through
+one shared :class:`~saga.MemorySagaLog`, which leases each saga to one of
+them as the PostgreSQL log does. The network between them is a
 :class:`~saga.simulation.network.SimulatedNetwork`. When the fault plan
-says so, the orchestrator crashes: every saga task is cancelled wherever it
-is, and a fresh orchestrator on the same log runs ``recover()`` while the
-remaining transfers go on. When the plan crashes an accounts service
+says so, one orchestrator crashes (every saga task of it is cancelled
+wherever it is, and it starts again under a new name) or pauses past its
+lease (everything it does waits, then carries on as if nothing happened).
+Every orchestrator claims, each poll, the sagas whose leases ran out, so a
+dead or paused one's sagas are taken over, one epoch up. When the plan crashes an accounts service
 instead, the service comes back after its downtime as a new app over the
 same store, which reads its ledger back from its record: the store stands
 for a database that outlived the service's process. Once every saga is
@@ -26,17 +30,18 @@ from collections import Counter, deque
 from dataclasses import dataclass, field
 from typing import Any
 
+import httpx
 from starlette.types import ASGIApp
 
 from saga import verify
 from saga.batch import PlannedTransfer
-from saga.log import MemorySagaLog
+from saga.logs import MemorySagaLog, SagaLog
 from saga.orchestrator import Orchestrator
 from saga.records import Change, SagaRecord
 from saga.retry import RetryPolicies
 from saga.simulation.clock import run_in_virtual_time
-from saga.simulation.faults import CRASH, FaultRates, MillisecondRange, TraceEvent
-from saga.simulation.invariants import check_run
+from saga.simulation.faults import CRASH, PAUSE, FaultRates, MillisecondRange, TraceEvent
+from saga.simulation.invariants import check_epochs, check_run
 from saga.simulation.network import SimulatedNetwork
 from saga.simulation.workload import WorkloadShape, draw_workload, seeded_ids, service_url
 from saga.states import SagaState
@@ -62,6 +67,12 @@ class SimulationConfig:
     rates: FaultRates = field(default_factory=FaultRates)
     shape: WorkloadShape = field(default_factory=WorkloadShape)
     policies: RetryPolicies = field(default_factory=RetryPolicies)
+    #: Orchestrator processes sharing the log, their leases, how often each
+    #: claims what has expired, and how far apart their clocks may be.
+    orchestrators: int = 3
+    lease_seconds: float = 10.0
+    poll_seconds: float = 1.0
+    max_clock_drift_ms: int = 1_000
     #: A run whose sagas are still going after this much virtual time is
     #: stuck (a compensation retrying forever, say): it stops and says so.
     virtual_time_limit: float = 3_600.0
@@ -73,6 +84,10 @@ class SimulationConfig:
             raise ValueError("a simulation needs at least one service")
         if self.concurrency < 1:
             raise ValueError("concurrency must be at least 1")
+        if self.orchestrators < 1:
+            raise ValueError("a simulation needs at least one orchestrator")
+        if not 0 <= self.max_clock_drift_ms * 2 < self.lease_seconds * 1000:
+            raise ValueError("clocks may drift apart by less than a lease, or leases mean nothing")
 
     def command(self) -> str:
         """The one command that reruns exactly this run."""
@@ -147,7 +162,7 @@ def _rng(config: SimulationConfig, purpose: str) -> random.Random:
 
 
 class _SimulatedLog(MemorySagaLog):
-    """A memory log whose commits take time, like fsyncs, and that tells the run when a recovery has listed.
+    """A memory log whose commits take time, like fsyncs.
 
     A commit becomes durable partway through its wait: a crash before that
     point loses the change, a crash after it keeps the change although the
@@ -158,7 +173,6 @@ class _SimulatedLog(MemorySagaLog):
         super().__init__()
         self._rng = rng
         self._commit_ms = commit_ms
-        self.listed: asyncio.Event | None = None
 
     async def commit(self, change: Change) -> None:
         total_ms = self._rng.randint(self._commit_ms.low, self._commit_ms.high)
@@ -167,12 +181,61 @@ class _SimulatedLog(MemorySagaLog):
         await super().commit(change)
         await asyncio.sleep((total_ms - durable_after_ms) / 1000)
 
-    async def unfinished(self) -> list[SagaRecord]:
-        unfinished = await super().unfinished()
-        if self.listed is not None:
-            self.listed.set()
-            self.listed = None
-        return unfinished
+
+class _Paused:
+    """What one orchestrator process can do: nothing at all while it is paused."""
+
+    def __init__(self) -> None:
+        self.running = asyncio.Event()
+        self.running.set()
+
+    async def wait(self) -> None:
+        await self.running.wait()
+
+
+class _PausableLog:
+    """The shared log as one orchestrator process reaches it: every call and every answer waits out a pause."""
+
+    def __init__(self, log: SagaLog, paused: _Paused) -> None:
+        self._log = log
+        self._paused = paused
+
+    def __getattr__(self, name: str) -> Any:
+        method = getattr(self._log, name)
+
+        async def call(*arguments: Any, **options: Any) -> Any:
+            await self._paused.wait()
+            result = await method(*arguments, **options)
+            await self._paused.wait()
+            return result
+
+        return call
+
+
+class _PausableTransport(httpx.AsyncBaseTransport):
+    """The network as one orchestrator process reaches it: nothing leaves or arrives while it is paused."""
+
+    def __init__(self, network: SimulatedNetwork, paused: _Paused) -> None:
+        self._network = network
+        self._paused = paused
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        await self._paused.wait()
+        response = await self._network.handle_async_request(request)
+        await self._paused.wait()
+        return response
+
+
+@dataclass
+class _Process:
+    """One orchestrator process: its incarnation, its clock's drift, its tasks and whether it is paused."""
+
+    index: int
+    drift_ms: int
+    incarnation: int = 0
+    paused: _Paused = field(default_factory=_Paused)
+    crashed: asyncio.Event = field(default_factory=asyncio.Event)
+    tasks: set[asyncio.Task[Any]] = field(default_factory=set)
 
 
 class _Run:
@@ -191,7 +254,11 @@ class _Run:
         self.overdrawn: dict[tuple[str, str], verify.Violation] = {}
         self.log = _SimulatedLog(_rng(config, "log"), rates.log_commit_ms)
         self.new_id = seeded_ids(_rng(config, "ids"))
+        self._faults = _rng(config, "orchestrator faults")
         self.crashes = 0
+        self.pauses = 0
+        #: Transfers taken from the queue whose orchestrator.transfer() has not returned.
+        self.in_flight = 0
         self.errors: list[verify.Violation] = []
 
     @property
@@ -219,19 +286,23 @@ class _Run:
         self.restarts[host] += 1
         return self._start_service(host)
 
-    def _orchestrator(self) -> Orchestrator:
+    def _orchestrator(self, process: _Process) -> Orchestrator:
         loop = asyncio.get_running_loop()
+        drift_ms = process.drift_ms
+        name = f"orchestrator-{process.index}.{process.incarnation}"
         return Orchestrator(
-            self.log,
+            _PausableLog(self.log, process.paused),
             policies=self.config.policies,
-            # Room for the sagas a recovery resumes on top of the workers' new
-            # ones: a new transfer queued behind recoveries is lost unlogged if
-            # the orchestrator crashes again, which would only thin the run out.
+            # Room for the sagas it takes over on top of its own new ones: a
+            # new transfer queued behind takeovers is lost unlogged if the
+            # orchestrator crashes, which would only thin the run out.
             concurrency=2 * self.config.concurrency,
-            transport=self.network,
+            transport=_PausableTransport(self.network, process.paused),
             new_id=self.new_id,
-            rng=_rng(self.config, f"orchestrator/{self.crashes}"),
-            now_ms=lambda: EPOCH_MS + round(loop.time() * 1000),
+            rng=_rng(self.config, f"orchestrator/{name}"),
+            now_ms=lambda: EPOCH_MS + round(loop.time() * 1000) + drift_ms,
+            owner=name,
+            lease_seconds=self.config.lease_seconds,
         )
 
     async def run(self) -> SimulationResult:
@@ -239,7 +310,13 @@ class _Run:
         queue = deque(self.workload.transfers)
         await self._drive(queue)
         records = await self.log.sagas()
-        violations = self.errors + list(self.overdrawn.values()) + check_run(opening, self.ledgers, records)
+        histories = {record.transaction_id: await self.log.history(record.transaction_id) for record in records}
+        violations = (
+            self.errors
+            + list(self.overdrawn.values())
+            + check_run(opening, self.ledgers, records)
+            + check_epochs(histories)
+        )
         await self.network.drain()
         # Late duplicates may land long after every saga ended: they must change nothing.
         records = await self.log.sagas()
@@ -254,6 +331,7 @@ class _Run:
         ]
         counts = dict(self.network.counts)
         counts[CRASH] = self.crashes
+        counts[PAUSE] = self.pauses
         return SimulationResult(
             config=self.config,
             sagas=records,
@@ -267,85 +345,93 @@ class _Run:
         )
 
     async def _drive(self, queue: deque[PlannedTransfer]) -> None:
-        """Run every transfer; crash and recover whenever the plan says; end when every saga is terminal."""
-        recovering = False
-        rounds_after_the_last_transfer = 0
+        """Run every transfer on the orchestrators; end when every saga is terminal, or out of time."""
+        loop = asyncio.get_running_loop()
+        drifts = _rng(self.config, "clocks")
+        limit = self.config.max_clock_drift_ms
+        processes = [_Process(index, drifts.randint(-limit, limit)) for index in range(self.config.orchestrators)]
+        self.network.on_crash = lambda: self._crash_or_pause(processes)
+        stop = asyncio.Event()
+        lives = [asyncio.create_task(self._live(process, queue, stop)) for process in processes]
         while True:
-            ending = await self._incarnation(queue, recovering=recovering)
-            if ending == "out of time":
+            await asyncio.sleep(self.config.poll_seconds)
+            if not queue and not self.in_flight and not await self.log.unfinished():
+                break
+            if loop.time() >= self.config.virtual_time_limit:
                 self.errors.append(
                     verify.Violation(
                         "the run finishes",
                         f"sagas still running after {self.config.virtual_time_limit:g} virtual seconds",
                     )
                 )
-                return
-            recovering = True
-            if ending == "crashed":
-                continue
-            if not await self.log.unfinished():
-                return
-            # A compensation that could not finish leaves its saga for the next recovery.
-            rounds_after_the_last_transfer += 1
-            if rounds_after_the_last_transfer > FINAL_RECOVERY_ROUNDS:
-                return
-
-    async def _incarnation(self, queue: deque[PlannedTransfer], *, recovering: bool) -> str:
-        """One orchestrator's life: until the queue is done, it crashes, or the run is out of time."""
-        loop = asyncio.get_running_loop()
-        orchestrator = self._orchestrator()
-        crashed = asyncio.Event()
-        self.network.on_crash = crashed.set
-        recovery_listed = asyncio.Event()
-        work = []
-        if recovering:
-            self.network.record("recover")
-            self.log.listed = recovery_listed
-            work.append(asyncio.create_task(self._recover(orchestrator)))
-        else:
-            recovery_listed.set()
-        work += [
-            asyncio.create_task(self._worker(orchestrator, queue, recovery_listed))
-            for _ in range(self.config.concurrency)
-        ]
-        crash = asyncio.create_task(crashed.wait())
-        waiting: set[asyncio.Task[Any]] = {*work, crash}
-        while not crash.done() and waiting != {crash} and loop.time() < self.config.virtual_time_limit:
-            await asyncio.wait(
-                waiting, timeout=self.config.virtual_time_limit - loop.time(), return_when=asyncio.FIRST_COMPLETED
-            )
-            waiting = {task for task in waiting if not task.done()}
+                break
         self.network.on_crash = None
-        crash.cancel()
-        if all(task.done() for task in work):
-            return "finished"
-        # The orchestrator's process dies: every saga stops wherever it is.
-        for task in work:
-            task.cancel()
-        await asyncio.gather(*work, return_exceptions=True)
-        if loop.time() >= self.config.virtual_time_limit:
-            return "out of time"
-        self.crashes += 1
-        self.network.record("crash", f"{sum(1 for task in work if task.cancelled())} tasks cancelled")
-        return "crashed"
+        stop.set()
+        for process in processes:
+            process.paused.running.set()
+            process.crashed.set()
+        await asyncio.gather(*lives)
 
-    async def _worker(
-        self, orchestrator: Orchestrator, queue: deque[PlannedTransfer], recovery_listed: asyncio.Event
-    ) -> None:
-        # recover() resumes every unfinished saga in the log, including ones
-        # this orchestrator is running: new sagas must wait until recovery
-        # has listed what it will resume, or a saga would run twice at once.
-        await recovery_listed.wait()
+    async def _live(self, process: _Process, queue: deque[PlannedTransfer], stop: asyncio.Event) -> None:
+        """One orchestrator process, incarnation after incarnation, until the run stops."""
+        share = max(1, self.config.concurrency // self.config.orchestrators)
+        while True:
+            orchestrator = self._orchestrator(process)
+            process.crashed = asyncio.Event()
+            process.tasks = {asyncio.create_task(self._transfers(orchestrator, queue)) for _ in range(share)}
+            claims = asyncio.create_task(self._claims(orchestrator, process))
+            await process.crashed.wait()
+            # The process dies: every saga of it stops wherever it is, and its leases run out.
+            claims.cancel()
+            tasks = list(process.tasks)
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(claims, *tasks, return_exceptions=True)
+            await orchestrator.aclose()
+            if stop.is_set():
+                return
+            self.crashes += 1
+            self.network.record("crash", f"orchestrator-{process.index}: {len(tasks)} tasks cancelled")
+            process.incarnation += 1
+
+    def _crash_or_pause(self, processes: list[_Process]) -> None:
+        process = self._faults.choice(processes)
+        if not process.paused.running.is_set() or process.crashed.is_set():
+            return
+        if self._faults.random() >= self.config.rates.pause:
+            process.crashed.set()
+            return
+        pause_ms = self._faults.randint(self.config.rates.pause_ms.low, self.config.rates.pause_ms.high)
+        self.pauses += 1
+        self.network.record("pause", f"orchestrator-{process.index} for {pause_ms}ms")
+        process.paused.running.clear()
+        asyncio.get_running_loop().call_later(pause_ms / 1000, process.paused.running.set)
+
+    async def _transfers(self, orchestrator: Orchestrator, queue: deque[PlannedTransfer]) -> None:
         while queue:
             planned = queue.popleft()
+            self.in_flight += 1
             try:
                 await orchestrator.transfer(planned.source, planned.target, planned.amount)
             except Exception as error:
                 self._saga_raised(error)
+            finally:
+                self.in_flight -= 1
 
-    async def _recover(self, orchestrator: Orchestrator) -> None:
+    async def _claims(self, orchestrator: Orchestrator, process: _Process) -> None:
+        """Each poll, take over the sagas whose leases ran out: a crashed or paused orchestrator's."""
+        while True:
+            await asyncio.sleep(self.config.poll_seconds)
+            for record in await orchestrator.claim(self.config.concurrency):
+                process.tasks.add(asyncio.create_task(self._take_over(orchestrator, record)))
+
+    async def _take_over(self, orchestrator: Orchestrator, record: SagaRecord) -> None:
         try:
-            await orchestrator.recover()
+            await orchestrator.drive(record)
+        except ValueError:
+            # Its own saga, whose lease lapsed while it was paused: that run
+            # stops at its next commit, and this claim's lease runs out.
+            pass
         except Exception as error:
             self._saga_raised(error)
 

@@ -1,0 +1,163 @@
+"""What every saga log offers, and the lease rules they all follow.
+
+A saga log is the write-ahead record of every saga. A log that several
+orchestrator processes share (PostgreSQL) hands each saga to one of them at a
+time with a **lease**: an owner, an epoch and an expiry. The same rules hold
+in every log, so that one contract test suite and the simulator check them:
+
+- :meth:`SagaLog.claim` takes sagas that are unfinished and whose lease has
+  expired (or was released), and raises each one's epoch by one. A takeover
+  is a claim, so it always raises the epoch.
+- :meth:`SagaLog.commit` of a change that carries an epoch lands only while
+  the saga is still at that epoch; otherwise it raises :class:`LeaseLost` and
+  writes nothing. The driver then stops: it sends nothing more for the saga.
+- :meth:`SagaLog.renew` extends the leases still held at their epochs, and
+  says which are not; :meth:`SagaLog.release` hands a saga back at once.
+
+Leases only decide *when* another orchestrator may take a saga over; the
+epoch check on every commit is what makes a stale decision impossible, so a
+clock that is wrong costs time, never money.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, Protocol
+
+from saga.records import AccountRef, Attempt, Change, Event, SagaRecord
+from saga.states import TERMINAL_STATES, SagaState
+
+
+class SagaLogError(Exception):
+    """The saga log cannot be opened or read."""
+
+
+class LeaseLost(Exception):
+    """The saga is no longer this orchestrator's: another one claimed it since. Stop driving it."""
+
+    def __init__(self, transaction_id: str, epoch: int | None) -> None:
+        super().__init__(f"saga {transaction_id} is no longer held at epoch {epoch}: another orchestrator took it over")
+        self.transaction_id = transaction_id
+        self.epoch = epoch
+
+
+class IdempotencyKeyConflict(SagaLogError):
+    """A submission reused an idempotency key for a different transfer."""
+
+
+class SagaLog(Protocol):
+    async def create(self, saga: SagaRecord, first_state: SagaState) -> None:
+        """Record a new saga and its first state in one commit, with the lease the record carries."""
+
+    async def submit(self, saga: SagaRecord) -> tuple[SagaRecord, bool]:
+        """Record a new PENDING saga that no one holds, for a worker to claim.
+
+        With an idempotency key already in the log, records nothing and
+        returns the saga first submitted under it; the bool says whether this
+        call created the saga.
+        """
+
+    async def commit(self, change: Change) -> None:
+        """Make a change durable; returns once it is. Raises LeaseLost when the change's epoch is stale."""
+
+    async def claim(
+        self, owner: str, *, limit: int, lease_ms: int, now_ms: int, transaction_id: str | None = None
+    ) -> list[SagaRecord]:
+        """Lease up to ``limit`` unfinished sagas whose lease has expired by ``now_ms``, raising each epoch by one.
+
+        ``transaction_id`` claims that one saga only, if it is claimable.
+        """
+
+    async def renew(self, owner: str, held: Mapping[str, int], *, lease_ms: int, now_ms: int) -> set[str]:
+        """Extend the leases in ``held`` (transaction_id -> epoch); returns the ids no longer held at that epoch."""
+
+    async def release(self, transaction_id: str, epoch: int) -> bool:
+        """Hand the saga back (still at ``epoch``) for anyone to claim now; False if it was no longer held."""
+
+    async def listen(self, wake: Callable[[], None]) -> None:
+        """Call ``wake`` whenever a saga becomes claimable without waiting for a lease to expire."""
+
+    async def get(self, transaction_id: str) -> SagaRecord | None: ...
+
+    async def sagas(self, state: SagaState | None = None) -> list[SagaRecord]: ...
+
+    async def unfinished(self) -> list[SagaRecord]: ...
+
+    async def history(self, transaction_id: str) -> list[Event]: ...
+
+    async def close(self) -> None: ...
+
+
+def apply_change(saga: SagaRecord, change: Change) -> None:
+    if change.state is not None:
+        saga.state = change.state
+    if change.fence_credit is not None:
+        saga.fence_credit = change.fence_credit
+    saga.attempts += len(change.attempts)
+    if change.error is not None:
+        saga.last_error = change.error
+    saga.updated_at_ms = change.at_ms
+    if saga.state in TERMINAL_STATES:
+        # Nothing is left to drive: the lease ends with the saga.
+        saga.owner, saga.lease_expires_at_ms = None, 0
+
+
+def change_events(change: Change) -> list[Event]:
+    tid, at_ms, owner, epoch = change.transaction_id, change.at_ms, change.owner, change.epoch
+    events = [Event(tid, at_ms, "attempt", attempt=attempt, owner=owner, epoch=epoch) for attempt in change.attempts]
+    if change.state is not None:
+        events.append(Event(tid, at_ms, "state", state=change.state, detail=change.error, owner=owner, epoch=epoch))
+    return events
+
+
+def copy_record(saga: SagaRecord) -> SagaRecord:
+    return SagaRecord(
+        saga.transaction_id,
+        saga.source,
+        saga.target,
+        saga.amount,
+        saga.state,
+        saga.fence_credit,
+        saga.created_at_ms,
+        saga.updated_at_ms,
+        saga.attempts,
+        saga.last_error,
+        saga.owner,
+        saga.epoch,
+        saga.lease_expires_at_ms,
+        saga.idempotency_key,
+    )
+
+
+def same_transfer(first: SagaRecord, second: SagaRecord) -> bool:
+    return (first.source, first.target, first.amount) == (second.source, second.target, second.amount)
+
+
+def key_conflict(key: str) -> IdempotencyKeyConflict:
+    return IdempotencyKeyConflict(f"the idempotency key {key!r} was already used for another transfer")
+
+
+def claim_event(saga: SagaRecord, at_ms: int) -> Event:
+    return Event(saga.transaction_id, at_ms, "claim", owner=saga.owner, epoch=saga.epoch)
+
+
+def describe_account(account: AccountRef) -> tuple[str, str]:
+    """An account as the SQL logs store it: the service's URLs comma-separated, and the user."""
+    return ",".join(account.urls), account.user_id
+
+
+TERMINAL_VALUES = tuple(sorted(state.value for state in TERMINAL_STATES))
+
+EVENT_COLUMNS = "at_ms, kind, state, step, attempt, status, code, latency_us, detail, url, owner, epoch"
+
+
+def event_from_row(transaction_id: str, row: Sequence[Any]) -> Event:
+    """One event from the columns EVENT_COLUMNS names, in both SQL logs."""
+    at_ms, kind, state, step, number, status, code, latency_us, detail, url, owner, epoch = row
+    attempt = None
+    if kind == "attempt":
+        attempt = Attempt(step, number, status, code, latency_us, detail, url)
+        detail = None
+    return Event(
+        transaction_id, at_ms, kind, SagaState(state) if state else None, attempt, detail, owner=owner, epoch=epoch
+    )

@@ -1,0 +1,124 @@
+"""A saga log in memory: every commit is immediate, and nothing survives the process.
+
+It follows the same lease rules as the shared PostgreSQL log (see
+:mod:`saga.logs.base`), on whatever clock its callers pass in: the simulator
+runs several orchestrators on one of these, each with a clock of its own.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+
+from saga.logs.base import (
+    LeaseLost,
+    SagaLogError,
+    apply_change,
+    change_events,
+    claim_event,
+    copy_record,
+    key_conflict,
+    same_transfer,
+)
+from saga.records import Change, Event, SagaRecord
+from saga.states import TERMINAL_STATES, SagaState
+
+
+class MemorySagaLog:
+    def __init__(self) -> None:
+        self._sagas: dict[str, SagaRecord] = {}
+        self._history: dict[str, list[Event]] = {}
+        self._by_key: dict[str, str] = {}
+        self._listeners: list[Callable[[], None]] = []
+        self.commits = 0
+
+    async def create(self, saga: SagaRecord, first_state: SagaState) -> None:
+        self._insert(saga)
+        await self.commit(
+            Change(saga.transaction_id, saga.created_at_ms, state=first_state, epoch=saga.epoch, owner=saga.owner)
+        )
+
+    async def submit(self, saga: SagaRecord) -> tuple[SagaRecord, bool]:
+        key = saga.idempotency_key
+        if key is not None and key in self._by_key:
+            first = self._sagas[self._by_key[key]]
+            if not same_transfer(first, saga):
+                raise key_conflict(key)
+            return copy_record(first), False
+        pending = copy_record(saga)
+        pending.state, pending.owner, pending.epoch, pending.lease_expires_at_ms = SagaState.PENDING, None, 0, 0
+        self._insert(pending)
+        self._wake()
+        return copy_record(pending), True
+
+    def _insert(self, saga: SagaRecord) -> None:
+        if saga.transaction_id in self._sagas:
+            raise SagaLogError(f"saga {saga.transaction_id} already exists")
+        self._sagas[saga.transaction_id] = copy_record(saga)
+        self._history[saga.transaction_id] = [Event(saga.transaction_id, saga.created_at_ms, "state", state=saga.state)]
+        if saga.idempotency_key is not None:
+            self._by_key[saga.idempotency_key] = saga.transaction_id
+
+    async def commit(self, change: Change) -> None:
+        saga = self._sagas[change.transaction_id]
+        if change.epoch is not None and saga.epoch != change.epoch:
+            raise LeaseLost(change.transaction_id, change.epoch)
+        apply_change(saga, change)
+        self._history[change.transaction_id].extend(change_events(change))
+        self.commits += 1
+
+    async def claim(
+        self, owner: str, *, limit: int, lease_ms: int, now_ms: int, transaction_id: str | None = None
+    ) -> list[SagaRecord]:
+        candidates = self._sagas.values() if transaction_id is None else [self._sagas[transaction_id]]
+        claimed: list[SagaRecord] = []
+        for saga in candidates:
+            if len(claimed) >= limit:
+                break
+            if saga.state in TERMINAL_STATES or saga.lease_expires_at_ms > now_ms:
+                continue
+            saga.owner, saga.epoch, saga.lease_expires_at_ms = owner, saga.epoch + 1, now_ms + lease_ms
+            self._history[saga.transaction_id].append(claim_event(saga, now_ms))
+            claimed.append(copy_record(saga))
+        return claimed
+
+    async def renew(self, owner: str, held: Mapping[str, int], *, lease_ms: int, now_ms: int) -> set[str]:
+        lost = set()
+        for transaction_id, epoch in held.items():
+            saga = self._sagas[transaction_id]
+            if saga.epoch == epoch:
+                saga.lease_expires_at_ms = now_ms + lease_ms
+            else:
+                lost.add(transaction_id)
+        return lost
+
+    async def release(self, transaction_id: str, epoch: int) -> bool:
+        saga = self._sagas[transaction_id]
+        if saga.epoch != epoch:
+            return False
+        saga.owner, saga.lease_expires_at_ms = None, 0
+        if saga.state not in TERMINAL_STATES:
+            self._wake()
+        return True
+
+    async def listen(self, wake: Callable[[], None]) -> None:
+        self._listeners.append(wake)
+
+    def _wake(self) -> None:
+        for wake in self._listeners:
+            wake()
+
+    async def get(self, transaction_id: str) -> SagaRecord | None:
+        saga = self._sagas.get(transaction_id)
+        return None if saga is None else copy_record(saga)
+
+    async def sagas(self, state: SagaState | None = None) -> list[SagaRecord]:
+        return [copy_record(saga) for saga in self._sagas.values() if state is None or saga.state == state]
+
+    async def unfinished(self) -> list[SagaRecord]:
+        return [copy_record(saga) for saga in self._sagas.values() if saga.state not in TERMINAL_STATES]
+
+    async def history(self, transaction_id: str) -> list[Event]:
+        return list(self._history.get(transaction_id, []))
+
+    async def close(self) -> None:
+        return None

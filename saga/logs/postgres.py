@@ -1,0 +1,384 @@
+"""The shared saga log in PostgreSQL: many orchestrator processes, each saga driven by one at a time.
+
+Workers claim sagas with ``FOR UPDATE SKIP LOCKED``, so that they never queue
+behind each other's claims, and hold them by a lease (owner, epoch, expiry)
+that they renew while they drive. Every commit of a driver is one statement,
+``UPDATE … WHERE transaction_id = $1 AND epoch = $2`` with the saga's events
+written by the same statement only when that update found its row: a worker
+whose saga was taken over (its epoch raised by the new claim) gets
+:class:`~saga.logs.base.LeaseLost` and writes nothing. Each event keeps the
+owner and epoch it was committed under, as evidence.
+
+Submissions and hand-backs ``NOTIFY`` the channel ``saga_work`` in their own
+transaction, so idle workers wake at once; an expired lease wakes no one,
+which is why workers also poll. The schema is versioned SQL in
+``sql/postgresql/`` and is applied at open under a session advisory lock.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any, Final
+
+import asyncpg
+
+from saga.logs.base import (
+    EVENT_COLUMNS,
+    TERMINAL_VALUES,
+    LeaseLost,
+    SagaLogError,
+    event_from_row,
+    key_conflict,
+    same_transfer,
+)
+from saga.records import AccountRef, Change, Event, SagaRecord
+from saga.states import SagaState
+from server.database_url import DatabaseUrl
+
+NOTIFY_CHANNEL: Final = "saga_work"
+#: Held while migrating; a key apart from the accounts service's own.
+SETUP_LOCK_KEY: Final = 0x5A6A_1ED6_E500_0002
+SQL_FOLDER: Final = Path(__file__).resolve().parent / "sql" / "postgresql"
+_FILE_NAME = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
+
+#: Connections for statements; with the one LISTEN connection a process stays within 16.
+DEFAULT_POOL_SIZE: Final = 12
+CONNECT_TIMEOUT_SECONDS: Final = 10.0
+COMMAND_TIMEOUT_SECONDS: Final = 30.0
+DATABASE_FAILURES: Final = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError)
+
+_SAGA_COLUMNS = (
+    "transaction_id, source_urls, source_user, target_urls, target_user, amount, state, fence_credit, "
+    "created_at_ms, updated_at_ms, attempts, last_error, owner, epoch, lease_expires_at_ms, idempotency_key"
+)
+_TERMINAL = ", ".join(repr(value) for value in TERMINAL_VALUES)
+_UNFINISHED = f"state NOT IN ({_TERMINAL})"
+
+_INSERT = f"""
+WITH saga AS (
+    INSERT INTO saga_sagas ({_SAGA_COLUMNS})
+    VALUES ($1, $2, $3, $4, $5, $6, $7, false, $8, $8, 0, NULL, $9, $10, $11, $12)
+    ON CONFLICT (idempotency_key) DO NOTHING
+    RETURNING transaction_id
+), first AS (
+    INSERT INTO saga_events (transaction_id, at_ms, kind, state)
+    SELECT transaction_id, $8, 'state', $7 FROM saga
+)
+SELECT count(*) FROM saga
+"""
+
+#: One statement per commit: the events are written only if the fenced update found its row.
+_COMMIT = f"""
+WITH fenced AS (
+    UPDATE saga_sagas SET
+        state = coalesce($3, state),
+        fence_credit = coalesce($4, fence_credit),
+        attempts = attempts + $5,
+        last_error = coalesce($6, last_error),
+        updated_at_ms = $2,
+        -- A terminal state ends the lease with the saga.
+        owner = CASE WHEN coalesce($3, state) IN ({_TERMINAL}) THEN NULL ELSE owner END,
+        lease_expires_at_ms = CASE WHEN coalesce($3, state) IN ({_TERMINAL}) THEN 0 ELSE lease_expires_at_ms END
+    WHERE transaction_id = $1 AND ($7::bigint IS NULL OR epoch = $7::bigint)
+    RETURNING transaction_id
+), written AS (
+    INSERT INTO saga_events (transaction_id, at_ms, kind, state, step, attempt, status, code, latency_us, detail, url,
+                             owner, epoch)
+    SELECT fenced.transaction_id, $2, e.kind, e.state, e.step, e.attempt, e.status, e.code, e.latency_us, e.detail,
+           e.url, $8, $7::bigint
+    FROM fenced CROSS JOIN unnest($9::text[], $10::text[], $11::text[], $12::int[], $13::int[], $14::text[],
+                                  $15::bigint[], $16::text[], $17::text[])
+         WITH ORDINALITY AS e(kind, state, step, attempt, status, code, latency_us, detail, url, position)
+    ORDER BY e.position
+)
+SELECT count(*) FROM fenced
+"""
+
+_CLAIM = f"""
+WITH claimable AS (
+    SELECT transaction_id FROM saga_sagas
+    WHERE {_UNFINISHED} AND lease_expires_at_ms <= $3 AND ($5::text IS NULL OR transaction_id = $5)
+    ORDER BY position
+    LIMIT $4
+    FOR UPDATE SKIP LOCKED
+), claimed AS (
+    UPDATE saga_sagas AS saga SET owner = $1, epoch = saga.epoch + 1, lease_expires_at_ms = $3 + $2
+    FROM claimable WHERE saga.transaction_id = claimable.transaction_id
+    RETURNING saga.position, {", ".join(f"saga.{column.strip()}" for column in _SAGA_COLUMNS.split(","))}
+), logged AS (
+    INSERT INTO saga_events (transaction_id, at_ms, kind, owner, epoch)
+    SELECT transaction_id, $3, 'claim', owner, epoch FROM claimed ORDER BY position
+)
+SELECT {_SAGA_COLUMNS} FROM claimed ORDER BY position
+"""
+
+_RENEW = """
+UPDATE saga_sagas AS saga SET lease_expires_at_ms = $3
+FROM unnest($1::text[], $2::bigint[]) AS held(transaction_id, epoch)
+WHERE saga.transaction_id = held.transaction_id AND saga.epoch = held.epoch
+RETURNING saga.transaction_id
+"""
+
+_RELEASE = f"""
+WITH released AS (
+    UPDATE saga_sagas SET owner = NULL, lease_expires_at_ms = 0
+    WHERE transaction_id = $1 AND epoch = $2
+    RETURNING state
+)
+SELECT state, CASE WHEN {_UNFINISHED} THEN pg_notify('{NOTIFY_CHANNEL}', $1) END FROM released
+"""
+
+
+def _saga_from_row(row: asyncpg.Record) -> SagaRecord:
+    return SagaRecord(
+        transaction_id=row["transaction_id"],
+        source=AccountRef(row["source_urls"], row["source_user"]),
+        target=AccountRef(row["target_urls"], row["target_user"]),
+        amount=row["amount"],
+        state=SagaState(row["state"]),
+        fence_credit=row["fence_credit"],
+        created_at_ms=row["created_at_ms"],
+        updated_at_ms=row["updated_at_ms"],
+        attempts=row["attempts"],
+        last_error=row["last_error"],
+        owner=row["owner"],
+        epoch=row["epoch"],
+        lease_expires_at_ms=row["lease_expires_at_ms"],
+        idempotency_key=row["idempotency_key"],
+    )
+
+
+def _one_line(error: BaseException) -> str:
+    text = " ".join(str(error).split()) or type(error).__name__
+    return f"{type(error).__name__}: {text}"
+
+
+class PostgresSagaLog:
+    """A saga log that any number of orchestrator processes share."""
+
+    def __init__(self, pool: asyncpg.Pool, dsn: str, where: str) -> None:
+        self._pool = pool
+        self._dsn = dsn
+        self._where = where
+        self._listener: asyncpg.Connection | None = None
+        self._wakers: list[Callable[[], None]] = []
+
+    @classmethod
+    async def open(cls, dsn: str, *, pool_size: int = DEFAULT_POOL_SIZE) -> PostgresSagaLog:
+        """Connect and bring the schema up to date; SagaLogError says in one line why not."""
+        where = str(DatabaseUrl("postgresql", dsn=dsn))
+        try:
+            pool = await asyncpg.create_pool(
+                dsn,
+                min_size=1,
+                max_size=pool_size,
+                timeout=CONNECT_TIMEOUT_SECONDS,
+                command_timeout=COMMAND_TIMEOUT_SECONDS,
+                server_settings={"default_transaction_isolation": "read committed"},
+            )
+        except (*DATABASE_FAILURES, ValueError) as error:
+            raise SagaLogError(f"cannot open the saga log at {where}: {_one_line(error)}") from None
+        try:
+            async with pool.acquire() as connection:
+                await _migrate(connection, where)
+        except SagaLogError:
+            await pool.close()
+            raise
+        except DATABASE_FAILURES as error:
+            await pool.close()
+            raise SagaLogError(f"cannot set up the saga log at {where}: {_one_line(error)}") from None
+        return cls(pool, dsn, where)
+
+    async def _fetch(self, sql: str, *arguments: Any) -> list[asyncpg.Record]:
+        try:
+            rows: list[asyncpg.Record] = await self._pool.fetch(sql, *arguments)
+        except asyncpg.UniqueViolationError as error:
+            raise SagaLogError(f"saga log write refused: {_one_line(error)}") from error
+        except DATABASE_FAILURES as error:
+            raise SagaLogError(f"the saga log at {self._where} failed: {_one_line(error)}") from error
+        return rows
+
+    # -- writes ------------------------------------------------------------------
+
+    async def create(self, saga: SagaRecord, first_state: SagaState) -> None:
+        try:
+            async with self._pool.acquire() as connection, connection.transaction():
+                inserted = await connection.fetchval(_INSERT, *_insert_arguments(saga))
+                if not inserted:
+                    raise SagaLogError(f"saga {saga.transaction_id} already exists")
+                change = Change(
+                    saga.transaction_id, saga.created_at_ms, state=first_state, epoch=saga.epoch, owner=saga.owner
+                )
+                await connection.fetchval(_COMMIT, *_commit_arguments(change))
+        except asyncpg.UniqueViolationError:
+            raise SagaLogError(f"saga {saga.transaction_id} already exists") from None
+        except DATABASE_FAILURES as error:
+            raise SagaLogError(f"the saga log at {self._where} failed: {_one_line(error)}") from error
+
+    async def submit(self, saga: SagaRecord) -> tuple[SagaRecord, bool]:
+        pending = SagaRecord(
+            saga.transaction_id,
+            saga.source,
+            saga.target,
+            saga.amount,
+            created_at_ms=saga.created_at_ms,
+            updated_at_ms=saga.created_at_ms,
+            idempotency_key=saga.idempotency_key,
+        )
+        try:
+            async with self._pool.acquire() as connection, connection.transaction():
+                if await connection.fetchval(_INSERT, *_insert_arguments(pending)):
+                    await connection.execute("SELECT pg_notify($1, $2)", NOTIFY_CHANNEL, saga.transaction_id)
+                    return pending, True
+                row = await connection.fetchrow(
+                    f"SELECT {_SAGA_COLUMNS} FROM saga_sagas WHERE idempotency_key = $1", saga.idempotency_key
+                )
+        except asyncpg.UniqueViolationError:
+            raise SagaLogError(f"saga {saga.transaction_id} already exists") from None
+        except DATABASE_FAILURES as error:
+            raise SagaLogError(f"the saga log at {self._where} failed: {_one_line(error)}") from error
+        if row is None or saga.idempotency_key is None:
+            raise SagaLogError(f"saga {saga.transaction_id} was not recorded")
+        first = _saga_from_row(row)
+        if not same_transfer(first, saga):
+            raise key_conflict(saga.idempotency_key)
+        return first, False
+
+    async def commit(self, change: Change) -> None:
+        (row,) = await self._fetch(_COMMIT, *_commit_arguments(change))
+        if row[0] == 0:
+            if change.epoch is not None:
+                raise LeaseLost(change.transaction_id, change.epoch)
+            raise SagaLogError(f"no saga {change.transaction_id} in the log")
+
+    async def claim(
+        self, owner: str, *, limit: int, lease_ms: int, now_ms: int, transaction_id: str | None = None
+    ) -> list[SagaRecord]:
+        rows = await self._fetch(_CLAIM, owner, lease_ms, now_ms, limit, transaction_id)
+        return [_saga_from_row(row) for row in rows]
+
+    async def renew(self, owner: str, held: Mapping[str, int], *, lease_ms: int, now_ms: int) -> set[str]:
+        if not held:
+            return set()
+        rows = await self._fetch(_RENEW, list(held), list(held.values()), now_ms + lease_ms)
+        return set(held) - {row[0] for row in rows}
+
+    async def release(self, transaction_id: str, epoch: int) -> bool:
+        return bool(await self._fetch(_RELEASE, transaction_id, epoch))
+
+    async def listen(self, wake: Callable[[], None]) -> None:
+        self._wakers.append(wake)
+        if self._listener is not None:
+            return
+        try:
+            self._listener = await asyncpg.connect(self._dsn, timeout=CONNECT_TIMEOUT_SECONDS)
+            await self._listener.add_listener(NOTIFY_CHANNEL, self._notified)
+        except DATABASE_FAILURES as error:
+            raise SagaLogError(f"cannot listen on the saga log at {self._where}: {_one_line(error)}") from error
+
+    def _notified(self, connection: object, pid: int, channel: str, payload: object) -> None:
+        for wake in self._wakers:
+            wake()
+
+    # -- reads -------------------------------------------------------------------
+
+    async def get(self, transaction_id: str) -> SagaRecord | None:
+        rows = await self._fetch(f"SELECT {_SAGA_COLUMNS} FROM saga_sagas WHERE transaction_id = $1", transaction_id)
+        return _saga_from_row(rows[0]) if rows else None
+
+    async def sagas(self, state: SagaState | None = None) -> list[SagaRecord]:
+        rows = await self._fetch(
+            f"SELECT {_SAGA_COLUMNS} FROM saga_sagas WHERE $1::text IS NULL OR state = $1 ORDER BY position",
+            None if state is None else state.value,
+        )
+        return [_saga_from_row(row) for row in rows]
+
+    async def unfinished(self) -> list[SagaRecord]:
+        rows = await self._fetch(f"SELECT {_SAGA_COLUMNS} FROM saga_sagas WHERE {_UNFINISHED} ORDER BY position")
+        return [_saga_from_row(row) for row in rows]
+
+    async def history(self, transaction_id: str) -> list[Event]:
+        rows = await self._fetch(
+            f"SELECT {EVENT_COLUMNS} FROM saga_events WHERE transaction_id = $1 ORDER BY seq", transaction_id
+        )
+        return [event_from_row(transaction_id, tuple(row)) for row in rows]
+
+    async def all_events(self) -> list[Event]:
+        """Every event of every saga, in commit order: for auditing the whole log at once."""
+        rows = await self._fetch(f"SELECT transaction_id, {EVENT_COLUMNS} FROM saga_events ORDER BY seq")
+        return [event_from_row(row[0], tuple(row)[1:]) for row in rows]
+
+    async def close(self) -> None:
+        if self._listener is not None:
+            listener, self._listener = self._listener, None
+            try:
+                await listener.close(timeout=5)
+            except DATABASE_FAILURES:
+                listener.terminate()
+        await self._pool.close()
+
+
+def _insert_arguments(saga: SagaRecord) -> tuple[Any, ...]:
+    return (
+        saga.transaction_id,
+        ",".join(saga.source.urls),
+        saga.source.user_id,
+        ",".join(saga.target.urls),
+        saga.target.user_id,
+        saga.amount,
+        saga.state.value,
+        saga.created_at_ms,
+        saga.owner,
+        saga.epoch,
+        saga.lease_expires_at_ms,
+        saga.idempotency_key,
+    )
+
+
+def _commit_arguments(change: Change) -> tuple[Any, ...]:
+    rows: list[tuple[Any, ...]] = [
+        ("attempt", None, a.step, a.number, a.status, a.code, a.latency_us, a.error, a.url) for a in change.attempts
+    ]
+    if change.state is not None:
+        rows.append(("state", change.state.value, None, None, None, None, None, change.error, None))
+    # One array per column, as unnest() in _COMMIT reads them back into rows.
+    columns = [list(column) for column in zip(*rows, strict=True)] if rows else [[] for _ in range(9)]
+    return (
+        change.transaction_id,
+        change.at_ms,
+        None if change.state is None else change.state.value,
+        change.fence_credit,
+        len(change.attempts),
+        change.error,
+        change.epoch,
+        change.owner,
+        *columns,
+    )
+
+
+async def _migrate(connection: Any, where: str) -> None:
+    """Apply the missing versions of sql/postgresql/ in order, under a lock; refuse a newer schema."""
+    migrations = []
+    for path in sorted(SQL_FOLDER.glob("*.sql")):
+        match = _FILE_NAME.match(path.name)
+        if match is None:
+            raise SagaLogError(f"saga log migration {path.name} is not named NNNN_name.sql")
+        migrations.append((int(match.group(1)), path.read_text(encoding="utf-8")))
+    latest = migrations[-1][0] if migrations else 0
+    await connection.execute("SELECT pg_advisory_lock($1)", SETUP_LOCK_KEY)
+    try:
+        await connection.execute("CREATE TABLE IF NOT EXISTS saga_log_schema (version integer PRIMARY KEY)")
+        applied = await connection.fetchval("SELECT coalesce(max(version), 0) FROM saga_log_schema")
+        if applied > latest:
+            raise SagaLogError(
+                f"the saga log at {where} is at schema version {applied}, newer than this code's {latest}: "
+                "upgrade the orchestrator first"
+            )
+        for version, sql in migrations[applied:]:
+            async with connection.transaction():
+                await connection.execute(sql)
+                await connection.execute("INSERT INTO saga_log_schema (version) VALUES ($1)", version)
+    finally:
+        await connection.execute("SELECT pg_advisory_unlock($1)", SETUP_LOCK_KEY)

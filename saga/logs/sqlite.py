@@ -1,0 +1,652 @@
+"""The SQLite saga log: durable, in WAL mode with a full sync on every commit, and group commit.
+
+A saga's state change and the attempt that caused it are committed before the
+next request goes out, so that after a crash every unfinished saga can resume
+from exactly where it was, under its original transaction_id.
+
+One process at a time holds the file (see :func:`_lock`), so every lease in
+it at open belongs to a process that is gone: opening for writing releases
+them all. The lease rules of :mod:`saga.logs.base` still hold within the
+process, so the same contract tests run on it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import os
+import sqlite3
+from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+from saga.logs.base import (
+    EVENT_COLUMNS,
+    TERMINAL_VALUES,
+    LeaseLost,
+    SagaLogError,
+    event_from_row,
+    key_conflict,
+    same_transfer,
+)
+from saga.records import AccountRef, Change, Event, SagaRecord
+from saga.states import SagaState
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS sagas (
+    transaction_id TEXT PRIMARY KEY,
+    source_urls TEXT NOT NULL,  -- the service's URLs, comma-separated, as on the command line
+    source_user TEXT NOT NULL,
+    target_urls TEXT NOT NULL,
+    target_user TEXT NOT NULL,
+    amount INTEGER NOT NULL CHECK (amount > 0),
+    state TEXT NOT NULL,
+    fence_credit INTEGER NOT NULL DEFAULT 0,
+    created_at_ms INTEGER NOT NULL,
+    updated_at_ms INTEGER NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    last_error TEXT,
+    owner TEXT,
+    epoch INTEGER NOT NULL DEFAULT 0,
+    lease_expires_at_ms INTEGER NOT NULL DEFAULT 0,
+    idempotency_key TEXT
+);
+CREATE INDEX IF NOT EXISTS sagas_by_state ON sagas (state);
+CREATE TABLE IF NOT EXISTS events (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    transaction_id TEXT NOT NULL REFERENCES sagas (transaction_id),
+    at_ms INTEGER NOT NULL,
+    kind TEXT NOT NULL,
+    state TEXT,
+    step TEXT,
+    attempt INTEGER,
+    status INTEGER,
+    code TEXT,
+    latency_us INTEGER,
+    detail TEXT,
+    url TEXT,
+    owner TEXT,
+    epoch INTEGER,
+    ledger_id TEXT
+);
+CREATE INDEX IF NOT EXISTS events_by_saga ON events (transaction_id, seq);
+"""
+
+#: Created after _upgrade, which adds the columns they index to an older log.
+_INDEXES = """
+CREATE UNIQUE INDEX IF NOT EXISTS sagas_by_idempotency_key ON sagas (idempotency_key)
+    WHERE idempotency_key IS NOT NULL;
+"""
+
+_SAGA_COLUMNS = (
+    "transaction_id, source_urls, source_user, target_urls, target_user, amount, state, "
+    "fence_credit, created_at_ms, updated_at_ms, attempts, last_error, owner, epoch, lease_expires_at_ms, "
+    "idempotency_key"
+)
+_UNFINISHED = f"state NOT IN ({', '.join(repr(value) for value in TERMINAL_VALUES)})"
+
+
+def _saga_from_row(row: tuple[Any, ...]) -> SagaRecord:
+    return SagaRecord(
+        transaction_id=row[0],
+        source=AccountRef(row[1], row[2]),
+        target=AccountRef(row[3], row[4]),
+        amount=row[5],
+        state=SagaState(row[6]),
+        fence_credit=bool(row[7]),
+        created_at_ms=row[8],
+        updated_at_ms=row[9],
+        attempts=row[10],
+        last_error=row[11],
+        owner=row[12],
+        epoch=row[13],
+        lease_expires_at_ms=row[14],
+        idempotency_key=row[15],
+    )
+
+
+class SqliteSagaLog:
+    """A durable saga log in one SQLite file, with group commit.
+
+    Writers hand their changes to a single committer task. While one
+    transaction is being written and synced, new changes queue up, and the
+    next transaction takes them all: many concurrent sagas share one fsync.
+    All database work runs on one dedicated thread, off the event loop.
+    """
+
+    def __init__(self, connection: sqlite3.Connection, executor: ThreadPoolExecutor) -> None:
+        self._connection = connection
+        self._executor = executor
+        self._pending: list[tuple[list[_Statement], asyncio.Future[None]]] = []
+        self._listeners: list[Callable[[], None]] = []
+        self._wakeup = asyncio.Event()
+        self._committer: asyncio.Task[None] | None = None
+        self._closed = False
+        self._lock: int | None = None
+        self.commits = 0
+        self.changes_committed = 0
+
+    @classmethod
+    async def open(cls, path: str | Path, *, create: bool = True, exclusive: bool = True) -> SqliteSagaLog:
+        """Open (or create) the log at ``path``; ``create=False`` refuses a missing file.
+
+        ``exclusive`` (for anything that runs sagas) takes a lock that one
+        process at a time can hold: two orchestrators resuming the same saga
+        would each drive it, and between them lose or mint money. The kernel
+        drops the lock with its process, so a crash never leaves it behind.
+        Readers (``show``, ``list``) pass ``exclusive=False``.
+        """
+        executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="saga-log")
+        loop = asyncio.get_running_loop()
+        lock = None
+        try:
+            if exclusive:
+                # Before SQLite opens the file: a refused process must not touch it.
+                lock = _lock(Path(path), create)
+            connection = await loop.run_in_executor(executor, _connect, Path(path), create, exclusive)
+        except BaseException:
+            if lock is not None:
+                os.close(lock)
+            executor.shutdown(wait=False)
+            raise
+        log = cls(connection, executor)
+        log._lock = lock
+        return log
+
+    async def _run(self, function: Any, *args: Any) -> Any:
+        return await asyncio.get_running_loop().run_in_executor(self._executor, function, *args)
+
+    # -- writes ------------------------------------------------------------------
+
+    async def create(self, saga: SagaRecord, first_state: SagaState) -> None:
+        statements = _insert_statements(saga)
+        statements += _change_statements(
+            Change(saga.transaction_id, saga.created_at_ms, state=first_state, epoch=saga.epoch, owner=saga.owner)
+        )
+        await self._enqueue(statements)
+
+    async def submit(self, saga: SagaRecord) -> tuple[SagaRecord, bool]:
+        key = saga.idempotency_key
+        if key is not None:
+            first = await self._by_key(key)
+            if first is not None:
+                if not same_transfer(first, saga):
+                    raise key_conflict(key)
+                return first, False
+        pending = SagaRecord(
+            saga.transaction_id,
+            saga.source,
+            saga.target,
+            saga.amount,
+            created_at_ms=saga.created_at_ms,
+            updated_at_ms=saga.created_at_ms,
+            idempotency_key=key,
+        )
+        try:
+            await self._enqueue(_insert_statements(pending))
+        except SagaLogError:
+            # Two submissions of one key at once: the other one's insert won.
+            first = await self._by_key(key) if key is not None else None
+            if first is None or not same_transfer(first, saga):
+                raise
+            return first, False
+        self._wake()
+        return pending, True
+
+    async def _by_key(self, key: str) -> SagaRecord | None:
+        rows = await self._run(
+            _query, self._connection, f"SELECT {_SAGA_COLUMNS} FROM sagas WHERE idempotency_key = ?", (key,)
+        )
+        return _saga_from_row(rows[0]) if rows else None
+
+    async def commit(self, change: Change) -> None:
+        await self._enqueue(_change_statements(change))
+
+    async def claim(
+        self, owner: str, *, limit: int, lease_ms: int, now_ms: int, transaction_id: str | None = None
+    ) -> list[SagaRecord]:
+        rows = await self._run(_claim, self._connection, owner, limit, lease_ms, now_ms, transaction_id)
+        return [_saga_from_row(row) for row in rows]
+
+    async def renew(self, owner: str, held: Mapping[str, int], *, lease_ms: int, now_ms: int) -> set[str]:
+        renewed: set[str] = await self._run(_renew, self._connection, dict(held), now_ms + lease_ms)
+        return set(held) - renewed
+
+    async def release(self, transaction_id: str, epoch: int) -> bool:
+        state = await self._run(_release, self._connection, transaction_id, epoch)
+        if state is not None and state not in TERMINAL_VALUES:
+            self._wake()
+        return state is not None
+
+    async def listen(self, wake: Callable[[], None]) -> None:
+        # Only this process writes the file, so only its own submissions and releases can wake it.
+        self._listeners.append(wake)
+
+    def _wake(self) -> None:
+        for wake in self._listeners:
+            wake()
+
+    async def _enqueue(self, statements: list[_Statement]) -> None:
+        if self._closed:
+            raise SagaLogError("the saga log is closed")
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._pending.append((statements, done))
+        if self._committer is None:
+            self._committer = asyncio.create_task(self._commit_forever(), name="saga-log-committer")
+        self._wakeup.set()
+        # Shielded: a saga cancelled mid-commit must not tear down a commit
+        # that other sagas share. Its own change may or may not be durable,
+        # exactly as after a crash.
+        await asyncio.shield(done)
+
+    async def _commit_forever(self) -> None:
+        while True:
+            await self._wakeup.wait()
+            self._wakeup.clear()
+            while self._pending:
+                batch, self._pending = self._pending, []
+                errors = await self._run(_write_batch, self._connection, [statements for statements, _ in batch])
+                self.commits += 1
+                for (_, done), error in zip(batch, errors, strict=True):
+                    if done.done():
+                        continue
+                    if error is None:
+                        self.changes_committed += 1
+                        done.set_result(None)
+                    elif isinstance(error, LeaseLost):
+                        done.set_exception(error)
+                    else:
+                        done.set_exception(SagaLogError(f"saga log commit failed: {error}"))
+
+    # -- reads -------------------------------------------------------------------
+
+    async def get(self, transaction_id: str) -> SagaRecord | None:
+        rows = await self._run(
+            _query, self._connection, f"SELECT {_SAGA_COLUMNS} FROM sagas WHERE transaction_id = ?", (transaction_id,)
+        )
+        return _saga_from_row(rows[0]) if rows else None
+
+    async def sagas(self, state: SagaState | None = None) -> list[SagaRecord]:
+        if state is None:
+            rows = await self._run(
+                _query, self._connection, f"SELECT {_SAGA_COLUMNS} FROM sagas ORDER BY created_at_ms, rowid", ()
+            )
+        else:
+            rows = await self._run(
+                _query,
+                self._connection,
+                f"SELECT {_SAGA_COLUMNS} FROM sagas WHERE state = ? ORDER BY created_at_ms, rowid",
+                (state.value,),
+            )
+        return [_saga_from_row(row) for row in rows]
+
+    async def unfinished(self) -> list[SagaRecord]:
+        rows = await self._run(
+            _query,
+            self._connection,
+            f"SELECT {_SAGA_COLUMNS} FROM sagas WHERE {_UNFINISHED} ORDER BY created_at_ms, rowid",
+            (),
+        )
+        return [_saga_from_row(row) for row in rows]
+
+    async def history(self, transaction_id: str) -> list[Event]:
+        rows = await self._run(
+            _query,
+            self._connection,
+            f"SELECT {EVENT_COLUMNS} FROM events WHERE transaction_id = ? ORDER BY seq",
+            (transaction_id,),
+        )
+        return [event_from_row(transaction_id, row) for row in rows]
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        if self._committer is not None:
+            # An empty change queued last returns once everything before it is durable.
+            await self._enqueue([])
+            self._committer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._committer
+        self._closed = True
+        await self._run(self._connection.close)
+        self._executor.shutdown(wait=True)
+        if self._lock is not None:
+            os.close(self._lock)
+
+
+def _lock(path: Path, create: bool) -> int:
+    """Lock the log's file itself, whatever name it is reached by; returns the descriptor that holds the lock.
+
+    A lock beside the file follows the name given: through a symlink or a
+    hard link, a second process would get a lock of its own and drive the
+    first one's sagas. ``flock`` on the file's own descriptor is keyed by the
+    file (its inode), so every name of it shares the one lock. The lock is
+    ``flock`` and SQLite's are ``fcntl`` byte-range locks; on Linux the two do
+    not interact.
+
+    Closing any descriptor of a file drops the ``fcntl`` locks this process
+    holds on it, SQLite's included: so open a log once per process, and close
+    readers of it before the orchestrator's log.
+    """
+    flags = os.O_RDWR | os.O_CLOEXEC | (os.O_CREAT if create else 0)
+    try:
+        descriptor = os.open(path, flags, 0o644)
+    except OSError as error:
+        raise SagaLogError(_open_problem(path, create, error)) from None
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(descriptor)
+        raise SagaLogError(f"the saga log {path} is in use by another orchestrator process") from None
+    except OSError as error:
+        os.close(descriptor)
+        raise SagaLogError(f"cannot lock the saga log {path}: {_reason(error)}") from None
+    return descriptor
+
+
+def _open_problem(path: Path, create: bool, error: OSError) -> str:
+    if isinstance(error, FileNotFoundError):
+        if not create:
+            return f"no saga log at {path}"
+        if not path.parent.is_dir():
+            return f"no folder {path.parent} for the saga log"
+    return f"cannot open the saga log {path}: {_reason(error)}"
+
+
+def _reason(error: OSError) -> str:
+    text = os.strerror(error.errno) if error.errno else str(error)
+    return text[:1].lower() + text[1:]
+
+
+def count_sagas(path: Path) -> int:
+    """How many sagas the log at ``path`` holds, read without a lock; 0 if there is no file yet.
+
+    For watching a log that another process is writing. Raises SagaLogError
+    when the file is not (yet) a saga log.
+    """
+    if not path.exists():
+        return 0
+    try:
+        with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=1)) as connection:
+            return int(connection.execute("SELECT count(*) FROM sagas").fetchone()[0])
+    except sqlite3.Error as error:
+        raise SagaLogError(f"cannot count the sagas in {path}: {error}") from error
+
+
+def _connect(path: Path, create: bool, exclusive: bool = False) -> sqlite3.Connection:
+    if not create and not path.is_file():
+        raise SagaLogError(f"no saga log at {path}")
+    try:
+        connection = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        connection.execute("PRAGMA journal_mode=WAL")
+        # FULL: every commit is synced to disk before it is acknowledged.
+        connection.execute("PRAGMA synchronous=FULL")
+        connection.execute("PRAGMA foreign_keys=ON")
+        connection.executescript(_SCHEMA)
+        _upgrade(connection)
+        connection.executescript(_INDEXES)
+        if exclusive:
+            # This process holds the file's lock: whoever held these leases is gone.
+            connection.execute("UPDATE sagas SET owner = NULL, lease_expires_at_ms = 0 WHERE lease_expires_at_ms <> 0")
+        connection.execute("SELECT count(*) FROM sagas").fetchone()
+    except sqlite3.DatabaseError as error:
+        raise SagaLogError(f"{path} is not a usable saga log: {error}") from error
+    return connection
+
+
+def _upgrade(connection: sqlite3.Connection) -> None:
+    """Bring a log written when a service had one URL up to this schema, in one transaction.
+
+    Its single URLs are already valid one-item URL lists, so renaming the
+    columns is all the sagas need; its attempts just have no URL. A log
+    written before leases gets unleased sagas at epoch 0.
+    """
+
+    def upgrades() -> list[str]:
+        saga_columns = {row[1] for row in connection.execute("PRAGMA table_info(sagas)")}
+        event_columns = {row[1] for row in connection.execute("PRAGMA table_info(events)")}
+        statements = []
+        if "source_url" in saga_columns:
+            statements += [
+                "ALTER TABLE sagas RENAME COLUMN source_url TO source_urls",
+                "ALTER TABLE sagas RENAME COLUMN target_url TO target_urls",
+            ]
+        if "url" not in event_columns:
+            statements.append("ALTER TABLE events ADD COLUMN url TEXT")
+        statements += [
+            f"ALTER TABLE sagas ADD COLUMN {column}"
+            for name, column in (
+                ("owner", "owner TEXT"),
+                ("epoch", "epoch INTEGER NOT NULL DEFAULT 0"),
+                ("lease_expires_at_ms", "lease_expires_at_ms INTEGER NOT NULL DEFAULT 0"),
+                ("idempotency_key", "idempotency_key TEXT"),
+            )
+            if name not in saga_columns
+        ]
+        statements += [
+            f"ALTER TABLE events ADD COLUMN {name} {kind}"
+            for name, kind in (("owner", "TEXT"), ("epoch", "INTEGER"), ("ledger_id", "TEXT"))
+            if name not in event_columns
+        ]
+        return statements
+
+    # Checked without the write lock first, so that opening an up-to-date log
+    # (a reader beside a busy orchestrator) never waits for it.
+    if not upgrades():
+        return
+    connection.execute("BEGIN IMMEDIATE")
+    try:
+        # Again under the lock: another process may have upgraded the file meanwhile.
+        for statement in upgrades():
+            connection.execute(statement)
+    except BaseException:
+        connection.execute("ROLLBACK")
+        raise
+    connection.execute("COMMIT")
+
+
+#: One statement of a write: SQL, parameters, and the saga whose epoch it
+#: checks (None: no check). A checked statement that changes no row fails
+#: the write with LeaseLost.
+_Statement = tuple[str, tuple[Any, ...], "tuple[str, int] | None"]
+
+
+def _insert_statements(saga: SagaRecord) -> list[_Statement]:
+    return [
+        (
+            f"INSERT INTO sagas ({_SAGA_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                saga.transaction_id,
+                ",".join(saga.source.urls),
+                saga.source.user_id,
+                ",".join(saga.target.urls),
+                saga.target.user_id,
+                saga.amount,
+                saga.state.value,
+                int(saga.fence_credit),
+                saga.created_at_ms,
+                saga.created_at_ms,
+                0,
+                None,
+                saga.owner,
+                saga.epoch,
+                saga.lease_expires_at_ms,
+                saga.idempotency_key,
+            ),
+            None,
+        ),
+        (
+            "INSERT INTO events (transaction_id, at_ms, kind, state) VALUES (?, ?, 'state', ?)",
+            (saga.transaction_id, saga.created_at_ms, saga.state.value),
+            None,
+        ),
+    ]
+
+
+def _change_statements(change: Change) -> list[_Statement]:
+    # The conditional update first: when the epoch is stale nothing else is written.
+    statements: list[_Statement] = [
+        (
+            "UPDATE sagas SET state = coalesce(?, state), fence_credit = coalesce(?, fence_credit), "
+            "attempts = attempts + ?, last_error = coalesce(?, last_error), updated_at_ms = ?, "
+            # A terminal state ends the lease with the saga.
+            "owner = CASE WHEN ? THEN NULL ELSE owner END, "
+            "lease_expires_at_ms = CASE WHEN ? THEN 0 ELSE lease_expires_at_ms END "
+            "WHERE transaction_id = ? AND (? IS NULL OR epoch = ?)",
+            (
+                change.state.value if change.state is not None else None,
+                int(change.fence_credit) if change.fence_credit is not None else None,
+                len(change.attempts),
+                change.error,
+                change.at_ms,
+                change.state is not None and change.state.is_terminal,
+                change.state is not None and change.state.is_terminal,
+                change.transaction_id,
+                change.epoch,
+                change.epoch,
+            ),
+            (change.transaction_id, change.epoch) if change.epoch is not None else None,
+        )
+    ]
+    for attempt in change.attempts:
+        statements.append(
+            (
+                "INSERT INTO events (transaction_id, at_ms, kind, step, attempt, status, code, latency_us, detail, "
+                "url, owner, epoch) VALUES (?, ?, 'attempt', ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    change.transaction_id,
+                    change.at_ms,
+                    attempt.step,
+                    attempt.number,
+                    attempt.status,
+                    attempt.code,
+                    attempt.latency_us,
+                    attempt.error,
+                    attempt.url,
+                    change.owner,
+                    change.epoch,
+                ),
+                None,
+            )
+        )
+    if change.state is not None:
+        statements.append(
+            (
+                "INSERT INTO events (transaction_id, at_ms, kind, state, detail, owner, epoch) "
+                "VALUES (?, ?, 'state', ?, ?, ?, ?)",
+                (change.transaction_id, change.at_ms, change.state.value, change.error, change.owner, change.epoch),
+                None,
+            )
+        )
+    return statements
+
+
+def _write_batch(connection: sqlite3.Connection, changes: list[list[_Statement]]) -> list[Exception | None]:
+    """Commit all changes in one transaction; returns one error slot per change.
+
+    If the shared transaction fails, each change is retried in a transaction of
+    its own, so one bad change (or one stale epoch) cannot fail the sagas it
+    was batched with.
+    """
+    try:
+        _write(connection, [statement for statements in changes for statement in statements])
+        return [None] * len(changes)
+    except (sqlite3.Error, LeaseLost) as error:
+        if len(changes) == 1:
+            return [error]
+    errors: list[Exception | None] = []
+    for statements in changes:
+        try:
+            _write(connection, statements)
+            errors.append(None)
+        except (sqlite3.Error, LeaseLost) as error:
+            errors.append(error)
+    return errors
+
+
+def _write(connection: sqlite3.Connection, statements: list[_Statement]) -> None:
+    connection.execute("BEGIN IMMEDIATE")
+    try:
+        for sql, parameters, fenced in statements:
+            cursor = connection.execute(sql, parameters)
+            if fenced is not None and cursor.rowcount == 0:
+                transaction_id, epoch = fenced
+                raise LeaseLost(transaction_id, epoch)
+    except BaseException:
+        connection.execute("ROLLBACK")
+        raise
+    connection.execute("COMMIT")
+
+
+def _in_transaction(connection: sqlite3.Connection, work: Callable[[], Any]) -> Any:
+    try:
+        connection.execute("BEGIN IMMEDIATE")
+        try:
+            result = work()
+        except BaseException:
+            connection.execute("ROLLBACK")
+            raise
+        connection.execute("COMMIT")
+    except sqlite3.DatabaseError as error:
+        raise SagaLogError(f"cannot write the saga log: {error}") from error
+    return result
+
+
+def _claim(
+    connection: sqlite3.Connection, owner: str, limit: int, lease_ms: int, now_ms: int, transaction_id: str | None
+) -> list[tuple[Any, ...]]:
+    def work() -> list[tuple[Any, ...]]:
+        chosen = "transaction_id = ?" if transaction_id is not None else "1"
+        rows = connection.execute(
+            f"UPDATE sagas SET owner = ?, epoch = epoch + 1, lease_expires_at_ms = ? WHERE rowid IN ("
+            f"SELECT rowid FROM sagas WHERE {_UNFINISHED} AND lease_expires_at_ms <= ? AND {chosen} "
+            f"ORDER BY created_at_ms, rowid LIMIT ?) RETURNING {_SAGA_COLUMNS}",
+            (owner, now_ms + lease_ms, now_ms, *((transaction_id,) if transaction_id is not None else ()), limit),
+        ).fetchall()
+        rows.sort(key=lambda row: (row[8], row[0]))
+        connection.executemany(
+            "INSERT INTO events (transaction_id, at_ms, kind, owner, epoch) VALUES (?, ?, 'claim', ?, ?)",
+            [(row[0], now_ms, row[12], row[13]) for row in rows],
+        )
+        return rows
+
+    rows: list[tuple[Any, ...]] = _in_transaction(connection, work)
+    return rows
+
+
+def _renew(connection: sqlite3.Connection, held: dict[str, int], expires_at_ms: int) -> set[str]:
+    def work() -> set[str]:
+        renewed = set()
+        for transaction_id, epoch in held.items():
+            cursor = connection.execute(
+                "UPDATE sagas SET lease_expires_at_ms = ? WHERE transaction_id = ? AND epoch = ?",
+                (expires_at_ms, transaction_id, epoch),
+            )
+            if cursor.rowcount:
+                renewed.add(transaction_id)
+        return renewed
+
+    renewed: set[str] = _in_transaction(connection, work)
+    return renewed
+
+
+def _release(connection: sqlite3.Connection, transaction_id: str, epoch: int) -> str | None:
+    def work() -> str | None:
+        row = connection.execute(
+            "UPDATE sagas SET owner = NULL, lease_expires_at_ms = 0 WHERE transaction_id = ? AND epoch = ? "
+            "RETURNING state",
+            (transaction_id, epoch),
+        ).fetchone()
+        return None if row is None else str(row[0])
+
+    state: str | None = _in_transaction(connection, work)
+    return state
+
+
+def _query(connection: sqlite3.Connection, sql: str, parameters: tuple[Any, ...]) -> list[tuple[Any, ...]]:
+    try:
+        return connection.execute(sql, parameters).fetchall()
+    except sqlite3.DatabaseError as error:
+        raise SagaLogError(f"cannot read the saga log: {error}") from error
