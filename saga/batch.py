@@ -128,6 +128,7 @@ class BatchReport:
             "completed": self.states[SagaState.COMPLETED],
             "compensated": self.states[SagaState.COMPENSATED],
             "failed": self.states[SagaState.FAILED],
+            "needs_attention": self.states[SagaState.NEEDS_ATTENTION],
             "pending": self.pending,
             "retries": self.retries,
             "compensations": self.compensations,
@@ -181,7 +182,7 @@ class BatchReport:
         return "\n".join(lines)
 
 
-_SHOWN_STATES = (SagaState.COMPLETED, SagaState.COMPENSATED, SagaState.FAILED)
+_SHOWN_STATES = (SagaState.COMPLETED, SagaState.COMPENSATED, SagaState.FAILED, SagaState.NEEDS_ATTENTION)
 
 
 def _negatives(balances: verify.Balances) -> int:

@@ -329,6 +329,8 @@ async def cmd_transfer(args: argparse.Namespace, out: TextIO, err: TextIO) -> in
             f"{len(result.attempts)} requests, {result.retries} retries{because}",
             file=out,
         )
+    if result.state is SagaState.NEEDS_ATTENTION:
+        return EXIT_INVARIANT_BROKEN
     return EXIT_OK if result.state is SagaState.COMPLETED else EXIT_SAGA_DID_NOT_COMPLETE
 
 
@@ -428,6 +430,11 @@ async def cmd_recover(args: argparse.Namespace, out: TextIO, err: TextIO) -> int
         for result in recovered:
             print(f"{result.state} {result.transaction_id}", file=out)
         print(f"recovered {len(recovered)} sagas", file=out)
+    forgotten = [result for result in recovered if result.state is SagaState.NEEDS_ATTENTION]
+    if forgotten:
+        for result in forgotten:
+            print(f"error: saga {result.transaction_id} needs attention: {result.error}", file=err)
+        return EXIT_INVARIANT_BROKEN
     unfinished = [result for result in recovered if not result.state.is_terminal]
     return EXIT_SAGA_DID_NOT_COMPLETE if unfinished else EXIT_OK
 
@@ -534,6 +541,7 @@ async def cmd_show(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
                     "latency_us": attempt.latency_us,
                     "error": attempt.error,
                     "url": attempt.url,
+                    "ledger_id": attempt.ledger_id,
                 }
             if event.detail:
                 item["detail"] = event.detail
@@ -550,6 +558,8 @@ async def cmd_show(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
             line = f"{attempt.step} attempt {attempt.number}: {answer} in {attempt.latency_us / 1000:.1f} ms"
             if attempt.url is not None:
                 line += f" at {attempt.url}"
+            if attempt.ledger_id is not None:
+                line += f" (ledger {attempt.ledger_id})"
         elif event.kind == "claim":
             line = f"claimed by {event.owner} at epoch {event.epoch}"
         else:

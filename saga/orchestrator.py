@@ -22,7 +22,7 @@ from saga.logs import LeaseLost, SagaLog
 from saga.records import AccountRef, SagaRecord
 from saga.replicas import Replicas, url_problem
 from saga.retry import RetryPolicies
-from saga.run import CompensationBlocked, SagaRun, TransferResult
+from saga.run import CompensationBlocked, LedgerChanged, SagaRun, TransferResult
 from saga.states import SagaState
 from saga.steps import AnyClient
 
@@ -245,6 +245,14 @@ class Orchestrator:
         except CompensationBlocked as blocked:
             state, error = run.state, str(blocked)
             logger.warning("saga left in %s for the next recovery: %s", state, blocked)
+        except LedgerChanged as changed:
+            error = str(changed)
+            logger.error("saga needs attention: %s", changed)
+            try:
+                state = await run.finish(SagaState.NEEDS_ATTENTION, because=error)
+            except LeaseLost as taken:
+                state, error, lost = run.state, str(taken), True
+                self.leases_lost += 1
         except LeaseLost as taken:
             # Taken over: the new owner drives it on from what the log holds.
             state, error, lost = run.state, str(taken), True

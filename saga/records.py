@@ -132,6 +132,8 @@ class Attempt:
     error: str | None = None
     #: Where the request went; None in logs written before a service could have several URLs.
     url: str | None = None
+    #: The Ledger-Id the service answered with: the ledger that decided, or None without an answer.
+    ledger_id: str | None = None
 
     @property
     def succeeded(self) -> bool:

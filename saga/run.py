@@ -32,6 +32,22 @@ class CompensationBlocked(Exception):
     """A compensation cannot finish now; the saga stays in COMPENSATING for the next recovery."""
 
 
+class LedgerChanged(Exception):
+    """A service answered from another ledger than before in this saga: it forgot what it did under the id.
+
+    Nothing it answers about this saga can be trusted any more, so the saga
+    stops driving it and waits for an operator (NEEDS_ATTENTION).
+    """
+
+    def __init__(self, transaction_id: str, service: str, before: str, now: str) -> None:
+        self.service = service
+        super().__init__(
+            f"the ledger of the service at {service} changed within saga {transaction_id}, from {before} to {now}: "
+            "the service has forgotten what it did under this transaction_id; compare its balances and audit "
+            "trail with this saga's history before moving any money by hand"
+        )
+
+
 @dataclass(frozen=True, slots=True)
 class StepResult:
     """How one step ended, over all its attempts."""
@@ -102,6 +118,11 @@ class SagaRun:
         self._now_ms = now_ms
         self._unlogged: list[Attempt] = []
         self.attempts: list[Attempt] = []
+        #: The ledger each service answered from, by service: set by the first
+        #: answer, and checked against every later one.
+        self._ledgers: dict[str, str] = {}
+        #: A saga with attempts in the log learns its earlier ledgers from there, once.
+        self._earlier_ledgers_known = record.attempts == 0
 
     @property
     def state(self) -> SagaState:
@@ -143,7 +164,7 @@ class SagaRun:
         return result
 
     async def _attempt_until_settled(self, step: str, policy: RetryPolicy) -> StepResult:
-        account = self.record.target if step in (CREDIT, COMPENSATE_CREDIT) else self.record.source
+        account = self._account_of(step)
         uncertain = False
         number = 0
         while True:
@@ -191,11 +212,27 @@ class SagaRun:
             )
             self._unlogged.append(answer.attempt)
             self.attempts.append(answer.attempt)
+            if answer.attempt.ledger_id is not None:
+                await self._check_same_ledger(account, answer.attempt.ledger_id)
             if not answer.unreachable:
                 self._replicas.reached(account.urls, url)
                 break
         assert answer is not None, "a service has at least one URL"
         return answer
+
+    async def _check_same_ledger(self, account: AccountRef, ledger_id: str) -> None:
+        if not self._earlier_ledgers_known:
+            self._earlier_ledgers_known = True
+            for event in await self._log.history(self.record.transaction_id):
+                earlier = event.attempt
+                if earlier is not None and earlier.ledger_id is not None:
+                    self._ledgers.setdefault(self._account_of(earlier.step).service_url, earlier.ledger_id)
+        known = self._ledgers.setdefault(account.service_url, ledger_id)
+        if known != ledger_id:
+            raise LedgerChanged(self.record.transaction_id, account.service_url, known, ledger_id)
+
+    def _account_of(self, step: str) -> AccountRef:
+        return self.record.target if step in (CREDIT, COMPENSATE_CREDIT) else self.record.source
 
     async def _flush(self) -> None:
         if self._unlogged:

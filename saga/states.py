@@ -13,10 +13,14 @@ class SagaState(StrEnum):
     COMPLETED = "COMPLETED"
     COMPENSATED = "COMPENSATED"
     FAILED = "FAILED"
+    #: A service's ledger changed under the saga (it forgot what it did under
+    #: the saga's id): automation stops here, and an operator decides.
+    NEEDS_ATTENTION = "NEEDS_ATTENTION"
 
     @property
     def is_terminal(self) -> bool:
         return self in TERMINAL_STATES
 
 
-TERMINAL_STATES = frozenset({SagaState.COMPLETED, SagaState.COMPENSATED, SagaState.FAILED})
+#: States no automation leaves: recovery and workers never resume them.
+TERMINAL_STATES = frozenset({SagaState.COMPLETED, SagaState.COMPENSATED, SagaState.FAILED, SagaState.NEEDS_ATTENTION})

@@ -89,8 +89,10 @@ async def send(
     clock = asyncio.get_running_loop().time
     started = clock()
 
-    def attempt(status: int | None, code: str | None = None, error: str | None = None) -> Attempt:
-        return Attempt(step, number, status, code, int((clock() - started) * 1_000_000), error, url)
+    def attempt(
+        status: int | None, code: str | None = None, error: str | None = None, ledger_id: str | None = None
+    ) -> Attempt:
+        return Attempt(step, number, status, code, int((clock() - started) * 1_000_000), error, url, ledger_id)
 
     try:
         async with asyncio.timeout(request_timeout):
@@ -111,10 +113,11 @@ async def send(
         return StepAnswer(Verdict.UNKNOWN, attempt(None, error=f"no usable answer: {type(error).__name__}"))
     status = int(response.status_code)
     parsed = response.parsed
+    ledger_id = response.headers.get("ledger-id")
     if isinstance(parsed, LedgerResult) and status == 200:
-        return StepAnswer(Verdict.OK, attempt(status), parsed)
+        return StepAnswer(Verdict.OK, attempt(status, ledger_id=ledger_id), parsed)
     code = parsed.code.value if isinstance(parsed, Problem) else None
-    return StepAnswer(_verdict(status), attempt(status, code))
+    return StepAnswer(_verdict(status), attempt(status, code, ledger_id=ledger_id))
 
 
 def _verdict(status: int) -> Verdict:

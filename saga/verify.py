@@ -95,6 +95,19 @@ def check(
         violations.append(
             Violation("every saga terminal", f"{len(unfinished)} sagas unfinished", tuple(unfinished[:10]))
         )
+    forgotten = [saga for saga in sagas if saga.state is SagaState.NEEDS_ATTENTION]
+    if forgotten:
+        services = sorted(
+            {saga.source.service_url for saga in forgotten} | {saga.target.service_url for saga in forgotten}
+        )
+        violations.append(
+            Violation(
+                "no service forgot a saga",
+                f"{len(forgotten)} sagas need attention: a service they touched answered from a new ledger "
+                f"({', '.join(services)})",
+                tuple(saga.transaction_id for saga in forgotten[:10]),
+            )
+        )
     if exclusive:
         violations += _check_exact_balances(before, after, sagas)
     if trails is not None:
@@ -169,7 +182,8 @@ def _keys(*accounts: AccountRef) -> list[tuple[str, str]]:
 def _check_trails(sagas: Sequence[SagaEnd], trails: Mapping[tuple[str, str], Sequence[TrailItem]]) -> list[Violation]:
     violations = []
     for saga in sagas:
-        if not saga.state.is_terminal:
+        if not saga.state.is_terminal or saga.state is SagaState.NEEDS_ATTENTION:
+            # A forgetful service's trail says nothing of what it did before.
             continue
         urls = {saga.source.service_url, saga.target.service_url}
         effect: dict[tuple[str, str], int] = defaultdict(int)

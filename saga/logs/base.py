@@ -148,15 +148,15 @@ def describe_account(account: AccountRef) -> tuple[str, str]:
 
 TERMINAL_VALUES = tuple(sorted(state.value for state in TERMINAL_STATES))
 
-EVENT_COLUMNS = "at_ms, kind, state, step, attempt, status, code, latency_us, detail, url, owner, epoch"
+EVENT_COLUMNS = "at_ms, kind, state, step, attempt, status, code, latency_us, detail, url, owner, epoch, ledger_id"
 
 
 def event_from_row(transaction_id: str, row: Sequence[Any]) -> Event:
     """One event from the columns EVENT_COLUMNS names, in both SQL logs."""
-    at_ms, kind, state, step, number, status, code, latency_us, detail, url, owner, epoch = row
+    at_ms, kind, state, step, number, status, code, latency_us, detail, url, owner, epoch, ledger_id = row
     attempt = None
     if kind == "attempt":
-        attempt = Attempt(step, number, status, code, latency_us, detail, url)
+        attempt = Attempt(step, number, status, code, latency_us, detail, url, ledger_id)
         detail = None
     return Event(
         transaction_id, at_ms, kind, SagaState(state) if state else None, attempt, detail, owner=owner, epoch=epoch

@@ -85,12 +85,12 @@ WITH fenced AS (
     RETURNING transaction_id
 ), written AS (
     INSERT INTO saga_events (transaction_id, at_ms, kind, state, step, attempt, status, code, latency_us, detail, url,
-                             owner, epoch)
+                             owner, epoch, ledger_id)
     SELECT fenced.transaction_id, $2, e.kind, e.state, e.step, e.attempt, e.status, e.code, e.latency_us, e.detail,
-           e.url, $8, $7::bigint
+           e.url, $8, $7::bigint, e.ledger_id
     FROM fenced CROSS JOIN unnest($9::text[], $10::text[], $11::text[], $12::int[], $13::int[], $14::text[],
-                                  $15::bigint[], $16::text[], $17::text[])
-         WITH ORDINALITY AS e(kind, state, step, attempt, status, code, latency_us, detail, url, position)
+                                  $15::bigint[], $16::text[], $17::text[], $18::text[])
+         WITH ORDINALITY AS e(kind, state, step, attempt, status, code, latency_us, detail, url, ledger_id, position)
     ORDER BY e.position
 )
 SELECT count(*) FROM fenced
@@ -339,12 +339,13 @@ def _insert_arguments(saga: SagaRecord) -> tuple[Any, ...]:
 
 def _commit_arguments(change: Change) -> tuple[Any, ...]:
     rows: list[tuple[Any, ...]] = [
-        ("attempt", None, a.step, a.number, a.status, a.code, a.latency_us, a.error, a.url) for a in change.attempts
+        ("attempt", None, a.step, a.number, a.status, a.code, a.latency_us, a.error, a.url, a.ledger_id)
+        for a in change.attempts
     ]
     if change.state is not None:
-        rows.append(("state", change.state.value, None, None, None, None, None, change.error, None))
+        rows.append(("state", change.state.value, None, None, None, None, None, change.error, None, None))
     # One array per column, as unnest() in _COMMIT reads them back into rows.
-    columns = [list(column) for column in zip(*rows, strict=True)] if rows else [[] for _ in range(9)]
+    columns = [list(column) for column in zip(*rows, strict=True)] if rows else [[] for _ in range(10)]
     return (
         change.transaction_id,
         change.at_ms,

@@ -514,7 +514,7 @@ def _change_statements(change: Change) -> list[_Statement]:
         statements.append(
             (
                 "INSERT INTO events (transaction_id, at_ms, kind, step, attempt, status, code, latency_us, detail, "
-                "url, owner, epoch) VALUES (?, ?, 'attempt', ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "url, owner, epoch, ledger_id) VALUES (?, ?, 'attempt', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     change.transaction_id,
                     change.at_ms,
@@ -527,6 +527,7 @@ def _change_statements(change: Change) -> list[_Statement]:
                     attempt.url,
                     change.owner,
                     change.epoch,
+                    attempt.ledger_id,
                 ),
                 None,
             )

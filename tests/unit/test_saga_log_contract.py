@@ -65,7 +65,7 @@ def test_a_saga_is_created_committed_and_replayed_from_its_history(kind: str, tm
         leased = record("t1")
         leased.owner, leased.epoch, leased.lease_expires_at_ms = "w1", 1, 1_000 + LEASE_MS
         await log.create(leased, SagaState.DEBITING)
-        debit = Attempt("debit", 1, 200, None, 1_500, url="http://a.test")
+        debit = Attempt("debit", 1, 200, None, 1_500, url="http://a.test", ledger_id="ledger-of-a")
         await log.commit(Change("t1", 1_001, SagaState.CREDITING, attempts=[debit], epoch=1, owner="w1"))
         credit = Attempt("credit", 1, 500, "injected_fault", 900, "boom", "http://b2.test")
         await log.commit(Change("t1", 1_002, attempts=[credit], epoch=1, owner="w1"))
@@ -99,6 +99,7 @@ def test_a_saga_is_created_committed_and_replayed_from_its_history(kind: str, tm
             ("state", SagaState.COMPENSATING, 1),
         ]
         assert history[2].attempt == debit
+        assert history[2].attempt.ledger_id == "ledger-of-a"
         assert history[4].attempt == credit
         assert history[4].owner == "w1"
         assert history[5].detail == "credit outcome unknown"

@@ -25,7 +25,7 @@ CREATE TABLE saga_sagas (
 
 CREATE INDEX saga_sagas_by_state ON saga_sagas (state);
 CREATE INDEX saga_sagas_claimable ON saga_sagas (position)
-    WHERE state NOT IN ('COMPENSATED', 'COMPLETED', 'FAILED');
+    WHERE state NOT IN ('COMPENSATED', 'COMPLETED', 'FAILED', 'NEEDS_ATTENTION');
 
 CREATE TABLE saga_events (
     seq bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
