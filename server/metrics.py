@@ -34,6 +34,7 @@ _PATH_OPERATIONS: tuple[tuple[str, str], ...] = (
     ("/docs", "docs"),
     ("/redoc", "docs"),
     ("/static-docs/", "docs"),
+    ("/docs-assets/", "docs"),
 )
 _KNOWN_OPERATIONS = frozenset(name for _, name in _PATH_OPERATIONS)
 
