@@ -72,7 +72,8 @@ def test_docs_work_offline_in_a_real_browser(start_server: StartServer, tmp_path
             for block in page.query_selector_all(".opblock"):
                 method = block.query_selector(".opblock-summary-method")
                 path = block.query_selector(".opblock-summary-path")
-                assert method is not None and path is not None
+                assert method is not None
+                assert path is not None
                 listed.add((method.inner_text().strip().upper(), path.inner_text().strip().replace("\u200b", "")))
             assert listed == contract_operations()
 
