@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import logging
 import os
 import re
 import signal
@@ -16,9 +15,19 @@ from typing import Any, NoReturn, TextIO
 
 from generated_client.api.accounts import get_account
 from generated_client.models import Account
-from saga import batch, services
+from saga import batch, console, services
+from saga.logging_setup import configure_saga_logging
 from saga.logs import IdempotencyKeyConflict, SagaLog, SagaLogError, is_shared
 from saga.logs import open_log as open_any_log
+from saga.metrics import MetricsEndpointError, observed, serving_metrics
+from saga.options import (
+    MAX_ATTEMPTS,
+    MAX_CONCURRENCY,
+    MAX_SEED,
+    MAX_TRANSFERS,
+    add_operating_options,
+    whole_number,
+)
 from saga.orchestrator import MAX_AMOUNT, InvalidTransfer, Orchestrator, same_account_problem
 from saga.records import AccountRef, SagaRecord
 from saga.replicas import describe, first_reachable, parse_urls
@@ -26,6 +35,7 @@ from saga.retry import RetryPolicies, RetryPolicy
 from saga.run import TransferResult
 from saga.states import SagaState
 from saga.submission import submit, wait
+from saga.trail import service_trails
 from saga.worker import Worker
 
 EXIT_OK = 0
@@ -45,31 +55,9 @@ class OneLineParser(argparse.ArgumentParser):
         self.exit(EXIT_BAD_INPUT, f"error: {message} (see {self.prog} --help)\n")
 
 
-# Only ASCII digits: int() would also take ' 5', '1_000' and other scripts' digits such as '٥'.
-_INTEGER = re.compile(r"-?[0-9]+")
 _DECIMAL = re.compile(r"-?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][-+]?[0-9]+)?")
 
-MAX_TRANSFERS = 10_000_000
-MAX_CONCURRENCY = 100_000
-MAX_ATTEMPTS = 1_000_000
-MAX_SEED = 2**63 - 1
 MAX_REQUEST_TIMEOUT = 86_400.0
-
-
-def whole_number(minimum: int, maximum: int, what: str = "expected a whole number") -> Callable[[str], int]:
-    """An argparse type: an integer written in ASCII digits, between ``minimum`` and ``maximum``."""
-
-    def parse(text: str) -> int:
-        if not _INTEGER.fullmatch(text):
-            raise argparse.ArgumentTypeError(f"{what} written with the digits 0-9, got {text!r}")
-        # Compared by length first: int() of thousands of digits is slow, and refused past 4300.
-        digits = text.lstrip("-").lstrip("0")
-        if len(digits) > len(str(max(abs(minimum), abs(maximum)))) or not minimum <= int(text) <= maximum:
-            raise argparse.ArgumentTypeError(f"expected a number between {minimum} and {maximum}, got {text}")
-        return int(text)
-
-    return parse
-
 
 _amount = whole_number(1, MAX_AMOUNT, "amount must be a whole number of minor units")
 
@@ -158,9 +146,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run_batch.add_argument("--max-amount", type=_amount, default=None, help="largest amount drawn (1000)")
     run_batch.add_argument("--no-audit", action="store_true", help="skip reading every saga's audit trail")
-    run_batch.add_argument("--progress", action="store_true", help="show a progress bar even when not on a terminal")
+    run_batch.add_argument(
+        "--progress", action="store_true", help="show progress even when not on a terminal (as plain lines)"
+    )
     common(run_batch)
     retry_options(run_batch)
+    add_operating_options(run_batch)
 
     submission = commands.add_parser("submit", help="record a transfer for the workers; print its transaction_id")
     submission.add_argument("--from", dest="source", required=True, help="source user_id")
@@ -189,17 +180,23 @@ def build_parser() -> argparse.ArgumentParser:
         help="look for expired leases this often; a submission wakes workers at once (1)",
     )
     retry_options(work)
+    add_operating_options(work)
 
     recover = commands.add_parser("recover", help="resume every unfinished saga in the log that no worker holds")
     recover.add_argument("--db", required=True, help=DB_HELP)
     recover.add_argument("--token", default=os.environ.get("SAGA_TOKEN"))
     recover.add_argument("--json", action="store_true")
     retry_options(recover)
+    add_operating_options(recover)
 
     show = commands.add_parser("show", help="one saga's history")
     show.add_argument("transaction_id")
     show.add_argument("--db", required=True, help=DB_HELP)
     show.add_argument("--json", action="store_true")
+    show.add_argument(
+        "--trail", action="store_true", help="also the audit trail of the same id at each service of the saga"
+    )
+    show.add_argument("--token", default=os.environ.get("SAGA_TOKEN"), help="bearer token for --trail (SAGA_TOKEN)")
 
     listing = commands.add_parser("list", help="the sagas in the log")
     listing.add_argument("--state", choices=[state.value for state in SagaState])
@@ -308,7 +305,9 @@ async def cmd_transfer(args: argparse.Namespace, out: TextIO, err: TextIO) -> in
         raise UsageError(problem)
     log = await open_log(default_db(args))
     try:
-        async with Orchestrator(log, policies=policies_from(args), token=args.token, concurrency=8) as orchestrator:
+        async with Orchestrator(
+            observed(log, args), policies=policies_from(args), token=args.token, concurrency=8
+        ) as orchestrator:
             await require_account(orchestrator, source)
             await require_account(orchestrator, target)
             if not is_shared(default_db(args)):
@@ -332,23 +331,6 @@ async def cmd_transfer(args: argparse.Namespace, out: TextIO, err: TextIO) -> in
     if result.state is SagaState.NEEDS_ATTENTION:
         return EXIT_INVARIANT_BROKEN
     return EXIT_OK if result.state is SagaState.COMPLETED else EXIT_SAGA_DID_NOT_COMPLETE
-
-
-def progress_bar(err: TextIO) -> batch.Progress:
-    last_drawn = -1
-
-    def draw(done: int, total: int) -> None:
-        nonlocal last_drawn
-        filled = done * 40 // max(total, 1)
-        if filled == last_drawn and done != total:
-            return
-        last_drawn = filled
-        err.write(f"\r  [{'#' * filled}{'.' * (40 - filled)}] {done}/{total} transfers")
-        if done == total:
-            err.write("\n")
-        err.flush()
-
-    return draw
 
 
 def default_db(args: argparse.Namespace) -> str:
@@ -378,7 +360,7 @@ async def cmd_batch(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     log = await open_log(default_db(args))
     try:
         async with Orchestrator(
-            log, policies=policies_from(args), token=args.token, concurrency=concurrency
+            observed(log, args), policies=policies_from(args), token=args.token, concurrency=concurrency
         ) as orchestrator:
             try:
                 # On a shared log the workers, this batch's among them, take over what others left.
@@ -390,28 +372,31 @@ async def cmd_batch(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
                 planned = batch.plan(workload, source_urls, target_urls, before)
             except ValueError as error:
                 raise UsageError(str(error)) from None
-            show_progress = args.progress or (err.isatty() and not args.json)
-            print(
-                f"running {len(planned)} transfers, {concurrency} at a time, "
-                f"from {','.join(source_urls)} to {','.join(target_urls)}",
-                file=err,
-            )
-            report = await batch.run(
-                orchestrator,
-                planned,
-                [source_urls, target_urls],
-                progress=progress_bar(err) if show_progress else None,
-                audit=not args.no_audit,
-                before=before,
-                # A live service may serve others too, another batch among them.
-                exclusive=False,
-                shared=shared,
-                concurrency=concurrency,
-            )
+            show_progress = not args.quiet and (args.progress or (err.isatty() and not args.json))
+            if not args.quiet:
+                print(
+                    f"running {len(planned)} transfers, {concurrency} at a time, "
+                    f"from {','.join(source_urls)} to {','.join(target_urls)}",
+                    file=err,
+                )
+            with console.progress(err, show=show_progress) as progress:
+                report = await batch.run(
+                    orchestrator,
+                    planned,
+                    [source_urls, target_urls],
+                    progress=progress,
+                    audit=not args.no_audit,
+                    before=before,
+                    # A live service may serve others too, another batch among them.
+                    exclusive=False,
+                    shared=shared,
+                    concurrency=concurrency,
+                )
             report.recovered = recovered
     finally:
         await log.close()
-    print(report.render(), file=err if args.json else out)
+    if not args.quiet:
+        print(report.render(), file=err if args.json else out)
     if args.json:
         print(json.dumps(report.to_json()), file=out)
     return EXIT_INVARIANT_BROKEN if report.violations else EXIT_OK
@@ -420,13 +405,13 @@ async def cmd_batch(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
 async def cmd_recover(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     log = await open_log(args.db, create=False)
     try:
-        async with Orchestrator(log, policies=policies_from(args), token=args.token) as orchestrator:
+        async with Orchestrator(observed(log, args), policies=policies_from(args), token=args.token) as orchestrator:
             recovered = await orchestrator.recover()
     finally:
         await log.close()
     if args.json:
         print(json.dumps({"recovered": [result_json(result) for result in recovered]}), file=out)
-    else:
+    elif not args.quiet:
         for result in recovered:
             print(f"{result.state} {result.transaction_id}", file=out)
         print(f"recovered {len(recovered)} sagas", file=out)
@@ -476,7 +461,7 @@ async def cmd_worker(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         loop.add_signal_handler(signal_number, stop.set)
     try:
         async with Orchestrator(
-            log,
+            observed(log, args, worker_id=args.worker_id),
             policies=policies_from(args),
             token=args.token,
             concurrency=args.concurrency,
@@ -525,6 +510,7 @@ async def cmd_show(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         history = await log.history(args.transaction_id)
     finally:
         await log.close()
+    trails = await service_trails(record, args.token) if args.trail else None
     if args.json:
         events = []
         for event in history:
@@ -548,7 +534,10 @@ async def cmd_show(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
             if event.epoch is not None:
                 item |= {"owner": event.owner, "epoch": event.epoch}
             events.append(item)
-        print(json.dumps({**saga_json(record), "history": events}), file=out)
+        shown = {**saga_json(record), "history": events}
+        if trails is not None:
+            shown["trails"] = [trail.to_json() for trail in trails]
+        print(json.dumps(shown), file=out)
         return EXIT_OK
     print(f"{record.transaction_id}: {record.state}, {record.amount} from {record.source} to {record.target}", file=out)
     for event in history:
@@ -565,6 +554,8 @@ async def cmd_show(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         else:
             line = f"-> {event.state}" + (f" ({event.detail})" if event.detail else "")
         print(f"  {event.at_ms}  {line}", file=out)
+    for trail in trails or []:
+        print("\n".join(trail.lines()), file=out)
     return EXIT_OK
 
 
@@ -599,7 +590,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace, TextIO, TextIO], Coroutine[Any
 
 def main(argv: Sequence[str] | None = None, out: TextIO = sys.stdout, err: TextIO = sys.stderr) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
+    configure_saga_logging(args, err)
     if args.command == "demo":
         from saga.demo import run_demo
 
@@ -613,10 +604,11 @@ def main(argv: Sequence[str] | None = None, out: TextIO = sys.stdout, err: TextI
 
         return run_simulate_command(args, out, err)
     try:
-        if args.command == "batch" and args.scenario is not None:
-            return run_scenario(args, out, err)
-        return asyncio.run(COMMANDS[args.command](args, out, err))
-    except UsageError as error:
+        with serving_metrics(args, out, err):
+            if args.command == "batch" and args.scenario is not None:
+                return run_scenario(args, out, err)
+            return asyncio.run(COMMANDS[args.command](args, out, err))
+    except (UsageError, MetricsEndpointError) as error:
         print(f"error: {error}", file=err)
         return EXIT_BAD_INPUT
     except KeyboardInterrupt:

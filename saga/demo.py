@@ -14,8 +14,9 @@ import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
-from saga import batch, services
+from saga import batch, console, services
 from saga.log import SqliteSagaLog
+from saga.options import MAX_CONCURRENCY, MAX_SEED, MAX_TRANSFERS, add_output_options, whole_number
 from saga.orchestrator import Orchestrator
 
 if TYPE_CHECKING:
@@ -26,8 +27,6 @@ BANK_B = {"dave": 100_000, "erin": 100_000, "frank": 100_000}
 
 
 def add_demo_command(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    from saga.cli import MAX_CONCURRENCY, MAX_SEED, MAX_TRANSFERS, whole_number
-
     demo = commands.add_parser("demo", help="start two accounts services and run a batch of transfers between them")
     demo.add_argument("--transfers", type=whole_number(1, MAX_TRANSFERS), default=500)
     demo.add_argument("--concurrency", type=whole_number(1, MAX_CONCURRENCY), default=32)
@@ -37,16 +36,21 @@ def add_demo_command(commands: argparse._SubParsersAction[argparse.ArgumentParse
     demo.add_argument(
         "--no-restart", action="store_true", help="do not kill and restart bank B in the middle of the batch"
     )
+    add_output_options(demo)
 
 
 def run_demo(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     from server.process import ServerProcess
 
-    print(
+    # Flushed as they go: piped to one file with the progress on stderr, the lines stay in order.
+    def say(*lines: str) -> None:
+        if not args.quiet:
+            print(*lines, sep="\n", file=out, flush=True)
+
+    say(
         f"starting bank A ({', '.join(BANK_A)}) and bank B ({', '.join(BANK_B)}), each with 100000 per account,",
-        file=out,
+        f"with {args.credit_fault_rate:.0%} of credits failing on purpose ...",
     )
-    print(f"with {args.credit_fault_rate:.0%} of credits failing on purpose ...", file=out)
     with tempfile.TemporaryDirectory(prefix="saga-demo-") as scratch:
         ledgers = Path(scratch)
 
@@ -59,11 +63,12 @@ def run_demo(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
 
         with bank(BANK_A, "bank-a") as bank_a, bank(BANK_B, "bank-b") as bank_b:
             db = args.db or ledgers / "saga.db"
-            print(f"bank A at {bank_a.url}, bank B at {bank_b.url}, ledgers and saga log in {ledgers}", file=out)
+            say(f"bank A at {bank_a.url}, bank B at {bank_b.url}, ledgers and saga log in {ledgers}")
             restart = None if args.no_restart else BankRestart(bank_b)
             report = asyncio.run(_run(args, bank_a.url, bank_b.url, db, err, restart))
-    print("\nsummary", file=out)
-    print(report.render(), file=out)
+    if not args.quiet:
+        print("\nsummary", file=out)
+        print(report.render(), file=out)
     print(f"\nmoney conserved: {'yes' if report.money_conserved else 'NO'}", file=out)
     if restart is not None:
         if restart.error is not None:
@@ -114,8 +119,6 @@ class BankRestart:
 async def _run(
     args: argparse.Namespace, source_url: str, target_url: str, db: Path, err: TextIO, restart: BankRestart | None
 ) -> batch.BatchReport:
-    from saga.cli import progress_bar
-
     log = await SqliteSagaLog.open(db)
     try:
         async with Orchestrator(log, concurrency=args.concurrency) as orchestrator:
@@ -123,21 +126,23 @@ async def _run(
             planned = batch.plan(
                 batch.Workload(args.transfers, max_amount=500, seed=args.seed), source_url, target_url, before
             )
-            print(f"running {len(planned)} transfers from bank A to bank B, {args.concurrency} at a time", file=err)
-            bar = progress_bar(err)
+            if not args.quiet:
+                print(f"running {len(planned)} transfers from bank A to bank B, {args.concurrency} at a time", file=err)
+            with console.progress(err, show=not args.quiet) as shown:
 
-            def progress(done: int, total: int) -> None:
-                bar(done, total)
-                if restart is not None:
-                    restart.progress(done, total)
+                def progress(done: int, total: int) -> None:
+                    if shown is not None:
+                        shown(done, total)
+                    if restart is not None:
+                        restart.progress(done, total)
 
-            return await batch.run(
-                orchestrator,
-                planned,
-                [source_url, target_url],
-                progress=progress,
-                before=before,
-                settle=restart.finished if restart is not None else None,
-            )
+                return await batch.run(
+                    orchestrator,
+                    planned,
+                    [source_url, target_url],
+                    progress=progress,
+                    before=before,
+                    settle=restart.finished if restart is not None else None,
+                )
     finally:
         await log.close()

@@ -244,7 +244,12 @@ class Orchestrator:
             state = await workflow.transfer(run)
         except CompensationBlocked as blocked:
             state, error = run.state, str(blocked)
-            logger.warning("saga left in %s for the next recovery: %s", state, blocked)
+            logger.warning(
+                "saga left in %s for the next recovery: %s",
+                state,
+                blocked,
+                extra={"fields": {"transaction_id": record.transaction_id}},
+            )
         except LedgerChanged as changed:
             error = str(changed)
             logger.error("saga needs attention: %s", changed)

@@ -188,6 +188,7 @@ class SagaRun:
                 self.record.transaction_id,
                 _describe(answer.attempt),
                 number,
+                extra={"fields": {"transaction_id": self.record.transaction_id, "step": step, "attempt": number}},
             )
 
     async def _send_to_a_replica(self, step: str, account: AccountRef, number: int, policy: RetryPolicy) -> StepAnswer:

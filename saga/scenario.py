@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
-from saga import batch, services, verify
+from saga import batch, console, services, verify
 from saga.log import MemorySagaLog, SagaLogError, SqliteSagaLog, count_sagas
 from saga.orchestrator import Orchestrator
 from saga.retry import RetryPolicies, RetryPolicy
@@ -347,11 +347,11 @@ def run_scenario_command(args: argparse.Namespace, out: TextIO, err: TextIO) -> 
     print(f"scenario {scenario.name}: {scenario.description}", file=err)
     with tempfile.TemporaryDirectory(prefix="saga-scenario-") as scratch:
         db = Path(args.db) if args.db else Path(scratch) / "saga.db"
-        show_progress = args.progress or (err.isatty() and not args.json)
-        from saga.cli import progress_bar
-
-        outcome = run(scenario, db, progress_bar(err) if show_progress else None)
-    print(outcome.report.render(), file=err if args.json else out)
+        show_progress = not args.quiet and (args.progress or (err.isatty() and not args.json))
+        with console.progress(err, show=show_progress) as progress:
+            outcome = run(scenario, db, progress)
+    if not args.quiet:
+        print(outcome.report.render(), file=err if args.json else out)
     for failure in outcome.failed_expectations:
         print(f"  ! expectation failed: {failure}", file=err if args.json else out)
     print(f"scenario {scenario.name}: {'PASSED' if outcome.passed else 'FAILED'}", file=err if args.json else out)

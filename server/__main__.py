@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import ipaddress
-import logging
 import os
 import socket
 import sys
@@ -18,6 +17,7 @@ import uvloop
 from server.app import create_app
 from server.database_url import DatabaseUrlError, parse_database_url
 from server.edge import EdgeLimits, guarded_protocol
+from server.logformat import LOG_FORMATS, configure_logging
 from server.settings import DEMO_ACCOUNTS, ConfigurationError, Settings, load_accounts
 from server.stores import StoreError, open_store
 
@@ -115,6 +115,19 @@ def build_parser() -> argparse.ArgumentParser:
         choices=["debug", "info", "warning", "error"],
         help="info logs one line per request (ACCOUNTS_LOG_LEVEL)",
     )
+    parser.add_argument(
+        "--log-format",
+        default=_env("LOG_FORMAT", "json"),
+        choices=LOG_FORMATS,
+        help="json: every log line one JSON object with transaction_id and replica_id; text: the same, readable "
+        "(ACCOUNTS_LOG_FORMAT, default json)",
+    )
+    parser.add_argument(
+        "--metrics-public",
+        action="store_true",
+        default=(_env("METRICS_PUBLIC", "") or "").lower() in ("1", "true", "yes"),
+        help="serve /metrics without the token even when --token is set (ACCOUNTS_METRICS_PUBLIC)",
+    )
     return parser
 
 
@@ -155,6 +168,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             database=database,
             replica_id=replica_id,
             max_body_bytes=limits.max_body_bytes,
+            metrics_public=args.metrics_public,
         )
     except (ConfigurationError, DatabaseUrlError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
@@ -165,7 +179,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "set --token or ACCOUNTS_TOKEN",
             file=sys.stderr,
         )
-    logging.basicConfig(level=args.log_level.upper(), format="%(message)s", stream=sys.stderr)
+    configure_logging(args.log_format, args.log_level, {"replica_id": replica_id})
     try:
         return uvloop.run(_serve(settings, limits, args, listener))
     except StoreError as error:
@@ -184,6 +198,8 @@ async def _serve(
         app = create_app(settings, store)
         options: dict[str, Any] = {
             "log_level": args.log_level,
+            # uvicorn's own lines go through the root logger's formatter like every other line.
+            "log_config": None,
             "access_log": False,
             "http": guarded_protocol(limits, store.ledger_id),
             "timeout_keep_alive": limits.keep_alive_timeout,

@@ -19,6 +19,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from server.contract import TRANSACTION_ID_PATTERN, USER_ID_PATTERN, load_contract
+from server.docs import add_offline_docs
 from server.edge import RETRY_AFTER_SECONDS, ExactJsonRoute, RequestGuardMiddleware
 from server.faults import CreditFaults
 from server.ledger import (
@@ -30,6 +31,13 @@ from server.ledger import (
     Entry,
     IdempotencyKeyReused,
     Operation,
+)
+from server.metrics import (
+    METRICS_CONTENT_TYPE,
+    LatencyMiddleware,
+    MeasuredStore,
+    ServiceMetrics,
+    store_kind,
 )
 from server.problems import PROBLEM_CONTENT_TYPE, ErrorCode, problem_body
 from server.settings import Settings
@@ -163,27 +171,29 @@ def json_response(payload: object, headers: dict[str, str] | None = None) -> Res
 
 
 class RequestLog:
-    """One JSON line per answered request, naming the replica that answered it."""
+    """One log line, and one count in the metrics, per answered request, naming the replica that answered it."""
 
-    def __init__(self, replica_id: str | None) -> None:
+    def __init__(self, replica_id: str | None, metrics: ServiceMetrics) -> None:
         self.replica_id = replica_id
+        self.metrics = metrics
 
     def __call__(
         self, transaction_id: str | None, operation: str, status: int, result: str, replayed: bool = False
     ) -> None:
+        self.metrics.request(operation, status, "" if status == 200 else result)
         if request_log.isEnabledFor(logging.INFO):
             request_log.info(
-                json.dumps(
-                    {
+                "",
+                extra={
+                    "fields": {
                         "transaction_id": transaction_id,
                         "operation": operation,
                         "status": status,
                         "outcome": result,
                         "replayed": replayed,
                         "replica_id": self.replica_id,
-                    },
-                    separators=(",", ":"),
-                )
+                    }
+                },
             )
 
 
@@ -193,12 +203,13 @@ def _log_of(request: Request) -> RequestLog:
 
 
 class BearerTokenMiddleware:
-    """Refuses contract operations without the configured bearer token."""
+    """Refuses contract operations (and ``also_guarded`` paths, such as /metrics) without the bearer token."""
 
-    def __init__(self, app: ASGIApp, token: str, log: RequestLog) -> None:
+    def __init__(self, app: ASGIApp, token: str, log: RequestLog, also_guarded: tuple[str, ...] = ()) -> None:
         self.app = app
         self.expected = token.encode()
         self.log = log
+        self.guarded = CONTRACT_PATH_PREFIXES + also_guarded
 
     def _authorized(self, scope: Scope) -> bool:
         presented = [value for name, value in scope["headers"] if name == b"authorization"]
@@ -210,7 +221,7 @@ class BearerTokenMiddleware:
         return scheme.lower() == b"bearer" and hmac.compare_digest(credentials.strip(b" "), self.expected)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope["path"].startswith(CONTRACT_PATH_PREFIXES) and not self._authorized(scope):
+        if scope["type"] == "http" and scope["path"].startswith(self.guarded) and not self._authorized(scope):
             self.log(None, scope["path"], 401, "unauthorized")
             response = problem_response(
                 Problem(401, "unauthorized", "this service requires Authorization: Bearer <token>"),
@@ -266,7 +277,10 @@ class _StoreSlot:
             raise StorageUnavailable("the store is not open")
         return self._store
 
-    def fill(self, store: LedgerStore | None) -> None:
+    def fill(self, store: LedgerStore | None, metrics: ServiceMetrics | None = None) -> None:
+        """Hold ``store``; with ``metrics``, every call to it is timed and its failures counted."""
+        if store is not None and metrics is not None:
+            store = MeasuredStore(store, metrics, store_kind(store))
         self._store = store
 
     def ledger_id(self) -> str | None:
@@ -284,9 +298,12 @@ def create_app(settings: Settings | None = None, store: LedgerStore | None = Non
     settings = settings or Settings()
     if store is None and settings.database.kind == "memory":
         store = MemoryStore.create(settings.accounts)
-    slot = _StoreSlot(store)
+    # One registry per app, so per replica process: nothing is shared between apps in one process.
+    metrics = ServiceMetrics(settings.replica_id)
+    slot = _StoreSlot(None)
+    slot.fill(store, metrics)
     faults = CreditFaults(settings.credit_fault_rate, settings.credit_fault_after_commit_rate, seed=settings.fault_seed)
-    log = RequestLog(settings.replica_id)
+    log = RequestLog(settings.replica_id, metrics)
     if not settings.log_requests:
         request_log.disabled = True
 
@@ -296,7 +313,7 @@ def create_app(settings: Settings | None = None, store: LedgerStore | None = Non
             yield
             return
         opened = await open_store(settings.database, settings.accounts)
-        slot.fill(opened)
+        slot.fill(opened, metrics)
         try:
             yield
         finally:
@@ -306,6 +323,7 @@ def create_app(settings: Settings | None = None, store: LedgerStore | None = Non
     app = ContractApp(
         title="Accounts service",
         version="1.0.0",
+        docs_url=None,
         redoc_url=None,
         lifespan=lifespan,
         exception_handlers={
@@ -322,9 +340,15 @@ def create_app(settings: Settings | None = None, store: LedgerStore | None = Non
     app.state.faults = faults
     app.state.settings = settings
     app.state.request_log = log
+    app.state.metrics = metrics
     # Added last, so it runs first: a refused request costs no body read and no token check.
     if settings.token is not None:
-        app.add_middleware(BearerTokenMiddleware, token=settings.token, log=log)
+        app.add_middleware(
+            BearerTokenMiddleware,
+            token=settings.token,
+            log=log,
+            also_guarded=() if settings.metrics_public else ("/metrics",),
+        )
     app.add_middleware(
         RequestGuardMiddleware,
         max_body_bytes=settings.max_body_bytes,
@@ -332,6 +356,9 @@ def create_app(settings: Settings | None = None, store: LedgerStore | None = Non
     )
     # Outermost, so that every answer carries it, the refusals above included.
     app.add_middleware(LedgerIdMiddleware, ledger_id=slot.ledger_id)
+    # Outside everything else, so that the time of a refused request is measured too.
+    app.add_middleware(LatencyMiddleware, metrics=metrics)
+    add_offline_docs(app, app.title)
 
     def ledger_endpoint(operation: Operation) -> Callable[[LedgerRequest, str], Awaitable[Response]]:
         faulted = operation == CREDIT
@@ -347,9 +374,11 @@ def create_app(settings: Settings | None = None, store: LedgerStore | None = Non
             except IdempotencyKeyReused as error:
                 raise Problem(422, "idempotency_key_reused", str(error), transaction_id) from None
             if execution is None:
+                metrics.injected_fault("before_commit")
                 raise Problem(500, "injected_fault", "injected fault: the credit was not applied", transaction_id)
             entry, replayed = execution
             if faulted and not replayed and entry.outcome == "applied" and faults.fail_after_commit():
+                metrics.injected_fault("after_commit")
                 raise Problem(500, "injected_fault", "injected fault: the outcome is unknown", transaction_id)
             return _ledger_response(log, entry, replayed=replayed)
 
@@ -409,11 +438,17 @@ def create_app(settings: Settings | None = None, store: LedgerStore | None = Non
     async def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
+    # Outside the contract, like /healthz: no transaction_id; the token guards it unless metrics_public.
+    @app.get("/metrics", include_in_schema=False)
+    async def prometheus_metrics() -> Response:
+        return Response(metrics.exposition(), media_type=METRICS_CONTENT_TYPE)
+
     return app
 
 
 def _ledger_response(log: RequestLog, entry: Entry, *, replayed: bool) -> Response:
     headers = {"Idempotent-Replayed": "true"} if replayed else None
+    log.metrics.ledger_outcome(entry, replayed=replayed)
     if entry.rejection is not None:
         detail = REJECTION_DETAILS[entry.rejection].format(
             user_id=entry.user_id, amount=entry.amount, operation=entry.operation
@@ -469,7 +504,12 @@ async def _on_problem(request: Request, exc: Exception) -> Response:
 
 
 async def _on_storage_unavailable(request: Request, exc: Exception) -> Response:
-    logging.getLogger("server").warning("storage unavailable on %s: %s", request.url.path, exc)
+    logging.getLogger("server").warning(
+        "storage unavailable on %s: %s",
+        request.url.path,
+        exc,
+        extra={"fields": {"transaction_id": _header_transaction_id(request)}},
+    )
     problem = Problem(
         503,
         "storage_unavailable",
@@ -519,8 +559,12 @@ async def _on_http_exception(request: Request, exc: Exception) -> Response:
 
 
 async def _on_unexpected_error(request: Request, exc: Exception) -> Response:
-    logging.getLogger("server").exception("unexpected error on %s", request.url.path)
+    transaction_id = _header_transaction_id(request)
+    logging.getLogger("server").exception(
+        "unexpected error on %s", request.url.path, extra={"fields": {"transaction_id": transaction_id}}
+    )
     problem = Problem(500, "internal_error", "an unexpected error occurred; the outcome is unknown")
+    _log_of(request)(transaction_id, _operation_name(request), 500, problem.code)
     # This handler runs outside every middleware, LedgerIdMiddleware included.
     ledger_id = request.app.state.store_slot.ledger_id()
     return problem_response(problem, {"Ledger-Id": ledger_id} if ledger_id else None)

@@ -34,6 +34,8 @@ class Settings:
     max_body_bytes: int = 64 * 1024
     #: Named in every log line, so that the lines of several replicas can be told apart.
     replica_id: str | None = None
+    #: With a token set, /metrics needs it too, unless this is true.
+    metrics_public: bool = False
 
     def __post_init__(self) -> None:
         validate_accounts(self.accounts)

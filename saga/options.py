@@ -1,0 +1,76 @@
+"""Option types and option groups shared by the commands of ``python -m saga``.
+
+Kept apart from saga/cli.py so that the commands defined elsewhere (demo,
+scenario, simulation, worker) take them without importing the CLI itself.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+from collections.abc import Callable
+
+from server.logformat import LOG_FORMATS
+
+# Only ASCII digits: int() would also take ' 5', '1_000' and other scripts' digits such as '٥'.
+_INTEGER = re.compile(r"-?[0-9]+")
+
+MAX_TRANSFERS = 10_000_000
+MAX_CONCURRENCY = 100_000
+MAX_ATTEMPTS = 1_000_000
+MAX_SEED = 2**63 - 1
+MAX_PORT = 65_535
+MAX_LINGER_SECONDS = 86_400
+
+
+def whole_number(minimum: int, maximum: int, what: str = "expected a whole number") -> Callable[[str], int]:
+    """An argparse type: an integer written in ASCII digits, between ``minimum`` and ``maximum``."""
+
+    def parse(text: str) -> int:
+        if not _INTEGER.fullmatch(text):
+            raise argparse.ArgumentTypeError(f"{what} written with the digits 0-9, got {text!r}")
+        # Compared by length first: int() of thousands of digits is slow, and refused past 4300.
+        digits = text.lstrip("-").lstrip("0")
+        if len(digits) > len(str(max(abs(minimum), abs(maximum)))) or not minimum <= int(text) <= maximum:
+            raise argparse.ArgumentTypeError(f"expected a number between {minimum} and {maximum}, got {text}")
+        return int(text)
+
+    return parse
+
+
+def add_output_options(command: argparse.ArgumentParser) -> None:
+    """--quiet and --log-format: for every command that runs sagas (batch, recover, demo, worker)."""
+    command.add_argument(
+        "--quiet",
+        action="store_true",
+        help="no progress and no summary table; errors and the --json line are still printed",
+    )
+    command.add_argument(
+        "--log-format",
+        choices=LOG_FORMATS,
+        default=None,
+        help="log lines as JSON objects (with transaction_id) or as text; default: text on a terminal, else json",
+    )
+
+
+def add_metrics_options(command: argparse.ArgumentParser) -> None:
+    """--metrics-port, --metrics-host and --metrics-linger: for batch, recover and worker."""
+    command.add_argument(
+        "--metrics-port",
+        type=whole_number(0, MAX_PORT),
+        default=None,
+        help="serve Prometheus metrics on this port (0: any free port; the URL is printed on stderr)",
+    )
+    command.add_argument("--metrics-host", default="127.0.0.1", help="address of the metrics endpoint (127.0.0.1)")
+    command.add_argument(
+        "--metrics-linger",
+        type=whole_number(0, MAX_LINGER_SECONDS),
+        default=0,
+        help="seconds the metrics endpoint stays up after the work is done, for a last scrape (0)",
+    )
+
+
+def add_operating_options(command: argparse.ArgumentParser) -> None:
+    """Every option of an operated command: output, log format and metrics."""
+    add_output_options(command)
+    add_metrics_options(command)
