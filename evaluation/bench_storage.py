@@ -18,26 +18,23 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import re
 import shutil
 import sqlite3
 import subprocess
 import tempfile
 import uuid
-from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 
 from evaluation.bench import ROOT, machine, saga_run
+from evaluation.scratch_database import scratch_database_blocking
 from server.process import ServerProcess
 
 WRK_SCRIPT = ROOT / "evaluation" / "wrk" / "debit.lua"
-DEFAULT_PG_DSN = "postgresql://postgres@127.0.0.1:5432/postgres"
 WRK_ACCOUNTS = 1_000
 ACCOUNTS = {f"u{i}": 10**12 for i in range(WRK_ACCOUNTS)} | {f"user{i}": 10**12 for i in range(64)}
 TARGETS = {
@@ -106,30 +103,6 @@ def run_wrk(urls: list[str], seconds: int, connections: int = 64) -> tuple[int, 
     return requests, duration, non_2xx, errors
 
 
-def with_database(dsn: str, database: str) -> str:
-    parts = urlsplit(dsn)
-    return urlunsplit((parts.scheme, parts.netloc, f"/{database}", parts.query, parts.fragment))
-
-
-async def _admin(dsn: str, statement: str) -> None:
-    connection = await asyncpg.connect(dsn, timeout=10)
-    try:
-        await connection.execute(statement)
-    finally:
-        await connection.close()
-
-
-@contextmanager
-def postgres_database() -> Iterator[str]:
-    admin = os.environ.get("PG_DSN") or DEFAULT_PG_DSN
-    name = f"bench_{uuid.uuid4().hex[:10]}"
-    asyncio.run(_admin(admin, f'CREATE DATABASE "{name}"'))
-    try:
-        yield with_database(admin, name)
-    finally:
-        asyncio.run(_admin(admin, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-
-
 async def postgres_bytes_per_entry(dsn: str) -> tuple[int, float]:
     connection = await asyncpg.connect(dsn)
     try:
@@ -186,7 +159,7 @@ def main(argv: list[str] | None = None) -> int:
                     sqlite_path = scratch_dir / f"ledger-{uuid.uuid4().hex[:6]}.db"
                     database = f"sqlite:///{sqlite_path}"
                 else:
-                    database = stack.enter_context(postgres_database())
+                    database = stack.enter_context(scratch_database_blocking("bench_storage"))
                 started = servers(stack, database, replicas, fault_rate=0.0)
                 if store == "sqlite":
                     empty_size = sqlite_path.stat().st_size
@@ -219,7 +192,7 @@ def main(argv: list[str] | None = None) -> int:
                 elif store == "sqlite":
                     database = f"sqlite:///{scratch_dir / f'saga-ledger-{uuid.uuid4().hex[:6]}.db'}"
                 else:
-                    database = stack.enter_context(postgres_database())
+                    database = stack.enter_context(scratch_database_blocking("bench_storage"))
                 (server,) = servers(stack, database, 1, fault_rate=0.3)
                 outcome = asyncio.run(saga_run(server.url, "sqlite", 64, transfers, scratch_dir))
                 completed[store] = outcome.completed_rate

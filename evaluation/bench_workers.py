@@ -32,20 +32,19 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import asyncpg
 
+from evaluation.scratch_database import scratch_database_blocking, server_dsn
 from saga import AccountRef, MemorySagaLog, Orchestrator, batch, services
 from saga.logs.postgres import PostgresSagaLog
 from saga.submission import submit
 from server.process import REPO_ROOT, ServerProcess
 
-SERVER_DSN = os.environ.get("PG_DSN") or "postgresql://postgres@127.0.0.1:5432/postgres"
+SERVER_DSN = server_dsn()
 TICKS = os.sysconf("SC_CLK_TCK")
 ENDED = "SELECT count(*) FROM saga_sagas WHERE state IN ('COMPLETED', 'COMPENSATED', 'FAILED')"
 
@@ -83,25 +82,6 @@ def machine_cpu_seconds() -> float:
         int(field) for field in Path("/proc/stat").read_text().split()[1:8]
     )
     return (user + nice + system + irq + softirq) / TICKS
-
-
-@contextmanager
-def fresh_database() -> Iterator[str]:
-    name = f"bench_workers_{uuid.uuid4().hex[:10]}"
-    admin = SERVER_DSN
-
-    async def run(statement: str) -> None:
-        connection = await asyncpg.connect(admin)
-        try:
-            await connection.execute(statement)
-        finally:
-            await connection.close()
-
-    asyncio.run(run(f'CREATE DATABASE "{name}"'))
-    try:
-        yield admin.rsplit("/", 1)[0] + f"/{name}"
-    finally:
-        asyncio.run(run(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 
 def saga_command(*arguments: str) -> list[str]:
@@ -189,7 +169,7 @@ async def span_seconds(dsn: str) -> float:
 def postgres_run(
     source: ServerProcess, target: ServerProcess, planned: list[batch.PlannedTransfer], count: int, folder: Path
 ) -> Run:
-    with fresh_database() as dsn:
+    with scratch_database_blocking("bench_workers", SERVER_DSN) as dsn:
 
         async def submit_all() -> None:
             log = await PostgresSagaLog.open(dsn, pool_size=8)
@@ -225,7 +205,7 @@ def postgres_run(
 
 
 def submit_to_first_request(source: ServerProcess, target: ServerProcess, samples: int, folder: Path) -> list[float]:
-    with fresh_database() as dsn:
+    with scratch_database_blocking("bench_workers", SERVER_DSN) as dsn:
         workers = start_workers(dsn, 2, folder)
         try:
 

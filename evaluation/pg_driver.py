@@ -23,21 +23,17 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import time
-import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 import psycopg_pool
 
+from evaluation.scratch_database import scratch_database, server_dsn
 from server.ledger import DEBIT, MAX_BALANCE, Entry, Operation, decide
 from server.stores.postgres import PostgresStore
 
-DEFAULT_DSN = "postgresql://postgres@127.0.0.1:5432/postgres"
 OPENING_BALANCE = 10**12
 
 
@@ -55,21 +51,6 @@ class Measurement:
     @property
     def cpu_ms_per_operation(self) -> float:
         return 1000 * self.cpu_seconds / self.operations
-
-
-@asynccontextmanager
-async def fresh_database(server_dsn: str) -> AsyncIterator[str]:
-    name = f"pg_driver_{os.getpid()}_{uuid.uuid4().hex[:8]}"
-    admin = await asyncpg.connect(server_dsn)
-    try:
-        await admin.execute(f'CREATE DATABASE "{name}"')
-        parts = urlsplit(server_dsn)
-        try:
-            yield urlunsplit((parts.scheme, parts.netloc, f"/{name}", parts.query, parts.fragment))
-        finally:
-            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        await admin.close()
 
 
 Debit = Callable[[str, str], Awaitable[object]]
@@ -182,7 +163,7 @@ async def run(args: argparse.Namespace) -> list[Measurement]:
     users = [f"user-{number}" for number in range(args.accounts)]
     results = []
     for shape in (one_call, psycopg_call, statements):
-        async with fresh_database(args.dsn) as dsn:
+        async with scratch_database("pg_driver", args.dsn) as dsn:
             results.append(await shape(dsn, users, args))
     return results
 
@@ -191,7 +172,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m evaluation.pg_driver", description=__doc__.split("\n\n")[0] if __doc__ else None
     )
-    parser.add_argument("--dsn", default=os.environ.get("PG_DSN") or DEFAULT_DSN, help="the server (PG_DSN)")
+    parser.add_argument("--dsn", default=server_dsn(), help="the server (PG_DSN)")
     parser.add_argument("--operations", type=int, default=6000, help="debits per shape (6000)")
     parser.add_argument("--concurrency", type=int, default=64, help="debits in flight (64)")
     parser.add_argument("--pool", type=int, default=16, help="connections in the pool (16)")
