@@ -108,8 +108,9 @@ class SagaRun:
 
     On an exclusive log (one process holds it, as with SQLite's file lock, so
     no takeover can happen while this run lives) a forward request depends on
-    one commit only: the saga's creation, which the orchestrator makes before
-    the first debit. Forward state changes (PENDING to DEBITING to CREDITING)
+    the saga's creation, which the orchestrator makes before the first debit,
+    and on the first answer from each service's ledger (which a recovery needs
+    to notice a service that forgot the saga: LedgerChanged). Forward state changes (PENDING to DEBITING to CREDITING)
     and attempts ride with the next commit. A crash before they are durable
     leaves the saga logged in PENDING or DEBITING, and recovery runs the
     forward path again under the same transaction_id: each service replays
@@ -150,6 +151,8 @@ class SagaRun:
         #: Changes made but not yet committed: only on an exclusive log, and only forward ones.
         self._deferred: list[Change] = []
         self._exclusive_log = log.exclusive
+        #: Services whose ledger this run has made durable in the log.
+        self._ledgers_logged: set[str] = set()
         self.attempts: list[Attempt] = []
         #: The ledger each service answered from, by service: set by the first
         #: answer, and checked against every later one.
@@ -283,10 +286,23 @@ class SagaRun:
 
     async def _flush(self, step: str) -> None:
         """Commit what the request of ``step`` depends on (see the class's docstring)."""
-        if self._exclusive_log and step in (DEBIT, CREDIT):
+        if self._exclusive_log and step in (DEBIT, CREDIT) and not self._new_ledger_unlogged():
             return
         if self._unlogged or self._deferred:
             await self._commit()
+
+    def _new_ledger_unlogged(self) -> bool:
+        """Whether an answer from a service's ledger this saga has not logged yet is still unlogged.
+
+        A recovery compares every answer with the ledgers logged before it
+        (LedgerChanged): so the first answer from each service is durable
+        before the next request, on every log.
+        """
+        unlogged = [*self._unlogged, *(attempt for change in self._deferred for attempt in change.attempts)]
+        return any(
+            attempt.ledger_id is not None and self._account_of(attempt.step).service_url not in self._ledgers_logged
+            for attempt in unlogged
+        )
 
     def _defer(self, state: SagaState) -> None:
         """Enter a forward state on an exclusive log: it rides with the next commit."""
@@ -314,6 +330,12 @@ class SagaRun:
             *self._deferred, _ = changes
             self._unlogged = attempts + self._unlogged
             raise
+        self._ledgers_logged.update(
+            self._account_of(attempt.step).service_url
+            for change in changes
+            for attempt in change.attempts
+            if attempt.ledger_id is not None
+        )
         if error is not None:
             self.record.last_error = error
 
