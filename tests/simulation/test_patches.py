@@ -49,9 +49,6 @@ EXPECTED_CATCHES = MappingProxyType(
             "tests/unit/test_saga_log_contract.py::"
             "test_a_commit_from_a_stale_epoch_raises_lease_lost_and_writes_nothing[postgresql]"
         ),
-        "unlogged-credit-not-fenced": (
-            "tests/simulation/test_exclusive_log.py::test_runs_on_an_exclusive_log_break_no_invariant"
-        ),
         "postgres-fence-check-dropped": (
             "tests/integration/test_postgres_store.py::test_a_debit_or_credit_after_its_own_compensation_is_fenced"
         ),
