@@ -14,7 +14,7 @@ import logging
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TextIO
@@ -216,13 +216,21 @@ class ObservedSagaLog:
         self._entered(saga.transaction_id, saga.state, saga.created_at_ms, None)
         self._entered(saga.transaction_id, first_state, saga.created_at_ms, None)
 
+    @property
+    def exclusive(self) -> bool:
+        return self.log.exclusive
+
     async def commit(self, change: Change) -> None:
+        await self.commit_all((change,))
+
+    async def commit_all(self, changes: Sequence[Change]) -> None:
         started = time.perf_counter()
-        await self.log.commit(change)
+        await self.log.commit_all(changes)
         self.metrics.commit_latency.observe(time.perf_counter() - started)
-        self.metrics.attempts(change.attempts)
-        if change.state is not None:
-            self._entered(change.transaction_id, change.state, change.at_ms, change.error)
+        for change in changes:
+            self.metrics.attempts(change.attempts)
+            if change.state is not None:
+                self._entered(change.transaction_id, change.state, change.at_ms, change.error)
 
     def _entered(self, transaction_id: str, state: SagaState, at_ms: int, because: str | None) -> None:
         left = self.metrics.sagas.enter(transaction_id, state, at_ms)

@@ -27,6 +27,9 @@ from saga.steps import (
 
 logger = logging.getLogger("saga")
 
+#: States whose entry no request depends on, on an exclusive log (see SagaRun).
+_FORWARD_STATES = frozenset({SagaState.DEBITING, SagaState.CREDITING})
+
 
 class CompensationBlocked(Exception):
     """A compensation cannot finish now; the saga stays in COMPENSATING for the next recovery."""
@@ -94,9 +97,37 @@ class TransferResult:
 class SagaRun:
     """One saga in flight.
 
-    Before any request goes out, everything learned so far is committed to the
-    log: the attempts since the last commit and, with :meth:`enter`, the new
-    state. A crash therefore loses nothing that a request depended on.
+    Which commits a request depends on depends on the log.
+
+    On a shared log (``log.exclusive`` is False: PostgreSQL, the simulator's
+    log of several orchestrators), everything learned so far is committed
+    before any request goes out: the attempts since the last commit and, with
+    :meth:`enter`, the new state. Each of those commits is checked against the
+    epoch this run claimed, and that check is what stops a run that lost its
+    lease from sending anything more.
+
+    On an exclusive log (one process holds it, as with SQLite's file lock, so
+    no takeover can happen while this run lives) a forward request depends on
+    the saga's creation, which the orchestrator makes before the first debit,
+    and on the first answer from each service's ledger (which a recovery needs
+    to notice a service that forgot the saga: LedgerChanged). Forward state changes (PENDING to DEBITING to CREDITING)
+    and attempts ride with the next commit. A crash before they are durable
+    leaves the saga logged in PENDING or DEBITING, and recovery runs the
+    forward path again under the same transaction_id: each service replays
+    what it recorded for the debit and the credit (applied or refused, the
+    same answer as before) or applies it for the first time, so the run ends
+    exactly where the lost one was going. This holds as long as nothing has
+    been compensated: a service replays an applied debit or credit as applied
+    even after its compensation reversed it, so a recovery from DEBITING
+    after a compensation would complete a transfer whose debit had been given
+    back, or whose credit had been reversed. Hence the rule: before a
+    compensation request, everything is durable, COMPENSATING and its
+    fence_credit included. From COMPENSATING on, recovery resumes the
+    compensations, which the services replay. And a recovery that cannot
+    learn the debit's outcome fences the credit before giving the debit back,
+    since the lost run may have sent it (:attr:`credit_may_be_unlogged`). A
+    terminal state is committed before the saga's result is returned; it
+    precedes no request.
     """
 
     def __init__(
@@ -117,6 +148,11 @@ class SagaRun:
         self._rng = rng
         self._now_ms = now_ms
         self._unlogged: list[Attempt] = []
+        #: Changes made but not yet committed: only on an exclusive log, and only forward ones.
+        self._deferred: list[Change] = []
+        self._exclusive_log = log.exclusive
+        #: Services whose ledger this run has made durable in the log.
+        self._ledgers_logged: set[str] = set()
         self.attempts: list[Attempt] = []
         #: The ledger each service answered from, by service: set by the first
         #: answer, and checked against every later one.
@@ -132,8 +168,21 @@ class SagaRun:
     def fence_credit(self) -> bool:
         return self.record.fence_credit
 
+    @property
+    def credit_may_be_unlogged(self) -> bool:
+        """Whether an earlier run of this saga may have sent its credit although the log does not say so.
+
+        Only on an exclusive log, whose forward state changes ride with later
+        commits, and only after a crash: epoch 1 is a saga's first run, and
+        every later run claimed it, which raised its epoch.
+        """
+        return self._exclusive_log and self.record.epoch > 1
+
     async def enter(self, state: SagaState, *, fence_credit: bool | None = None, because: str | None = None) -> None:
-        await self._commit(state=state, fence_credit=fence_credit, error=because)
+        if self._exclusive_log and state in _FORWARD_STATES and fence_credit is None and because is None:
+            self._defer(state)
+        else:
+            await self._commit(state=state, fence_credit=fence_credit, error=because)
         self.record.state = state
         if fence_credit is not None:
             self.record.fence_credit = fence_credit
@@ -200,7 +249,7 @@ class SagaRun:
         """
         answer: StepAnswer | None = None
         for url in self._replicas.in_order(account.urls):
-            await self._flush()
+            await self._flush(step)
             answer = await send(
                 self._clients(url),
                 step,
@@ -235,9 +284,33 @@ class SagaRun:
     def _account_of(self, step: str) -> AccountRef:
         return self.record.target if step in (CREDIT, COMPENSATE_CREDIT) else self.record.source
 
-    async def _flush(self) -> None:
-        if self._unlogged:
+    async def _flush(self, step: str) -> None:
+        """Commit what the request of ``step`` depends on (see the class's docstring)."""
+        if self._exclusive_log and step in (DEBIT, CREDIT) and not self._new_ledger_unlogged():
+            return
+        if self._unlogged or self._deferred:
             await self._commit()
+
+    def _new_ledger_unlogged(self) -> bool:
+        """Whether an answer from a service's ledger this saga has not logged yet is still unlogged.
+
+        A recovery compares every answer with the ledgers logged before it
+        (LedgerChanged): so the first answer from each service is durable
+        before the next request, on every log.
+        """
+        unlogged = [*self._unlogged, *(attempt for change in self._deferred for attempt in change.attempts)]
+        return any(
+            attempt.ledger_id is not None and self._account_of(attempt.step).service_url not in self._ledgers_logged
+            for attempt in unlogged
+        )
+
+    def _defer(self, state: SagaState) -> None:
+        """Enter a forward state on an exclusive log: it rides with the next commit."""
+        attempts, self._unlogged = self._unlogged, []
+        record = self.record
+        self._deferred.append(
+            Change(record.transaction_id, self._now_ms(), state, None, attempts, None, record.epoch, record.owner)
+        )
 
     async def _commit(
         self, *, state: SagaState | None = None, fence_credit: bool | None = None, error: str | None = None
@@ -249,11 +322,20 @@ class SagaRun:
         change = Change(
             record.transaction_id, self._now_ms(), state, fence_credit, attempts, error, record.epoch, record.owner
         )
+        changes, self._deferred = [*self._deferred, change], []
         try:
-            await self._log.commit(change)
+            await self._log.commit_all(changes)
         except BaseException:
+            # Not durable, or not known to be: kept to commit again, in order.
+            *self._deferred, _ = changes
             self._unlogged = attempts + self._unlogged
             raise
+        self._ledgers_logged.update(
+            self._account_of(attempt.step).service_url
+            for change in changes
+            for attempt in change.attempts
+            if attempt.ledger_id is not None
+        )
         if error is not None:
             self.record.last_error = error
 

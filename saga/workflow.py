@@ -28,7 +28,11 @@ async def transfer(saga: SagaRun) -> SagaState:
         if debit.refused:
             return await saga.finish(SagaState.FAILED, because=f"debit refused: {debit.code}")
         if not debit.applied:
-            await saga.enter(SagaState.COMPENSATING, because="debit outcome unknown")
+            # After a crash, a debit that applied may have been followed by a
+            # credit the log never heard of: fence it too.
+            await saga.enter(
+                SagaState.COMPENSATING, fence_credit=saga.credit_may_be_unlogged, because="debit outcome unknown"
+            )
             return await compensate(saga)
         await saga.enter(SagaState.CREDITING)
 

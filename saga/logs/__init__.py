@@ -34,7 +34,8 @@ async def open_log(url: str | Path, *, create: bool = True, exclusive: bool = Tr
         assert parsed.dsn is not None
         return await PostgresSagaLog.open(parsed.dsn)
     if parsed.kind == "memory":
-        return MemorySagaLog()
+        # It lives and dies with this process: no other one can reach it.
+        return MemorySagaLog(exclusive=True)
     assert parsed.path is not None
     return await SqliteSagaLog.open(parsed.path, create=create, exclusive=exclusive)
 

@@ -46,6 +46,15 @@ class IdempotencyKeyConflict(SagaLogError):
 
 
 class SagaLog(Protocol):
+    @property
+    def exclusive(self) -> bool:
+        """Whether one process holds the log for as long as it runs, so that no other can take a saga over.
+
+        On such a log a request depends on no commit but the one that created
+        its saga (see saga/run.py); on a shared one every commit is
+        epoch-checked before the next request.
+        """
+
     async def create(self, saga: SagaRecord, first_state: SagaState) -> None:
         """Record a new saga and its first state in one commit, with the lease the record carries."""
 
@@ -59,6 +68,9 @@ class SagaLog(Protocol):
 
     async def commit(self, change: Change) -> None:
         """Make a change durable; returns once it is. Raises LeaseLost when the change's epoch is stale."""
+
+    async def commit_all(self, changes: Sequence[Change]) -> None:
+        """Make several changes of one saga durable together, in order, as :meth:`commit` does one."""
 
     async def claim(
         self, owner: str, *, limit: int, lease_ms: int, now_ms: int, transaction_id: str | None = None

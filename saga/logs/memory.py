@@ -7,7 +7,7 @@ runs several orchestrators on one of these, each with a clock of its own.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 
 from saga.logs.base import (
     LeaseLost,
@@ -24,7 +24,10 @@ from saga.states import TERMINAL_STATES, SagaState
 
 
 class MemorySagaLog:
-    def __init__(self) -> None:
+    """``exclusive``: the log belongs to one orchestrator (as a SQLite file does), or is shared under leases."""
+
+    def __init__(self, *, exclusive: bool = False) -> None:
+        self.exclusive = exclusive
         self._sagas: dict[str, SagaRecord] = {}
         self._history: dict[str, list[Event]] = {}
         self._by_key: dict[str, str] = {}
@@ -65,6 +68,10 @@ class MemorySagaLog:
         apply_change(saga, change)
         self._history[change.transaction_id].extend(change_events(change))
         self.commits += 1
+
+    async def commit_all(self, changes: Sequence[Change]) -> None:
+        for change in changes:
+            await self.commit(change)
 
     async def claim(
         self, owner: str, *, limit: int, lease_ms: int, now_ms: int, transaction_id: str | None = None

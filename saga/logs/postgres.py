@@ -18,7 +18,7 @@ which is why workers also poll. The schema is versioned SQL in
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Final
 
@@ -158,6 +158,9 @@ def _one_line(error: BaseException) -> str:
 class PostgresSagaLog:
     """A saga log that any number of orchestrator processes share."""
 
+    #: Shared: every commit is epoch-checked before the request that depends on it.
+    exclusive = False
+
     def __init__(self, pool: asyncpg.Pool, dsn: str, where: str) -> None:
         self._pool = pool
         self._dsn = dsn
@@ -252,6 +255,10 @@ class PostgresSagaLog:
             if change.epoch is not None:
                 raise LeaseLost(change.transaction_id, change.epoch)
             raise SagaLogError(f"no saga {change.transaction_id} in the log")
+
+    async def commit_all(self, changes: Sequence[Change]) -> None:
+        for change in changes:
+            await self.commit(change)
 
     async def claim(
         self, owner: str, *, limit: int, lease_ms: int, now_ms: int, transaction_id: str | None = None

@@ -17,7 +17,7 @@ import contextlib
 import fcntl
 import os
 import sqlite3
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -201,8 +201,16 @@ class SqliteSagaLog:
         )
         return _saga_from_row(rows[0]) if rows else None
 
+    @property
+    def exclusive(self) -> bool:
+        """Opened for driving sagas: this process holds the file's lock until it ends."""
+        return self._lock is not None
+
     async def commit(self, change: Change) -> None:
         await self._enqueue(_change_statements(change))
+
+    async def commit_all(self, changes: Sequence[Change]) -> None:
+        await self._enqueue([statement for change in changes for statement in _change_statements(change)])
 
     async def claim(
         self, owner: str, *, limit: int, lease_ms: int, now_ms: int, transaction_id: str | None = None

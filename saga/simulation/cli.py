@@ -46,6 +46,11 @@ def add_simulate_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--seeds", type=_at_least(1), default=1, help="how many consecutive seeds to run, from --seed on (1)"
     )
+    parser.add_argument(
+        "--exclusive-log",
+        action="store_true",
+        help="one orchestrator on a log only it drives, as with SQLite, instead of three sharing one under leases",
+    )
     parser.add_argument("--jobs", type=_at_least(1), default=1, help="seeds run side by side in worker processes (1)")
     parser.add_argument("--fail-fast", action="store_true", help="stop at the first seed that breaks an invariant")
     parser.add_argument("--show-trace", action="store_true", help="print every run's whole trace")
@@ -78,7 +83,14 @@ def run_simulate_command(args: argparse.Namespace, out: TextIO, err: TextIO) -> 
     from saga.simulation.simulator import SimulationConfig
 
     configs = [
-        SimulationConfig(seed, args.transfers, args.services, args.concurrency)
+        SimulationConfig(
+            seed,
+            args.transfers,
+            args.services,
+            args.concurrency,
+            orchestrators=1 if args.exclusive_log else 3,
+            exclusive_log=args.exclusive_log,
+        )
         for seed in range(args.seed, args.seed + args.seeds)
     ]
     results = []

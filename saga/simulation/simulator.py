@@ -27,6 +27,7 @@ import random
 import time
 import traceback
 from collections import Counter, deque
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -70,6 +71,9 @@ class SimulationConfig:
     #: Orchestrator processes sharing the log, their leases, how often each
     #: claims what has expired, and how far apart their clocks may be.
     orchestrators: int = 3
+    #: One orchestrator on a log that only it may drive, as with SQLite: its
+    #: sagas skip the commits no request depends on (see saga/run.py).
+    exclusive_log: bool = False
     lease_seconds: float = 10.0
     poll_seconds: float = 1.0
     max_clock_drift_ms: int = 1_000
@@ -86,6 +90,8 @@ class SimulationConfig:
             raise ValueError("concurrency must be at least 1")
         if self.orchestrators < 1:
             raise ValueError("a simulation needs at least one orchestrator")
+        if self.exclusive_log and self.orchestrators != 1:
+            raise ValueError("an exclusive log has exactly one orchestrator")
         if not 0 <= self.max_clock_drift_ms * 2 < self.lease_seconds * 1000:
             raise ValueError("clocks may drift apart by less than a lease, or leases mean nothing")
 
@@ -94,6 +100,7 @@ class SimulationConfig:
         return (
             f".venv/bin/python -m saga.simulation --seed {self.seed} --transfers {self.transfers} "
             f"--services {self.services} --concurrency {self.concurrency}"
+            + (" --exclusive-log" if self.exclusive_log else "")
         )
 
 
@@ -169,16 +176,20 @@ class _SimulatedLog(MemorySagaLog):
     saga never learned so. Either way the saga must not have acted on it.
     """
 
-    def __init__(self, rng: random.Random, commit_ms: MillisecondRange) -> None:
-        super().__init__()
+    def __init__(self, rng: random.Random, commit_ms: MillisecondRange, *, exclusive: bool) -> None:
+        super().__init__(exclusive=exclusive)
         self._rng = rng
         self._commit_ms = commit_ms
 
     async def commit(self, change: Change) -> None:
+        await self.commit_all((change,))
+
+    async def commit_all(self, changes: Sequence[Change]) -> None:
         total_ms = self._rng.randint(self._commit_ms.low, self._commit_ms.high)
         durable_after_ms = self._rng.randint(0, total_ms)
         await asyncio.sleep(durable_after_ms / 1000)
-        await super().commit(change)
+        for change in changes:
+            await super().commit(change)
         await asyncio.sleep((total_ms - durable_after_ms) / 1000)
 
 
@@ -199,6 +210,7 @@ class _PausableLog:
     def __init__(self, log: SagaLog, paused: _Paused) -> None:
         self._log = log
         self._paused = paused
+        self.exclusive = log.exclusive
 
     def __getattr__(self, name: str) -> Any:
         method = getattr(self._log, name)
@@ -252,7 +264,7 @@ class _Run:
         self.network.on_delivered = self._watch_balances
         self.network.on_restart = self._restart_service
         self.overdrawn: dict[tuple[str, str], verify.Violation] = {}
-        self.log = _SimulatedLog(_rng(config, "log"), rates.log_commit_ms)
+        self.log = _SimulatedLog(_rng(config, "log"), rates.log_commit_ms, exclusive=config.exclusive_log)
         self.new_id = seeded_ids(_rng(config, "ids"))
         self._faults = _rng(config, "orchestrator faults")
         self.crashes = 0

@@ -63,14 +63,19 @@ def test_a_request_timeout_above_five_seconds_waits_for_a_slow_service(
         assert slow.held == 1
     assert done.returncode == 0, done.stderr
     result = json.loads(done.stdout.splitlines()[-1])
-    assert (result["state"], result["attempts"], result["retries"]) == ("COMPLETED", 2, 0)
+    assert result["state"] == "COMPLETED"
     history = json.loads(saga_cli("show", result["transaction_id"], "--db", str(db), "--json").stdout)["history"]
     attempts = [event for event in history if event["kind"] == "attempt"]
-    assert [(attempt["step"], attempt["status"], attempt["error"]) for attempt in attempts] == [
-        ("debit", 200, None),
-        ("credit", 200, None),
-    ]
+    steps = [(attempt["step"], attempt["status"], attempt["error"]) for attempt in attempts]
+    # The debit waited for its answer, once. The service closed the pooled
+    # connection while the answer was held (its keep-alive timeout is 5 s);
+    # a credit sent the moment the debit's answer arrives may meet that
+    # closed connection first, and is sent again under the same id.
+    assert steps[0] == ("debit", 200, None)
     assert attempts[0]["latency_us"] >= 6_500_000
+    assert steps[-1] == ("credit", 200, None)
+    assert all(step == "credit" and status is None and error for step, status, error in steps[1:-1])
+    assert len(steps) <= 3
 
 
 def test_a_second_process_cannot_take_the_log_through_a_symlink_or_a_hard_link(
