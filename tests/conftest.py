@@ -6,11 +6,24 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
+from hypothesis import Phase, settings
 
 from server.process import ServerProcess
 from tests.support.postgres import fresh_database
 
 StartServer = Callable[..., ServerProcess]
+
+# Selected by `make mutation` (--hypothesis-profile=mutation): every run draws
+# the same examples and remembers none, so a mutant is judged the same way on
+# every run; shrinking is off, since a mutant needs only to fail, not its
+# smallest counterexample.
+settings.register_profile(
+    "mutation",
+    derandomize=True,
+    database=None,
+    phases=(Phase.explicit, Phase.generate),
+    print_blob=False,
+)
 
 
 @pytest.fixture
