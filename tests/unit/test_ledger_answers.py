@@ -1,4 +1,4 @@
-"""Every kind of ledger answer, field by field, first answered and then replayed, on the memory and SQLite stores.
+"""Every kind of ledger answer, field by field, first answered and then replayed, on every store.
 
 Each case sets up accounts and earlier requests under the same transaction id,
 sends one request, and checks every field of the entry it records (status,
@@ -11,8 +11,7 @@ never pass them.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Mapping
-from contextlib import AbstractAsyncContextManager
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -34,13 +33,10 @@ from server.ledger import (
     decide,
     replayed,
 )
-from server.stores import LedgerStore
 from server.stores.memory import MemoryStore
-from tests.support.stores import memory_store, sqlite_store
+from tests.support.stores import STORES, StoreFactory
 
 ID = "t-1"
-StoreFactory = Callable[[Mapping[str, int], Path], AbstractAsyncContextManager[LedgerStore]]
-STORES: dict[str, StoreFactory] = {"memory": memory_store, "sqlite": sqlite_store}
 
 
 @dataclass(frozen=True)
@@ -291,7 +287,7 @@ async def answer_twice(factory: StoreFactory, case: Case, folder: Path) -> None:
 
 
 @pytest.mark.parametrize("store_name", sorted(STORES))
-@pytest.mark.parametrize("case", CASES, ids=[case.name for case in CASES])
+@pytest.mark.parametrize("case", CASES, ids=[case.name.replace(" ", "-") for case in CASES])
 def test_each_answer_is_recorded_field_by_field_and_replayed_exactly(
     case: Case, store_name: str, tmp_path: Path
 ) -> None:
