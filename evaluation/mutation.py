@@ -276,8 +276,10 @@ def write_report(results: Results, config: Config, started: str, seconds: float)
         (report / "survivors" / f"{mutant.name}.diff").write_text(
             f"# {mutant.status}; fingerprint {fingerprint(mutant.diff)}\n{mutant.diff}\n", encoding="utf-8"
         )
+    commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=False)
     summary: dict[str, Any] = {
         "started": started,
+        "commit": commit.stdout.strip() or "unknown",
         "seconds": round(seconds, 1),
         "passed": goals_met(results, config),
         "modules": {path: vars(counts) | {"score": round(counts.score, 1)} for path, counts in results.modules.items()},
