@@ -183,11 +183,92 @@ def test_a_compensate_debit_answered_transfer_completed_completes_the_saga() -> 
     result = asyncio.run(resume())
     assert steps(result) == [("compensate_debit", 409)]
     assert result.state is SagaState.COMPLETED
+    assert result.error == "the credit landed and stands"
     assert logged_states(log, "t-landed")[-1] is SagaState.COMPLETED
     assert (ledger(app).balance("alice"), ledger(app).balance("bob")) == (900, 1_100)
 
 
 # -- recovery ---------------------------------------------------------------------
+
+
+def test_a_credit_found_spent_when_fenced_completes_the_saga_and_says_why() -> None:
+    app = bank()
+
+    class Spending(ScriptedTransport):
+        async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+            if request.url.path == "/compensate_credit":
+                ledger(app).execute("debit", "bob-spends", "bob", 1_100)
+            return await super().handle_async_request(request)
+
+    result, log = run_transfer(Spending(app, {"/credit": ["lose", "drop", "drop"]}))
+    assert steps(result)[-1] == ("compensate_credit", 409)
+    assert (result.state, result.error) == (SagaState.COMPLETED, "the credit landed and stands")
+    history = asyncio.run(log.history(result.transaction_id))
+    assert [(event.state, event.detail) for event in history if event.kind == "state"][-2:] == [
+        (SagaState.COMPENSATING, "credit outcome unknown"),
+        (SagaState.COMPLETED, "the credit landed and stands"),
+    ]
+
+
+def test_a_debit_whose_outcome_stays_unknown_is_logged_with_why() -> None:
+    app = bank()
+    result, log = run_transfer(ScriptedTransport(app, {"/debit": ["drop", "drop", "drop"]}))
+    assert result.state is SagaState.COMPENSATED
+    history = asyncio.run(log.history(result.transaction_id))
+    assert [(event.state, event.detail) for event in history if event.kind == "state"][-2:] == [
+        (SagaState.COMPENSATING, "debit outcome unknown"),
+        (SagaState.COMPENSATED, None),
+    ]
+    assert result.error == "debit outcome unknown"
+
+
+@pytest.mark.parametrize(
+    ("script", "described"),
+    [
+        ({"/compensate_debit": ["drop"] * 3}, "unreachable: ConnectError: request lost"),
+        ({"/compensate_debit": ["lose"] * 3}, "ReadTimeout"),
+    ],
+)
+def test_a_blocked_compensation_says_what_its_last_attempt_got(
+    script: dict[str, list[str | None]], described: str
+) -> None:
+    app = bank(credit_fault_rate=1.0)
+    result, log = run_transfer(ScriptedTransport(app, script), policies=LIMITED)
+    assert result.state is SagaState.COMPENSATING
+    assert result.error == f"compensate_debit of {result.transaction_id}: {described}"
+    record = asyncio.run(log.get(result.transaction_id))
+    assert record is not None
+    assert record.last_error == f"compensate_debit blocked: {described}"
+
+
+def test_a_blocked_compensation_answered_with_a_bare_status_says_the_status() -> None:
+    app = bank(credit_fault_rate=1.0)
+
+    class Teapot(ScriptedTransport):
+        async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+            if request.url.path == "/compensate_debit":
+                self.paths.append(request.url.path)
+                return httpx.Response(418, text="short and stout")
+            return await super().handle_async_request(request)
+
+    result, _ = run_transfer(Teapot(app))
+    assert steps(result)[-1] == ("compensate_debit", 418)
+    assert result.error == f"compensate_debit of {result.transaction_id}: 418"
+
+
+def test_each_retry_is_logged_with_the_step_the_id_what_came_back_and_the_attempt(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    app = bank(credit_fault_rate=1.0)
+    with caplog.at_level("INFO", logger="saga"):
+        result, _ = run_transfer(ScriptedTransport(app, {"/debit": ["drop"]}))
+    tid = result.transaction_id
+    retries = [record.getMessage() for record in caplog.records if "retrying" in record.getMessage()]
+    assert retries == [
+        f"debit {tid}: unreachable: ConnectError: request lost on attempt 1, retrying",
+        f"credit {tid}: 500 injected_fault on attempt 1, retrying",
+        f"credit {tid}: 500 injected_fault on attempt 2, retrying",
+    ]
 
 
 def test_a_saga_logged_in_pending_is_recovered_from_its_first_step() -> None:
