@@ -372,6 +372,14 @@ def test_an_account_is_opened_only_where_it_does_not_exist() -> None:
     assert reopened.total() == ledger.total() == 5 + 70
 
 
+def test_a_reopened_ledger_keeps_its_balance_limit() -> None:
+    ledger = Ledger({"a": 5}, max_balance=10)
+    reopened = ledger.reopened()
+    refused, _ = reopened.execute(CREDIT, "t1", "a", 6)
+    accepted, _ = reopened.execute(CREDIT, "t2", "a", 5)
+    assert (refused.rejection, accepted.balance) == ("balance_limit_exceeded", 10)
+
+
 def test_the_memory_store_reloads_balances_replays_and_fences_from_its_record() -> None:
     async def scenario() -> None:
         store = MemoryStore.create({"a": 500, "b": 0})

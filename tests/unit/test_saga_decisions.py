@@ -418,6 +418,40 @@ def test_attempts_whose_commit_failed_are_committed_with_the_next_change() -> No
     assert run.record.last_error == "the log failed"
 
 
+def test_every_change_is_logged_at_the_orchestrators_time() -> None:
+    app = bank()
+    log = MemorySagaLog()
+    ticks = iter(range(1_000, 1_100))
+
+    async def run() -> TransferResult:
+        orchestrator = Orchestrator(
+            log, policies=POLICIES, transport=ScriptedTransport(app), now_ms=lambda: next(ticks)
+        )
+        return await orchestrator.transfer(AccountRef(URL, "alice"), AccountRef(URL, "bob"), 100)
+
+    result = asyncio.run(run())
+    history = asyncio.run(log.history(result.transaction_id))
+    assert [(event.kind, event.at_ms) for event in history] == [
+        ("state", 1_000),
+        ("state", 1_000),
+        ("attempt", 1_001),
+        ("state", 1_001),
+        ("attempt", 1_002),
+        ("state", 1_002),
+    ]
+    record = asyncio.run(log.get(result.transaction_id))
+    assert record is not None
+    assert (record.created_at_ms, record.updated_at_ms) == (1_000, 1_002)
+
+
+def test_a_step_for_an_account_without_a_url_is_a_programming_error() -> None:
+    log = MemorySagaLog()
+    record = SagaRecord("t-nowhere", AccountRef((), "alice"), AccountRef(URL, "bob"), 100)
+    run = SagaRun(record, log, lambda url: Orchestrator(log).client_for(url), POLICIES, random.Random(1), lambda: 0)
+    with pytest.raises(AssertionError, match=r"^a service has at least one URL$"):
+        asyncio.run(run.step(DEBIT))
+
+
 # -- retry policies and timing, on a virtual clock ----------------------------------
 
 

@@ -106,6 +106,9 @@ def test_a_copy_read_from_the_memory_log_is_not_the_log_itself() -> None:
         with pytest.raises(SagaLogError, match="saga t1 already exists"):
             await log.create(record("t1"), SagaState.DEBITING)
         assert log.commits == 1
+        await log.commit(Change("t1", 1_001, SagaState.CREDITING))
+        await log.commit(Change("t1", 1_002, SagaState.COMPLETED))
+        assert log.commits == 3
 
     asyncio.run(scenario())
 
