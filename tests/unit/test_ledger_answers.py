@@ -380,6 +380,23 @@ def test_a_reopened_ledger_keeps_its_balance_limit() -> None:
     assert (refused.rejection, accepted.balance) == ("balance_limit_exceeded", 10)
 
 
+def test_a_memory_store_keeps_the_balance_limit_it_was_created_with() -> None:
+    async def scenario() -> None:
+        store = MemoryStore.create({"a": 5}, max_balance=10)
+        refused = await store.execute(CREDIT, "t1", "a", 6)
+        assert refused is not None
+        assert refused[0].rejection == "balance_limit_exceeded"
+
+    asyncio.run(scenario())
+
+
+def test_the_invariant_check_counts_an_account_without_an_opening_balance_from_zero() -> None:
+    ledger = Ledger({"a": 500})
+    ledger._balances["new"] = 7  # money that reached an account only through the journal
+    ledger._journal.append(Entry("t9", CREDIT, "new", 7, 99, outcome="applied", balance=7))
+    ledger.check_invariants()
+
+
 def test_the_memory_store_reloads_balances_replays_and_fences_from_its_record() -> None:
     async def scenario() -> None:
         store = MemoryStore.create({"a": 500, "b": 0})
