@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 import httpx
@@ -21,7 +21,7 @@ from saga.simulation.clock import run_in_virtual_time
 from saga.steps import COMPENSATE_CREDIT, COMPENSATE_DEBIT, CREDIT, DEBIT, StepAnswer, Verdict, send
 
 URL = "http://bank.test"
-Handler = Callable[[httpx.Request], Awaitable[httpx.Response]]
+Handler = Callable[[httpx.Request], Coroutine[None, None, httpx.Response]]
 
 
 def result_body(request: httpx.Request, operation: str = "debit") -> dict[str, Any]:
