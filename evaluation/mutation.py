@@ -267,7 +267,7 @@ def goals_met(results: Results, config: Config) -> bool:
     )
 
 
-def write_report(results: Results, config: Config, started: str, seconds: float) -> Path:
+def write_report(results: Results, config: Config, started: str, commit: str, seconds: float) -> Path:
     report = config.report
     if report.exists():
         shutil.rmtree(report)
@@ -276,10 +276,9 @@ def write_report(results: Results, config: Config, started: str, seconds: float)
         (report / "survivors" / f"{mutant.name}.diff").write_text(
             f"# {mutant.status}; fingerprint {fingerprint(mutant.diff)}\n{mutant.diff}\n", encoding="utf-8"
         )
-    commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=False)
     summary: dict[str, Any] = {
         "started": started,
-        "commit": commit.stdout.strip() or "unknown",
+        "commit": commit,
         "seconds": round(seconds, 1),
         "passed": goals_met(results, config),
         "modules": {path: vars(counts) | {"score": round(counts.score, 1)} for path, counts in results.modules.items()},
@@ -323,6 +322,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     config = load_config()
     started = time.strftime("%Y-%m-%dT%H:%M:%S%z")
     began = time.monotonic()
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=False)
+    commit = head.stdout.strip() or "unknown"
     if not args.report_only:
         if not args.resume:
             shutil.rmtree(ROOT / "mutants", ignore_errors=True)
@@ -331,7 +332,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"mutmut exited with {exit_code}", file=sys.stderr)
             return exit_code
     results = tally(config, mutmut_statuses(ROOT, config.only_mutate), ROOT)
-    report = write_report(results, config, started, time.monotonic() - began)
+    report = write_report(results, config, started, commit, time.monotonic() - began)
     print()
     print(table(results, config))
     if results.not_checked:
