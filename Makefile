@@ -6,7 +6,7 @@ PY := $(BIN)/python
 STAMP := $(VENV)/.installed-requirements
 
 .DEFAULT_GOAL := help
-.PHONY: help venv run serve test lint typecheck check-generated generate contract evaluate bench simulate clean
+.PHONY: help venv run serve test lint typecheck check-generated generate contract evaluate mutation bench simulate clean
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  make %-16s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -49,11 +49,14 @@ simulate: $(STAMP) ## deterministic fault simulation: 50 seeds x 1,000 transfers
 evaluate: $(STAMP) ## tests, every scenario, and every known-bad patch; writes evaluation/reports/
 	$(PY) -m evaluation.evaluation
 
+mutation: $(STAMP) ## mutation testing of the money rules and the saga core (about 30 min); writes evaluation/reports/mutation/
+	$(PY) -m evaluation.mutation
+
 bench: $(STAMP) ## throughput and latency side by side, what each ledger store costs, saga workers on PostgreSQL; writes evaluation/bench-results/
 	$(PY) -m evaluation.bench
 	$(PY) -m evaluation.bench_storage
 	$(PY) -m evaluation.bench_workers
 
 clean: ## remove the venv, caches and local databases
-	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis saga.db saga.db-wal saga.db-shm
+	rm -rf $(VENV) mutants .mypy_cache .ruff_cache .pytest_cache .hypothesis saga.db saga.db-wal saga.db-shm
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +

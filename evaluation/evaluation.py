@@ -5,7 +5,10 @@
 3. Applies each known-bad patch in patches/ to a temporary copy of the repository and runs the
    simulator and the test suite there: each patch must be caught. A patch that passes is a weak
    spot and fails the evaluation.
-4. Writes evaluation/reports/<YYYY-MM-DD>/<HH-MM-SS>/report.json and report.md, and prints a summary.
+4. Includes the mutation-testing table of the last ``make mutation`` (evaluation/reports/mutation/),
+   with the commit it ran on; ``--run-mutation`` runs it afresh first (about half an hour), and only
+   then do its goals count towards the verdict.
+5. Writes evaluation/reports/<YYYY-MM-DD>/<HH-MM-SS>/report.json and report.md, and prints a summary.
 
 Exits 0 only if everything holds.
 """
@@ -249,7 +252,31 @@ def markdown(report: dict[str, Any]) -> str:
             f"{'caught' if patch['caught_by_tests'] else 'missed'} | "
             f"{'caught' if patch['caught'] else 'WEAK SPOT'} |"
         )
+    lines += ["", "## Mutation testing", ""]
+    mutation = report.get("mutation")
+    if mutation is None:
+        lines.append("No mutation run yet: `make mutation`.")
+    else:
+        lines += [
+            f"From `make mutation` of {mutation['started']} on commit `{mutation['commit'][:12]}` "
+            f"({'run now' if mutation['fresh'] else 'the last run, not rerun'}): "
+            f"{'every goal met' if mutation['passed'] else 'a goal MISSED'}.",
+            "",
+            "```",
+            mutation["table"],
+            "```",
+        ]
     return "\n".join(lines) + "\n"
+
+
+def mutation_summary(run_fresh: bool) -> dict[str, Any] | None:
+    """The last mutation run's summary, after running one now if ``run_fresh``."""
+    from evaluation import mutation
+
+    if run_fresh:
+        mutation.main([])
+    summary = mutation.last_summary()
+    return None if summary is None else summary | {"fresh": run_fresh}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -257,6 +284,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--skip-tests", action="store_true", help="skip step 1")
     parser.add_argument("--skip-scenarios", action="store_true", help="skip step 2")
     parser.add_argument("--skip-patches", action="store_true", help="skip step 3")
+    parser.add_argument(
+        "--run-mutation", action="store_true", help="run make mutation now rather than read its last run"
+    )
     args = parser.parse_args(argv)
 
     started = time.localtime()
@@ -291,11 +321,19 @@ def main(argv: list[str] | None = None) -> int:
         )
         print(f"patch {patch.name:36} {verdict}  ({patch.seconds:.0f}s)")
 
+    mutation = mutation_summary(args.run_mutation)
+    if mutation is None:
+        print("mutation: no run yet (make mutation)")
+    else:
+        print(f"mutation: the run of {mutation['started']} on commit {mutation['commit'][:12]}")
+        print(mutation["table"])
+
     passed = (
         exit_code == 0
         and counts["failed"] == 0
         and all(scenario.passed for scenario in scenarios)
         and all(patch.caught for patch in patches)
+        and (mutation is None or not mutation["fresh"] or mutation["passed"])
     )
     report = {
         "passed": passed,
@@ -303,6 +341,7 @@ def main(argv: list[str] | None = None) -> int:
         "tests": {"exit_code": exit_code, **counts, "outcomes": [asdict(outcome) for outcome in outcomes]},
         "scenarios": [asdict(scenario) for scenario in scenarios],
         "patches": [asdict(patch) | {"caught": patch.caught} for patch in patches],
+        "mutation": mutation,
     }
     (report_dir / "report.json").write_text(json.dumps(report, indent=2), encoding="utf-8")
     (report_dir / "report.md").write_text(markdown(report), encoding="utf-8")

@@ -52,6 +52,18 @@ EXPECTED_CATCHES = MappingProxyType(
         "postgres-fence-check-dropped": (
             "tests/integration/test_postgres_store.py::test_a_debit_or_credit_after_its_own_compensation_is_fenced"
         ),
+        "postgres-credit-reversal-to-zero-refused": (
+            "tests/unit/test_ledger_answers.py::test_each_answer_is_recorded_field_by_field_and_replayed_exactly"
+            "[compensate_credit-reverses-to-exactly-0-postgresql]"
+        ),
+        "postgres-credit-reversed-after-transfer-completed": (
+            "tests/unit/test_ledger_answers.py::test_each_answer_is_recorded_field_by_field_and_replayed_exactly"
+            "[compensate_credit-after-transfer_completed-postgresql]"
+        ),
+        "sqlite-balance-limit-unchecked": (
+            "tests/unit/test_sqlite_store.py::test_the_database_refuses_what_the_ledger_never_holds"
+            "[UPDATE accounts SET balance = 9007199254740992 WHERE user_id = 'alice'-CHECK]"
+        ),
     }
 )
 
