@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
+from pathlib import Path
 
-from saga import MemorySagaLog, Orchestrator, SagaLog, services, verify
+from saga import MemorySagaLog, Orchestrator, SagaLog, SqliteSagaLog, services, verify
 from saga.records import SagaRecord
 
 
@@ -24,3 +26,16 @@ async def violations_after(
         after = await services.snapshot(reader, before)
         trails = await services.trails(reader, ends_of(records))
     return verify.check(before, after, ends_of(records), trails)
+
+
+def violations_in(db: Path, before: dict[str, dict[str, int]]) -> list[verify.Violation]:
+    """:func:`violations_after` for the SQLite saga log in ``db``, written by another process that has ended."""
+
+    async def judge() -> list[verify.Violation]:
+        log = await SqliteSagaLog.open(db, create=False)
+        try:
+            return await violations_after(log, before)
+        finally:
+            await log.close()
+
+    return asyncio.run(judge())
