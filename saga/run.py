@@ -56,8 +56,10 @@ class StepResult:
     """How one step ended, over all its attempts."""
 
     answer: StepAnswer
-    #: Some attempt may have been applied without our learning of it.
-    uncertain: bool
+    #: Whether this step may have been sent before, without our learning what
+    #: became of it: by an earlier attempt that got no answer, or by an earlier
+    #: run of the saga that ended in a crash or lost its lease.
+    sent_before: bool
 
     @property
     def applied(self) -> bool:
@@ -66,7 +68,12 @@ class StepResult:
     @property
     def refused(self) -> bool:
         """Certainly not applied, now or later."""
-        return self.answer.verdict is Verdict.REJECTED and not self.uncertain
+        if self.answer.verdict is not Verdict.REJECTED:
+            return False
+        # A rejection the service recorded holds for the transaction id, so it
+        # covers every earlier attempt; one it did not record (401, 422, ...)
+        # says nothing about an attempt that may still be in flight.
+        return self.answer.code in RECORDED_REJECTIONS or not self.sent_before
 
     @property
     def code(self) -> str | None:
@@ -169,14 +176,22 @@ class SagaRun:
         return self.record.fence_credit
 
     @property
+    def resumed(self) -> bool:
+        """Whether an earlier run drove this saga.
+
+        Epoch 1 is a saga's first run, and every later run claimed it, which
+        raised its epoch.
+        """
+        return self.record.epoch > 1
+
+    @property
     def credit_may_be_unlogged(self) -> bool:
         """Whether an earlier run of this saga may have sent its credit although the log does not say so.
 
         Only on an exclusive log, whose forward state changes ride with later
-        commits, and only after a crash: epoch 1 is a saga's first run, and
-        every later run claimed it, which raised its epoch.
+        commits, and only after a crash.
         """
-        return self._exclusive_log and self.record.epoch > 1
+        return self._exclusive_log and self.resumed
 
     async def enter(self, state: SagaState, *, fence_credit: bool | None = None, because: str | None = None) -> None:
         if self._exclusive_log and state in _FORWARD_STATES and fence_credit is None and because is None:
@@ -214,7 +229,6 @@ class SagaRun:
 
     async def _attempt_until_settled(self, step: str, policy: RetryPolicy) -> StepResult:
         account = self._account_of(step)
-        uncertain = False
         number = 0
         while True:
             number += 1
@@ -222,15 +236,10 @@ class SagaRun:
             if delay:
                 await asyncio.sleep(delay)
             answer = await self._send_to_a_replica(step, account, number, policy)
-            if answer.verdict is Verdict.OK:
-                return StepResult(answer, uncertain=False)
-            if answer.verdict is Verdict.REJECTED:
-                # A rejection the service did not record (401, 422, ...) says
-                # nothing about an earlier attempt that may still be in flight.
-                return StepResult(answer, uncertain=uncertain and answer.code not in RECORDED_REJECTIONS)
-            uncertain = True
-            if not policy.allows(number + 1):
-                return StepResult(answer, uncertain=True)
+            # Only an attempt without an answer is retried, so every attempt
+            # before this one ended without an answer.
+            if answer.verdict is not Verdict.UNKNOWN or not policy.allows(number + 1):
+                return StepResult(answer, sent_before=number > 1 or self.resumed)
             logger.info(
                 "%s %s: %s on attempt %d, retrying",
                 step,

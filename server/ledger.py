@@ -181,12 +181,12 @@ class _Request:
     amount: int
     sequence: int
 
-    def move(self, new_balance: int, outcome: Outcome, amount: int | None = None) -> Entry:
+    def move(self, new_balance: int, outcome: Outcome) -> Entry:
         return Entry(
             self.transaction_id,
             self.operation,
             self.user_id,
-            self.amount if amount is None else amount,
+            self.amount,
             self.sequence,
             outcome=outcome,
             balance=new_balance,
@@ -243,13 +243,13 @@ def _compensate_debit(
         return request.reject("transfer_completed")
     if debit is None:
         return request.void(balance)
-    if balance + debit.amount > max_balance:
+    if balance + request.amount > max_balance:
         # Credits since the debit filled the account: giving the money back
         # now would break the balance limit, so the reversal waits for room.
         return request.reject("balance_limit_exceeded")
-    # The amount comes from the recorded debit, never from the request:
-    # compensation gives back exactly what was taken.
-    return request.move(balance + debit.amount, "reversed", debit.amount)
+    # _undoable has matched the request to the recorded debit, amount
+    # included: compensation gives back exactly what was taken.
+    return request.move(balance + request.amount, "reversed")
 
 
 def _compensate_credit(request: _Request, balance: int | None, recorded: Mapping[Operation, Entry]) -> Entry:
@@ -263,10 +263,12 @@ def _compensate_credit(request: _Request, balance: int | None, recorded: Mapping
         return request.reject("transfer_completed")
     if credit is None:
         return request.void(balance)
-    if balance < credit.amount:
+    # _undoable has matched the request to the recorded credit, amount
+    # included: compensation takes back exactly what was given.
+    if balance < request.amount:
         # The credited money has been spent: the credit stands.
         return request.reject("insufficient_funds")
-    return request.move(balance - credit.amount, "reversed", credit.amount)
+    return request.move(balance - request.amount, "reversed")
 
 
 def _undoable(request: _Request, forward: Entry | None) -> Entry | None:

@@ -318,6 +318,58 @@ def test_a_saga_blocked_while_fencing_its_credit_fences_it_first_when_recovered(
     assert (ledger(source_app).balance("alice"), ledger(target_app).balance("bob")) == (1_000, 1_000)
 
 
+def saga_a_lost_run_left(state: SagaState, *, debited: Any, credited: Any = None) -> MemorySagaLog:
+    """The log a crashed first run left: the saga in ``state``, its requests applied on the services but unlogged."""
+    record = SagaRecord("t-lost", AccountRef(SOURCE_URL, "alice"), AccountRef(TARGET_URL, "bob"), 100)
+    record.owner, record.epoch = "the-lost-run", 1
+    log = MemorySagaLog(exclusive=True)
+    asyncio.run(log.create(record, state))
+    ledger(debited).execute("debit", "t-lost", "alice", 100)
+    if credited is not None:
+        ledger(credited).execute("credit", "t-lost", "bob", 100)
+    return log
+
+
+def recover_through(log: MemorySagaLog, transport: httpx.AsyncBaseTransport) -> TransferResult:
+    async def recover() -> list[TransferResult]:
+        return await Orchestrator(log, policies=LIMITED, transport=transport).recover()
+
+    (result,) = asyncio.run(recover())
+    return result
+
+
+def test_a_recovered_debit_refused_401_is_given_back_not_failed_since_the_lost_run_may_have_applied_it() -> None:
+    source_app, target_app = bank(token="s3cret"), bank()
+    log = saga_a_lost_run_left(SagaState.DEBITING, debited=source_app)
+    unauthorised = Banks(ScriptedTransport(source_app), ScriptedTransport(target_app))
+    blocked = recover_through(log, unauthorised)
+    assert blocked.state is SagaState.COMPENSATING, "a 401 says nothing of the debit the lost run sent"
+    assert [(step, status) for step, status in steps(blocked) if step == "debit"] == [("debit", 401)]
+    assert ledger(source_app).balance("alice") == 900
+
+    authorised_source = Rewriting(source_app, {"/compensate_debit": authorised})
+    recovered = recover_through(log, Banks(authorised_source, ScriptedTransport(target_app)))
+    assert recovered.state is SagaState.COMPENSATED
+    assert (ledger(source_app).balance("alice"), ledger(target_app).balance("bob")) == (1_000, 1_000)
+
+
+def test_a_recovered_credit_refused_401_is_fenced_since_the_lost_run_may_have_applied_it() -> None:
+    source_app, target_app = bank(), bank(token="s3cret")
+    log = saga_a_lost_run_left(SagaState.CREDITING, debited=source_app, credited=target_app)
+    blocked = recover_through(log, Banks(ScriptedTransport(source_app), ScriptedTransport(target_app)))
+    assert steps(blocked)[:2] == [("credit", 401), ("compensate_credit", 401)]
+    assert blocked.state is SagaState.COMPENSATING
+    assert (ledger(source_app).balance("alice"), ledger(target_app).balance("bob")) == (900, 1_100), (
+        "the debit must not be given back while the credit stands"
+    )
+
+    authorised_target = Rewriting(target_app, {"/compensate_credit": authorised})
+    recovered = recover_through(log, Banks(ScriptedTransport(source_app), authorised_target))
+    assert steps(recovered) == [("compensate_credit", 200), ("compensate_debit", 200)]
+    assert recovered.state is SagaState.COMPENSATED
+    assert (ledger(source_app).balance("alice"), ledger(target_app).balance("bob")) == (1_000, 1_000)
+
+
 def test_a_refused_credit_is_logged_without_a_fence() -> None:
     source_app, target_app = bank(), bank(accounts={"bob": 2**53 - 50})
     banks = Banks(ScriptedTransport(source_app), ScriptedTransport(target_app))
