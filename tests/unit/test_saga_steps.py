@@ -41,9 +41,16 @@ def problem(status: int, code: str) -> httpx.Response:
     return httpx.Response(status, json=body, headers={"content-type": "application/problem+json"})
 
 
-def send_through(handler: Handler, step: str = DEBIT, *, request_timeout: float = 5.0, number: int = 3) -> StepAnswer:
+def send_through(
+    handler: Handler,
+    step: str = DEBIT,
+    *,
+    request_timeout: float = 5.0,
+    number: int = 3,
+    raise_on_unexpected_status: bool = True,
+) -> StepAnswer:
     async def run() -> StepAnswer:
-        client = Client(base_url=URL, raise_on_unexpected_status=True)
+        client = Client(base_url=URL, raise_on_unexpected_status=raise_on_unexpected_status)
         client.set_async_httpx_client(httpx.AsyncClient(base_url=URL, transport=httpx.MockTransport(handler)))
         return await send(client, step, "t-1", "alice", 100, number=number, request_timeout=request_timeout, url=URL)
 
@@ -170,3 +177,48 @@ def test_a_connection_broken_after_the_request_left_is_unknown_but_not_unreachab
 
     answer = send_through(handler)
     assert (answer.verdict, answer.unreachable, answer.attempt.error) == (Verdict.UNKNOWN, False, "ReadError")
+
+
+@pytest.mark.parametrize(
+    ("status", "code", "verdict"),
+    [
+        (200, None, Verdict.OK),
+        (409, "insufficient_funds", Verdict.REJECTED),
+        (503, "storage_unavailable", Verdict.UNKNOWN),
+    ],
+)
+def test_an_answer_names_the_ledger_the_service_answered_from(status: int, code: str | None, verdict: Verdict) -> None:
+    async def handler(request: httpx.Request) -> httpx.Response:
+        response = httpx.Response(200, json=result_body(request)) if code is None else problem(status, code)
+        response.headers["ledger-id"] = "ledger-7"
+        return response
+
+    answer = send_through(handler)
+    assert (answer.verdict, answer.code, answer.attempt.ledger_id) == (verdict, code, "ledger-7")
+
+
+def test_an_answer_without_a_ledger_header_names_no_ledger() -> None:
+    async def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, json=result_body(request))
+
+    assert send_through(handler).attempt.ledger_id is None
+
+
+@pytest.mark.parametrize(
+    ("status", "verdict"), [(418, Verdict.REJECTED), (429, Verdict.UNKNOWN), (502, Verdict.UNKNOWN)]
+)
+def test_a_client_that_lets_undocumented_statuses_through_gets_them_classified_by_status_alone(
+    status: int, verdict: Verdict
+) -> None:
+    async def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(status, text="proxy page", headers={"ledger-id": "ledger-7"})
+
+    answer = send_through(handler, raise_on_unexpected_status=False)
+    assert (answer.verdict, answer.attempt.status, answer.code, answer.attempt.error, answer.result) == (
+        verdict,
+        status,
+        None,
+        None,
+        None,
+    )
+    assert answer.attempt.ledger_id == "ledger-7"

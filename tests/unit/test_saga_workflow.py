@@ -9,7 +9,16 @@ from typing import Any
 import httpx
 import pytest
 
-from saga import AccountRef, InvalidTransfer, MemorySagaLog, Orchestrator, RetryPolicies, RetryPolicy, SagaState
+from saga import (
+    AccountRef,
+    InvalidTransfer,
+    MemorySagaLog,
+    Orchestrator,
+    RetryPolicies,
+    RetryPolicy,
+    SagaRecord,
+    SagaState,
+)
 from saga.run import TransferResult
 from server import Settings, create_app
 from server.ledger import Ledger
@@ -180,6 +189,27 @@ def test_a_debit_whose_outcome_stays_unknown_is_compensated() -> None:
     assert "/credit" not in transport.paths
     assert "/compensate_credit" not in transport.paths
     assert ledger(app).balance("alice") == 1_000
+
+
+def test_a_recovered_debit_whose_outcome_stays_unknown_fences_the_credit_the_lost_run_may_have_sent() -> None:
+    app = bank()
+    # The lost run debited and credited, but its log (exclusive: forward states
+    # ride with later commits) still says DEBITING.
+    record = SagaRecord("t-lost", AccountRef(URL, "alice"), AccountRef(URL, "bob"), 100)
+    record.owner, record.epoch = "the-lost-run", 1
+    log = MemorySagaLog(exclusive=True)
+    asyncio.run(log.create(record, SagaState.DEBITING))
+    ledger(app).execute("debit", "t-lost", "alice", 100)
+    ledger(app).execute("credit", "t-lost", "bob", 100)
+    transport = ScriptedTransport(app, {"/debit": ["drop"] * 3})
+
+    async def recover() -> list[TransferResult]:
+        return await Orchestrator(log, policies=POLICIES, transport=transport).recover()
+
+    (result,) = asyncio.run(recover())
+    assert transport.paths == ["/debit"] * 3 + ["/compensate_credit", "/compensate_debit"]
+    assert result.state is SagaState.COMPENSATED
+    assert (ledger(app).balance("alice"), ledger(app).balance("bob")) == (1_000, 1_000)
 
 
 def test_compensation_retries_until_the_service_answers() -> None:
