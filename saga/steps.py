@@ -114,7 +114,8 @@ async def send(
     status = int(response.status_code)
     parsed = response.parsed
     ledger_id = response.headers.get("ledger-id")
-    if isinstance(parsed, LedgerResult) and status == 200:
+    # The client parses a 200, and only a 200, as a LedgerResult.
+    if isinstance(parsed, LedgerResult):
         return StepAnswer(Verdict.OK, attempt(status, ledger_id=ledger_id), parsed)
     code = parsed.code.value if isinstance(parsed, Problem) else None
     return StepAnswer(_verdict(status), attempt(status, code, ledger_id=ledger_id))
