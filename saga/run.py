@@ -162,10 +162,10 @@ class SagaRun:
         self._ledgers_logged: set[str] = set()
         self.attempts: list[Attempt] = []
         #: The ledger each service answered from, by service: set by the first
-        #: answer, and checked against every later one.
-        self._ledgers: dict[str, str] = {}
-        #: A saga with attempts in the log learns its earlier ledgers from there, once.
-        self._earlier_ledgers_known = record.attempts == 0
+        #: answer, and checked against every later one. None for a saga with
+        #: attempts in the log until its first answer, when it learns its
+        #: earlier ledgers from there.
+        self._ledgers: dict[str, str] | None = {} if record.attempts == 0 else None
 
     @property
     def state(self) -> SagaState:
@@ -280,8 +280,8 @@ class SagaRun:
         return answer
 
     async def _check_same_ledger(self, account: AccountRef, ledger_id: str) -> None:
-        if not self._earlier_ledgers_known:
-            self._earlier_ledgers_known = True
+        if self._ledgers is None:
+            self._ledgers = {}
             for event in await self._log.history(self.record.transaction_id):
                 earlier = event.attempt
                 if earlier is not None and earlier.ledger_id is not None:
