@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import sqlite3
+import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -45,6 +46,8 @@ T = TypeVar("T")
 
 #: How long a connection waits for another one's write lock before the operation fails.
 DEFAULT_BUSY_TIMEOUT_SECONDS: Final = 5.0
+#: How long a process waits before it retries switching a new file to WAL mode.
+_WAL_SWITCH_RETRY_SECONDS: Final = 0.01
 
 # The one table every migration relies on, so it is made here rather than in a migration.
 _SCHEMA_VERSION_TABLE: Final = """
@@ -244,7 +247,7 @@ def _connect(path: Path, busy_timeout: float) -> sqlite3.Connection:
     # isolation_level=None: the store issues BEGIN and COMMIT itself.
     connection = sqlite3.connect(path, timeout=busy_timeout, isolation_level=None, check_same_thread=False)
     try:
-        (mode,) = connection.execute("PRAGMA journal_mode=WAL").fetchone()
+        mode = _switch_to_wal(connection, busy_timeout)
         if mode != "wal":
             raise sqlite3.OperationalError(f"the file cannot use WAL mode (journal mode {mode})")
         # FULL: a commit is synced to disk before its operation is answered.
@@ -253,6 +256,22 @@ def _connect(path: Path, busy_timeout: float) -> sqlite3.Connection:
         connection.close()
         raise
     return connection
+
+
+def _switch_to_wal(connection: sqlite3.Connection, busy_timeout: float) -> str:
+    """Put the file in WAL mode (a no-op once it is) and return the journal mode it is in."""
+    # When several processes open a new file at once, SQLite answers
+    # SQLITE_BUSY to all but one switch at once, without waiting out the busy
+    # timeout; the switch is retried here until that timeout instead.
+    deadline = time.monotonic() + busy_timeout
+    while True:
+        try:
+            (mode,) = connection.execute("PRAGMA journal_mode=WAL").fetchone()
+            return str(mode)
+        except sqlite3.OperationalError as error:
+            if error.sqlite_errorcode != sqlite3.SQLITE_BUSY or time.monotonic() >= deadline:
+                raise
+            time.sleep(_WAL_SWITCH_RETRY_SECONDS)
 
 
 def _migrate_and_open_accounts(connection: sqlite3.Connection, path: Path, accounts: Mapping[str, int]) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import sqlite3
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -153,6 +154,27 @@ def test_two_stores_opening_one_new_file_together_create_it_once(tmp_path: Path)
         versions = connection.execute("SELECT version FROM schema_version").fetchall()
         openings = connection.execute("SELECT user_id, balance FROM opening_balances ORDER BY user_id").fetchall()
     assert versions == [(migration.version,) for migration in migrations("sqlite")]
+    assert openings == sorted(ACCOUNTS.items())
+
+
+def test_a_store_opening_a_new_file_while_another_process_writes_it_waits_instead_of_failing(tmp_path: Path) -> None:
+    path = tmp_path / "ledger.db"
+    # Another process is half-way through creating the file: it holds the
+    # write lock, and the file is not in WAL mode yet.
+    other = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    other.execute("BEGIN IMMEDIATE")
+    other.execute("CREATE TABLE other_process (x)")
+    releases = threading.Timer(0.3, other.execute, ("COMMIT",))
+    releases.start()
+    try:
+        store = run(SqliteStore.open(path, ACCOUNTS))
+        run(store.close())
+    finally:
+        releases.join()
+        other.close()
+    with raw(path) as connection:
+        assert connection.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+        openings = connection.execute("SELECT user_id, balance FROM opening_balances ORDER BY user_id").fetchall()
     assert openings == sorted(ACCOUNTS.items())
 
 
