@@ -86,8 +86,10 @@ def test_a_second_process_cannot_take_the_log_through_a_symlink_or_a_hard_link(
     symlink = tmp_path / "through-a-symlink.db"
     symlink.symlink_to(db)
     with DelayingProxy(server.port, delay=4.0) as slow:
+        # Two waves of six debits, each held four seconds: the first batch
+        # holds the log for about eight seconds.
         first = start_saga(
-            "batch", "--url", slow.url, "--transfers", "6", "--concurrency", "6", "--request-timeout", "20",
+            "batch", "--url", slow.url, "--transfers", "12", "--concurrency", "6", "--request-timeout", "20",
             "--db", str(db), "--json",
         )  # fmt: skip
         try:
@@ -97,22 +99,31 @@ def test_a_second_process_cannot_take_the_log_through_a_symlink_or_a_hard_link(
             assert sagas_in(db) == 6, "the first batch is holding its debits"
             hard_link = tmp_path / "through-a-hard-link.db"
             os.link(db, hard_link)
-            for other_name in (symlink, hard_link):
-                for command in (["batch", "--url", slow.url, "--transfers", "1"], ["recover"]):
-                    second = saga_cli(*command, "--db", str(other_name))
-                    assert second.returncode == 2, (command, second.stdout, second.stderr)
-                    assert (
-                        second.stderr == f"error: the saga log {other_name} is in use by another orchestrator process\n"
-                    )
-                    assert "recovered" not in second.stdout + second.stderr
+            # Started together, so that all of them meet the first batch still running.
+            seconds = {
+                (other_name, command[0]): start_saga(*command, "--db", str(other_name))
+                for other_name in (symlink, hard_link)
+                for command in (["batch", "--url", slow.url, "--transfers", "1"], ["recover"])
+            }
+            try:
+                answers = {key: finish(second) for key, second in seconds.items()}
+            finally:
+                for second in seconds.values():
+                    if second.poll() is None:
+                        second.kill()
+                        second.wait()
+            for (other_name, command_name), (second_out, second_err) in answers.items():
+                assert seconds[other_name, command_name].returncode == 2, (command_name, second_out, second_err)
+                assert second_err == f"error: the saga log {other_name} is in use by another orchestrator process\n"
+                assert "recovered" not in second_out + second_err
             assert first.poll() is None, "the first batch was still running throughout"
         finally:
             out, err = finish(first)
     assert first.returncode == 0, err
     summary = json.loads(out.splitlines()[-1])
-    assert (summary["transfers"], summary["completed"], summary["recovered"]) == (6, 6, 0)
+    assert (summary["transfers"], summary["completed"], summary["recovered"]) == (12, 12, 0)
     assert summary["violations"] == []
-    assert sagas_in(db) == 6
+    assert sagas_in(db) == 12
 
 
 def test_two_batches_on_one_account_see_each_other_as_other_traffic(start_server: StartServer, tmp_path: Path) -> None:
