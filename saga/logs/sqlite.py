@@ -258,8 +258,6 @@ class SqliteSagaLog:
                 errors = await self._run(_write_batch, self._connection, [statements for statements, _ in batch])
                 self.commits += 1
                 for (_, done), error in zip(batch, errors, strict=True):
-                    if done.done():
-                        continue
                     if error is None:
                         self.changes_committed += 1
                         done.set_result(None)

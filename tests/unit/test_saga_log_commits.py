@@ -173,3 +173,97 @@ def test_a_single_bad_change_fails_with_the_databases_reason(tmp_path: Path) -> 
         await log.close()
 
     asyncio.run(scenario())
+
+
+def test_a_reopened_sqlite_log_reads_back_every_field_and_event_as_committed(tmp_path: Path) -> None:
+    debit = Attempt("debit", 1, 200, None, 1_500, None, "http://a1.test", "ledger-a")
+    credit = Attempt("credit", 1, 503, "unavailable", 900, "retrying", "http://b2.test", "ledger-b")
+    leased = SagaRecord("t1", SOURCE, TARGET, 250, created_at_ms=1_000, updated_at_ms=1_000, idempotency_key="key-1")
+    leased.owner, leased.epoch, leased.lease_expires_at_ms = "w1", 2, 9_000
+
+    async def write() -> None:
+        log = await SqliteSagaLog.open(tmp_path / "saga.db")
+        await log.create(leased, SagaState.DEBITING)
+        await log.commit_all(
+            [
+                Change("t1", 1_005, SagaState.CREDITING, attempts=[debit], epoch=2, owner="w1"),
+                Change("t1", 1_007, attempts=[credit], fence_credit=True, error="credit unknown", epoch=2, owner="w1"),
+            ]
+        )
+        await log.close()
+
+    async def read(exclusive: bool) -> tuple[SagaRecord | None, list[Event]]:
+        log = await SqliteSagaLog.open(tmp_path / "saga.db", create=False, exclusive=exclusive)
+        try:
+            return await log.get("t1"), await log.history("t1")
+        finally:
+            await log.close()
+
+    asyncio.run(write())
+    saga, history = asyncio.run(read(exclusive=False))
+    expected = SagaRecord(
+        "t1",
+        SOURCE,
+        TARGET,
+        250,
+        SagaState.CREDITING,
+        fence_credit=True,
+        created_at_ms=1_000,
+        updated_at_ms=1_007,
+        attempts=2,
+        last_error="credit unknown",
+        owner="w1",
+        epoch=2,
+        lease_expires_at_ms=9_000,
+        idempotency_key="key-1",
+    )
+    assert saga == expected
+    assert history == [
+        Event("t1", 1_000, "state", SagaState.PENDING),
+        Event("t1", 1_000, "state", SagaState.DEBITING, owner="w1", epoch=2),
+        Event("t1", 1_005, "attempt", attempt=debit, owner="w1", epoch=2),
+        Event("t1", 1_005, "state", SagaState.CREDITING, owner="w1", epoch=2),
+        Event("t1", 1_007, "attempt", attempt=credit, owner="w1", epoch=2),
+    ]
+    # Opened to drive sagas, the log frees the leases of the process that is gone, and keeps their epochs.
+    driven, _ = asyncio.run(read(exclusive=True))
+    expected.owner, expected.lease_expires_at_ms = None, 0
+    assert driven == expected
+
+
+def test_a_failed_group_write_fails_each_bad_change_with_its_reason_and_the_log_goes_on(tmp_path: Path) -> None:
+    attempt = Attempt("debit", 1, 200, None, 5)
+
+    async def scenario() -> None:
+        log = await SqliteSagaLog.open(tmp_path / "saga.db")
+        await log.create(record("t1"), SagaState.DEBITING)
+        results = await asyncio.gather(
+            log.commit(Change("ghost", 1_001, SagaState.CREDITING, attempts=[attempt])),
+            log.commit_all([Change("t1", 1_001, SagaState.CREDITING, attempts=[attempt])]),
+            log.commit_all([Change("t1", 1_002, fence_credit=True), Change("phantom", 1_002, SagaState.FAILED)]),
+            return_exceptions=True,
+        )
+        ghost, good, half_bad = results
+        assert good is None
+        for failed in (ghost, half_bad):
+            assert isinstance(failed, SagaLogError)
+            assert str(failed) == "saga log commit failed: FOREIGN KEY constraint failed"
+        saga = await log.get("t1")
+        assert saga is not None
+        # The group that failed wrote none of its changes, its good first one included.
+        assert (saga.state, saga.attempts, saga.fence_credit, saga.updated_at_ms) == (
+            SagaState.CREDITING,
+            1,
+            False,
+            1_001,
+        )
+        assert await log.get("ghost") is None
+        assert await log.history("ghost") == []
+        assert (log.commits, log.changes_committed) == (2, 2)
+        await log.commit(Change("t1", 1_003, SagaState.COMPLETED))
+        done = await log.get("t1")
+        assert done is not None
+        assert done.state is SagaState.COMPLETED
+        await log.close()
+
+    asyncio.run(scenario())

@@ -16,7 +16,7 @@ import pytest
 from saga import AccountRef, MemorySagaLog, SagaRecord, SagaState, SqliteSagaLog
 from saga.logs import IdempotencyKeyConflict, LeaseLost, SagaLog, SagaLogError
 from saga.logs.postgres import PostgresSagaLog
-from saga.records import Attempt, Change
+from saga.records import Attempt, Change, Event
 from tests.support.postgres import fresh_database_async
 
 KINDS = ["memory", "sqlite", "postgresql"]
@@ -292,3 +292,179 @@ def test_postgres_refuses_a_schema_newer_than_the_code() -> None:
                 await PostgresSagaLog.open(dsn)
 
     asyncio.run(scenario())
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_every_event_keeps_who_committed_it_and_under_which_epoch(kind: str, tmp_path: Path) -> None:
+    async def scenario(log: SagaLog) -> None:
+        leased = record("t")
+        leased.owner, leased.epoch, leased.lease_expires_at_ms = "w1", 3, 1_000 + LEASE_MS
+        await log.create(leased, SagaState.DEBITING)
+        debit = Attempt("debit", 1, 200, None, 1_500, "slow", "http://a.test", "ledger-a")
+        credit = Attempt("credit", 2, 503, "unavailable", 900, "retrying", "http://b2.test", None)
+        await log.commit(
+            Change("t", 1_001, SagaState.CREDITING, attempts=[debit, credit], error="why", epoch=3, owner="w1")
+        )
+        await log.commit(Change("t", 1_002, fence_credit=True, epoch=3, owner="w1"))
+
+        assert await log.history("t") == [
+            Event("t", 1_000, "state", SagaState.PENDING),
+            Event("t", 1_000, "state", SagaState.DEBITING, owner="w1", epoch=3),
+            Event("t", 1_001, "attempt", attempt=debit, owner="w1", epoch=3),
+            Event("t", 1_001, "attempt", attempt=credit, owner="w1", epoch=3),
+            Event("t", 1_001, "state", SagaState.CREDITING, detail="why", owner="w1", epoch=3),
+        ]
+        saga = await log.get("t")
+        assert saga is not None
+        assert (saga.state, saga.fence_credit, saga.attempts, saga.last_error, saga.updated_at_ms) == (
+            SagaState.CREDITING,
+            True,
+            2,
+            "why",
+            1_002,
+        )
+        assert (saga.owner, saga.epoch, saga.lease_expires_at_ms) == ("w1", 3, 1_000 + LEASE_MS)
+
+    run_on(kind, tmp_path, scenario)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("end", [SagaState.COMPLETED, SagaState.FAILED])
+def test_a_saga_that_ends_gives_up_its_lease_and_one_still_running_keeps_it(
+    kind: str, end: SagaState, tmp_path: Path
+) -> None:
+    async def scenario(log: SagaLog) -> None:
+        for name in ("ends", "runs"):
+            await log.submit(record(name))
+            await log.claim("w1", limit=1, lease_ms=LEASE_MS, now_ms=2_000, transaction_id=name)
+            await log.commit(Change(name, 2_001, SagaState.DEBITING, epoch=1, owner="w1"))
+        await log.commit(Change("ends", 2_002, end, epoch=1, owner="w1"))
+        await log.commit(Change("runs", 2_002, SagaState.CREDITING, epoch=1, owner="w1"))
+
+        ended, running = await log.get("ends"), await log.get("runs")
+        assert ended is not None
+        assert running is not None
+        assert (ended.state, ended.owner, ended.epoch, ended.lease_expires_at_ms) == (end, None, 1, 0)
+        assert (running.state, running.owner, running.epoch, running.lease_expires_at_ms) == (
+            SagaState.CREDITING,
+            "w1",
+            1,
+            2_000 + LEASE_MS,
+        )
+        # Ended, it is no one's and never claimable again; the running one stays w1's until its lease expires.
+        assert await log.claim("w2", limit=5, lease_ms=LEASE_MS, now_ms=2_000 + LEASE_MS - 1) == []
+        assert [saga.transaction_id for saga in await log.claim("w2", limit=5, lease_ms=1, now_ms=99_999)] == ["runs"]
+
+    run_on(kind, tmp_path, scenario)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_lease_lost_names_the_saga_and_the_stale_epoch(kind: str, tmp_path: Path) -> None:
+    async def scenario(log: SagaLog) -> None:
+        await log.submit(record("t"))
+        await log.claim("w1", limit=1, lease_ms=LEASE_MS, now_ms=0)
+        await log.claim("w2", limit=1, lease_ms=LEASE_MS, now_ms=LEASE_MS)
+        with pytest.raises(LeaseLost) as lost:
+            await log.commit(Change("t", LEASE_MS + 1, SagaState.DEBITING, epoch=1, owner="w1"))
+        assert (lost.value.transaction_id, lost.value.epoch) == ("t", 1)
+        assert str(lost.value) == "saga t is no longer held at epoch 1: another orchestrator took it over"
+
+    run_on(kind, tmp_path, scenario)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_commit_all_writes_several_changes_of_one_saga_in_order(kind: str, tmp_path: Path) -> None:
+    async def scenario(log: SagaLog) -> None:
+        await log.submit(record("t"))
+        await log.claim("w1", limit=1, lease_ms=LEASE_MS, now_ms=0)
+        debit = Attempt("debit", 1, 200, None, 5, url="http://a.test", ledger_id="ledger-a")
+        await log.commit_all(
+            [
+                Change("t", 10, SagaState.DEBITING, epoch=1, owner="w1"),
+                Change("t", 11, SagaState.CREDITING, attempts=[debit], epoch=1, owner="w1"),
+                Change("t", 12, fence_credit=True, error="credit outcome unknown", epoch=1, owner="w1"),
+            ]
+        )
+        saga = await log.get("t")
+        assert saga is not None
+        assert (saga.state, saga.fence_credit, saga.attempts, saga.last_error, saga.updated_at_ms) == (
+            SagaState.CREDITING,
+            True,
+            1,
+            "credit outcome unknown",
+            12,
+        )
+        assert [event for event in await log.history("t") if event.kind != "claim"][1:] == [
+            Event("t", 10, "state", SagaState.DEBITING, owner="w1", epoch=1),
+            Event("t", 11, "attempt", attempt=debit, owner="w1", epoch=1),
+            Event("t", 11, "state", SagaState.CREDITING, owner="w1", epoch=1),
+        ]
+
+        # Taken over: a stale group of changes writes none of them.
+        await log.claim("w2", limit=1, lease_ms=LEASE_MS, now_ms=LEASE_MS)
+        before = await log.history("t")
+        with pytest.raises(LeaseLost) as lost:
+            await log.commit_all(
+                [
+                    Change("t", 20, SagaState.COMPENSATING, attempts=[debit], epoch=1, owner="w1"),
+                    Change("t", 21, SagaState.FAILED, epoch=1, owner="w1"),
+                ]
+            )
+        assert (lost.value.transaction_id, lost.value.epoch) == ("t", 1)
+        assert await log.history("t") == before
+        after = await log.get("t")
+        assert after is not None
+        assert (after.state, after.attempts, after.owner, after.epoch) == (SagaState.CREDITING, 1, "w2", 2)
+
+    run_on(kind, tmp_path, scenario)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_a_claimed_saga_reads_back_with_its_lease_and_idempotency_key(kind: str, tmp_path: Path) -> None:
+    async def scenario(log: SagaLog) -> None:
+        await log.submit(record("t", key="k-1"))
+        (claimed,) = await log.claim("w1", limit=1, lease_ms=LEASE_MS, now_ms=500)
+        read = await log.get("t")
+        for saga in (claimed, read):
+            assert saga is not None
+            assert (saga.owner, saga.epoch, saga.lease_expires_at_ms, saga.idempotency_key) == (
+                "w1",
+                1,
+                500 + LEASE_MS,
+                "k-1",
+            )
+            assert (saga.state, saga.fence_credit, saga.attempts, saga.last_error) == (
+                SagaState.PENDING,
+                False,
+                0,
+                None,
+            )
+            assert (saga.created_at_ms, saga.updated_at_ms, saga.source, saga.target) == (1_000, 1_000, SOURCE, TARGET)
+
+    run_on(kind, tmp_path, scenario)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_concurrent_commits_of_several_sagas_fail_only_the_stale_one(kind: str, tmp_path: Path) -> None:
+    async def scenario(log: SagaLog) -> None:
+        for name in ("a", "stale", "c"):
+            await log.submit(record(name))
+        await log.claim("w1", limit=3, lease_ms=LEASE_MS, now_ms=0)
+        await log.claim("w2", limit=1, lease_ms=LEASE_MS, now_ms=LEASE_MS, transaction_id="stale")
+        debit = Attempt("debit", 1, 200, None, 5)
+        results = await asyncio.gather(
+            *(
+                log.commit(Change(name, LEASE_MS + 1, SagaState.CREDITING, attempts=[debit], epoch=1, owner="w1"))
+                for name in ("a", "stale", "c")
+            ),
+            return_exceptions=True,
+        )
+        first, stale, third = results
+        assert (first, third) == (None, None)
+        assert isinstance(stale, LeaseLost)
+        assert (stale.transaction_id, stale.epoch) == ("stale", 1)
+        states = {saga.transaction_id: (saga.state, saga.attempts) for saga in await log.sagas()}
+        assert states == {"a": (SagaState.CREDITING, 1), "stale": (SagaState.PENDING, 0), "c": (SagaState.CREDITING, 1)}
+        assert [event.kind for event in await log.history("stale")] == ["state", "claim", "claim"]
+
+    run_on(kind, tmp_path, scenario)
