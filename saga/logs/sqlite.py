@@ -255,8 +255,15 @@ class SqliteSagaLog:
             self._wakeup.clear()
             while self._pending:
                 batch, self._pending = self._pending, []
-                errors = await self._run(_write_batch, self._connection, [statements for statements, _ in batch])
-                self.commits += 1
+                try:
+                    errors = await self._run(_write_batch, self._connection, [statements for statements, _ in batch])
+                except Exception as unexpected:
+                    # A failure _write_batch does not sort out must still reach
+                    # every saga waiting on this batch; the committer lives on
+                    # for the next one.
+                    errors = [unexpected] * len(batch)
+                else:
+                    self.commits += 1
                 for (_, done), error in zip(batch, errors, strict=True):
                     if error is None:
                         self.changes_committed += 1

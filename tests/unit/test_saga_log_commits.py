@@ -9,6 +9,7 @@ import pytest
 
 from saga import AccountRef, MemorySagaLog, SagaLogError, SagaRecord, SagaState, SqliteSagaLog
 from saga.log import SagaLog
+from saga.logs import sqlite as sqlite_log
 from saga.records import Attempt, Change, Event
 
 SOURCE = AccountRef(("http://a1.test", "http://a2.test"), "alice")
@@ -264,6 +265,41 @@ def test_a_failed_group_write_fails_each_bad_change_with_its_reason_and_the_log_
         done = await log.get("t1")
         assert done is not None
         assert done.state is SagaState.COMPLETED
+        await log.close()
+
+    asyncio.run(scenario())
+
+
+def test_a_write_failing_in_a_way_the_writer_does_not_expect_fails_its_sagas_and_the_log_goes_on(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real_write_batch = sqlite_log._write_batch
+    failures = iter([RuntimeError("the disk went away")])
+
+    def write_batch_failing_once(*args: object) -> object:
+        for failure in failures:
+            raise failure
+        return real_write_batch(*args)  # type: ignore[arg-type]
+
+    async def scenario() -> None:
+        log = await SqliteSagaLog.open(tmp_path / "saga.db")
+        await log.create(record("t1"), SagaState.DEBITING)
+        monkeypatch.setattr(sqlite_log, "_write_batch", write_batch_failing_once)
+        first, second = await asyncio.wait_for(
+            asyncio.gather(
+                log.commit(Change("t1", 1_001, SagaState.CREDITING)),
+                log.commit(Change("t1", 1_001, fence_credit=True)),
+                return_exceptions=True,
+            ),
+            timeout=10,
+        )
+        for failed in (first, second):
+            assert isinstance(failed, SagaLogError)
+            assert str(failed) == "saga log commit failed: the disk went away"
+        await asyncio.wait_for(log.commit(Change("t1", 1_002, SagaState.COMPLETED)), timeout=10)
+        saga = await log.get("t1")
+        assert saga is not None
+        assert (saga.state, saga.fence_credit, saga.updated_at_ms) == (SagaState.COMPLETED, False, 1_002)
         await log.close()
 
     asyncio.run(scenario())
