@@ -156,9 +156,9 @@ class SqliteStore:
                     outcomes = [_unavailable(self.path, error) for _ in group]
                 self.commits += 1
                 self.requests_committed += len(group)
+                # Only this loop settles a request's future: execute awaits it
+                # through asyncio.shield, so a cancelled caller leaves it pending.
                 for (_, done), outcome in zip(group, outcomes, strict=True):
-                    if done.done():
-                        continue
                     if isinstance(outcome, Exception):
                         done.set_exception(outcome)
                     else:
