@@ -414,7 +414,9 @@ def _upgrade(connection: sqlite3.Connection) -> None:
 
     Its single URLs are already valid one-item URL lists, so renaming the
     columns is all the sagas need; its attempts just have no URL. A log
-    written before leases gets unleased sagas at epoch 0.
+    written before leases gets its sagas unleased at epoch 1: a run of the
+    version that wrote it drove each of them, so the run that claims one next
+    must know that it resumes it (epoch 2), not that it starts it.
     """
 
     def upgrades() -> list[str]:
@@ -438,6 +440,8 @@ def _upgrade(connection: sqlite3.Connection) -> None:
             )
             if name not in saga_columns
         ]
+        if "epoch" not in saga_columns:
+            statements.append("UPDATE sagas SET epoch = 1")
         statements += [
             f"ALTER TABLE events ADD COLUMN {name} {kind}"
             for name, kind in (("owner", "TEXT"), ("epoch", "INTEGER"), ("ledger_id", "TEXT"))

@@ -8,9 +8,20 @@ from pathlib import Path
 
 import pytest
 
-from saga import AccountRef, MemorySagaLog, RetryPolicy, SagaLogError, SagaRecord, SagaState, SqliteSagaLog
+from saga import (
+    AccountRef,
+    MemorySagaLog,
+    Orchestrator,
+    RetryPolicy,
+    SagaLogError,
+    SagaRecord,
+    SagaState,
+    SqliteSagaLog,
+)
 from saga.log import SagaLog
 from saga.records import Attempt, Change
+from saga.run import TransferResult
+from tests.unit.test_saga_workflow import ScriptedTransport, bank, ledger, steps
 
 SOURCE = AccountRef("http://a.test", "alice")
 TARGET = AccountRef("http://b.test", "bob")
@@ -268,3 +279,32 @@ def test_a_log_from_before_several_urls_is_upgraded_in_place(tmp_path: Path) -> 
     assert [(attempt.step, attempt.url) for attempt in attempts] == [("debit", None), ("credit", "http://b.test")]
     # A second opening finds nothing left to upgrade.
     assert len(asyncio.run(reopen_and_continue())[1]) == 3
+
+
+def test_a_saga_from_a_log_written_before_leases_is_recovered_as_a_resumed_saga(tmp_path: Path) -> None:
+    import sqlite3
+
+    path = tmp_path / "saga.db"
+    with sqlite3.connect(path) as connection:
+        connection.executescript(ONE_URL_SCHEMA)
+        connection.execute("UPDATE sagas SET state = 'DEBITING', source_url = target_url, attempts = 0")
+        connection.execute("DELETE FROM events")
+    # The old version's run debited alice, then crashed before it logged the answer.
+    service = bank(token="s3cret")
+    ledger(service).execute("debit", "old", "alice", 100)
+
+    async def recover_without_the_token() -> tuple[TransferResult, SagaRecord | None]:
+        log = await SqliteSagaLog.open(path, create=False)
+        try:
+            (result,) = await Orchestrator(log, transport=ScriptedTransport(service)).recover()
+            return result, await log.get("old")
+        finally:
+            await log.close()
+
+    result, saga = asyncio.run(recover_without_the_token())
+    assert saga is not None
+    assert saga.epoch == 2, "the old version's run was the first"
+    assert steps(result)[0] == ("debit", 401)
+    # A 401 says nothing of the debit the old run sent: the saga waits to give it back.
+    assert result.state is SagaState.COMPENSATING
+    assert ledger(service).balance("alice") == 900
