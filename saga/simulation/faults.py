@@ -15,6 +15,7 @@ OUTAGE: Final = "outage"
 CRASH: Final = "crash"
 PAUSE: Final = "pause"
 SERVICE_RESTART: Final = "service_restart"
+STALE_CREDENTIALS: Final = "stale_credentials"
 
 #: Every class of fault a run injects, in report order. A standard run must
 #: inject each of them at least once, or the simulator proves nothing.
@@ -28,6 +29,7 @@ FAULT_CLASSES: Final = (
     CRASH,
     PAUSE,
     SERVICE_RESTART,
+    STALE_CREDENTIALS,
 )
 
 
@@ -84,6 +86,11 @@ class FaultRates:
     #: new app comes up over the same (durable) store.
     service_restart: float = 1 / 250
     restart_downtime_ms: MillisecondRange = field(default_factory=lambda: MillisecondRange(50, 1_500))
+    #: Per request, the chance that one service stops taking the orchestrators'
+    #: token for a while (its credentials rotated before theirs did): it
+    #: answers every ledger request 401, a refusal it does not record.
+    credential_rotation: float = 1 / 500
+    credential_rotation_ms: MillisecondRange = field(default_factory=lambda: MillisecondRange(500, 5_000))
     #: How long a saga log commit takes (an fsync, say); a crash can land in the middle.
     log_commit_ms: MillisecondRange = field(default_factory=lambda: MillisecondRange(0, 2))
     #: The accounts service's own injected 500s on /credit.
@@ -101,6 +108,7 @@ class FaultRates:
             "crash",
             "pause",
             "service_restart",
+            "credential_rotation",
             "credit_fault_rate",
             "credit_fault_after_commit_rate",
         ):
@@ -119,6 +127,7 @@ def no_faults() -> FaultRates:
         outage=0.0,
         crash=0.0,
         service_restart=0.0,
+        credential_rotation=0.0,
         credit_fault_rate=0.0,
         credit_fault_after_commit_rate=0.0,
     )

@@ -38,6 +38,7 @@ from saga.simulation.faults import (
     REQUEST_LOST,
     RESPONSE_LOST,
     SERVICE_RESTART,
+    STALE_CREDENTIALS,
     FaultRates,
     MillisecondRange,
     TraceEvent,
@@ -45,6 +46,11 @@ from saga.simulation.faults import (
 )
 
 LEDGER_STEPS = frozenset({"debit", "credit", "compensate_debit", "compensate_credit"})
+
+#: The bearer token every simulated service takes, and the orchestrators send.
+SERVICE_TOKEN = "simulated-service-token"
+#: What a request carries while its service's credentials have rotated ahead of the orchestrators'.
+STALE_AUTHORIZATION = "Bearer a-token-since-rotated-out"
 
 
 #: What an outage does to a service's traffic while it lasts.
@@ -129,6 +135,8 @@ class SimulatedNetwork(httpx.AsyncBaseTransport):
         self._rng = rng
         self._trace = trace
         self._outages: dict[str, _Outage] = {}
+        #: Until when (virtual seconds) each service refuses the orchestrators' token.
+        self._stale_credentials_until: dict[str, float] = {}
         self._background: set[asyncio.Task[Any]] = set()
         self.counts: Counter[str] = fault_counter()
         self.requests = 0
@@ -163,6 +171,9 @@ class SimulatedNetwork(httpx.AsyncBaseTransport):
         self._maybe_crash()
         self._maybe_start_outage()
         self._maybe_restart_a_service()
+        self._maybe_rotate_credentials()
+        if self._stale_credentials_until.get(host, 0.0) > asyncio.get_running_loop().time():
+            request.headers["authorization"] = STALE_AUTHORIZATION
         if service.down:
             self._record("send", transaction_id, step, host, "service down", "-")
             await asyncio.sleep(self._latency(self._rates.latency_ms) / 1000)
@@ -355,6 +366,15 @@ class SimulatedNetwork(httpx.AsyncBaseTransport):
         service.transport = _transport(restart(host))
         service.down = False
         self._record("up", service=host, fault=f"incarnation {service.incarnation}")
+
+    def _maybe_rotate_credentials(self) -> None:
+        if self._rng.random() >= self._rates.credential_rotation:
+            return
+        host = self._rng.choice(sorted(self._services))
+        duration_ms = self._latency(self._rates.credential_rotation_ms)
+        self._stale_credentials_until[host] = asyncio.get_running_loop().time() + duration_ms / 1000
+        self.counts[STALE_CREDENTIALS] += 1
+        self._record("rotated", service=host, fault=f"the orchestrators' token refused for {duration_ms}ms")
 
     def _current_outage(self, host: str) -> _Outage | None:
         outage = self._outages.get(host)

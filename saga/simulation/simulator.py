@@ -43,7 +43,7 @@ from saga.retry import RetryPolicies
 from saga.simulation.clock import run_in_virtual_time
 from saga.simulation.faults import CRASH, PAUSE, FaultRates, MillisecondRange, TraceEvent
 from saga.simulation.invariants import check_epochs, check_run
-from saga.simulation.network import SimulatedNetwork
+from saga.simulation.network import SERVICE_TOKEN, SimulatedNetwork
 from saga.simulation.workload import WorkloadShape, draw_workload, seeded_ids, service_url
 from saga.states import SagaState
 from server import Settings, create_app
@@ -286,6 +286,7 @@ class _Run:
             accounts=dict(self.workload.balances[host]),
             credit_fault_rate=rates.credit_fault_rate,
             credit_fault_after_commit_rate=rates.credit_fault_after_commit_rate,
+            token=SERVICE_TOKEN,
             fault_seed=_rng(self.config, f"server/{host}" + (f"/restart {restarts}" if restarts else "")).getrandbits(
                 64
             ),
@@ -315,6 +316,7 @@ class _Run:
             now_ms=lambda: EPOCH_MS + round(loop.time() * 1000) + drift_ms,
             owner=name,
             lease_seconds=self.config.lease_seconds,
+            token=SERVICE_TOKEN,
         )
 
     async def run(self) -> SimulationResult:

@@ -21,12 +21,13 @@ from saga.simulation.faults import (
     REQUEST_LOST,
     RESPONSE_LOST,
     SERVICE_RESTART,
+    STALE_CREDENTIALS,
     FaultRates,
     MillisecondRange,
     TraceEvent,
     no_faults,
 )
-from saga.simulation.network import SimulatedNetwork
+from saga.simulation.network import SERVICE_TOKEN, SimulatedNetwork
 from server import Settings, create_app
 from server.ledger import Ledger
 from server.stores.memory import MemoryStore
@@ -352,3 +353,24 @@ def test_a_request_the_service_is_handling_when_it_crashes_is_killed_where_it_is
     assert reached == ["started"]
     assert network.counts[SERVICE_RESTART] == 1
     assert [(event.kind, event.transaction_id) for event in trace if event.kind == "dropped"] == [("dropped", "t-1")]
+
+
+def test_a_service_whose_credentials_rotated_refuses_the_orchestrators_token_and_records_nothing() -> None:
+    async def main() -> tuple[httpx.Response, MemoryStore, SimulatedNetwork, list[TraceEvent]]:
+        store = MemoryStore.create({"alice": OPENING})
+        app = create_app(Settings(accounts={"alice": OPENING}, credit_fault_rate=0.0, token=SERVICE_TOKEN), store)
+        trace: list[TraceEvent] = []
+        rates = replace(no_faults(), credential_rotation=1.0)
+        network = SimulatedNetwork({HOST: app}, rates, random.Random(7), trace)
+        headers = {"Authorization": f"Bearer {SERVICE_TOKEN}", "transaction_id": "t-1"}
+        async with httpx.AsyncClient(transport=network, base_url=f"http://{HOST}") as client:
+            response = await client.post("/debit", headers=headers, json={"user_id": "alice", "amount": 100})
+            await network.drain()
+        return response, store, network, trace
+
+    response, store, network, trace = run_in_virtual_time(main())
+    assert (response.status_code, response.json()["code"]) == (401, "unauthorized")
+    assert store.ledger.balance("alice") == OPENING
+    assert store.ledger.trail("t-1") == []
+    assert network.counts[STALE_CREDENTIALS] == 1
+    assert [(event.kind, event.answer) for event in trace] == [("rotated", ""), ("send", "401 unauthorized")]
