@@ -18,6 +18,7 @@ from saga.steps import (
     COMPENSATE_DEBIT,
     CREDIT,
     DEBIT,
+    ENDS_COMPENSATION,
     RECORDED_REJECTIONS,
     AnyClient,
     StepAnswer,
@@ -215,12 +216,13 @@ class SagaRun:
     async def compensate(self, step: str) -> StepResult:
         """Run a compensation until the service gives a final answer.
 
-        Raises CompensationBlocked when the answer is not one a compensation can
-        accept, or when the compensation policy's attempts run out.
+        Raises CompensationBlocked when the answer does not end this
+        compensation (see ENDS_COMPENSATION), or when the compensation
+        policy's attempts run out.
         """
         result = await self._attempt_until_settled(step, self._policies.compensation)
         acceptable = result.applied or (
-            result.answer.verdict is Verdict.REJECTED and result.code in RECORDED_REJECTIONS
+            result.answer.verdict is Verdict.REJECTED and result.code in ENDS_COMPENSATION[step]
         )
         if not acceptable:
             await self._commit(error=f"{step} blocked: {_describe(result.answer.attempt)}")

@@ -4,7 +4,10 @@ A step's answer is classified by status and problem ``code`` only, never by
 message text:
 
 * ``Verdict.OK``: the service answered 200.
-* ``Verdict.REJECTED``: a final 4xx answer. Retrying cannot change it.
+* ``Verdict.REJECTED``: a 4xx answer: this request was not applied. The
+  service records and replays those of :data:`RECORDED_REJECTIONS`, so
+  retrying cannot change them; the others (401, 422,
+  ``reversal_exceeds_balance_limit``, ...) say nothing of a later attempt.
 * ``Verdict.UNKNOWN``: a 5xx (``injected_fault`` included), a timeout or a
   connection error. The request may or may not have been applied: retry it
   under the same transaction_id, or fence it with a compensation.
@@ -53,6 +56,19 @@ _CALLS: Final[dict[str, LedgerCall]] = {
 RECORDED_REJECTIONS: Final = frozenset(
     {"unknown_user", "insufficient_funds", "balance_limit_exceeded", "transaction_compensated", "transfer_completed"}
 )
+
+#: The refusals that end each compensation, because the contract says what
+#: they mean for the money: no account (nothing was taken or given there), the
+#: transfer completed (the credit stands, and so does the debit), or, for the
+#: credit, its money already spent (the credit stands). Any other answer, even
+#: one the service records, leaves the money unaccounted for, so the
+#: compensation is blocked rather than taken as done:
+#: ``reversal_exceeds_balance_limit`` (the debit is given back once there is
+#: room) and any code a service should never give to this operation.
+ENDS_COMPENSATION: Final[dict[str, frozenset[str]]] = {
+    COMPENSATE_DEBIT: frozenset({"unknown_user", "transfer_completed"}),
+    COMPENSATE_CREDIT: frozenset({"unknown_user", "insufficient_funds", "transfer_completed"}),
+}
 
 
 class Verdict(Enum):

@@ -52,6 +52,8 @@ REJECTION_DETAILS: dict[str, str] = {
     "unknown_user": "no account has user_id {user_id!r}",
     "insufficient_funds": "the balance of {user_id!r} is too low for {operation} of {amount}",
     "balance_limit_exceeded": "a credit of {amount} would take the balance of {user_id!r} above the limit",
+    "reversal_exceeds_balance_limit": "giving back the debit of {amount} would take the balance of {user_id!r} above "
+    "the limit: nothing changed and this refusal is not recorded; retry once the account has room",
     "transaction_compensated": "{operation} was refused: the transaction was already compensated",
     "transfer_completed": "{operation} was refused: the transfer completed on this service, which holds its applied "
     "credit under the same transaction_id; the debit and the credit stand",

@@ -3,7 +3,10 @@
 This is the domain core of the accounts service. It knows nothing of HTTP.
 Every balance change is keyed by ``(transaction_id, operation)`` and happens
 at most once; every final answer, business rejections included, is recorded
-so that a retry or a late duplicate gets exactly the same answer.
+so that a retry or a late duplicate gets exactly the same answer. One
+rejection is not final, and so not recorded: a reversal of a debit that
+would break the balance limit only has to wait for room (see
+:data:`UNRECORDED_REJECTIONS`).
 
 The rules are one pure function, :func:`decide`: given an operation, the
 request, the account's balance and the entries already recorded under the
@@ -25,6 +28,7 @@ RejectionCode = Literal[
     "unknown_user",
     "insufficient_funds",
     "balance_limit_exceeded",
+    "reversal_exceeds_balance_limit",
     "transaction_compensated",
     "transfer_completed",
 ]
@@ -44,9 +48,16 @@ _REJECTION_STATUS: Final[Mapping[str, int]] = {
     "unknown_user": 404,
     "insufficient_funds": 409,
     "balance_limit_exceeded": 409,
+    "reversal_exceeds_balance_limit": 409,
     "transaction_compensated": 409,
     "transfer_completed": 409,
 }
+
+#: Rejections that hold only for now, so no store records them: the request is
+#: answered, nothing changes, and a retry is decided afresh. A reversal of a
+#: debit refused for want of room must not be replayed once there is room:
+#: that would keep the debited money from its owner for ever.
+UNRECORDED_REJECTIONS: Final[frozenset[RejectionCode]] = frozenset({"reversal_exceeds_balance_limit"})
 
 
 class IdempotencyKeyReused(Exception):
@@ -70,7 +81,9 @@ class Entry:
     """What the ledger did, once and for all, with one (transaction_id, operation).
 
     Either ``outcome`` and ``balance`` are set (the operation took effect, or
-    fenced the id), or ``rejection`` is (a final business rejection).
+    fenced the id), or ``rejection`` is (a business rejection). An entry with a
+    rejection of :data:`UNRECORDED_REJECTIONS` is an answer only: no store
+    records it, and its ``sequence`` places it nowhere.
     """
 
     # A ledger holds one of these per processed request, so it is kept small.
@@ -100,6 +113,14 @@ class Entry:
     @property
     def status(self) -> int:
         return 200 if self.rejection is None else _REJECTION_STATUS[self.rejection]
+
+    @property
+    def final(self) -> bool:
+        """Whether this answer holds for good, so a store records it and replays it.
+
+        False for a rejection of :data:`UNRECORDED_REJECTIONS`, which holds only for now.
+        """
+        return self.rejection not in UNRECORDED_REJECTIONS
 
     @property
     def took_effect(self) -> bool:
@@ -157,7 +178,8 @@ def decide(
     ``balance`` is the user's balance now (None for no such account) and
     ``recorded`` holds the entries already recorded under ``transaction_id``,
     which must not include ``operation`` itself. Nothing is written here: the
-    caller records the entry and, when it took effect, stores its balance.
+    caller records the entry, unless it is not :attr:`Entry.final`, and, when
+    it took effect, stores its balance.
     """
     if operation in recorded:
         raise InvariantViolation(f"{operation} {transaction_id} is already recorded")
@@ -246,7 +268,9 @@ def _compensate_debit(
     if balance + request.amount > max_balance:
         # Credits since the debit filled the account: giving the money back
         # now would break the balance limit, so the reversal waits for room.
-        return request.reject("balance_limit_exceeded")
+        # Not recorded: a recorded refusal would be replayed even once there
+        # is room, and the debited money would never come back.
+        return request.reject("reversal_exceeds_balance_limit")
     # _undoable has matched the request to the recorded debit, amount
     # included: compensation gives back exactly what was taken.
     return request.move(balance + request.amount, "reversed")
@@ -355,6 +379,7 @@ class Ledger:
         """Decide a new request and record the decision.
 
         The caller has checked :meth:`recorded` first, with no await between.
+        An entry that is not :attr:`Entry.final` is answered and forgotten.
         """
         entry = decide(
             operation,
@@ -366,6 +391,8 @@ class Ledger:
             sequence=len(self._entries),
             max_balance=self._max_balance,
         )
+        if not entry.final:
+            return entry
         self._entries[(transaction_id, operation)] = entry
         if entry.took_effect:
             assert entry.balance is not None

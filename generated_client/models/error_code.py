@@ -11,6 +11,7 @@ class ErrorCode(StrEnum):
     INVALID_TRANSACTION_ID = "invalid_transaction_id"
     MISSING_TRANSACTION_ID = "missing_transaction_id"
     REQUEST_TOO_LARGE = "request_too_large"
+    REVERSAL_EXCEEDS_BALANCE_LIMIT = "reversal_exceeds_balance_limit"
     SERVICE_OVERLOADED = "service_overloaded"
     STORAGE_UNAVAILABLE = "storage_unavailable"
     TRANSACTION_COMPENSATED = "transaction_compensated"

@@ -1,7 +1,7 @@
 """The PostgreSQL store: the ledger in a PostgreSQL database, shared by any number of replicas.
 
 Each ledger operation is one call of the server-side function
-``ledger_execute`` (sql/postgresql/0001_ledger.sql), which holds the rules of
+``ledger_execute`` (sql/postgresql/, last replaced in 0002), which holds the rules of
 :func:`server.ledger.decide` in PL/pgSQL: one round trip and one transaction
 per request. One call of that function costs about a third of the client CPU
 of the same work as four statements from Python, and round trips, not the

@@ -376,6 +376,8 @@ def _execute(connection: sqlite3.Connection, request: _Request, sequence: int, m
         sequence=sequence,
         max_balance=max_balance,
     )
+    if not entry.final:
+        return entry, False
     connection.execute(
         f"INSERT INTO entries ({_ENTRY_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
         (

@@ -1,7 +1,7 @@
 """The rules in SQL give the answers of the rules in Python.
 
 ``server/ledger.py: decide`` is the reference; ``ledger_execute`` in
-sql/postgresql/0001_ledger.sql is its PL/pgSQL twin. Hypothesis draws
+sql/postgresql/ (last replaced in 0002) is its PL/pgSQL twin. Hypothesis draws
 sequences of operations over a few ids, users and amounts (with a small
 balance limit, so every branch is within reach: fences, both limits,
 transfer_completed, reused keys with another body, unknown users), applies
@@ -42,7 +42,7 @@ BRANCHES = {
     ("compensate_debit", "reversed"),
     ("compensate_debit", "voided"),
     ("compensate_debit", "transfer_completed"),
-    ("compensate_debit", "balance_limit_exceeded"),
+    ("compensate_debit", "reversal_exceeds_balance_limit"),
     ("compensate_debit", "idempotency_key_reused"),
     ("compensate_credit", "reversed"),
     ("compensate_credit", "voided"),

@@ -12,6 +12,7 @@ import httpx
 import pytest
 
 from server.process import ServerProcess
+from server.stores.migrations import migrations
 from tests.conftest import StartServer
 
 pytestmark = pytest.mark.integration
@@ -90,4 +91,4 @@ def test_replicas_started_together_on_an_empty_database_both_come_up(pg_dsn: str
         listed = httpx.get(f"{replica.url}/accounts", headers={"transaction_id": "read"}, timeout=10)
         assert listed.json() == {"accounts": [{"user_id": "alice", "balance": 500}, {"user_id": "bob", "balance": 7}]}
     versions = asyncio.run(fetch(pg_dsn, "SELECT version FROM schema_version"))
-    assert [row["version"] for row in versions] == [1]
+    assert sorted(row["version"] for row in versions) == [migration.version for migration in migrations("postgresql")]

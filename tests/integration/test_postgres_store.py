@@ -18,6 +18,7 @@ import pytest
 from server.ledger import MAX_BALANCE, IdempotencyKeyReused
 from server.process import REPO_ROOT
 from server.stores import StoreError
+from server.stores.migrations import migrations
 from server.stores.postgres import PostgresStore
 from tests.conftest import StartServer
 
@@ -162,7 +163,12 @@ def test_compensations_reverse_the_recorded_amount_and_refuse_what_would_break_a
             await store.execute("debit", "t2", "full", 40)
             await store.execute("credit", "t3", "full", 90)
             beyond = await store.execute("compensate_debit", "t2", "full", 40)
-            assert answer(beyond) == (409, "balance_limit_exceeded", None, 40, None, False)
+            assert answer(beyond) == (409, "reversal_exceeds_balance_limit", None, 40, None, False)
+            # Not recorded: the same request is decided afresh, and gives the debit back once there is room.
+            assert [entry.operation for entry in await store.trail("t2")] == ["debit"]
+            await store.execute("debit", "t7", "full", 40)
+            given_back = await store.execute("compensate_debit", "t2", "full", 40)
+            assert answer(given_back) == (200, None, "reversed", 40, 100, False)
             over = await store.execute("credit", "t4", "full", 1)
             assert answer(over) == (409, "balance_limit_exceeded", None, 1, None, False)
 
@@ -217,13 +223,37 @@ def test_check_invariants_sees_a_balance_changed_behind_the_ledger(pg_dsn: str) 
 # -- opening -----------------------------------------------------------------------
 
 
+def test_a_database_at_version_1_is_migrated_to_give_a_debit_back_once_there_is_room(pg_dsn: str) -> None:
+    async def scenario() -> None:
+        # A database as version 1 left it, where a reversal refused for want of room was recorded for good.
+        first = migrations("postgresql")[0]
+        async with admin(pg_dsn) as connection:
+            await connection.execute(first.sql)
+            await connection.execute("INSERT INTO schema_version (version, name) VALUES (1, $1)", first.name)
+        async with opened(pg_dsn, {"full": 50}, max_balance=100) as store:
+            await store.execute("debit", "t1", "full", 40)
+            await store.execute("credit", "t2", "full", 90)
+            refused = await store.execute("compensate_debit", "t1", "full", 40)
+            assert answer(refused) == (409, "reversal_exceeds_balance_limit", None, 40, None, False)
+            await store.execute("debit", "t3", "full", 40)
+            given_back = await store.execute("compensate_debit", "t1", "full", 40)
+            assert answer(given_back) == (200, None, "reversed", 40, 100, False)
+            await store.check_invariants()
+        async with admin(pg_dsn) as connection:
+            versions = await connection.fetch("SELECT version FROM schema_version ORDER BY version")
+        assert [row["version"] for row in versions] == [migration.version for migration in migrations("postgresql")]
+
+    run(scenario())
+
+
 def test_a_schema_newer_than_the_code_is_refused(pg_dsn: str) -> None:
     async def scenario() -> None:
         async with opened(pg_dsn, {"alice": 100}):
             pass
         async with admin(pg_dsn) as connection:
             await connection.execute("INSERT INTO schema_version (version, name) VALUES (99, 'from_the_future')")
-        with pytest.raises(StoreError, match="version 99, newer than this code's 1") as refused:
+        latest = len(migrations("postgresql"))
+        with pytest.raises(StoreError, match=f"version 99, newer than this code's {latest}") as refused:
             await PostgresStore.open(pg_dsn, {"alice": 100})
         assert "\n" not in str(refused.value)
 

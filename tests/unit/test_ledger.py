@@ -88,6 +88,47 @@ def test_credit_beyond_the_balance_limit_is_refused() -> None:
     assert accepted.balance == MAX_BALANCE
 
 
+def test_a_debit_given_back_into_a_full_account_waits_for_room_and_leaves_no_trace_meanwhile() -> None:
+    ledger = Ledger({"alice": 1_000}, max_balance=1_000)
+    ledger.execute(DEBIT, "t1", "alice", 300)
+    ledger.execute(CREDIT, "t2", "alice", 250)
+    refused, replayed = ledger.execute(COMPENSATE_DEBIT, "t1", "alice", 300)
+    assert (refused.rejection, refused.status, refused.final, replayed) == (
+        "reversal_exceeds_balance_limit",
+        409,
+        False,
+        False,
+    )
+    assert (ledger.balance("alice"), len(ledger)) == (950, 2)
+    assert ledger.recorded(COMPENSATE_DEBIT, "t1", "alice", 300) is None
+    # Still no room: refused again, afresh.
+    again, replayed = ledger.execute(COMPENSATE_DEBIT, "t1", "alice", 300)
+    assert (again.rejection, replayed, ledger.balance("alice"), len(ledger)) == (
+        "reversal_exceeds_balance_limit",
+        False,
+        950,
+        2,
+    )
+    ledger.execute(DEBIT, "t3", "alice", 250)
+    given_back, replayed = ledger.execute(COMPENSATE_DEBIT, "t1", "alice", 300)
+    assert (given_back.outcome, given_back.balance, given_back.final, replayed) == ("reversed", 1_000, True, False)
+    assert ledger.execute(COMPENSATE_DEBIT, "t1", "alice", 300) == (given_back, True)
+    assert [(entry.operation, entry.outcome) for entry in ledger.trail("t1")] == [
+        (DEBIT, "applied"),
+        (COMPENSATE_DEBIT, "reversed"),
+    ]
+    ledger.check_invariants()
+
+
+def test_a_credit_beyond_the_limit_is_refused_for_good() -> None:
+    ledger = Ledger({"alice": 900}, max_balance=1_000)
+    refused, _ = ledger.execute(CREDIT, "t1", "alice", 101)
+    assert (refused.rejection, refused.final) == ("balance_limit_exceeded", True)
+    ledger.execute(DEBIT, "t2", "alice", 500)
+    assert ledger.execute(CREDIT, "t1", "alice", 101) == (refused, True)
+    assert ledger.balance("alice") == 400
+
+
 def test_compensate_debit_gives_back_exactly_what_the_debit_took(ledger: Ledger) -> None:
     ledger.execute(DEBIT, "t1", "alice", 300)
     entry, _ = ledger.execute(COMPENSATE_DEBIT, "t1", "alice", 300)

@@ -24,6 +24,7 @@ from saga.records import Change
 from saga.run import SagaRun, TransferResult
 from saga.simulation.clock import run_in_virtual_time
 from saga.steps import DEBIT
+from server.ledger import MAX_BALANCE, Operation
 from tests.unit.test_saga_workflow import FAST, POLICIES, URL, ScriptedTransport, bank, ledger, steps
 
 SOURCE_URL = "http://source.test"
@@ -161,6 +162,100 @@ def test_a_compensation_answered_with_a_recorded_refusal_is_done() -> None:
     result, _ = run_transfer(transport, source=AccountRef(URL, "nobody"))
     assert steps(result)[-1] == ("compensate_debit", 404)
     assert result.state is SagaState.COMPENSATED
+
+
+def test_a_debit_that_cannot_be_given_back_for_want_of_room_waits_in_compensating_until_there_is_room() -> None:
+    limit = MAX_BALANCE
+    source_app = bank(accounts={"alice": limit - 50})
+    target_app = bank(credit_fault_rate=1.0)
+
+    class FilledMeanwhile(ScriptedTransport):
+        async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+            if request.url.path == "/compensate_debit" and ledger(source_app).balance("alice") == limit - 150:
+                # Another transfer credits alice the room her debit left.
+                ledger(source_app).execute("credit", "another-transfer", "alice", 100)
+            return await super().handle_async_request(request)
+
+    banks = Banks(FilledMeanwhile(source_app), ScriptedTransport(target_app))
+    result, log = run_transfer(
+        banks, policies=LIMITED, source=AccountRef(SOURCE_URL, "alice"), target=AccountRef(TARGET_URL, "bob")
+    )
+    assert steps(result)[-2:] == [("compensate_credit", 200), ("compensate_debit", 409)]
+    assert result.state is SagaState.COMPENSATING, "the debited money has not been given back"
+    assert result.error == f"compensate_debit of {result.transaction_id}: 409 reversal_exceeds_balance_limit"
+    record = asyncio.run(log.get(result.transaction_id))
+    assert record is not None
+    assert (record.state, record.last_error) == (
+        SagaState.COMPENSATING,
+        "compensate_debit blocked: 409 reversal_exceeds_balance_limit",
+    )
+    assert (ledger(source_app).balance("alice"), ledger(target_app).balance("bob")) == (limit - 50, 1_000)
+
+    # Still no room: recovery leaves it where it was.
+    assert recover_through(log, banks).state is SagaState.COMPENSATING
+
+    ledger(source_app).execute("debit", "alice-spends", "alice", 10_000)
+    recovered = recover_through(log, banks)
+    assert steps(recovered) == [("compensate_credit", 200), ("compensate_debit", 200)]
+    assert recovered.state is SagaState.COMPENSATED
+    assert (ledger(source_app).balance("alice"), ledger(target_app).balance("bob")) == (
+        limit - 50 - 10_000 + 100,
+        1_000,
+    )
+    assert [(entry.operation, entry.outcome) for entry in ledger(source_app).trail(result.transaction_id)] == [
+        ("debit", "applied"),
+        ("compensate_debit", "reversed"),
+    ]
+    ledger(source_app).check_invariants()
+
+
+#: A request the service refuses with each code, made on a ledger beforehand: (operation, user, amount).
+REFUSED_WITH: dict[str, tuple[Operation, str, int]] = {
+    "insufficient_funds": ("debit", "alice", 10**9),
+    "balance_limit_exceeded": ("credit", "full", 1),
+    "transaction_compensated": ("debit", "alice", 1),
+}
+
+
+@pytest.mark.parametrize(
+    ("step", "code"),
+    [
+        ("compensate_debit", "insufficient_funds"),
+        ("compensate_debit", "balance_limit_exceeded"),
+        ("compensate_debit", "transaction_compensated"),
+        ("compensate_credit", "balance_limit_exceeded"),
+        ("compensate_credit", "transaction_compensated"),
+    ],
+)
+def test_a_compensation_answered_with_a_recorded_refusal_that_does_not_end_it_is_not_done(step: str, code: str) -> None:
+    # A misbehaving service (here, a proxy that sends the compensation on as
+    # another request) answers the compensation with a final code the
+    # contract never gives it: what became of the money is unknown.
+    app = bank(accounts={"alice": 1_000, "bob": 1_000, "full": MAX_BALANCE}, credit_fault_rate=1.0)
+    operation, user_id, amount = REFUSED_WITH[code]
+    if code == "transaction_compensated":
+        ledger(app).execute("compensate_debit", "refused", user_id, amount)
+    assert ledger(app).execute(operation, "refused", user_id, amount)[0].rejection == code
+
+    def misdirect(request: httpx.Request) -> httpx.Request:
+        return httpx.Request(
+            "POST",
+            request.url.copy_with(path=f"/{operation}"),
+            headers={**request.headers, "transaction_id": "refused"},
+            json={"user_id": user_id, "amount": amount},
+        )
+
+    transport = Rewriting(app, {f"/{step}": misdirect})
+    result, log = run_transfer(transport, policies=LIMITED)
+    assert steps(result)[-1] == (step, 409)
+    assert result.state is SagaState.COMPENSATING
+    assert result.error == f"{step} of {result.transaction_id}: 409 {code}"
+    record = asyncio.run(log.get(result.transaction_id))
+    assert record is not None
+    assert record.last_error == f"{step} blocked: 409 {code}"
+    assert ledger(app).balance("alice") == 900, "the debited money has not been given back"
+    if step == "compensate_credit":
+        assert "/compensate_debit" not in transport.paths, "the debit is not given back before the credit is fenced"
 
 
 # -- what ends COMPLETED ------------------------------------------------------------

@@ -112,6 +112,12 @@ def sync_detailed(
     `transfer_completed` while this service holds an applied, unreversed
     credit under the same id.
 
+    Refused with 409 `reversal_exceeds_balance_limit` when giving the
+    money back would take the balance above the limit, because credits
+    since the debit filled the account. That refusal is not recorded and
+    changes nothing: the debit still stands, and the same request, retried
+    once the account has room, reverses it.
+
     Args:
         transaction_id (str):
         body (LedgerRequest):
@@ -151,6 +157,12 @@ def sync(
     `transfer_completed` while this service holds an applied, unreversed
     credit under the same id.
 
+    Refused with 409 `reversal_exceeds_balance_limit` when giving the
+    money back would take the balance above the limit, because credits
+    since the debit filled the account. That refusal is not recorded and
+    changes nothing: the debit still stands, and the same request, retried
+    once the account has room, reverses it.
+
     Args:
         transaction_id (str):
         body (LedgerRequest):
@@ -184,6 +196,12 @@ async def asyncio_detailed(
     refused with 409 `transaction_compensated`. Refused with 409
     `transfer_completed` while this service holds an applied, unreversed
     credit under the same id.
+
+    Refused with 409 `reversal_exceeds_balance_limit` when giving the
+    money back would take the balance above the limit, because credits
+    since the debit filled the account. That refusal is not recorded and
+    changes nothing: the debit still stands, and the same request, retried
+    once the account has room, reverses it.
 
     Args:
         transaction_id (str):
@@ -221,6 +239,12 @@ async def asyncio(
     refused with 409 `transaction_compensated`. Refused with 409
     `transfer_completed` while this service holds an applied, unreversed
     credit under the same id.
+
+    Refused with 409 `reversal_exceeds_balance_limit` when giving the
+    money back would take the balance above the limit, because credits
+    since the debit filled the account. That refusal is not recorded and
+    changes nothing: the debit still stands, and the same request, retried
+    once the account has room, reverses it.
 
     Args:
         transaction_id (str):
