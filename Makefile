@@ -49,7 +49,7 @@ simulate: $(STAMP) ## deterministic fault simulation: 50 seeds x 1,000 transfers
 evaluate: $(STAMP) ## tests, every scenario, and every known-bad patch; writes evaluation/reports/
 	$(PY) -m evaluation.evaluation
 
-mutation: $(STAMP) ## mutation testing of the money rules and the saga core (about 30 min); writes evaluation/reports/mutation/
+mutation: $(STAMP) ## mutation testing of the money rules and the saga core (10 to 15 min); writes evaluation/reports/mutation/
 	$(PY) -m evaluation.mutation
 
 bench: $(STAMP) ## throughput and latency side by side, what each ledger store costs, saga workers on PostgreSQL; writes evaluation/bench-results/
