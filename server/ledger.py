@@ -68,7 +68,7 @@ class IdempotencyKeyReused(Exception):
         self.operation = operation
         self.recorded = recorded
         super().__init__(
-            f"transaction_id {transaction_id!r} was already used for {operation} "
+            f"transaction_id {transaction_id!r} was already used for {recorded.operation} "
             f"with user_id {recorded.user_id!r} and amount {recorded.amount}"
         )
 
@@ -259,12 +259,15 @@ def _compensate_debit(
     debit = _undoable(request, recorded.get(DEBIT))
     if balance is None:
         return request.reject("unknown_user")
+    if debit is None:
+        # Nothing was taken here, so nothing is given back; the void keeps a
+        # late debit out. A credit standing here is undone by its own
+        # compensation, not answered for by this one.
+        return request.void(balance)
     if _credit_stands(recorded):
-        # The money already reached its target here: undoing the debit alone
+        # The debit and the credit both landed here: undoing the debit alone
         # would create money.
         return request.reject("transfer_completed")
-    if debit is None:
-        return request.void(balance)
     if balance + request.amount > max_balance:
         # Credits since the debit filled the account: giving the money back
         # now would break the balance limit, so the reversal waits for room.

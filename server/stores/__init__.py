@@ -28,6 +28,15 @@ class StorageUnavailable(Exception):
 Execution = tuple[Entry, bool]
 
 
+def check_opening(accounts: Mapping[str, int], max_balance: int) -> None:
+    """Raise StoreError unless the balance limit and every opening balance fit the schemas' bounds."""
+    if not 0 <= max_balance <= MAX_BALANCE:
+        raise StoreError(f"max_balance must be from 0 to {MAX_BALANCE}, the limit the schema enforces")
+    for user_id, balance in accounts.items():
+        if type(balance) is not int or not 0 <= balance <= max_balance:
+            raise StoreError(f"balance of {user_id!r} must be an integer from 0 to {max_balance}")
+
+
 def new_ledger_id() -> str:
     return str(uuid.uuid4())
 

@@ -54,7 +54,7 @@ from server.ledger import (
     Outcome,
     RejectionCode,
 )
-from server.stores import Execution, StorageUnavailable, StoreError, new_ledger_id
+from server.stores import Execution, StorageUnavailable, StoreError, check_opening, new_ledger_id
 from server.stores.migrations import pending
 
 #: The session advisory lock held while migrating and opening accounts; the
@@ -87,11 +87,7 @@ class PostgresStore:
     ) -> PostgresStore:
         """Connect, migrate, and open the accounts that do not exist yet; StoreError says why not."""
         where = str(DatabaseUrl("postgresql", dsn=dsn))
-        if not 0 <= max_balance <= MAX_BALANCE:
-            raise StoreError(f"max_balance must be from 0 to {MAX_BALANCE}, the limit the schema enforces")
-        for user_id, balance in accounts.items():
-            if type(balance) is not int or not 0 <= balance <= max_balance:
-                raise StoreError(f"balance of {user_id!r} must be an integer from 0 to {max_balance}")
+        check_opening(accounts, max_balance)
         try:
             pool = await asyncpg.create_pool(
                 dsn,

@@ -39,7 +39,7 @@ from server.ledger import (
     decide,
     replayed,
 )
-from server.stores import Execution, StorageUnavailable, StoreError, new_ledger_id
+from server.stores import Execution, StorageUnavailable, StoreError, check_opening, new_ledger_id
 from server.stores.migrations import pending
 
 T = TypeVar("T")
@@ -117,6 +117,7 @@ class SqliteStore:
         The accounts in ``accounts`` are opened only where they do not exist
         yet. Raises StoreError with a one-line reason.
         """
+        check_opening(accounts, max_balance)
         path = Path(path)
         loop = asyncio.get_running_loop()
         # Opening blocks on the file lock when another process is migrating, so it too runs off the loop.

@@ -370,6 +370,10 @@ def test_another_body_under_a_used_id_is_refused_and_names_what_was_recorded(sto
                 await store.execute(COMPENSATE_CREDIT, ID, "a", 99)
             assert (unlike.value.transaction_id, unlike.value.operation) == (ID, COMPENSATE_CREDIT)
             assert (unlike.value.recorded.operation, unlike.value.recorded.amount) == (CREDIT, 100)
+            # The message names what the id was used for: the credit a compensation must match.
+            assert str(unlike.value) == (
+                f"transaction_id {ID!r} was already used for credit with user_id 'a' and amount 100"
+            )
             assert await store.balance("a") == 600
             assert [entry.operation for entry in await store.trail(ID)] == [CREDIT]
 

@@ -121,11 +121,11 @@ class ReferenceLedger:
                 return Decision(409, "balance_limit_exceeded")
             return Decision(200, outcome="applied", balance=balance + amount)
         if request.operation == "compensate_debit":
-            if self.applied(tx, "credit") and not self.reversed(tx, "compensate_credit"):
-                # The money reached its target here: undoing the debit alone would create money.
-                return Decision(409, "transfer_completed")
             if not self.applied(tx, "debit"):
                 return Decision(200, outcome="voided", balance=balance)
+            if self.applied(tx, "credit") and not self.reversed(tx, "compensate_credit"):
+                # Debit and credit both landed here: undoing the debit alone would create money.
+                return Decision(409, "transfer_completed")
             if balance + amount > MAX_BALANCE:
                 # The debit is given back once there is room, so this refusal leaves no trace.
                 return Decision(409, "reversal_exceeds_balance_limit", recorded=False)
@@ -279,6 +279,29 @@ class LedgerMachine(RuleBasedStateMachine):
         in_flight = amount if undo == "nothing" and not self.model.applied(transaction_id, "credit") else 0
         assert self.total() == total_before - in_flight, f"{undo}: money was created or destroyed"
         return debit
+
+    @rule(
+        target=requests,
+        payer=st.sampled_from(list(ACCOUNTS)),
+        payee=st.sampled_from(list(ACCOUNTS)),
+        amount=amounts,
+        order=st.permutations(["debit", "credit", "compensate_debit", "compensate_credit"]),
+    )
+    def single_service_transfer_in_any_order_conserves_money(
+        self, payer: str, payee: str, amount: int, order: list[str]
+    ) -> Request:
+        # The four requests of one transfer between two accounts of this
+        # service, in any order the network may deliver them: a credit
+        # overtaking its debit, a compensation arriving before what it undoes.
+        # Once all four have landed, the total over the service is unchanged.
+        transaction_id = f"transfer-{next(self.ids)}"
+        total_before = self.total()
+        user_of = {"debit": payer, "compensate_debit": payer, "credit": payee, "compensate_credit": payee}
+        requests = [Request(operation, transaction_id, user_of[operation], amount) for operation in order]
+        for request in requests:
+            self.submit(request)
+        assert self.total() == total_before, f"{order}: money was created or destroyed"
+        return requests[-1]
 
     def total(self) -> int:
         return sum(account["balance"] for account in self.get("/accounts")["accounts"])

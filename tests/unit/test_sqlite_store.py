@@ -178,6 +178,24 @@ def test_a_store_opening_a_new_file_while_another_process_writes_it_waits_instea
     assert openings == sorted(ACCOUNTS.items())
 
 
+@pytest.mark.parametrize(
+    ("accounts", "max_balance", "reason"),
+    [
+        ({"alice": 1}, MAX_BALANCE + 1, f"max_balance must be from 0 to {MAX_BALANCE}, the limit the schema enforces"),
+        ({"alice": -1}, MAX_BALANCE, f"balance of 'alice' must be an integer from 0 to {MAX_BALANCE}"),
+        ({"alice": 11}, 10, "balance of 'alice' must be an integer from 0 to 10"),
+    ],
+)
+def test_a_limit_or_opening_balance_the_schema_cannot_hold_is_refused_before_the_file_is_made(
+    accounts: dict[str, int], max_balance: int, reason: str, tmp_path: Path
+) -> None:
+    path = tmp_path / "ledger.db"
+    with pytest.raises(StoreError) as refused:
+        run(SqliteStore.open(path, accounts, max_balance=max_balance))
+    assert str(refused.value) == reason
+    assert not path.exists()
+
+
 def test_two_stores_on_one_file_never_overdraw_and_see_each_others_entries(tmp_path: Path) -> None:
     path = tmp_path / "ledger.db"
 
@@ -354,12 +372,18 @@ def test_a_locked_database_answers_503_storage_unavailable_and_a_retry_applies_o
 
 
 def test_an_operation_the_database_refuses_rolls_back_alone_in_its_group(tmp_path: Path) -> None:
-    # A store told a larger limit than the file's own CHECK decides a credit
-    # the database then refuses, midway between the entry and the balance.
+    # The store decides a credit to carol that the database then refuses (a
+    # trigger stands for any constraint), midway between the entry and the balance.
     path = tmp_path / "ledger.db"
+    run(run(SqliteStore.open(path, {**ACCOUNTS, "carol": 0})).close())
+    with raw(path) as connection:
+        connection.execute(
+            "CREATE TRIGGER carol_is_frozen BEFORE UPDATE ON accounts WHEN NEW.user_id = 'carol' "
+            "BEGIN SELECT RAISE(ABORT, 'carol is frozen'); END"
+        )
 
     async def scenario() -> list[Any]:
-        store = await SqliteStore.open(path, {**ACCOUNTS, "carol": MAX_BALANCE - 10}, max_balance=2**60)
+        store = await SqliteStore.open(path, ACCOUNTS)
         try:
             outcomes = await asyncio.gather(
                 store.execute("debit", "t1", "alice", 100),
@@ -369,7 +393,7 @@ def test_an_operation_the_database_refuses_rolls_back_alone_in_its_group(tmp_pat
             )
             assert (store.commits, store.requests_committed) == (1, 3)
             assert await store.trail("t2") == []
-            assert await store.balance("carol") == MAX_BALANCE - 10
+            assert await store.balance("carol") == 0
             await store.check_invariants()
             return list(outcomes)
         finally:
@@ -377,7 +401,7 @@ def test_an_operation_the_database_refuses_rolls_back_alone_in_its_group(tmp_pat
 
     debit, refused, credit = run(scenario())
     assert isinstance(refused, StorageUnavailable)
-    assert "CHECK constraint failed" in str(refused)
+    assert "carol is frozen" in str(refused)
     assert debit[0].balance == 900
     assert credit[0].balance == 100
 

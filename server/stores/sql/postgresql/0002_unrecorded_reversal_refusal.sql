@@ -9,7 +9,13 @@
 -- that version 1 already recorded as balance_limit_exceeded are left as they
 -- are (an operator reverses those by hand).
 --
--- ledger_execute() is the one of version 1 with that change; see server/ledger.py: decide().
+-- And compensate_debit with no applied debit now voids it whatever else this
+-- service holds under the id. Version 1 answered transfer_completed when a
+-- credit stood here, recorded that refusal, and then refused the late debit as
+-- transaction_compensated: the credit kept money nobody had paid. Only a
+-- debit that landed beside a standing credit is refused transfer_completed now.
+--
+-- ledger_execute() is the one of version 1 with those changes; see server/ledger.py: decide().
 
 -- One ledger operation, in the caller's transaction (one statement: its own).
 --
@@ -140,13 +146,15 @@ BEGIN
             new_balance := current_balance + p_amount;
         END IF;
     ELSIF p_operation = 'compensate_debit' THEN
-        IF credit.outcome = 'applied' AND (undo_credit.sequence IS NULL OR undo_credit.outcome IS DISTINCT FROM 'reversed') THEN
-            -- The money already reached its target here: undoing the debit
-            -- alone would create money.
-            new_rejection := 'transfer_completed';
-        ELSIF forward_entry.sequence IS NULL THEN
+        IF forward_entry.sequence IS NULL THEN
+            -- Nothing was taken here, so nothing is given back; the void
+            -- keeps a late debit out.
             new_outcome := 'voided';
             new_balance := current_balance;
+        ELSIF credit.outcome = 'applied' AND (undo_credit.sequence IS NULL OR undo_credit.outcome IS DISTINCT FROM 'reversed') THEN
+            -- The debit and the credit both landed here: undoing the debit
+            -- alone would create money.
+            new_rejection := 'transfer_completed';
         ELSIF current_balance + forward_entry.amount > p_max_balance THEN
             -- Credits since the debit filled the account: the reversal waits
             -- for room. Not recorded, since a recorded refusal would be
