@@ -108,9 +108,10 @@ def sync_detailed(
      Reverses an applied debit by the amount it recorded (outcome
     `reversed`). With no applied debit it changes no balance and records the
     transaction as voided (outcome `voided`): a later debit under that id is
-    refused with 409 `transaction_compensated`. Refused with 409
-    `transfer_completed` while this service holds an applied, unreversed
-    credit under the same id.
+    refused with 409 `transaction_compensated`, even if a credit under the
+    same id stands here (that credit is undone by `compensate_credit`).
+    An applied debit is refused with 409 `transfer_completed` while this
+    service also holds an applied, unreversed credit under the same id.
 
     Refused with 409 `reversal_exceeds_balance_limit` when giving the
     money back would take the balance above the limit, because credits
@@ -153,9 +154,10 @@ def sync(
      Reverses an applied debit by the amount it recorded (outcome
     `reversed`). With no applied debit it changes no balance and records the
     transaction as voided (outcome `voided`): a later debit under that id is
-    refused with 409 `transaction_compensated`. Refused with 409
-    `transfer_completed` while this service holds an applied, unreversed
-    credit under the same id.
+    refused with 409 `transaction_compensated`, even if a credit under the
+    same id stands here (that credit is undone by `compensate_credit`).
+    An applied debit is refused with 409 `transfer_completed` while this
+    service also holds an applied, unreversed credit under the same id.
 
     Refused with 409 `reversal_exceeds_balance_limit` when giving the
     money back would take the balance above the limit, because credits
@@ -193,9 +195,10 @@ async def asyncio_detailed(
      Reverses an applied debit by the amount it recorded (outcome
     `reversed`). With no applied debit it changes no balance and records the
     transaction as voided (outcome `voided`): a later debit under that id is
-    refused with 409 `transaction_compensated`. Refused with 409
-    `transfer_completed` while this service holds an applied, unreversed
-    credit under the same id.
+    refused with 409 `transaction_compensated`, even if a credit under the
+    same id stands here (that credit is undone by `compensate_credit`).
+    An applied debit is refused with 409 `transfer_completed` while this
+    service also holds an applied, unreversed credit under the same id.
 
     Refused with 409 `reversal_exceeds_balance_limit` when giving the
     money back would take the balance above the limit, because credits
@@ -236,9 +239,10 @@ async def asyncio(
      Reverses an applied debit by the amount it recorded (outcome
     `reversed`). With no applied debit it changes no balance and records the
     transaction as voided (outcome `voided`): a later debit under that id is
-    refused with 409 `transaction_compensated`. Refused with 409
-    `transfer_completed` while this service holds an applied, unreversed
-    credit under the same id.
+    refused with 409 `transaction_compensated`, even if a credit under the
+    same id stands here (that credit is undone by `compensate_credit`).
+    An applied debit is refused with 409 `transfer_completed` while this
+    service also holds an applied, unreversed credit under the same id.
 
     Refused with 409 `reversal_exceeds_balance_limit` when giving the
     money back would take the balance above the limit, because credits
