@@ -196,6 +196,22 @@ def test_a_limit_or_opening_balance_the_schema_cannot_hold_is_refused_before_the
     assert not path.exists()
 
 
+def test_a_balance_limit_below_the_schemas_is_the_one_enforced(tmp_path: Path) -> None:
+    async def scenario() -> tuple[Any, Any, int | None]:
+        store = await SqliteStore.open(tmp_path / "ledger.db", {"alice": 5}, max_balance=10)
+        try:
+            over = await store.execute("credit", "t1", "alice", 6)
+            up_to = await store.execute("credit", "t2", "alice", 5)
+            return over, up_to, await store.balance("alice")
+        finally:
+            await store.close()
+
+    (over, _), (up_to, _), balance = run(scenario())
+    assert (over.status, over.rejection) == (409, "balance_limit_exceeded")
+    assert (up_to.outcome, up_to.balance) == ("applied", 10)
+    assert balance == 10
+
+
 def test_two_stores_on_one_file_never_overdraw_and_see_each_others_entries(tmp_path: Path) -> None:
     path = tmp_path / "ledger.db"
 
