@@ -20,9 +20,10 @@ request to another URL of the service at once (see saga/replicas.py).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from enum import Enum
+from types import MappingProxyType
 from typing import Final
 
 import httpx
@@ -65,10 +66,12 @@ RECORDED_REJECTIONS: Final = frozenset(
 #: compensation is blocked rather than taken as done:
 #: ``reversal_exceeds_balance_limit`` (the debit is given back once there is
 #: room) and any code a service should never give to this operation.
-ENDS_COMPENSATION: Final[dict[str, frozenset[str]]] = {
-    COMPENSATE_DEBIT: frozenset({"unknown_user", "transfer_completed"}),
-    COMPENSATE_CREDIT: frozenset({"unknown_user", "insufficient_funds", "transfer_completed"}),
-}
+ENDS_COMPENSATION: Final[Mapping[str, frozenset[str]]] = MappingProxyType(
+    {
+        COMPENSATE_DEBIT: frozenset({"unknown_user", "transfer_completed"}),
+        COMPENSATE_CREDIT: frozenset({"unknown_user", "insufficient_funds", "transfer_completed"}),
+    }
+)
 
 
 class Verdict(Enum):
