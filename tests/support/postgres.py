@@ -7,22 +7,15 @@ where that is a failure. A server that answers but refuses is always a failure.
 
 from __future__ import annotations
 
-import asyncio
 import os
 import socket
-import uuid
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
-import asyncpg
 import pytest
 
-DEFAULT_DSN = "postgresql://postgres@127.0.0.1:5432/postgres"
-
-
-def server_dsn() -> str:
-    return os.environ.get("PG_DSN") or DEFAULT_DSN
+from evaluation.scratch_database import scratch_database, scratch_database_blocking, server_dsn
 
 
 def _listening(dsn: str) -> bool:
@@ -48,43 +41,18 @@ def require_server() -> str:
     return dsn
 
 
-def with_database(dsn: str, database: str) -> str:
-    parts = urlsplit(dsn)
-    return urlunsplit((parts.scheme, parts.netloc, f"/{database}", parts.query, parts.fragment))
-
-
-async def _admin(dsn: str, statement: str) -> None:
-    connection = await asyncpg.connect(dsn, timeout=10)
-    try:
-        await connection.execute(statement)
-    finally:
-        await connection.close()
-
-
-def _unique_name(prefix: str) -> str:
-    return f"{prefix}_{os.getpid()}_{uuid.uuid4().hex[:10]}"
-
-
 @asynccontextmanager
 async def fresh_database_async(prefix: str = "saga_test") -> AsyncIterator[str]:
     """fresh_database, for code already running on an event loop."""
-    dsn = require_server()
-    name = _unique_name(prefix)
-    await _admin(dsn, f'CREATE DATABASE "{name}"')
-    try:
-        yield with_database(dsn, name)
-    finally:
-        await _admin(dsn, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    async with scratch_database(prefix, require_server()) as dsn:
+        yield dsn
 
 
 @contextmanager
 def fresh_database(prefix: str = "saga_test") -> Iterator[str]:
-    """Create a uniquely named database on the test server; yield its DSN; drop it."""
-    dsn = require_server()
-    name = _unique_name(prefix)
-    # A refusal here (authentication, permissions) is raised, never skipped.
-    asyncio.run(_admin(dsn, f'CREATE DATABASE "{name}"'))
-    try:
-        yield with_database(dsn, name)
-    finally:
-        asyncio.run(_admin(dsn, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    """Create a uniquely named database on the test server; yield its DSN; drop it.
+
+    A refusal while creating it (authentication, permissions) is raised, never skipped.
+    """
+    with scratch_database_blocking(prefix, require_server()) as dsn:
+        yield dsn
