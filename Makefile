@@ -34,10 +34,10 @@ lint: $(STAMP) ## ruff
 typecheck: $(STAMP) ## mypy on server/, saga/ and the code that uses the client
 	$(BIN)/mypy server saga tests openapi
 
-generate: $(STAMP) ## regenerate generated_client/ from openapi/openapi.yaml
+generate: $(STAMP) ## regenerate both clients in generated_client/ from their contracts in openapi/
 	$(PY) openapi/generate.py
 
-check-generated: $(STAMP) ## fail if generated_client/ is stale against openapi/openapi.yaml
+check-generated: $(STAMP) ## fail if either client in generated_client/ is stale against its contract
 	$(PY) openapi/generate.py --check
 
 contract: $(STAMP) ## schemathesis CLI against live services, with the committed contract: faults off, then on

@@ -43,9 +43,9 @@ from typing import Any
 import httpx
 
 from evaluation.naive_baseline import naive_transfers
-from generated_client import Client
-from generated_client.api.ledger import debit
-from generated_client.models import LedgerRequest, LedgerResult
+from generated_client.accounts import Client
+from generated_client.accounts.api.ledger import debit
+from generated_client.accounts.models import LedgerRequest, LedgerResult
 from saga import AccountRef, MemorySagaLog, Orchestrator, SagaLog, SqliteSagaLog, fast_transport
 from server.ledger import DEBIT, Ledger
 from server.process import ServerProcess

@@ -1,8 +1,5 @@
-"""A client library for accessing Accounts service"""
+"""Typed clients made from the contracts in openapi/ by `make generate`; never edited by hand.
 
-from .client import AuthenticatedClient, Client
-
-__all__ = (
-    "AuthenticatedClient",
-    "Client",
-)
+- generated_client.accounts: the accounts service (openapi/openapi.yaml)
+- generated_client.transfers: the transfers service (openapi/transfers.yaml)
+"""

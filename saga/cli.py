@@ -13,8 +13,8 @@ from collections.abc import Callable, Coroutine, Sequence
 from pathlib import Path
 from typing import Any, NoReturn, TextIO
 
-from generated_client.api.accounts import get_account
-from generated_client.models import Account
+from generated_client.accounts.api.accounts import get_account
+from generated_client.accounts.models import Account
 from saga import batch, console, services
 from saga.logging_setup import configure_saga_logging
 from saga.logs import IdempotencyKeyConflict, SagaLog, SagaLogError, is_shared

@@ -16,7 +16,7 @@ from types import TracebackType
 
 import httpx
 
-from generated_client import AuthenticatedClient, Client
+from generated_client.accounts import AuthenticatedClient, Client
 from saga import workflow
 from saga.logs import LeaseLost, SagaLog
 from saga.records import AccountRef, SagaRecord

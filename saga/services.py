@@ -14,8 +14,8 @@ from collections.abc import Iterable, Sequence
 
 import httpx
 
-from generated_client.api.accounts import get_transaction, list_accounts
-from generated_client.models import AccountList, TransactionTrail
+from generated_client.accounts.api.accounts import get_transaction, list_accounts
+from generated_client.accounts.models import AccountList, TransactionTrail
 from saga.orchestrator import Orchestrator
 from saga.records import as_urls, service_id
 from saga.replicas import describe, first_reachable

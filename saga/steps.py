@@ -28,10 +28,10 @@ from typing import Final
 
 import httpx
 
-from generated_client import AuthenticatedClient, Client, errors
-from generated_client.api.ledger import compensate_credit, compensate_debit, credit, debit
-from generated_client.models import LedgerRequest, LedgerResult, Problem
-from generated_client.types import Response
+from generated_client.accounts import AuthenticatedClient, Client, errors
+from generated_client.accounts.api.ledger import compensate_credit, compensate_debit, credit, debit
+from generated_client.accounts.models import LedgerRequest, LedgerResult, Problem
+from generated_client.accounts.types import Response
 from saga.records import Attempt
 from saga.replicas import describe, unreachable
 

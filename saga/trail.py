@@ -10,8 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from generated_client.api.accounts import get_transaction
-from generated_client.models import TransactionTrail
+from generated_client.accounts.api.accounts import get_transaction
+from generated_client.accounts.models import TransactionTrail
 from saga.log import MemorySagaLog
 from saga.orchestrator import Orchestrator
 from saga.records import SagaRecord

@@ -7,43 +7,54 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def run_check(contract: Path, client: Path) -> subprocess.CompletedProcess[str]:
+def run_check(*arguments: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [
-            sys.executable,
-            str(ROOT / "openapi" / "generate.py"),
-            "--check",
-            "--contract",
-            str(contract),
-            "--client",
-            str(client),
-        ],
+        [sys.executable, str(ROOT / "openapi" / "generate.py"), "--check", *arguments],
         capture_output=True,
         text=True,
         check=False,
     )
 
 
-def test_committed_client_is_fresh(tmp_path: Path) -> None:
-    result = run_check(ROOT / "openapi" / "openapi.yaml", ROOT / "generated_client")
+def test_both_committed_clients_are_fresh() -> None:
+    result = run_check()
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-def test_an_added_optional_field_makes_the_client_stale(tmp_path: Path) -> None:
-    contract = yaml.safe_load((ROOT / "openapi" / "openapi.yaml").read_text(encoding="utf-8"))
-    contract["components"]["schemas"]["Account"]["properties"]["nickname"] = {"type": "string"}
-    changed = tmp_path / "openapi.yaml"
-    changed.write_text(yaml.safe_dump(contract, sort_keys=False), encoding="utf-8")
-    client = tmp_path / "generated_client"
-    shutil.copytree(ROOT / "generated_client", client, ignore=shutil.ignore_patterns("__pycache__"))
+@pytest.mark.parametrize(
+    ("contract", "package", "schema"),
+    [("openapi.yaml", "accounts", "Account"), ("transfers.yaml", "transfers", "Transfer")],
+)
+def test_an_added_optional_field_makes_its_client_stale(
+    tmp_path: Path, contract: str, package: str, schema: str
+) -> None:
+    document = yaml.safe_load((ROOT / "openapi" / contract).read_text(encoding="utf-8"))
+    document["components"]["schemas"][schema]["properties"]["nickname"] = {"type": "string"}
+    changed = tmp_path / contract
+    changed.write_text(yaml.safe_dump(document, sort_keys=False), encoding="utf-8")
+    client = tmp_path / package
+    shutil.copytree(ROOT / "generated_client" / package, client, ignore=shutil.ignore_patterns("__pycache__"))
 
-    result = run_check(changed, client)
+    result = run_check("--contract", str(changed), "--client", str(client))
 
     assert result.returncode == 1
     assert "generated_client is stale: run make generate" in result.stderr
     assert "nickname" in result.stdout
+
+
+def test_a_client_edited_by_hand_is_stale(tmp_path: Path) -> None:
+    folder = tmp_path / "generated_client"
+    shutil.copytree(ROOT / "generated_client", folder, ignore=shutil.ignore_patterns("__pycache__"))
+    edited = folder / "transfers" / "models" / "transfer.py"
+    edited.write_text(edited.read_text(encoding="utf-8") + "# edited\n", encoding="utf-8")
+
+    result = run_check("--client", str(folder))
+
+    assert result.returncode == 1
+    assert "transfers/models/transfer.py" in result.stdout

@@ -7,10 +7,10 @@ import asyncio
 import httpx
 import pytest
 
-from generated_client import AuthenticatedClient, Client
-from generated_client.api.accounts import get_account, get_transaction, list_accounts
-from generated_client.api.ledger import compensate_credit, compensate_debit, credit, debit
-from generated_client.models import (
+from generated_client.accounts import AuthenticatedClient, Client
+from generated_client.accounts.api.accounts import get_account, get_transaction, list_accounts
+from generated_client.accounts.api.ledger import compensate_credit, compensate_debit, credit, debit
+from generated_client.accounts.models import (
     AccountList,
     ErrorCode,
     LedgerRequest,

@@ -15,8 +15,8 @@ from typing import Any
 import httpx
 import pytest
 
-from generated_client import Client
-from generated_client.models import LedgerResult
+from generated_client.accounts import Client
+from generated_client.accounts.models import LedgerResult
 from saga.simulation.clock import run_in_virtual_time
 from saga.steps import COMPENSATE_CREDIT, COMPENSATE_DEBIT, CREDIT, DEBIT, StepAnswer, Verdict, send
 

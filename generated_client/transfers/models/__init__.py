@@ -1,0 +1,31 @@
+"""Contains all the data models used in inputs/outputs"""
+
+from .account_at import AccountAt
+from .error_code import ErrorCode
+from .event_kind import EventKind
+from .health import Health
+from .health_status import HealthStatus
+from .problem import Problem
+from .transfer import Transfer
+from .transfer_event import TransferEvent
+from .transfer_event_step import TransferEventStep
+from .transfer_events import TransferEvents
+from .transfer_page import TransferPage
+from .transfer_request import TransferRequest
+from .transfer_state import TransferState
+
+__all__ = (
+    "AccountAt",
+    "ErrorCode",
+    "EventKind",
+    "Health",
+    "HealthStatus",
+    "Problem",
+    "Transfer",
+    "TransferEvent",
+    "TransferEventStep",
+    "TransferEvents",
+    "TransferPage",
+    "TransferRequest",
+    "TransferState",
+)

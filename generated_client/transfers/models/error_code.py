@@ -1,0 +1,18 @@
+from enum import StrEnum
+
+
+class ErrorCode(StrEnum):
+    IDEMPOTENCY_KEY_REUSED = "idempotency_key_reused"
+    INTERNAL_ERROR = "internal_error"
+    INVALID_IDEMPOTENCY_KEY = "invalid_idempotency_key"
+    INVALID_REQUEST = "invalid_request"
+    LOG_UNAVAILABLE = "log_unavailable"
+    MISSING_IDEMPOTENCY_KEY = "missing_idempotency_key"
+    REQUEST_TOO_LARGE = "request_too_large"
+    SERVICE_OVERLOADED = "service_overloaded"
+    UNAUTHORIZED = "unauthorized"
+    UNKNOWN_SERVICE = "unknown_service"
+    UNKNOWN_TRANSFER = "unknown_transfer"
+
+    def __str__(self) -> str:
+        return str(self.value)

@@ -1,0 +1,10 @@
+from enum import StrEnum
+
+
+class EventKind(StrEnum):
+    ATTEMPT = "attempt"
+    CLAIM = "claim"
+    STATE = "state"
+
+    def __str__(self) -> str:
+        return str(self.value)

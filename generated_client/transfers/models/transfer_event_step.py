@@ -1,0 +1,11 @@
+from enum import StrEnum
+
+
+class TransferEventStep(StrEnum):
+    COMPENSATE_CREDIT = "compensate_credit"
+    COMPENSATE_DEBIT = "compensate_debit"
+    CREDIT = "credit"
+    DEBIT = "debit"
+
+    def __str__(self) -> str:
+        return str(self.value)

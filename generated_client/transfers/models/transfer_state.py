@@ -1,0 +1,15 @@
+from enum import StrEnum
+
+
+class TransferState(StrEnum):
+    COMPENSATED = "COMPENSATED"
+    COMPENSATING = "COMPENSATING"
+    COMPLETED = "COMPLETED"
+    CREDITING = "CREDITING"
+    DEBITING = "DEBITING"
+    FAILED = "FAILED"
+    NEEDS_ATTENTION = "NEEDS_ATTENTION"
+    PENDING = "PENDING"
+
+    def __str__(self) -> str:
+        return str(self.value)
