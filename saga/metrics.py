@@ -297,6 +297,14 @@ class ObservedSagaLog:
     async def history(self, transaction_id: str) -> list[Event]:
         return await self.log.history(transaction_id)
 
+    async def page(
+        self, *, state: SagaState | None = None, limit: int, after: tuple[int, str] | None = None
+    ) -> list[SagaRecord]:
+        return await self.log.page(state=state, limit=limit, after=after)
+
+    async def states(self, transaction_ids: Sequence[str]) -> dict[str, SagaState]:
+        return await self.log.states(transaction_ids)
+
     async def close(self) -> None:
         await self.log.close()
 

@@ -67,14 +67,28 @@ class AccountRef:
     Several URLs are replicas of the service over one database: the saga sends
     each request to one of them. ``AccountRef("http://a", "alice")`` is the
     one-URL form; a str may also hold several URLs, comma-separated.
+
+    ``service`` is the service's name where the transfer named it (the
+    transfers service takes names, never URLs): a process that drives the
+    saga later sends to the URLs it knows for that name (see
+    :mod:`saga.directory`), and to ``urls``, as logged, only if it knows none.
     """
 
     urls: tuple[str, ...]
     user_id: str
+    service: str | None
 
-    def __init__(self, urls: str | Iterable[str], user_id: str) -> None:
+    def __init__(self, urls: str | Iterable[str], user_id: str, service: str | None = None) -> None:
         object.__setattr__(self, "urls", as_urls(urls))
         object.__setattr__(self, "user_id", user_id)
+        object.__setattr__(self, "service", service)
+
+    @property
+    def identity(self) -> tuple[str, ...]:
+        """What makes two submissions name the same account: the service's name if it has one, else its URLs."""
+        if self.service is not None:
+            return ("service", self.service, self.user_id)
+        return ("urls", *self.urls, self.user_id)
 
     @property
     def service_url(self) -> str:
@@ -118,6 +132,8 @@ class SagaRecord:
     lease_expires_at_ms: int = 0
     #: The key a submitter gave, so that submitting again finds this saga.
     idempotency_key: str | None = None
+    #: The name of the API caller that submitted it (see saga.service); None otherwise.
+    submitted_by: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

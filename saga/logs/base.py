@@ -97,6 +97,18 @@ class SagaLog(Protocol):
 
     async def history(self, transaction_id: str) -> list[Event]: ...
 
+    async def page(
+        self, *, state: SagaState | None = None, limit: int, after: tuple[int, str] | None = None
+    ) -> list[SagaRecord]:
+        """Up to ``limit`` sagas, newest first (by creation time, then id), optionally in one state.
+
+        ``after`` is the (created_at_ms, transaction_id) of the last saga of
+        the previous page: the page starts with the saga just older than it.
+        """
+
+    async def states(self, transaction_ids: Sequence[str]) -> dict[str, SagaState]:
+        """The current state of each of ``transaction_ids`` the log holds, in one read."""
+
     async def close(self) -> None: ...
 
 
@@ -138,15 +150,35 @@ def copy_record(saga: SagaRecord) -> SagaRecord:
         saga.epoch,
         saga.lease_expires_at_ms,
         saga.idempotency_key,
+        saga.submitted_by,
     )
 
 
 def same_transfer(first: SagaRecord, second: SagaRecord) -> bool:
-    return (first.source, first.target, first.amount) == (second.source, second.target, second.amount)
+    """Whether two submissions ask for one transfer: named services compare by name, so new URLs change nothing."""
+    return (first.source.identity, first.target.identity, first.amount, first.submitted_by) == (
+        second.source.identity,
+        second.target.identity,
+        second.amount,
+        second.submitted_by,
+    )
 
 
 def key_conflict(key: str) -> IdempotencyKeyConflict:
     return IdempotencyKeyConflict(f"the idempotency key {key!r} was already used for another transfer")
+
+
+def page_after(sagas: Sequence[SagaRecord], after: tuple[int, str] | None, limit: int) -> list[SagaRecord]:
+    """Newest first: up to ``limit`` of ``sagas`` that sort before ``after`` (created_at_ms, transaction_id)."""
+    ordered = sorted(sagas, key=newest_first_key, reverse=True)
+    if after is not None:
+        ordered = [saga for saga in ordered if newest_first_key(saga) < after]
+    return ordered[:limit]
+
+
+def newest_first_key(saga: SagaRecord) -> tuple[int, str]:
+    """The order of a listing, descending: creation time, then id, so that equal times still sort one way."""
+    return saga.created_at_ms, saga.transaction_id
 
 
 def claim_event(saga: SagaRecord, at_ms: int) -> Event:

@@ -17,6 +17,7 @@ from saga.logs.base import (
     claim_event,
     copy_record,
     key_conflict,
+    page_after,
     same_transfer,
 )
 from saga.records import Change, Event, SagaRecord
@@ -126,6 +127,15 @@ class MemorySagaLog:
 
     async def history(self, transaction_id: str) -> list[Event]:
         return list(self._history.get(transaction_id, []))
+
+    async def page(
+        self, *, state: SagaState | None = None, limit: int, after: tuple[int, str] | None = None
+    ) -> list[SagaRecord]:
+        chosen = [saga for saga in self._sagas.values() if state is None or saga.state == state]
+        return [copy_record(saga) for saga in page_after(chosen, after, limit)]
+
+    async def states(self, transaction_ids: Sequence[str]) -> dict[str, SagaState]:
+        return {tid: self._sagas[tid].state for tid in transaction_ids if tid in self._sagas}
 
     async def close(self) -> None:
         return None

@@ -51,7 +51,8 @@ DATABASE_FAILURES: Final = (asyncpg.PostgresError, asyncpg.InterfaceError, OSErr
 
 _SAGA_COLUMNS = (
     "transaction_id, source_urls, source_user, target_urls, target_user, amount, state, fence_credit, "
-    "created_at_ms, updated_at_ms, attempts, last_error, owner, epoch, lease_expires_at_ms, idempotency_key"
+    "created_at_ms, updated_at_ms, attempts, last_error, owner, epoch, lease_expires_at_ms, idempotency_key, "
+    "source_service, target_service, submitted_by"
 )
 _TERMINAL = ", ".join(repr(value) for value in TERMINAL_VALUES)
 _UNFINISHED = f"state NOT IN ({_TERMINAL})"
@@ -59,7 +60,7 @@ _UNFINISHED = f"state NOT IN ({_TERMINAL})"
 _INSERT = f"""
 WITH saga AS (
     INSERT INTO saga_sagas ({_SAGA_COLUMNS})
-    VALUES ($1, $2, $3, $4, $5, $6, $7, false, $8, $8, 0, NULL, $9, $10, $11, $12)
+    VALUES ($1, $2, $3, $4, $5, $6, $7, false, $8, $8, 0, NULL, $9, $10, $11, $12, $13, $14, $15)
     ON CONFLICT (idempotency_key) DO NOTHING
     RETURNING transaction_id
 ), first AS (
@@ -134,8 +135,8 @@ SELECT state, CASE WHEN {_UNFINISHED} THEN pg_notify('{NOTIFY_CHANNEL}', $1) END
 def _saga_from_row(row: asyncpg.Record) -> SagaRecord:
     return SagaRecord(
         transaction_id=row["transaction_id"],
-        source=AccountRef(row["source_urls"], row["source_user"]),
-        target=AccountRef(row["target_urls"], row["target_user"]),
+        source=AccountRef(row["source_urls"], row["source_user"], row["source_service"]),
+        target=AccountRef(row["target_urls"], row["target_user"], row["target_service"]),
         amount=row["amount"],
         state=SagaState(row["state"]),
         fence_credit=row["fence_credit"],
@@ -147,6 +148,7 @@ def _saga_from_row(row: asyncpg.Record) -> SagaRecord:
         epoch=row["epoch"],
         lease_expires_at_ms=row["lease_expires_at_ms"],
         idempotency_key=row["idempotency_key"],
+        submitted_by=row["submitted_by"],
     )
 
 
@@ -229,6 +231,7 @@ class PostgresSagaLog:
             created_at_ms=saga.created_at_ms,
             updated_at_ms=saga.created_at_ms,
             idempotency_key=saga.idempotency_key,
+            submitted_by=saga.submitted_by,
         )
         try:
             async with self._pool.acquire() as connection, connection.transaction():
@@ -312,6 +315,27 @@ class PostgresSagaLog:
         )
         return [event_from_row(transaction_id, tuple(row)) for row in rows]
 
+    async def page(
+        self, *, state: SagaState | None = None, limit: int, after: tuple[int, str] | None = None
+    ) -> list[SagaRecord]:
+        rows = await self._fetch(
+            f"SELECT {_SAGA_COLUMNS} FROM saga_sagas WHERE ($1::text IS NULL OR state = $1) "
+            # Ids compare byte by byte, as in the other logs, whatever the database's collation.
+            'AND ($2::bigint IS NULL OR (created_at_ms, transaction_id COLLATE "C") < ($2::bigint, $3::text)) '
+            'ORDER BY created_at_ms DESC, transaction_id COLLATE "C" DESC LIMIT $4',
+            None if state is None else state.value,
+            None if after is None else after[0],
+            None if after is None else after[1],
+            limit,
+        )
+        return [_saga_from_row(row) for row in rows]
+
+    async def states(self, transaction_ids: Sequence[str]) -> dict[str, SagaState]:
+        rows = await self._fetch(
+            "SELECT transaction_id, state FROM saga_sagas WHERE transaction_id = ANY($1::text[])", list(transaction_ids)
+        )
+        return {row["transaction_id"]: SagaState(row["state"]) for row in rows}
+
     async def all_events(self) -> list[Event]:
         """Every event of every saga, in commit order: for auditing the whole log at once."""
         rows = await self._fetch(f"SELECT transaction_id, {EVENT_COLUMNS} FROM saga_events ORDER BY seq")
@@ -341,6 +365,9 @@ def _insert_arguments(saga: SagaRecord) -> tuple[Any, ...]:
         saga.epoch,
         saga.lease_expires_at_ms,
         saga.idempotency_key,
+        saga.source.service,
+        saga.target.service,
+        saga.submitted_by,
     )
 
 

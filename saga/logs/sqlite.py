@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fcntl
+import json
 import os
 import sqlite3
 from collections.abc import Callable, Mapping, Sequence
@@ -51,7 +52,10 @@ CREATE TABLE IF NOT EXISTS sagas (
     owner TEXT,
     epoch INTEGER NOT NULL DEFAULT 0,
     lease_expires_at_ms INTEGER NOT NULL DEFAULT 0,
-    idempotency_key TEXT
+    idempotency_key TEXT,
+    source_service TEXT,  -- the service's name, where the transfer named it
+    target_service TEXT,
+    submitted_by TEXT  -- the API caller that submitted it
 );
 CREATE INDEX IF NOT EXISTS sagas_by_state ON sagas (state);
 CREATE TABLE IF NOT EXISTS events (
@@ -78,12 +82,13 @@ CREATE INDEX IF NOT EXISTS events_by_saga ON events (transaction_id, seq);
 _INDEXES = """
 CREATE UNIQUE INDEX IF NOT EXISTS sagas_by_idempotency_key ON sagas (idempotency_key)
     WHERE idempotency_key IS NOT NULL;
+CREATE INDEX IF NOT EXISTS sagas_newest_first ON sagas (created_at_ms, transaction_id);
 """
 
 _SAGA_COLUMNS = (
     "transaction_id, source_urls, source_user, target_urls, target_user, amount, state, "
     "fence_credit, created_at_ms, updated_at_ms, attempts, last_error, owner, epoch, lease_expires_at_ms, "
-    "idempotency_key"
+    "idempotency_key, source_service, target_service, submitted_by"
 )
 _UNFINISHED = f"state NOT IN ({', '.join(repr(value) for value in TERMINAL_VALUES)})"
 
@@ -91,8 +96,8 @@ _UNFINISHED = f"state NOT IN ({', '.join(repr(value) for value in TERMINAL_VALUE
 def _saga_from_row(row: tuple[Any, ...]) -> SagaRecord:
     return SagaRecord(
         transaction_id=row[0],
-        source=AccountRef(row[1], row[2]),
-        target=AccountRef(row[3], row[4]),
+        source=AccountRef(row[1], row[2], row[16]),
+        target=AccountRef(row[3], row[4], row[17]),
         amount=row[5],
         state=SagaState(row[6]),
         fence_credit=bool(row[7]),
@@ -104,6 +109,7 @@ def _saga_from_row(row: tuple[Any, ...]) -> SagaRecord:
         epoch=row[13],
         lease_expires_at_ms=row[14],
         idempotency_key=row[15],
+        submitted_by=row[18],
     )
 
 
@@ -183,6 +189,7 @@ class SqliteSagaLog:
             created_at_ms=saga.created_at_ms,
             updated_at_ms=saga.created_at_ms,
             idempotency_key=key,
+            submitted_by=saga.submitted_by,
         )
         try:
             await self._enqueue(_insert_statements(pending))
@@ -313,6 +320,35 @@ class SqliteSagaLog:
         )
         return [event_from_row(transaction_id, row) for row in rows]
 
+    async def page(
+        self, *, state: SagaState | None = None, limit: int, after: tuple[int, str] | None = None
+    ) -> list[SagaRecord]:
+        conditions: list[str] = []
+        parameters: list[object] = []
+        if state is not None:
+            conditions.append("state = ?")
+            parameters.append(state.value)
+        if after is not None:
+            conditions.append("(created_at_ms, transaction_id) < (?, ?)")
+            parameters += list(after)
+        where = f"WHERE {' AND '.join(conditions)}" if conditions else ""
+        rows = await self._run(
+            _query,
+            self._connection,
+            f"SELECT {_SAGA_COLUMNS} FROM sagas {where} ORDER BY created_at_ms DESC, transaction_id DESC LIMIT ?",
+            (*parameters, limit),
+        )
+        return [_saga_from_row(row) for row in rows]
+
+    async def states(self, transaction_ids: Sequence[str]) -> dict[str, SagaState]:
+        rows = await self._run(
+            _query,
+            self._connection,
+            "SELECT transaction_id, state FROM sagas WHERE transaction_id IN (SELECT value FROM json_each(?))",
+            (json.dumps(list(transaction_ids)),),
+        )
+        return {transaction_id: SagaState(state) for transaction_id, state in rows}
+
     async def close(self) -> None:
         if self._closed:
             return
@@ -437,6 +473,9 @@ def _upgrade(connection: sqlite3.Connection) -> None:
                 ("epoch", "epoch INTEGER NOT NULL DEFAULT 0"),
                 ("lease_expires_at_ms", "lease_expires_at_ms INTEGER NOT NULL DEFAULT 0"),
                 ("idempotency_key", "idempotency_key TEXT"),
+                ("source_service", "source_service TEXT"),
+                ("target_service", "target_service TEXT"),
+                ("submitted_by", "submitted_by TEXT"),
             )
             if name not in saga_columns
         ]
@@ -473,7 +512,7 @@ _Statement = tuple[str, tuple[Any, ...], "tuple[str, int] | None"]
 def _insert_statements(saga: SagaRecord) -> list[_Statement]:
     return [
         (
-            f"INSERT INTO sagas ({_SAGA_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            f"INSERT INTO sagas ({_SAGA_COLUMNS}) VALUES ({', '.join('?' * 19)})",
             (
                 saga.transaction_id,
                 ",".join(saga.source.urls),
@@ -491,6 +530,9 @@ def _insert_statements(saga: SagaRecord) -> list[_Statement]:
                 saga.epoch,
                 saga.lease_expires_at_ms,
                 saga.idempotency_key,
+                saga.source.service,
+                saga.target.service,
+                saga.submitted_by,
             ),
             None,
         ),

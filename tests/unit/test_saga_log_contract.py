@@ -7,6 +7,7 @@ The PostgreSQL cases run against a real server, on a fresh database each
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -468,3 +469,322 @@ def test_concurrent_commits_of_several_sagas_fail_only_the_stale_one(kind: str, 
         assert [event.kind for event in await log.history("stale")] == ["state", "claim", "claim"]
 
     run_on(kind, tmp_path, scenario)
+
+
+NAMED_SOURCE = AccountRef("http://a.test", "alice", "bank-a")
+NAMED_TARGET = AccountRef("http://b.test,http://b2.test", "bob", "bank-b")
+
+
+def named(
+    transaction_id: str,
+    *,
+    by: str | None = "api-a",
+    key: str | None = None,
+    at_ms: int = 1_000,
+    source: AccountRef = NAMED_SOURCE,
+    target: AccountRef = NAMED_TARGET,
+) -> SagaRecord:
+    """A saga between named services, as the transfers service submits it for the API caller ``by``."""
+    return SagaRecord(
+        transaction_id,
+        source,
+        target,
+        100,
+        created_at_ms=at_ms,
+        updated_at_ms=at_ms,
+        idempotency_key=key,
+        submitted_by=by,
+    )
+
+
+#: A saga's service names and URLs, each side, and its submitter.
+Carried = tuple[str | None, tuple[str, ...], str | None, tuple[str, ...], str | None]
+
+
+def carried(saga: SagaRecord) -> Carried:
+    """What a saga says of its services and its submitter."""
+    return saga.source.service, saga.source.urls, saga.target.service, saga.target.urls, saga.submitted_by
+
+
+NAMED_BY_A: Carried = ("bank-a", ("http://a.test",), "bank-b", ("http://b.test", "http://b2.test"), "api-a")
+NAMED_BY_B: Carried = ("bank-a", ("http://a.test",), "bank-b", ("http://b.test", "http://b2.test"), "api-b")
+UNNAMED: Carried = (None, ("http://a.test",), None, ("http://b.test", "http://b2.test"), None)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_service_names_and_the_submitter_read_back_through_every_read_of_every_log(kind: str, tmp_path: Path) -> None:
+    async def scenario(log: SagaLog) -> None:
+        submitted, created = await log.submit(named("submitted", by="api-a", key="k", at_ms=1_000))
+        assert created
+        assert carried(submitted) == NAMED_BY_A
+        await log.create(named("created", by="api-b", at_ms=1_001), SagaState.DEBITING)
+        await log.submit(record("plain", at_ms=1_002))
+        expected = {"submitted": NAMED_BY_A, "created": NAMED_BY_B, "plain": UNNAMED}
+
+        for transaction_id, carries in expected.items():
+            saga = await log.get(transaction_id)
+            assert saga is not None
+            assert carried(saga) == carries, transaction_id
+        assert {saga.transaction_id: carried(saga) for saga in await log.sagas()} == expected
+        assert {saga.transaction_id: carried(saga) for saga in await log.unfinished()} == expected
+        assert {saga.transaction_id: carried(saga) for saga in await log.page(limit=10)} == expected
+        (debiting,) = await log.page(state=SagaState.DEBITING, limit=10)
+        assert carried(debiting) == NAMED_BY_B
+        claimed = await log.claim("w1", limit=10, lease_ms=LEASE_MS, now_ms=2_000)
+        assert {saga.transaction_id: carried(saga) for saga in claimed} == expected
+        # A commit changes the saga's state, never who it is between or who asked for it.
+        await log.commit(Change("submitted", 2_001, SagaState.COMPLETED, epoch=1, owner="w1"))
+        after_commit = await log.get("submitted")
+        assert after_commit is not None
+        assert carried(after_commit) == NAMED_BY_A
+
+    run_on(kind, tmp_path, scenario)
+
+
+def test_sqlite_reads_service_names_and_the_submitter_back_after_a_reopening(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        log = await SqliteSagaLog.open(tmp_path / "saga.db")
+        await log.submit(named("submitted", by="api-a", key="k"))
+        await log.create(named("created", by="api-b", at_ms=1_001), SagaState.DEBITING)
+        await log.close()
+
+        reopened = await SqliteSagaLog.open(tmp_path / "saga.db", exclusive=False)
+        try:
+            assert [(saga.transaction_id, carried(saga)) for saga in await reopened.page(limit=10)] == [
+                ("created", NAMED_BY_B),
+                ("submitted", NAMED_BY_A),
+            ]
+            again, created = await reopened.submit(named("again", by="api-a", key="k"))
+            assert (again.transaction_id, created, carried(again)) == ("submitted", False, NAMED_BY_A)
+        finally:
+            await reopened.close()
+
+    asyncio.run(scenario())
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_a_page_lists_the_newest_first_breaking_ties_by_the_transaction_id_descending(
+    kind: str, tmp_path: Path
+) -> None:
+    async def scenario(log: SagaLog) -> None:
+        # Submitted neither in time order nor in id order, so that neither can pass for the listing's.
+        for transaction_id, at_ms in (("c", 2_000), ("a", 1_000), ("e", 2_000), ("b", 3_000), ("d", 2_000)):
+            await log.submit(record(transaction_id, at_ms=at_ms))
+
+        assert [saga.transaction_id for saga in await log.page(limit=10)] == ["b", "e", "d", "c", "a"]
+        assert [saga.transaction_id for saga in await log.page(limit=2)] == ["b", "e"]
+        assert [saga.transaction_id for saga in await log.page(limit=10, after=(2_000, "d"))] == ["c", "a"]
+        assert [saga.transaction_id for saga in await log.page(limit=1, after=(3_000, "b"))] == ["e"]
+        # The cursor is a position, not a saga: one that the log never held still marks where to go on.
+        assert [saga.transaction_id for saga in await log.page(limit=10, after=(2_000, "cz"))] == ["c", "a"]
+        assert await log.page(limit=10, after=(1_000, "a")) == []
+
+    run_on(kind, tmp_path, scenario)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_walking_the_pages_with_after_visits_every_saga_exactly_once_newest_first(kind: str, tmp_path: Path) -> None:
+    async def scenario(log: SagaLog) -> None:
+        numbers = [7, 2, 10, 0, 5, 9, 1, 4, 8, 3, 6]
+        for number in numbers:
+            # Only three distinct times among eleven sagas: most of the order rests on the tie-break.
+            await log.submit(record(f"s{number:02d}", at_ms=1_000 + number % 3))
+        newest_first = sorted(
+            ((1_000 + number % 3, f"s{number:02d}") for number in numbers),
+            reverse=True,
+        )
+
+        walked: list[tuple[int, str]] = []
+        sizes: list[int] = []
+        after: tuple[int, str] | None = None
+        while page := await log.page(limit=3, after=after):
+            sizes.append(len(page))
+            walked += [(saga.created_at_ms, saga.transaction_id) for saga in page]
+            after = walked[-1]
+        assert walked == newest_first
+        assert sizes == [3, 3, 3, 2]
+
+    run_on(kind, tmp_path, scenario)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_a_page_of_one_state_lists_only_the_sagas_in_it(kind: str, tmp_path: Path) -> None:
+    async def scenario(log: SagaLog) -> None:
+        ends = {"f1": SagaState.FAILED, "c1": SagaState.COMPLETED, "f2": SagaState.FAILED, "f3": SagaState.FAILED}
+        for at_ms, (transaction_id, end) in enumerate(ends.items(), start=1_000):
+            await log.create(record(transaction_id, at_ms=at_ms), SagaState.DEBITING)
+            await log.commit(Change(transaction_id, at_ms + 100, end))
+        await log.submit(record("pending", at_ms=5_000))
+
+        assert [saga.transaction_id for saga in await log.page(state=SagaState.FAILED, limit=10)] == ["f3", "f2", "f1"]
+        assert [saga.transaction_id for saga in await log.page(state=SagaState.COMPLETED, limit=10)] == ["c1"]
+        assert [saga.transaction_id for saga in await log.page(state=SagaState.PENDING, limit=10)] == ["pending"]
+        assert await log.page(state=SagaState.CREDITING, limit=10) == []
+        # A state and a cursor together: the next failed saga past f3, skipping c1 between them.
+        (next_failed,) = await log.page(state=SagaState.FAILED, limit=1, after=(1_003, "f3"))
+        assert next_failed.transaction_id == "f2"
+        assert {saga.state for saga in await log.page(state=SagaState.FAILED, limit=10)} == {SagaState.FAILED}
+
+    run_on(kind, tmp_path, scenario)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_an_empty_log_gives_an_empty_page_and_no_states(kind: str, tmp_path: Path) -> None:
+    async def scenario(log: SagaLog) -> None:
+        assert await log.page(limit=10) == []
+        assert await log.page(state=SagaState.PENDING, limit=10, after=(1_000, "t")) == []
+        assert await log.states(["t"]) == {}
+        assert await log.states([]) == {}
+
+    run_on(kind, tmp_path, scenario)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_states_reads_several_sagas_at_once_leaves_out_unknown_ids_and_follows_commits(
+    kind: str, tmp_path: Path
+) -> None:
+    async def scenario(log: SagaLog) -> None:
+        for transaction_id in ("a", "b", "c"):
+            await log.submit(record(transaction_id))
+        assert await log.states(["a", "b", "unknown"]) == {"a": SagaState.PENDING, "b": SagaState.PENDING}
+
+        (claimed,) = await log.claim("w1", limit=1, lease_ms=LEASE_MS, now_ms=2_000, transaction_id="a")
+        await log.commit(Change("a", 2_001, SagaState.DEBITING, epoch=claimed.epoch, owner="w1"))
+        await log.commit(Change("b", 2_002, SagaState.FAILED, error="refused"))
+        assert await log.states(["c", "b", "a", "a", "gone"]) == {
+            "a": SagaState.DEBITING,
+            "b": SagaState.FAILED,
+            "c": SagaState.PENDING,
+        }
+        # A commit without a state change leaves the state as it was.
+        await log.commit(Change("a", 2_003, fence_credit=True, epoch=claimed.epoch, owner="w1"))
+        assert await log.states(["a"]) == {"a": SagaState.DEBITING}
+        assert await log.states([]) == {}
+
+    run_on(kind, tmp_path, scenario)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_a_resubmission_naming_the_same_services_at_other_urls_returns_the_first_saga(
+    kind: str, tmp_path: Path
+) -> None:
+    async def scenario(log: SagaLog) -> None:
+        _, created = await log.submit(named("first", key="k1", by="api-a"))
+        assert created
+        before = await log.history("first")
+        # The services moved (or the caller's directory lists other replicas): the names are what count.
+        moved = named(
+            "second",
+            key="k1",
+            by="api-a",
+            at_ms=9_000,
+            source=AccountRef("http://a-new.test", "alice", "bank-a"),
+            target=AccountRef("http://b3.test", "bob", "bank-b"),
+        )
+        again, created_again = await log.submit(moved)
+        assert (again.transaction_id, created_again) == ("first", False)
+        # The first saga as it was recorded, URLs included, not the resubmission.
+        assert (carried(again), again.created_at_ms) == (NAMED_BY_A, 1_000)
+        assert [saga.transaction_id for saga in await log.sagas()] == ["first"]
+        assert await log.get("second") is None
+        assert await log.history("first") == before
+
+    run_on(kind, tmp_path, scenario)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_a_used_idempotency_key_from_another_caller_or_for_other_services_is_a_conflict(
+    kind: str, tmp_path: Path
+) -> None:
+    async def scenario(log: SagaLog) -> None:
+        await log.submit(named("first", key="k1", by="api-a"))
+        before = await log.history("first")
+
+        with pytest.raises(IdempotencyKeyConflict):
+            await log.submit(named("from-b", key="k1", by="api-b"))
+        with pytest.raises(IdempotencyKeyConflict):
+            await log.submit(named("from-nobody", key="k1", by=None))
+        with pytest.raises(IdempotencyKeyConflict):
+            await log.submit(named("elsewhere", key="k1", by="api-a", target=AccountRef("http://b.test", "bob", "c")))
+
+        assert [saga.transaction_id for saga in await log.sagas()] == ["first"]
+        for refused in ("from-b", "from-nobody", "elsewhere"):
+            assert await log.get(refused) is None
+            assert await log.history(refused) == []
+        assert await log.history("first") == before
+        saga = await log.get("first")
+        assert saga is not None
+        assert carried(saga) == NAMED_BY_A
+        # The caller that used the key first still gets its saga back.
+        again, created = await log.submit(named("retry", key="k1", by="api-a"))
+        assert (again.transaction_id, created) == ("first", False)
+
+    run_on(kind, tmp_path, scenario)
+
+
+#: The tables of a SQLite saga log written before service names and callers were kept (HEAD's _SCHEMA).
+BEFORE_SERVICE_NAMES_SCHEMA = """
+CREATE TABLE sagas (
+    transaction_id TEXT PRIMARY KEY, source_urls TEXT NOT NULL, source_user TEXT NOT NULL,
+    target_urls TEXT NOT NULL, target_user TEXT NOT NULL, amount INTEGER NOT NULL CHECK (amount > 0),
+    state TEXT NOT NULL, fence_credit INTEGER NOT NULL DEFAULT 0, created_at_ms INTEGER NOT NULL,
+    updated_at_ms INTEGER NOT NULL, attempts INTEGER NOT NULL DEFAULT 0, last_error TEXT, owner TEXT,
+    epoch INTEGER NOT NULL DEFAULT 0, lease_expires_at_ms INTEGER NOT NULL DEFAULT 0, idempotency_key TEXT
+);
+CREATE INDEX sagas_by_state ON sagas (state);
+CREATE TABLE events (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT, transaction_id TEXT NOT NULL REFERENCES sagas (transaction_id),
+    at_ms INTEGER NOT NULL, kind TEXT NOT NULL, state TEXT, step TEXT, attempt INTEGER, status INTEGER,
+    code TEXT, latency_us INTEGER, detail TEXT, url TEXT, owner TEXT, epoch INTEGER, ledger_id TEXT
+);
+CREATE INDEX events_by_saga ON events (transaction_id, seq);
+CREATE UNIQUE INDEX sagas_by_idempotency_key ON sagas (idempotency_key) WHERE idempotency_key IS NOT NULL;
+INSERT INTO sagas VALUES
+    ('old', 'http://a.test', 'alice', 'http://b.test,http://b2.test', 'bob', 100, 'CREDITING', 0, 1000, 1001, 1,
+     NULL, NULL, 1, 0, 'k-old');
+INSERT INTO events (transaction_id, at_ms, kind, state) VALUES ('old', 1000, 'state', 'PENDING');
+"""
+
+
+def test_a_sqlite_log_from_before_service_names_is_upgraded_and_reads_them_as_none(tmp_path: Path) -> None:
+    import sqlite3
+
+    path = tmp_path / "saga.db"
+    with contextlib.closing(sqlite3.connect(path)) as connection:
+        connection.executescript(BEFORE_SERVICE_NAMES_SCHEMA)
+
+    async def reopen() -> None:
+        log = await SqliteSagaLog.open(path, create=False)
+        try:
+            old = await log.get("old")
+            assert old is not None
+            assert (old.state, old.idempotency_key, carried(old)) == (SagaState.CREDITING, "k-old", UNNAMED)
+            assert (old.source, old.target) == (SOURCE, TARGET)
+            assert [carried(saga) for saga in await log.page(limit=10)] == [UNNAMED]
+            assert await log.states(["old"]) == {"old": SagaState.CREDITING}
+            # Its key still finds it, for the same unnamed transfer from no particular caller.
+            again, created = await log.submit(record("again", key="k-old"))
+            assert (again.transaction_id, created) == ("old", False)
+            # And the upgraded file keeps what a new saga carries.
+            await log.submit(named("new", by="api-a", at_ms=2_000))
+            assert [(saga.transaction_id, carried(saga)) for saga in await log.page(limit=10)] == [
+                ("new", NAMED_BY_A),
+                ("old", UNNAMED),
+            ]
+        finally:
+            await log.close()
+
+    asyncio.run(reopen())
+    with contextlib.closing(sqlite3.connect(path)) as connection:
+        columns = {row[1] for row in connection.execute("PRAGMA table_info(sagas)")}
+    assert {"source_service", "target_service", "submitted_by"} <= columns
+
+    async def read_again() -> list[tuple[str, Carried]]:
+        log = await SqliteSagaLog.open(path, create=False, exclusive=False)
+        try:
+            return [(saga.transaction_id, carried(saga)) for saga in await log.page(limit=10)]
+        finally:
+            await log.close()
+
+    # A second opening finds nothing left to upgrade and reads the same.
+    assert asyncio.run(read_again()) == [("new", NAMED_BY_A), ("old", UNNAMED)]
