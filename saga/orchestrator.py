@@ -18,6 +18,7 @@ import httpx
 
 from generated_client.accounts import AuthenticatedClient, Client
 from saga import workflow
+from saga.directory import SERVICE_NAME, ServiceDirectory
 from saga.logs import LeaseLost, SagaLog
 from saga.records import AccountRef, SagaRecord
 from saga.replicas import Replicas, url_problem
@@ -89,6 +90,7 @@ class Orchestrator:
         now_ms: Callable[[], int] = _wall_clock_ms,
         owner: str | None = None,
         lease_seconds: float = DEFAULT_LEASE_SECONDS,
+        directory: ServiceDirectory | None = None,
     ) -> None:
         if concurrency < 1:
             raise ValueError("concurrency must be at least 1")
@@ -115,6 +117,8 @@ class Orchestrator:
         #: Sagas this orchestrator is driving now: recovery must not start a
         #: second runner for any of them.
         self._running: set[str] = set()
+        #: The URLs of named services, which take the place of those logged with a saga.
+        self.directory = directory or ServiceDirectory()
 
     # -- public API ---------------------------------------------------------------
 
@@ -234,6 +238,8 @@ class Orchestrator:
     # -- machinery ----------------------------------------------------------------
 
     async def _drive(self, record: SagaRecord) -> TransferResult:
+        record.source = self.directory.resolve(record.source)
+        record.target = self.directory.resolve(record.target)
         loop = asyncio.get_running_loop()
         started = loop.time()
         run = SagaRun(record, self.log, self.client_for, self.policies, self._rng, self._now_ms, self.replicas)
@@ -334,6 +340,8 @@ def validate(source: AccountRef, target: AccountRef, amount: int) -> None:
     for role, account in (("source", source), ("target", target)):
         if not _USER_ID.fullmatch(account.user_id):
             raise InvalidTransfer(f"{role} user_id {account.user_id!r} must be 1-64 characters of A-Z a-z 0-9 _ . -")
+        if account.service is not None and not SERVICE_NAME.fullmatch(account.service):
+            raise InvalidTransfer(f"{role} service name {account.service!r} is not a service name")
         if not account.urls:
             raise InvalidTransfer(f"{role} account {account.user_id!r} has no service URL")
         for url in account.urls:
