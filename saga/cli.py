@@ -83,6 +83,28 @@ def _lease_seconds(text: str) -> float:
     return value
 
 
+def retry_options(command: argparse.ArgumentParser) -> None:
+    command.add_argument(
+        "--max-credit-attempts",
+        type=whole_number(1, MAX_ATTEMPTS),
+        default=None,
+        help="credit attempts before compensating (3)",
+    )
+    command.add_argument(
+        "--request-timeout",
+        type=_seconds,
+        default=5.0,
+        help="seconds before a request counts as lost; every timeout of the HTTP client follows it (5)",
+    )
+    command.add_argument(
+        "--max-compensation-attempts",
+        type=whole_number(1, MAX_ATTEMPTS),
+        default=200,
+        help="attempts per compensation in this run; a saga whose compensation cannot finish stays in "
+        "COMPENSATING for the next recover (200, about six minutes at the capped backoff)",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser: argparse.ArgumentParser = OneLineParser(
         prog="python -m saga", description="Money transfers as durable sagas."
@@ -100,27 +122,6 @@ def build_parser() -> argparse.ArgumentParser:
         command.add_argument("--db", default=None, help=DB_HELP + " (SAGA_DB; saga.db)")
         command.add_argument("--token", default=os.environ.get("SAGA_TOKEN"), help="bearer token (SAGA_TOKEN)")
         command.add_argument("--json", action="store_true", help="print one JSON object as the last line")
-
-    def retry_options(command: argparse.ArgumentParser) -> None:
-        command.add_argument(
-            "--max-credit-attempts",
-            type=whole_number(1, MAX_ATTEMPTS),
-            default=None,
-            help="credit attempts before compensating (3)",
-        )
-        command.add_argument(
-            "--request-timeout",
-            type=_seconds,
-            default=5.0,
-            help="seconds before a request counts as lost; every timeout of the HTTP client follows it (5)",
-        )
-        command.add_argument(
-            "--max-compensation-attempts",
-            type=whole_number(1, MAX_ATTEMPTS),
-            default=200,
-            help="attempts per compensation in this run; a saga whose compensation cannot finish stays in "
-            "COMPENSATING for the next recover (200, about six minutes at the capped backoff)",
-        )
 
     transfer = commands.add_parser("transfer", help="move money once")
     transfer.add_argument("--from", dest="source", required=True, help="source user_id")
@@ -203,10 +204,12 @@ def build_parser() -> argparse.ArgumentParser:
     listing.add_argument("--db", required=True, help=DB_HELP)
     listing.add_argument("--json", action="store_true")
     from saga.demo import add_demo_command
+    from saga.service.command import add_serve_command
     from saga.simulation.cli import add_simulate_command
 
     add_demo_command(commands)
     add_simulate_command(commands)
+    add_serve_command(commands)
     return parser
 
 
@@ -599,6 +602,10 @@ def main(argv: Sequence[str] | None = None, out: TextIO = sys.stdout, err: TextI
         except SagaLogError as error:
             print(f"error: {error}", file=err)
             return EXIT_BAD_INPUT
+    if args.command == "serve":
+        from saga.service.command import run_serve
+
+        return run_serve(args, out, err)
     if args.command == "simulate":
         from saga.simulation.cli import run_simulate_command
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from saga.orchestrator import Orchestrator
@@ -41,6 +42,7 @@ class Worker:
         concurrency: int = 16,
         poll_seconds: float = 1.0,
         grace_seconds: float = 5.0,
+        on_finished: Callable[[TransferResult], None] | None = None,
     ) -> None:
         if concurrency < 1:
             raise ValueError("concurrency must be at least 1")
@@ -50,6 +52,8 @@ class Worker:
         self.concurrency = concurrency
         self.poll_seconds = poll_seconds
         self.grace_seconds = grace_seconds
+        #: Told of every saga this worker drove to an end or a pause.
+        self.on_finished = on_finished
         self.stats = WorkerStats()
         self._driving: dict[asyncio.Task[TransferResult], SagaRecord] = {}
 
@@ -86,6 +90,8 @@ class Worker:
                 error = finished.exception()
                 if error is not None:
                     logger.warning("saga %s stopped: %s", record.transaction_id, error)
+                elif self.on_finished is not None:
+                    self.on_finished(finished.result())
             wake.set()
 
         task.add_done_callback(done)

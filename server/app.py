@@ -76,7 +76,7 @@ def _problems(*statuses: int) -> dict[int | str, dict[str, Any]]:
 _LARGEST_AMOUNT_DIGITS = len(str(MAX_AMOUNT))
 
 
-def _integral_number(value: object) -> object:
+def integral_number(value: object) -> object:
     """Turn 2500.0 and 1e3 into integers: JSON Schema, and so the contract, counts them as integers.
 
     The body's numbers arrive as exact decimals (see server.edge), so
@@ -104,7 +104,7 @@ class LedgerRequest(BaseModel):
 
     user_id: Annotated[str, Field(min_length=1, max_length=64, pattern=USER_ID_PATTERN)]
     amount: Annotated[
-        StrictInt, Field(ge=1, le=MAX_AMOUNT, description="Minor units (cents)."), BeforeValidator(_integral_number)
+        StrictInt, Field(ge=1, le=MAX_AMOUNT, description="Minor units (cents)."), BeforeValidator(integral_number)
     ]
 
 

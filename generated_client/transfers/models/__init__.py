@@ -7,6 +7,7 @@ from .health import Health
 from .health_status import HealthStatus
 from .problem import Problem
 from .transfer import Transfer
+from .transfer_account import TransferAccount
 from .transfer_event import TransferEvent
 from .transfer_event_step import TransferEventStep
 from .transfer_events import TransferEvents
@@ -22,6 +23,7 @@ __all__ = (
     "HealthStatus",
     "Problem",
     "Transfer",
+    "TransferAccount",
     "TransferEvent",
     "TransferEventStep",
     "TransferEvents",

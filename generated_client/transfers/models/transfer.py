@@ -9,7 +9,7 @@ from attrs import define as _attrs_define
 from ..models.transfer_state import TransferState
 
 if TYPE_CHECKING:
-    from ..models.account_at import AccountAt
+    from ..models.transfer_account import TransferAccount
 
 
 T = TypeVar("T", bound="Transfer")
@@ -27,8 +27,8 @@ class Transfer:
             back. `FAILED`: the debit was refused, so nothing moved.
             `NEEDS_ATTENTION`: an accounts service forgot the transfer; an
             operator decides.
-        source (AccountAt):
-        target (AccountAt):
+        source (TransferAccount):
+        target (TransferAccount):
         amount (int): An amount of money in minor units (cents). The service writes it
             without a fraction; it reads `2500.0` as `2500`, and refuses any other
             fraction.
@@ -43,8 +43,8 @@ class Transfer:
     transaction_id: str
     idempotency_key: None | str
     state: TransferState
-    source: AccountAt
-    target: AccountAt
+    source: TransferAccount
+    target: TransferAccount
     amount: int
     created_at: datetime.datetime
     updated_at: datetime.datetime
@@ -100,7 +100,7 @@ class Transfer:
 
     @classmethod
     def from_dict(cls, src_dict: Mapping[str, Any]) -> Self:
-        from ..models.account_at import AccountAt
+        from ..models.transfer_account import TransferAccount
 
         d = dict(src_dict)
         transaction_id = d.pop("transaction_id")
@@ -114,9 +114,9 @@ class Transfer:
 
         state = TransferState(d.pop("state"))
 
-        source = AccountAt.from_dict(d.pop("source"))
+        source = TransferAccount.from_dict(d.pop("source"))
 
-        target = AccountAt.from_dict(d.pop("target"))
+        target = TransferAccount.from_dict(d.pop("target"))
 
         amount = d.pop("amount")
 

@@ -1,0 +1,524 @@
+"""The HTTP adapter of the transfers service: openapi/transfers.yaml over a saga log.
+
+Every route reads or writes the log and nothing else: a submission is one
+idempotent insert, a read is one query, a wait is :class:`EndWatch`. The
+sagas are driven elsewhere (see saga/service/command.py).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hmac
+import json
+import logging
+import time
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from functools import cache
+from pathlib import Path
+from typing import Annotated, Any, Final, Literal
+
+import yaml
+from fastapi import FastAPI, Query, Request
+from fastapi import Path as PathParameter
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import Response
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictInt, ValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from saga.directory import ServiceDirectory, UnknownService
+from saga.logs import IdempotencyKeyConflict, SagaLog, SagaLogError
+from saga.orchestrator import MAX_AMOUNT, InvalidTransfer, validate
+from saga.records import AccountRef, Event, SagaRecord
+from saga.service.waiting import EndWatch
+from saga.states import SagaState
+from server.app import integral_number
+from server.contract import TRANSACTION_ID_PATTERN, USER_ID_PATTERN
+from server.edge import RETRY_AFTER_SECONDS, RequestGuardMiddleware, parse_json_exactly
+
+request_log = logging.getLogger("saga.api")
+
+CONTRACT_PATH: Final = Path(__file__).resolve().parents[2] / "openapi" / "transfers.yaml"
+PROBLEM_CONTENT_TYPE: Final = "application/problem+json"
+#: The longest ``?wait`` the contract allows, in seconds.
+MAX_WAIT_SECONDS: Final = 30
+MAX_PAGE: Final = 500
+DEFAULT_PAGE: Final = 50
+IDEMPOTENCY_KEY_PATTERN: Final = r"^[ -~]{1,255}$"
+SERVICE_NAME_PATTERN: Final = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
+CURSOR_PATTERN: Final = r"^[A-Za-z0-9_-]+$"
+#: Paths anyone may call, whatever tokens the service has.
+PUBLIC_PATHS: Final = frozenset({"/healthz", "/readyz", "/openapi.json"})
+
+ErrorCode = Literal[
+    "missing_idempotency_key",
+    "invalid_idempotency_key",
+    "invalid_request",
+    "unauthorized",
+    "unknown_service",
+    "idempotency_key_reused",
+    "unknown_transfer",
+    "request_too_large",
+    "internal_error",
+    "log_unavailable",
+    "service_overloaded",
+]
+
+TITLES: Final[dict[str, str]] = {
+    "missing_idempotency_key": "Missing Idempotency-Key header",
+    "invalid_idempotency_key": "Invalid Idempotency-Key header",
+    "invalid_request": "Invalid request",
+    "unauthorized": "Unauthorized",
+    "unknown_service": "Unknown service",
+    "idempotency_key_reused": "Idempotency key reused",
+    "unknown_transfer": "Unknown transfer",
+    "request_too_large": "Request too large",
+    "internal_error": "Internal error",
+    "log_unavailable": "Saga log unavailable",
+    "service_overloaded": "Service overloaded",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class TransfersSettings:
+    directory: ServiceDirectory
+    #: Caller name -> its bearer token. Empty: no authentication (loopback only; see the serve command).
+    api_tokens: Mapping[str, str] = field(default_factory=dict)
+    max_body_bytes: int = 64 * 1024
+
+    def __post_init__(self) -> None:
+        secrets = list(self.api_tokens.values())
+        if len(set(secrets)) != len(secrets):
+            raise ValueError("two API callers have the same token: a token must name one caller")
+        if any(not secret for secret in secrets):
+            raise ValueError("an API token must not be empty")
+
+
+class Problem(Exception):
+    def __init__(self, status: int, code: ErrorCode, detail: str, headers: dict[str, str] | None = None) -> None:
+        super().__init__(detail)
+        self.status, self.code, self.detail, self.headers = status, code, detail, headers
+
+
+def _problem_response(problem: Problem) -> Response:
+    body = {
+        "type": f"/problems/{problem.code}",
+        "title": TITLES[problem.code],
+        "status": problem.status,
+        "detail": problem.detail,
+        "code": problem.code,
+    }
+    return Response(
+        json.dumps(body, separators=(",", ":")),
+        status_code=problem.status,
+        media_type=PROBLEM_CONTENT_TYPE,
+        headers=problem.headers,
+    )
+
+
+def _log_unavailable(error: Exception) -> Problem:
+    return Problem(
+        503,
+        "log_unavailable",
+        f"the saga log is unavailable ({error}); send the same request again later",
+        headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
+    )
+
+
+class AccountAtModel(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    service: Annotated[str, Field(min_length=1, max_length=64, pattern=SERVICE_NAME_PATTERN)]
+    user_id: Annotated[str, Field(min_length=1, max_length=64, pattern=USER_ID_PATTERN)]
+
+
+class TransferRequestModel(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    source: AccountAtModel
+    target: AccountAtModel
+    amount: Annotated[StrictInt, Field(ge=1, le=MAX_AMOUNT), BeforeValidator(integral_number)]
+
+
+# -- what the API shows -------------------------------------------------------------
+
+
+def iso_time(at_ms: int) -> str:
+    """Milliseconds since the epoch as ISO 8601 in UTC, to the millisecond."""
+    whole = datetime.fromtimestamp(at_ms // 1000, UTC)
+    return whole.strftime("%Y-%m-%dT%H:%M:%S") + f".{at_ms % 1000:03d}Z"
+
+
+class Presenter:
+    """Log records as the contract shows them; a service logged by URL is named when the directory knows it."""
+
+    def __init__(self, directory: ServiceDirectory) -> None:
+        self.directory = directory
+
+    def service_name(self, account: AccountRef) -> str | None:
+        if account.service is not None:
+            return account.service
+        for name in self.directory.names:
+            if account.same_service(AccountRef(self.directory.urls(name), "")):
+                return name
+        return None
+
+    def transfer(self, record: SagaRecord) -> dict[str, Any]:
+        return {
+            "transaction_id": record.transaction_id,
+            "idempotency_key": record.idempotency_key,
+            "state": record.state.value,
+            "source": {"service": self.service_name(record.source), "user_id": record.source.user_id},
+            "target": {"service": self.service_name(record.target), "user_id": record.target.user_id},
+            "amount": record.amount,
+            "created_at": iso_time(record.created_at_ms),
+            "updated_at": iso_time(record.updated_at_ms),
+            "attempts": record.attempts,
+            "last_error": record.last_error,
+            "submitted_by": record.submitted_by,
+        }
+
+    def event(self, record: SagaRecord, event: Event) -> dict[str, Any]:
+        shown: dict[str, Any] = {"at": iso_time(event.at_ms), "kind": event.kind}
+        if event.state is not None:
+            shown["state"] = event.state.value
+        if event.detail:
+            shown["because"] = event.detail
+        attempt = event.attempt
+        if attempt is not None:
+            account = record.source if attempt.step in ("debit", "compensate_debit") else record.target
+            shown |= {
+                "step": attempt.step,
+                "attempt": attempt.number,
+                "status": attempt.status,
+                "code": attempt.code,
+                "error": attempt.error,
+                "latency_us": attempt.latency_us,
+                "service": self.service_name(account),
+                "ledger_id": attempt.ledger_id,
+            }
+        shown |= {"worker": event.owner, "epoch": event.epoch}
+        return shown
+
+
+def encode_cursor(record: SagaRecord) -> str:
+    raw = f"{record.created_at_ms}.{record.transaction_id}".encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> tuple[int, str]:
+    """The (created_at_ms, transaction_id) a cursor stands for; Problem 422 if it is not one of ours."""
+    try:
+        text = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode("ascii")
+        millis, _, transaction_id = text.partition(".")
+        if not millis.isdigit() or len(millis) > 16 or not transaction_id or len(transaction_id) > 128:
+            raise ValueError(text)
+        return int(millis), transaction_id
+    except (binascii.Error, UnicodeDecodeError, ValueError):
+        raise Problem(422, "invalid_request", "after: not a cursor this service gave out") from None
+
+
+# -- machinery ------------------------------------------------------------------------
+
+
+class ApiMetrics:
+    """The API's own metrics, beside the saga metrics of the same process."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.registry = registry
+        self.requests = Counter(
+            "transfers_api_requests",
+            "Requests answered by the transfers API, by operation, status and problem code.",
+            ["operation", "status", "code"],
+            registry=registry,
+        )
+        self.latency = Histogram(
+            "transfers_api_request_duration_seconds",
+            "Time to answer one request of the transfers API (a wait included), by operation.",
+            ["operation"],
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0),
+            registry=registry,
+        )
+
+
+class CallerTokens:
+    """Bearer tokens of the API's callers: sets the caller's name on the request, or refuses it with 401."""
+
+    def __init__(self, app: ASGIApp, tokens: Mapping[str, str]) -> None:
+        self.app = app
+        self.callers = [(secret.encode(), name) for name, secret in tokens.items()]
+
+    def caller(self, scope: Scope) -> str | None:
+        presented = [value for name, value in scope["headers"] if name == b"authorization"]
+        if len(presented) != 1:
+            return None
+        scheme, _, credentials = presented[0].partition(b" ")
+        if scheme.lower() != b"bearer":
+            return None
+        token = credentials.strip(b" ")
+        found = None
+        for secret, name in self.callers:
+            # Every token is compared, so the time taken does not tell which one came close.
+            if hmac.compare_digest(token, secret):
+                found = name
+        return found
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or not self.callers or scope["path"] in PUBLIC_PATHS:
+            await self.app(scope, receive, send)
+            return
+        name = self.caller(scope)
+        if name is None:
+            problem = Problem(
+                401,
+                "unauthorized",
+                "this service requires Authorization: Bearer <token>",
+                headers={"WWW-Authenticate": "Bearer"},
+            )
+            await _problem_response(problem)(scope, receive, send)
+            return
+        scope.setdefault("state", {})["caller"] = name
+        await self.app(scope, receive, send)
+
+
+@cache
+def _contract(path: Path) -> dict[str, Any]:
+    document = yaml.safe_load(path.read_text(encoding="utf-8"))
+    if not isinstance(document, dict):
+        raise ValueError(f"{path} is not an OpenAPI document")
+    return document
+
+
+class TransfersContractApp(FastAPI):
+    """Serves the committed transfers contract as its OpenAPI document."""
+
+    def openapi(self) -> dict[str, Any]:
+        return _contract(CONTRACT_PATH)
+
+
+TransactionIdPath = Annotated[str, PathParameter(min_length=1, max_length=128, pattern=TRANSACTION_ID_PATTERN)]
+
+
+def _caller(request: Request) -> str | None:
+    return getattr(request.state, "caller", None)
+
+
+def _idempotency_key(request: Request) -> str:
+    keys = request.headers.getlist("idempotency-key")
+    if not keys:
+        detail = "the Idempotency-Key header is required: the same key sends the same transfer at most once"
+        raise Problem(400, "missing_idempotency_key", detail)
+    if len(keys) > 1:
+        raise Problem(400, "invalid_idempotency_key", f"the request has {len(keys)} Idempotency-Key headers; send one")
+    key = keys[0]
+    if not 1 <= len(key) <= 255 or any(not " " <= character <= "~" for character in key):
+        raise Problem(400, "invalid_idempotency_key", "Idempotency-Key must be 1-255 printable ASCII characters")
+    return key
+
+
+def _describe(errors: Sequence[Any]) -> str:
+    parts = []
+    for error in errors[:5]:
+        location = ".".join(str(part) for part in error.get("loc", ()) if part != "body") or "body"
+        parts.append(f"{location}: {error.get('msg', 'invalid')}")
+    return "; ".join(parts) or "invalid request"
+
+
+def _operation(request: Request) -> str:
+    route = request.scope.get("route")
+    return getattr(route, "name", None) or "unrouted"
+
+
+def create_transfers_app(
+    settings: TransfersSettings,
+    log: SagaLog,
+    *,
+    watch: EndWatch | None = None,
+    registry: CollectorRegistry | None = None,
+    clock_ms: Any = None,
+) -> FastAPI:
+    """Build the transfers API over ``log``; the caller opens and closes the log, and drives the sagas."""
+    watch = watch or EndWatch(log)
+    registry = registry or CollectorRegistry(auto_describe=True)
+    metrics = ApiMetrics(registry)
+    present = Presenter(settings.directory)
+    now_ms = clock_ms or (lambda: time.time_ns() // 1_000_000)
+
+    app = TransfersContractApp(title="Transfers service", docs_url=None, redoc_url=None, openapi_url="/openapi.json")
+
+    @app.middleware("http")
+    async def count_and_log(request: Request, call_next: Any) -> Response:
+        started = time.perf_counter()
+        response: Response = await call_next(request)
+        operation = _operation(request)
+        code = getattr(request.state, "problem_code", "")
+        metrics.requests.labels(operation, str(response.status_code), code).inc()
+        metrics.latency.labels(operation).observe(time.perf_counter() - started)
+        if request_log.isEnabledFor(logging.INFO):
+            request_log.info(
+                "",
+                extra={
+                    "fields": {
+                        "operation": operation,
+                        "status": response.status_code,
+                        "code": code or None,
+                        "transaction_id": getattr(request.state, "transaction_id", None),
+                        "caller": _caller(request),
+                    }
+                },
+            )
+        return response
+
+    @app.post("/transfers", name="createTransfer")
+    async def create_transfer(request: Request) -> Response:
+        key = _idempotency_key(request)
+        try:
+            body = TransferRequestModel.model_validate(parse_json_exactly(await request.body()))
+        except json.JSONDecodeError as error:
+            raise Problem(
+                422, "invalid_request", f"the body is not JSON as this service reads it: {error.msg}"
+            ) from None
+        except ValidationError as error:
+            raise Problem(422, "invalid_request", _describe(error.errors())) from None
+        try:
+            source = settings.directory.account(body.source.service, body.source.user_id)
+            target = settings.directory.account(body.target.service, body.target.user_id)
+        except UnknownService as error:
+            raise Problem(422, "unknown_service", str(error)) from None
+        try:
+            validate(source, target, body.amount)
+        except InvalidTransfer as error:
+            raise Problem(422, "invalid_request", str(error)) from None
+        created_at = now_ms()
+        record = SagaRecord(
+            str(uuid.uuid4()),
+            source,
+            target,
+            body.amount,
+            created_at_ms=created_at,
+            updated_at_ms=created_at,
+            idempotency_key=key,
+            submitted_by=_caller(request),
+        )
+        try:
+            saga, created = await log.submit(record)
+        except IdempotencyKeyConflict:
+            raise Problem(
+                422,
+                "idempotency_key_reused",
+                "this Idempotency-Key was already used for another transfer (another body, or another caller); "
+                "nothing was recorded",
+            ) from None
+        except SagaLogError as error:
+            raise _log_unavailable(error) from None
+        request.state.transaction_id = saga.transaction_id
+        if created:
+            return _json(present.transfer(saga), 201, {"Location": f"/transfers/{saga.transaction_id}"})
+        return _json(present.transfer(saga), 200, {"Idempotent-Replayed": "true"})
+
+    @app.get("/transfers", name="listTransfers")
+    async def list_transfers(
+        state: Annotated[SagaState | None, Query()] = None,
+        limit: Annotated[int, Query(ge=1, le=MAX_PAGE, strict=False)] = DEFAULT_PAGE,
+        after: Annotated[str | None, Query(min_length=1, max_length=512, pattern=CURSOR_PATTERN)] = None,
+    ) -> Response:
+        position = decode_cursor(after) if after is not None else None
+        try:
+            # One more than the page: whether it exists says whether a next page does.
+            records = await log.page(state=state, limit=limit + 1, after=position)
+        except SagaLogError as error:
+            raise _log_unavailable(error) from None
+        page = records[:limit]
+        next_cursor = encode_cursor(page[-1]) if len(records) > limit else None
+        return _json({"transfers": [present.transfer(record) for record in page], "next": next_cursor})
+
+    async def _read(transaction_id: str) -> SagaRecord:
+        try:
+            record = await log.get(transaction_id)
+        except SagaLogError as error:
+            raise _log_unavailable(error) from None
+        if record is None:
+            raise Problem(404, "unknown_transfer", f"no transfer has the id {transaction_id!r}")
+        return record
+
+    @app.get("/transfers/{transaction_id}", name="getTransfer")
+    async def get_transfer(
+        request: Request,
+        transaction_id: TransactionIdPath,
+        wait: Annotated[int, Query(ge=0, le=MAX_WAIT_SECONDS)] = 0,
+    ) -> Response:
+        request.state.transaction_id = transaction_id
+        record = await _read(transaction_id)
+        if wait > 0 and not record.state.is_terminal:
+            await watch.wait(transaction_id, wait)
+            record = await _read(transaction_id)
+        return _json(present.transfer(record))
+
+    @app.get("/transfers/{transaction_id}/events", name="getTransferEvents")
+    async def get_transfer_events(request: Request, transaction_id: TransactionIdPath) -> Response:
+        request.state.transaction_id = transaction_id
+        record = await _read(transaction_id)
+        try:
+            history = await log.history(transaction_id)
+        except SagaLogError as error:
+            raise _log_unavailable(error) from None
+        events = [present.event(record, event) for event in history]
+        return _json({"transaction_id": transaction_id, "events": events})
+
+    @app.get("/healthz", name="healthz")
+    async def healthz() -> Response:
+        return _json({"status": "ok"})
+
+    @app.get("/readyz", name="readyz")
+    async def readyz() -> Response:
+        try:
+            await log.states(["readiness-check"])
+        except Exception as error:
+            raise _log_unavailable(error) from None
+        return _json({"status": "ok"})
+
+    @app.get("/metrics", name="metrics")
+    async def prometheus_metrics() -> Response:
+        return Response(generate_latest(registry), media_type="text/plain; version=0.0.4; charset=utf-8")
+
+    async def on_problem(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, Problem)
+        request.state.problem_code = exc.code
+        return _problem_response(exc)
+
+    async def on_validation_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, RequestValidationError)
+        return await on_problem(request, Problem(422, "invalid_request", _describe(exc.errors())))
+
+    async def on_http_exception(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, StarletteHTTPException)
+        problem = Problem(exc.status_code, "invalid_request", str(exc.detail), dict(exc.headers or {}) or None)
+        return await on_problem(request, problem)
+
+    async def on_unexpected_error(request: Request, exc: Exception) -> Response:
+        logging.getLogger("saga").exception("unexpected error on %s", request.url.path)
+        problem = Problem(
+            500, "internal_error", "an unexpected error occurred; whether anything was recorded is unknown"
+        )
+        return _problem_response(problem)
+
+    app.add_exception_handler(Problem, on_problem)
+    app.add_exception_handler(RequestValidationError, on_validation_error)
+    app.add_exception_handler(StarletteHTTPException, on_http_exception)
+    app.add_exception_handler(Exception, on_unexpected_error)
+    app.add_middleware(CallerTokens, tokens=settings.api_tokens)
+    app.add_middleware(RequestGuardMiddleware, max_body_bytes=settings.max_body_bytes, on_refusal=lambda *_: None)
+    app.state.watch = watch
+    app.state.registry = registry
+    return app
+
+
+def _json(payload: object, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    return Response(
+        json.dumps(payload, separators=(",", ":")), status_code=status, media_type="application/json", headers=headers
+    )
