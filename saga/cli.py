@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import re
@@ -15,7 +16,8 @@ from typing import Any, NoReturn, TextIO
 
 from generated_client.accounts.api.accounts import get_account
 from generated_client.accounts.models import Account
-from saga import batch, console, services
+from saga import batch, console, remote, services
+from saga.directory import ServiceDirectory, directory_from
 from saga.logging_setup import configure_saga_logging
 from saga.logs import IdempotencyKeyConflict, SagaLog, SagaLogError, is_shared
 from saga.logs import open_log as open_any_log
@@ -25,6 +27,7 @@ from saga.options import (
     MAX_CONCURRENCY,
     MAX_SEED,
     MAX_TRANSFERS,
+    add_directory_options,
     add_operating_options,
     whole_number,
 )
@@ -154,13 +157,34 @@ def build_parser() -> argparse.ArgumentParser:
     retry_options(run_batch)
     add_operating_options(run_batch)
 
+    def api_options(command: argparse.ArgumentParser) -> None:
+        command.add_argument(
+            "--api",
+            default=os.environ.get("SAGA_API"),
+            metavar="URL",
+            help="go through the transfers service at URL (python -m saga serve) instead of a log (SAGA_API)",
+        )
+        command.add_argument(
+            "--api-token",
+            default=os.environ.get("SAGA_API_TOKEN"),
+            help="bearer token for the transfers service (SAGA_API_TOKEN)",
+        )
+
     submission = commands.add_parser("submit", help="record a transfer for the workers; print its transaction_id")
-    submission.add_argument("--from", dest="source", required=True, help="source user_id")
-    submission.add_argument("--to", dest="target", required=True, help="target user_id")
+    submission.add_argument(
+        "--from", dest="source", required=True, help="source user_id; under --api, SERVICE:USER_ID (bank-a:alice)"
+    )
+    submission.add_argument(
+        "--to", dest="target", required=True, help="target user_id; under --api, SERVICE:USER_ID (bank-b:bob)"
+    )
     submission.add_argument("--amount", type=_amount, required=True, help="minor units (cents)")
     services_options(submission)
     submission.add_argument("--db", default=None, help=DB_HELP + " (SAGA_DB; saga.db)")
-    submission.add_argument("--idempotency-key", help="submit once per key: again returns the first transaction_id")
+    api_options(submission)
+    submission.add_argument(
+        "--idempotency-key",
+        help="submit once per key: again returns the first transaction_id (under --api, a new key when not given)",
+    )
     submission.add_argument("--wait", action="store_true", help="wait until the transfer ends; exit as transfer does")
     submission.add_argument("--json", action="store_true")
 
@@ -180,6 +204,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=1.0,
         help="look for expired leases this often; a submission wakes workers at once (1)",
     )
+    add_directory_options(work, "sent to in place of the URLs logged for sagas that name it")
     retry_options(work)
     add_operating_options(work)
 
@@ -187,22 +212,35 @@ def build_parser() -> argparse.ArgumentParser:
     recover.add_argument("--db", required=True, help=DB_HELP)
     recover.add_argument("--token", default=os.environ.get("SAGA_TOKEN"))
     recover.add_argument("--json", action="store_true")
+    add_directory_options(recover, "sent to in place of the URLs logged for sagas that name it")
     retry_options(recover)
     add_operating_options(recover)
 
     show = commands.add_parser("show", help="one saga's history")
     show.add_argument("transaction_id")
-    show.add_argument("--db", required=True, help=DB_HELP)
+    show.add_argument("--db", default=None, help=DB_HELP + " (SAGA_DB; saga.db)")
+    api_options(show)
     show.add_argument("--json", action="store_true")
     show.add_argument(
         "--trail", action="store_true", help="also the audit trail of the same id at each service of the saga"
     )
     show.add_argument("--token", default=os.environ.get("SAGA_TOKEN"), help="bearer token for --trail (SAGA_TOKEN)")
 
-    listing = commands.add_parser("list", help="the sagas in the log")
+    listing = commands.add_parser("list", help="the sagas in the log, or a page of them from the transfers service")
     listing.add_argument("--state", choices=[state.value for state in SagaState])
-    listing.add_argument("--db", required=True, help=DB_HELP)
+    listing.add_argument("--db", default=None, help=DB_HELP + " (SAGA_DB; saga.db)")
+    api_options(listing)
+    listing.add_argument(
+        "--limit", type=whole_number(1, 500), default=50, help="under --api: transfers on the page, newest first (50)"
+    )
+    listing.add_argument("--after", help="under --api: the cursor a previous page printed, for the next page")
     listing.add_argument("--json", action="store_true")
+
+    timeline = commands.add_parser("events", help="one transfer's timeline: every state change and request")
+    timeline.add_argument("transaction_id")
+    timeline.add_argument("--db", default=None, help=DB_HELP + " (SAGA_DB; saga.db)")
+    api_options(timeline)
+    timeline.add_argument("--json", action="store_true")
     from saga.demo import add_demo_command
     from saga.service.command import add_serve_command
     from saga.simulation.cli import add_simulate_command
@@ -405,10 +443,20 @@ async def cmd_batch(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     return EXIT_INVARIANT_BROKEN if report.violations else EXIT_OK
 
 
+def directory_of(args: argparse.Namespace) -> ServiceDirectory:
+    try:
+        return directory_from(args.service, args.services)
+    except ValueError as error:
+        raise UsageError(str(error)) from None
+
+
 async def cmd_recover(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    directory = directory_of(args)
     log = await open_log(args.db, create=False)
     try:
-        async with Orchestrator(observed(log, args), policies=policies_from(args), token=args.token) as orchestrator:
+        async with Orchestrator(
+            observed(log, args), policies=policies_from(args), token=args.token, directory=directory
+        ) as orchestrator:
             recovered = await orchestrator.recover()
     finally:
         await log.close()
@@ -427,7 +475,40 @@ async def cmd_recover(args: argparse.Namespace, out: TextIO, err: TextIO) -> int
     return EXIT_SAGA_DID_NOT_COMPLETE if unfinished else EXIT_OK
 
 
+def transfers_api(args: argparse.Namespace) -> remote.TransfersApi:
+    from saga.replicas import url_problem
+
+    problem = url_problem(args.api)
+    if problem is not None:
+        raise UsageError(f"--api {args.api!r} {problem}")
+    return remote.TransfersApi(args.api.rstrip("/"), args.api_token)
+
+
+def submit_through_api(args: argparse.Namespace, out: TextIO) -> int:
+    if args.url or args.source_url or args.target_url or args.db:
+        raise UsageError("--api names services by name: give --from SERVICE:USER_ID and --to SERVICE:USER_ID, no URL")
+    api = transfers_api(args)
+    submitted = api.submit(
+        remote.parse_account(args.source, "--from"),
+        remote.parse_account(args.target, "--to"),
+        args.amount,
+        args.idempotency_key,
+    )
+    shown = api.wait_for_end(submitted.transfer["transaction_id"]) if args.wait else submitted.transfer
+    if args.json:
+        print(json.dumps({**shown, "replayed": submitted.replayed}), file=out)
+    elif args.wait:
+        print(remote.transfer_line(shown), file=out)
+    else:
+        print(shown["transaction_id"], file=out)
+    if not args.wait:
+        return EXIT_OK
+    return EXIT_OK if shown["state"] == SagaState.COMPLETED else EXIT_SAGA_DID_NOT_COMPLETE
+
+
 async def cmd_submit(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    if args.api:
+        return submit_through_api(args, out)
     source_urls, target_urls = service_urls(args)
     source, target = AccountRef(source_urls, args.source), AccountRef(target_urls, args.target)
     log = await open_log(default_db(args))
@@ -457,6 +538,7 @@ async def cmd_submit(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
 
 
 async def cmd_worker(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    directory = directory_of(args)
     log = await open_log(default_db(args))
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -470,6 +552,7 @@ async def cmd_worker(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
             concurrency=args.concurrency,
             owner=args.worker_id,
             lease_seconds=args.lease_seconds,
+            directory=directory,
         ) as orchestrator:
             worker = Worker(orchestrator, concurrency=args.concurrency, poll_seconds=args.poll_seconds)
             print(f"worker {orchestrator.owner} driving sagas, {args.concurrency} at a time", file=err, flush=True)
@@ -504,12 +587,30 @@ def saga_json(record: SagaRecord) -> dict[str, Any]:
     }
 
 
+def show_through_api(args: argparse.Namespace, out: TextIO) -> int:
+    if args.trail:
+        raise UsageError("--trail reads the accounts services directly: use it with --db")
+    api = transfers_api(args)
+    shown, events = api.transfer(args.transaction_id), api.events(args.transaction_id)
+    if args.json:
+        print(json.dumps({**shown, "events": events}), file=out)
+        return EXIT_OK
+    print(remote.transfer_line(shown), file=out)
+    print(f"  idempotency key {shown['idempotency_key']!r}, submitted by {shown['submitted_by'] or '-'}", file=out)
+    for event in events:
+        print(remote.event_line(event), file=out)
+    return EXIT_OK
+
+
 async def cmd_show(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
-    log = await open_log(args.db, create=False, exclusive=False)
+    if args.api:
+        return show_through_api(args, out)
+    database = default_db(args)
+    log = await open_log(database, create=False, exclusive=False)
     try:
         record = await log.get(args.transaction_id)
         if record is None:
-            raise UsageError(f"no saga {args.transaction_id} in {args.db if not is_shared(args.db) else 'the log'}")
+            raise UsageError(f"no saga {args.transaction_id} in {database if not is_shared(database) else 'the log'}")
         history = await log.history(args.transaction_id)
     finally:
         await log.close()
@@ -563,7 +664,21 @@ async def cmd_show(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
 
 
 async def cmd_list(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
-    log = await open_log(args.db, create=False, exclusive=False)
+    if args.api:
+        transfers, next_cursor = transfers_api(args).page(args.state, args.limit, args.after)
+        if args.json:
+            print(json.dumps({"transfers": transfers, "next": next_cursor}), file=out)
+            return EXIT_OK
+        for shown in transfers:
+            print(
+                f"{shown['transaction_id']}  {shown['state']:<12} {shown['amount']:>12}  "
+                f"{remote.account_text(shown['source'])} -> {remote.account_text(shown['target'])}",
+                file=out,
+            )
+        more = f"; next page: --after {next_cursor}" if next_cursor else ""
+        print(f"{len(transfers)} transfers{more}", file=out)
+        return EXIT_OK
+    log = await open_log(default_db(args), create=False, exclusive=False)
     try:
         records = await log.sagas(SagaState(args.state) if args.state else None)
     finally:
@@ -580,6 +695,37 @@ async def cmd_list(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     return EXIT_OK
 
 
+async def cmd_events(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    if args.api:
+        events = transfers_api(args).events(args.transaction_id)
+    else:
+        events = await logged_events(default_db(args), args.transaction_id)
+    if args.json:
+        print(json.dumps({"transaction_id": args.transaction_id, "events": events}), file=out)
+        return EXIT_OK
+    print(f"{args.transaction_id}: {len(events)} events", file=out)
+    for event in events:
+        print(remote.event_line(event), file=out)
+    return EXIT_OK
+
+
+async def logged_events(database: str, transaction_id: str) -> list[dict[str, Any]]:
+    """A saga's history from the log, as the transfers service shows it."""
+    from saga.directory import ServiceDirectory
+    from saga.service.app import Presenter
+
+    log = await open_log(database, create=False, exclusive=False)
+    try:
+        record = await log.get(transaction_id)
+        if record is None:
+            raise UsageError(f"no saga {transaction_id} in {database if not is_shared(database) else 'the log'}")
+        history = await log.history(transaction_id)
+    finally:
+        await log.close()
+    present = Presenter(ServiceDirectory())
+    return [present.event(record, event) for event in history]
+
+
 COMMANDS: dict[str, Callable[[argparse.Namespace, TextIO, TextIO], Coroutine[Any, Any, int]]] = {
     "transfer": cmd_transfer,
     "batch": cmd_batch,
@@ -588,6 +734,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace, TextIO, TextIO], Coroutine[Any
     "recover": cmd_recover,
     "show": cmd_show,
     "list": cmd_list,
+    "events": cmd_events,
 }
 
 
@@ -615,9 +762,14 @@ def main(argv: Sequence[str] | None = None, out: TextIO = sys.stdout, err: TextI
             if args.command == "batch" and args.scenario is not None:
                 return run_scenario(args, out, err)
             return asyncio.run(COMMANDS[args.command](args, out, err))
-    except (UsageError, MetricsEndpointError) as error:
+    except (UsageError, MetricsEndpointError, remote.ApiError) as error:
         print(f"error: {error}", file=err)
         return EXIT_BAD_INPUT
     except KeyboardInterrupt:
         print("interrupted: unfinished sagas stay in the log; run `python -m saga recover`", file=err)
         return 130
+    except BrokenPipeError:
+        # Whoever read the output stopped reading (`| head`): what is left has nowhere to go.
+        with contextlib.suppress(OSError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_OK

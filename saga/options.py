@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import re
 from collections.abc import Callable
+from pathlib import Path
 
 from server.logformat import LOG_FORMATS
 
@@ -74,3 +75,17 @@ def add_operating_options(command: argparse.ArgumentParser) -> None:
     """Every option of an operated command: output, log format and metrics."""
     add_output_options(command)
     add_metrics_options(command)
+
+
+def add_directory_options(command: argparse.ArgumentParser, purpose: str) -> None:
+    """--service NAME=URLS (repeated) and --services FILE: the accounts services by name (saga/directory.py)."""
+    command.add_argument(
+        "--service",
+        action="append",
+        default=[],
+        metavar="NAME=URL[,URL...]",
+        help=f"an accounts service by name, with its replicas' URLs, {purpose}; repeat for each service",
+    )
+    command.add_argument(
+        "--services", type=Path, default=None, help="a JSON file of service name to a URL or a list of URLs"
+    )

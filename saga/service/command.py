@@ -16,7 +16,6 @@ import ipaddress
 import logging
 import os
 import socket
-from pathlib import Path
 from typing import Any, TextIO
 
 import uvicorn
@@ -24,7 +23,7 @@ import uvicorn
 from saga.directory import directory_from
 from saga.logs import SagaLogError, is_shared
 from saga.metrics import ObservedSagaLog, SagaMetrics
-from saga.options import MAX_CONCURRENCY, add_output_options, whole_number
+from saga.options import MAX_CONCURRENCY, add_directory_options, add_output_options, whole_number
 from saga.orchestrator import DEFAULT_LEASE_SECONDS, Orchestrator
 from saga.run import TransferResult
 from saga.service.app import TransfersSettings, create_transfers_app
@@ -51,16 +50,7 @@ def add_serve_command(commands: Any) -> None:
     serve.add_argument("--port", type=whole_number(0, 65535), default=DEFAULT_PORT, help="port (8080)")
     serve.add_argument("--fd", type=int, default=None, help="serve on this inherited, bound socket instead")
     serve.add_argument("--db", default=None, help=DB_HELP + " (SAGA_DB; saga.db)")
-    serve.add_argument(
-        "--service",
-        action="append",
-        default=[],
-        metavar="NAME=URL[,URL...]",
-        help="an accounts service requests may name, with its replicas' URLs; repeat for each service",
-    )
-    serve.add_argument(
-        "--services", type=Path, default=None, help="a JSON file of service name to a URL or a list of URLs"
-    )
+    add_directory_options(serve, "that requests may name")
     serve.add_argument(
         "--api-token",
         action="append",
