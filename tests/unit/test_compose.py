@@ -28,6 +28,7 @@ DOCKERFILE = ROOT / "Dockerfile"
 #: Each bank is two replicas over one database.
 REPLICAS = {"bank-a": ("bank-a-1", "bank-a-2"), "bank-b": ("bank-b-1", "bank-b-2")}
 BANK_SERVICES = tuple(name for names in REPLICAS.values() for name in names)
+TRANSFERS_REPLICAS = ("transfers-1", "transfers-2")
 INIT_SCRIPT = "/docker-entrypoint-initdb.d/"
 
 
@@ -101,10 +102,10 @@ def test_the_validation_catches_a_misspelt_key(tmp_path: Path) -> None:
     assert "helthcheck" in result.stdout
 
 
-def test_the_services_are_the_database_two_replicas_per_bank_the_saga_and_the_contract_run(
+def test_the_services_are_the_database_two_replicas_per_bank_the_saga_the_contract_run_and_the_transfers_service(
     services: dict[str, Any],
 ) -> None:
-    assert set(services) == {"postgres", *BANK_SERVICES, "saga", "contract"}
+    assert set(services) == {"postgres", *BANK_SERVICES, "saga", "contract", *TRANSFERS_REPLICAS, "transfers-worker"}
 
 
 # -- the image ------------------------------------------------------------------------
@@ -274,3 +275,62 @@ def test_the_contract_run_tests_bank_a_after_the_saga_with_flags_it_accepts(serv
         "bank-a-1": {"condition": "service_healthy"},
         "saga": {"condition": "service_completed_successfully"},
     }
+
+
+# -- the transfers service -------------------------------------------------------------
+
+
+def saga_args(service: dict[str, Any], subcommand: str) -> Any:
+    from saga.cli import build_parser as saga_parser
+
+    words = command(service)
+    assert words[:4] == ["python", "-m", "saga", subcommand]
+    return saga_parser().parse_args(words[3:])
+
+
+def test_two_transfers_replicas_and_a_worker_share_one_postgresql_saga_log(services: dict[str, Any]) -> None:
+    replicas = [saga_args(services[name], "serve") for name in TRANSFERS_REPLICAS]
+    worker = saga_args(services["transfers-worker"], "worker")
+    databases = {args.db for args in [*replicas, worker]}
+    assert len(databases) == 1
+    (database,) = databases
+    assert parse_database_url(database).kind == "postgresql"
+    assert urlsplit(database).hostname == "postgres"
+    created = set()
+    for volume in services["postgres"]["volumes"]:
+        source, target, *_ = volume.split(":")
+        if target.startswith(INIT_SCRIPT):
+            created |= set(re.findall(r"CREATE DATABASE (\w+)", (ROOT / source).read_text(encoding="utf-8")))
+    assert urlsplit(database).path.lstrip("/") in created
+    assert [args.no_drive for args in replicas] == [False, True]
+
+
+def test_the_transfers_service_names_each_bank_with_both_its_replicas(services: dict[str, Any]) -> None:
+    from saga.directory import directory_from
+
+    for name in (*TRANSFERS_REPLICAS, "transfers-worker"):
+        args = saga_args(services[name], "serve" if name != "transfers-worker" else "worker")
+        directory = directory_from(args.service, args.services)
+        assert directory.names == ["bank-a", "bank-b"], name
+        for bank, replicas in REPLICAS.items():
+            urls = directory.urls(bank)
+            assert tuple(urlsplit(url).hostname for url in urls) == replicas, name
+            for url in urls:
+                assert_names_a_bank(url, services)
+        assert args.token == token_of(services["saga"]), name
+
+
+def test_the_transfers_replicas_listen_on_8080_need_an_api_token_and_are_ready_when_their_log_is(
+    services: dict[str, Any],
+) -> None:
+    published = set()
+    for name in TRANSFERS_REPLICAS:
+        service = services[name]
+        args = saga_args(service, "serve")
+        assert (args.host, args.port) == ("0.0.0.0", 8080), name
+        assert args.api_token, name
+        assert f"http://127.0.0.1:{args.port}/readyz" in " ".join(service["healthcheck"]["test"]), name
+        assert set(service["depends_on"]) == {"postgres", *BANK_SERVICES}, name
+        (port,) = service["ports"]
+        published.add(port.rsplit(":", 2)[-2])
+    assert published == {"8080", "8081"}
