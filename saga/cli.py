@@ -738,7 +738,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace, TextIO, TextIO], Coroutine[Any
 }
 
 
-def main(argv: Sequence[str] | None = None, out: TextIO = sys.stdout, err: TextIO = sys.stderr) -> int:
+def _main(argv: Sequence[str] | None, out: TextIO, err: TextIO) -> int:
     args = build_parser().parse_args(argv)
     configure_saga_logging(args, err)
     if args.command == "demo":
@@ -768,8 +768,17 @@ def main(argv: Sequence[str] | None = None, out: TextIO = sys.stdout, err: TextI
     except KeyboardInterrupt:
         print("interrupted: unfinished sagas stay in the log; run `python -m saga recover`", file=err)
         return 130
+
+
+def main(argv: Sequence[str] | None = None, out: TextIO = sys.stdout, err: TextIO = sys.stderr) -> int:
+    try:
+        code = _main(argv, out, err)
+        # Flushed here, so that a reader who stopped early is met below and not at exit.
+        out.flush()
+        return code
     except BrokenPipeError:
         # Whoever read the output stopped reading (`| head`): what is left has nowhere to go.
-        with contextlib.suppress(OSError):
-            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        if out is sys.stdout:
+            with contextlib.suppress(OSError):
+                os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return EXIT_OK

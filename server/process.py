@@ -18,6 +18,7 @@ import urllib.request
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
+from typing import Self
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -92,12 +93,12 @@ class ServerProcess:
             command += ["--token", self.token]
         return command + self.extra_args
 
-    def start(self) -> ServerProcess:
+    def start(self) -> Self:
         self._workdir = tempfile.TemporaryDirectory(prefix="accounts-service-")
         self._launch(port=0)
         return self
 
-    def restart_after_kill(self) -> ServerProcess:
+    def restart_after_kill(self) -> Self:
         """SIGKILL the child, then start a new one on the same port, with the same options.
 
         What the new process remembers is what its database kept: a crash and
@@ -177,7 +178,7 @@ class ServerProcess:
             self._workdir.cleanup()
             self._workdir = None
 
-    def __enter__(self) -> ServerProcess:
+    def __enter__(self) -> Self:
         return self.start()
 
     def __exit__(
