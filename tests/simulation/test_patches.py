@@ -68,6 +68,13 @@ EXPECTED_CATCHES = MappingProxyType(
             "tests/unit/test_ledger_answers.py::"
             "test_a_debit_that_cannot_be_given_back_for_want_of_room_is_given_back_once_there_is_room[memory]"
         ),
+        "transfers-service-name-taken-as-url": (
+            "tests/unit/test_service_directory.py::test_an_unknown_name_is_refused_naming_the_known_ones"
+        ),
+        "transfers-key-of-another-caller-replayed": (
+            "tests/unit/test_transfers_app.py::"
+            "test_with_api_tokens_every_route_but_health_needs_one_and_the_caller_is_recorded"
+        ),
         "sqlite-balance-limit-unchecked": (
             "tests/unit/test_sqlite_store.py::test_the_database_refuses_what_the_ledger_never_holds"
             "[UPDATE accounts SET balance = 9007199254740992 WHERE user_id = 'alice'-CHECK]"
