@@ -40,8 +40,9 @@ generate: $(STAMP) ## regenerate both clients in generated_client/ from their co
 check-generated: $(STAMP) ## fail if either client in generated_client/ is stale against its contract
 	$(PY) openapi/generate.py --check
 
-contract: $(STAMP) ## schemathesis CLI against live services, with the committed contract: faults off, then on
+contract: $(STAMP) ## schemathesis CLI against live services with both contracts: accounts (faults off, then on), then transfers (without, then with API tokens)
 	$(PY) tests/contract/run_schemathesis.py
+	$(PY) tests/contract/run_schemathesis_transfers.py
 
 simulate: $(STAMP) ## deterministic fault simulation: 50 seeds x 1,000 transfers, with a table of faults and violations
 	$(PY) -m saga simulate --seed 1 --seeds 50 --transfers 1000 --jobs 2

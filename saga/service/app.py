@@ -29,6 +29,7 @@ from fastapi.responses import Response
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictInt, ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from saga.directory import ServiceDirectory, UnknownService
@@ -495,9 +496,23 @@ def create_transfers_app(
         assert isinstance(exc, RequestValidationError)
         return await on_problem(request, Problem(422, "invalid_request", _describe(exc.errors())))
 
+    def allowed_methods(path: str) -> str:
+        # Starlette's 405 names the methods of the first route on the path alone:
+        # Allow: POST for /transfers, which also answers GET.
+        methods = {
+            method
+            for route in app.routes
+            if isinstance(route, Route) and route.methods and route.path_regex.match(path)
+            for method in route.methods
+        }
+        return ", ".join(sorted(methods))
+
     async def on_http_exception(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, StarletteHTTPException)
-        problem = Problem(exc.status_code, "invalid_request", str(exc.detail), dict(exc.headers or {}) or None)
+        headers = dict(exc.headers or {})
+        if exc.status_code == 405:
+            headers["Allow"] = allowed_methods(request.url.path)
+        problem = Problem(exc.status_code, "invalid_request", str(exc.detail), headers or None)
         return await on_problem(request, problem)
 
     async def on_unexpected_error(request: Request, exc: Exception) -> Response:
