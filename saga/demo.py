@@ -1,45 +1,69 @@
-"""``python -m saga demo``: two live accounts services, a batch of transfers through the saga, and the verdict.
+"""``python -m saga demo``: two live banks, the transfers service between them, a batch of transfers, and the verdict.
 
-Both banks keep their ledgers in SQLite files. Halfway through the batch,
-bank B is killed with SIGKILL and started again on the same file: the report
-then shows that it lost nothing.
+The demo is a caller of the transfers service (``python -m saga serve``),
+through the generated transfers client, as any caller would be: each
+transfer is POSTed under its own Idempotency-Key and sent again under the
+same key whenever no answer came. Both banks keep their ledgers in SQLite
+files and the service its saga log. Halfway through the submissions bank B
+is killed with SIGKILL, and later the transfers service itself; each is
+started again on its own files. The report comes from the API (the states,
+one transfer's timeline) and from the banks (the money and the audit
+trails), and shows that nothing was lost.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import math
+import secrets
 import tempfile
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
-from saga import batch, console, services
-from saga.log import SqliteSagaLog
+from saga import batch, console, services, verify
+from saga.log import MemorySagaLog
 from saga.options import MAX_CONCURRENCY, MAX_SEED, MAX_TRANSFERS, add_output_options, whole_number
 from saga.orchestrator import Orchestrator
 
 if TYPE_CHECKING:
+    from saga.service.demo_client import DemoReport
     from server.process import ServerProcess
 
 BANK_A = {"alice": 100_000, "bob": 100_000, "charlie": 100_000}
 BANK_B = {"dave": 100_000, "erin": 100_000, "frank": 100_000}
+#: How long the demo waits, after the last submission, for every transfer to be final.
+FINAL_PATIENCE_SECONDS = 120.0
+#: Exit status when anything broke: an invariant, a restart, or the API.
+EXIT_BROKEN = 3
 
 
 def add_demo_command(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    demo = commands.add_parser("demo", help="start two accounts services and run a batch of transfers between them")
+    demo = commands.add_parser(
+        "demo", help="start two accounts services and the transfers service, and send a batch of transfers through it"
+    )
     demo.add_argument("--transfers", type=whole_number(1, MAX_TRANSFERS), default=500)
-    demo.add_argument("--concurrency", type=whole_number(1, MAX_CONCURRENCY), default=32)
+    demo.add_argument(
+        "--concurrency", type=whole_number(1, MAX_CONCURRENCY), default=32, help="requests to the API at once (32)"
+    )
     demo.add_argument("--seed", type=whole_number(-MAX_SEED, MAX_SEED), default=None)
     demo.add_argument("--credit-fault-rate", type=float, default=0.3)
-    demo.add_argument("--db", type=Path, default=None, help="keep the saga log here (default: a temporary file)")
     demo.add_argument(
-        "--no-restart", action="store_true", help="do not kill and restart bank B in the middle of the batch"
+        "--db", type=Path, default=None, help="the transfers service's saga log (default: a temporary file)"
+    )
+    demo.add_argument(
+        "--no-restart",
+        action="store_true",
+        help="do not kill and restart bank B and the transfers service in the middle of the batch",
     )
     add_output_options(demo)
 
 
 def run_demo(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    from saga.service.demo_client import ApiFailure
+    from saga.service.process import TransfersProcess
     from server.process import ServerProcess
 
     # Flushed as they go: piped to one file with the progress on stderr, the lines stay in order.
@@ -49,100 +73,193 @@ def run_demo(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
 
     say(
         f"starting bank A ({', '.join(BANK_A)}) and bank B ({', '.join(BANK_B)}), each with 100000 per account,",
-        f"with {args.credit_fault_rate:.0%} of credits failing on purpose ...",
+        f"with {args.credit_fault_rate:.0%} of credits failing on purpose, and the transfers service between them ...",
     )
+    crashes: list[Crash] = []
     with tempfile.TemporaryDirectory(prefix="saga-demo-") as scratch:
-        ledgers = Path(scratch)
+        folder = Path(scratch)
 
         def bank(accounts: dict[str, int], name: str) -> ServerProcess:
             return ServerProcess(
                 accounts,
                 credit_fault_rate=args.credit_fault_rate,
-                extra_args=["--database", f"sqlite:///{ledgers / f'{name}.db'}", "--replica-id", name],
+                extra_args=["--database", f"sqlite:///{folder / f'{name}.db'}", "--replica-id", name],
             )
 
         with bank(BANK_A, "bank-a") as bank_a, bank(BANK_B, "bank-b") as bank_b:
-            db = args.db or ledgers / "saga.db"
-            say(f"bank A at {bank_a.url}, bank B at {bank_b.url}, ledgers and saga log in {ledgers}")
-            restart = None if args.no_restart else BankRestart(bank_b)
-            report = asyncio.run(_run(args, bank_a.url, bank_b.url, db, err, restart))
+            banks = {"bank-a": bank_a.url, "bank-b": bank_b.url}
+            db = args.db or folder / "saga.db"
+            with TransfersProcess(banks, db=db) as service:
+                say(
+                    f"bank A at {bank_a.url}, bank B at {bank_b.url}, the transfers service at {service.url}",
+                    f"ledgers and saga log in {folder if args.db is None else f'{folder} and {db}'}",
+                )
+                if not args.no_restart:
+                    crashes = [
+                        Crash("bank B", bank_b, 1 / 2, "the same ledger file", _bank_outcome),
+                        Crash("the transfers service", service, 4 / 5, "the same saga log", _service_outcome),
+                    ]
+                try:
+                    report = asyncio.run(_run(args, banks, service.url, crashes, err))
+                except (ApiFailure, RestartFailed, services.ServiceUnavailable) as error:
+                    _join_all(crashes)
+                    print(f"error: {error}", file=err)
+                    if not isinstance(error, RestartFailed):
+                        # A process that did not come back explains an API that never answered.
+                        for crash in crashes:
+                            if crash.error is not None:
+                                print(f"{crash.name} could not be restarted: {crash.error}", file=err)
+                        _show_log_tail("the transfers service", service, err)
+                    return EXIT_BROKEN
+                finally:
+                    # Before the processes are stopped: a restart still under way would leave one running.
+                    _join_all(crashes)
+    return _verdict(args, report, crashes, out)
+
+
+def _verdict(args: argparse.Namespace, report: DemoReport, crashes: list[Crash], out: TextIO) -> int:
     if not args.quiet:
         print("\nsummary", file=out)
         print(report.render(), file=out)
+        example = report.example()
+        if example is not None:
+            print("\none transfer's timeline, from GET /transfers/{id}/events:", file=out)
+            print("\n".join(report.timeline(*example)), file=out)
     print(f"\nmoney conserved: {'yes' if report.money_conserved else 'NO'}", file=out)
-    if restart is not None:
-        if restart.error is not None:
-            print(f"bank B could not be restarted: {restart.error}", file=out)
-            return 3
-        lost_nothing = report.money_conserved and not report.violations and report.audited
-        print(
-            f"bank B was killed with SIGKILL after {restart.after} of {len(report.results)} transfers and "
-            f"restarted on the same ledger file; "
-            + ("it lost nothing: money conserved, every audit trail intact" if lost_nothing else "it LOST money"),
-            file=out,
-        )
+    for crash in crashes:
+        print(crash.line(report), file=out)
     if report.violations:
         print(f"{len(report.violations)} invariants BROKEN", file=out)
-        return 3
+        return EXIT_BROKEN
     print("every invariant holds: the money is exactly where the sagas say it is", file=out)
     return 0
 
 
-class BankRestart:
-    """Kills a bank with SIGKILL once half the transfers are done, and starts it again on the same ledger."""
+def _show_log_tail(name: str, process: ServerProcess, err: TextIO, lines: int = 20) -> None:
+    tail = process.log().splitlines()[-lines:]
+    if tail:
+        print(f"the last lines of {name}'s log:", *(f"  {line}" for line in tail), sep="\n", file=err)
 
-    def __init__(self, bank: ServerProcess) -> None:
-        self.bank = bank
+
+class RestartFailed(Exception):
+    """A process killed on purpose did not start again on its files."""
+
+
+class Crash:
+    """SIGKILLs one process once a share of the transfers is submitted, and starts it again on its files."""
+
+    def __init__(
+        self, name: str, process: ServerProcess, share: float, files: str, outcome: Callable[[DemoReport], str]
+    ) -> None:
+        self.name = name
+        self.process = process
+        self.share = share
+        self.files = files
+        #: What the report says of the crash's consequences.
+        self.outcome = outcome
         self.after: int | None = None
+        self.total = 0
         self.error: str | None = None
         self._thread: threading.Thread | None = None
 
-    def progress(self, done: int, total: int) -> None:
-        if self._thread is None and done * 2 >= total:
-            self.after = done
-            # In a thread: the restart waits for the new process to answer, and
-            # the sagas on the event loop must keep running meanwhile.
-            self._thread = threading.Thread(target=self._restart, name="bank-b-restart")
-            self._thread.start()
+    def progress(self, submitted: int, total: int) -> None:
+        if self._thread is not None or submitted < math.ceil(total * self.share):
+            return
+        self.after, self.total = submitted, total
+        # Killed here, between two answers, so that the requests still to come meet the dead process.
+        self.process.kill()
+        # Started again in a thread: the restart waits for the new process to
+        # answer, and the rest of the batch must keep going meanwhile.
+        self._thread = threading.Thread(target=self._restart, name=f"restart-{self.name}")
+        self._thread.start()
 
     def _restart(self) -> None:
         try:
-            self.bank.restart_after_kill()
+            self.process.restart_after_kill()
         except Exception as error:
-            self.error = str(error).splitlines()[0]
+            # Whole: a process that would not start says why in the log its error carries.
+            self.error = str(error)
 
-    async def finished(self) -> None:
+    def join(self) -> None:
         if self._thread is not None:
-            await asyncio.to_thread(self._thread.join)
+            self._thread.join()
+
+    def line(self, report: DemoReport) -> str:
+        return (
+            f"{self.name} was killed with SIGKILL after {self.after} of {self.total} submissions "
+            f"and restarted on {self.files}; {self.outcome(report)}"
+        )
+
+
+def _bank_outcome(report: DemoReport) -> str:
+    if report.money_conserved and not report.violations:
+        return "it lost nothing: money conserved, every audit trail intact"
+    return "it LOST money"
+
+
+def _service_outcome(report: DemoReport) -> str:
+    said = (
+        f"{report.posts_again} POSTs were sent again under their keys, "
+        f"{report.resumed} sagas resumed by the new process; "
+    )
+    return said + ("it lost nothing: one transfer per key, each final" if report.keys_hold else "it LOST transfers")
+
+
+def _join_all(crashes: list[Crash]) -> None:
+    for crash in crashes:
+        crash.join()
 
 
 async def _run(
-    args: argparse.Namespace, source_url: str, target_url: str, db: Path, err: TextIO, restart: BankRestart | None
-) -> batch.BatchReport:
-    log = await SqliteSagaLog.open(db)
-    try:
-        async with Orchestrator(log, concurrency=args.concurrency) as orchestrator:
-            before = await services.snapshot(orchestrator, [source_url, target_url])
-            planned = batch.plan(
-                batch.Workload(args.transfers, max_amount=500, seed=args.seed), source_url, target_url, before
+    args: argparse.Namespace, banks: dict[str, str], service_url: str, crashes: list[Crash], err: TextIO
+) -> DemoReport:
+    from saga.service import demo_client as api_client
+
+    loop = asyncio.get_running_loop()
+    names = {url: name for name, url in banks.items()}
+    # An orchestrator that drives nothing: services.py reads the banks through its accounts clients.
+    async with (
+        Orchestrator(MemorySagaLog()) as reader,
+        api_client.TransfersApi(service_url, connections=args.concurrency * 2) as api,
+    ):
+        before = await services.snapshot(reader, banks.values())
+        planned = batch.plan(
+            batch.Workload(args.transfers, max_amount=500, seed=args.seed), banks["bank-a"], banks["bank-b"], before
+        )
+        # A new run's keys: a saga log kept from an earlier run (--db) must not answer them as replays.
+        run = secrets.token_hex(4)
+        sent = api_client.submissions(run, planned, names)
+        if not args.quiet:
+            print(
+                f"POSTing {len(sent)} transfers from bank A to bank B to the transfers service, "
+                f"{args.concurrency} at a time, under the keys demo-{run}-1 to demo-{run}-{len(sent)}",
+                file=err,
             )
-            if not args.quiet:
-                print(f"running {len(planned)} transfers from bank A to bank B, {args.concurrency} at a time", file=err)
-            with console.progress(err, show=not args.quiet) as shown:
+        started = loop.time()
+        with console.progress(err, show=not args.quiet, what="transfers submitted") as shown:
 
-                def progress(done: int, total: int) -> None:
-                    if shown is not None:
-                        shown(done, total)
-                    if restart is not None:
-                        restart.progress(done, total)
+            def progress(done: int, total: int) -> None:
+                if shown is not None:
+                    shown(done, total)
+                for crash in crashes:
+                    crash.progress(done, total)
 
-                return await batch.run(
-                    orchestrator,
-                    planned,
-                    [source_url, target_url],
-                    progress=progress,
-                    before=before,
-                    settle=restart.finished if restart is not None else None,
-                )
-    finally:
-        await log.close()
+            await api_client.each(sent, args.concurrency, api.submit, progress)
+        await asyncio.to_thread(_join_all, crashes)
+        for crash in crashes:
+            if crash.error is not None:
+                raise RestartFailed(f"{crash.name} could not be restarted: {crash.error}")
+
+        give_up = loop.time() + FINAL_PATIENCE_SECONDS
+        ids = [str(submission.transaction_id) for submission in sent]
+        with console.progress(err, show=not args.quiet, what="transfers final") as shown:
+            finals = await api_client.each(ids, args.concurrency, lambda tid: api.final(tid, give_up), shown)
+        seconds = loop.time() - started
+        listed = await api.listing(f"demo-{run}-")
+        timelines = dict(zip(ids, await api_client.each(ids, args.concurrency, api.events), strict=True))
+
+        after = await services.snapshot(reader, banks.values())
+        ends = api_client.saga_ends(finals, banks)
+        trails = await services.trails(reader, ends)
+    violations = api_client.answer_violations(sent, finals, listed) + verify.check(before, after, ends, trails)
+    return api_client.DemoReport(sent, finals, listed, timelines, banks, before, after, seconds, violations)
