@@ -7,6 +7,9 @@ sleeps until the log wakes it (LISTEN/NOTIFY on PostgreSQL) or a poll
 interval passes: an expired lease wakes no one, so ``poll_seconds`` bounds
 how long it waits before a dead worker's sagas are noticed.
 
+A failure of the log while claiming (an outage of PostgreSQL) pauses the
+claiming until the next poll; the worker goes on once the log is back.
+
 On stop it claims nothing more, gives the sagas it drives ``grace_seconds``
 to finish, then stops the rest where they are and hands their leases back,
 so that another worker resumes them at once.
@@ -20,6 +23,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from saga.logs import SagaLogError
 from saga.orchestrator import Orchestrator
 from saga.records import SagaRecord
 from saga.run import TransferResult
@@ -67,7 +71,14 @@ class Worker:
                 free = self.concurrency - len(self._driving)
                 if free > 0:
                     wake.clear()
-                    claimed = await self.orchestrator.claim(free)
+                    try:
+                        claimed = await self.orchestrator.claim(free)
+                    except SagaLogError as error:
+                        # An outage of the log pauses the claiming, never ends it:
+                        # the sagas submitted meanwhile are claimed once it is back.
+                        logger.warning("claiming sagas failed, again in %g s: %s", self.poll_seconds, error)
+                        await self._sleep(wake, stopping)
+                        continue
                     for record in claimed:
                         self._start(record, wake)
                     if len(claimed) == free:

@@ -19,6 +19,7 @@ import socket
 from typing import Any, TextIO
 
 import uvicorn
+import uvloop
 
 from saga.directory import directory_from
 from saga.logs import SagaLogError, is_shared
@@ -141,7 +142,8 @@ def run_serve(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         print(f"error: {error}", file=err)
         return EXIT_BAD_INPUT
     try:
-        return asyncio.run(_serve(args, settings, limits, listener, err))
+        # uvloop, as the accounts services run: one loop both answers the API and drives the sagas.
+        return uvloop.run(_serve(args, settings, limits, listener, err))
     except (UsageError, ServeError, SagaLogError) as error:
         print(f"error: {error}", file=err)
         return EXIT_BAD_INPUT
