@@ -66,19 +66,30 @@ async def _send_problem(
 
 
 class RequestGuardMiddleware:
-    """Refuses ambiguous headers and oversized bodies; hands the app a body it has already read."""
+    """Refuses ambiguous headers and oversized bodies; hands the app a body it has already read.
 
-    def __init__(self, app: ASGIApp, max_body_bytes: int, on_refusal: Callable[[str, int, str], None]) -> None:
+    ``check_transaction_id`` refuses two ``transaction_id`` headers: the
+    accounts service's contract has that header, the transfers service's not.
+    """
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        max_body_bytes: int,
+        on_refusal: Callable[[str, int, str], None],
+        check_transaction_id: bool = True,
+    ) -> None:
         self.app = app
         self.max_body_bytes = max_body_bytes
         self.on_refusal = on_refusal
+        self.check_transaction_id = check_transaction_id
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         transaction_ids = [value for name, value in scope["headers"] if name == b"transaction_id"]
-        if len(transaction_ids) > 1:
+        if self.check_transaction_id and len(transaction_ids) > 1:
             self.on_refusal(scope["path"], 400, "invalid_transaction_id")
             await _send_problem(
                 send,

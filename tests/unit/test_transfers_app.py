@@ -464,3 +464,25 @@ def test_the_service_serves_its_committed_contract() -> None:
         }
 
     run(with_app(scenario))
+
+
+@pytest.mark.parametrize("path", ["/transfers/a%2Fb", "/transfers/a%0A", "/transfers/a%2Fb/events", "/transfers/%20"])
+def test_an_id_no_transfer_can_have_is_422_not_an_unrouted_404(path: str) -> None:
+    async def scenario(client: httpx.AsyncClient, log: MemorySagaLog, watch: EndWatch) -> None:
+        response = await client.get(path)
+        assert response.status_code == 422
+        assert response.json()["code"] == "invalid_request"
+
+    run(with_app(scenario))
+
+
+def test_two_transaction_id_headers_mean_nothing_to_the_transfers_service() -> None:
+    async def scenario(client: httpx.AsyncClient, log: MemorySagaLog, watch: EndWatch) -> None:
+        response = await client.post(
+            "/transfers",
+            headers=[("Idempotency-Key", "k"), ("transaction_id", "a"), ("transaction_id", "b")],
+            json=body(),
+        )
+        assert response.status_code == 201
+
+    run(with_app(scenario))

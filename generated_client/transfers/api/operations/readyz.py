@@ -52,7 +52,7 @@ def _build_response(
 
 def sync_detailed(
     *,
-    client: AuthenticatedClient,
+    client: AuthenticatedClient | Client,
 ) -> Response[Health | Problem]:
     """Readiness; 503 `log_unavailable` while the saga log cannot be read.
 
@@ -75,7 +75,7 @@ def sync_detailed(
 
 def sync(
     *,
-    client: AuthenticatedClient,
+    client: AuthenticatedClient | Client,
 ) -> Health | Problem | None:
     """Readiness; 503 `log_unavailable` while the saga log cannot be read.
 
@@ -94,7 +94,7 @@ def sync(
 
 async def asyncio_detailed(
     *,
-    client: AuthenticatedClient,
+    client: AuthenticatedClient | Client,
 ) -> Response[Health | Problem]:
     """Readiness; 503 `log_unavailable` while the saga log cannot be read.
 
@@ -115,7 +115,7 @@ async def asyncio_detailed(
 
 async def asyncio(
     *,
-    client: AuthenticatedClient,
+    client: AuthenticatedClient | Client,
 ) -> Health | Problem | None:
     """Readiness; 503 `log_unavailable` while the saga log cannot be read.
 
