@@ -52,6 +52,7 @@ from typing import Any
 
 import httpx
 
+from evaluation.bench_workers import cpu_seconds
 from generated_client.accounts import Client as AccountsClient
 from generated_client.accounts.api.ledger import debit
 from generated_client.accounts.models import LedgerRequest, LedgerResult
@@ -69,7 +70,6 @@ SOURCE, TARGET = "bank-a", "bank-b"
 ENDED = frozenset(
     {TransferState.COMPLETED, TransferState.COMPENSATED, TransferState.FAILED, TransferState.NEEDS_ATTENTION}
 )
-TICKS = os.sysconf("SC_CLK_TCK")
 #: How long one batch or API run may take before the benchmark gives up on it.
 RUN_TIMEOUT = 180.0
 #: Where a py-spy sample's time goes: the first of these met walking its stack from the leaf
@@ -133,17 +133,6 @@ class Planned:
     source: str
     target: str
     amount: int
-
-
-def cpu_seconds(pids: list[int]) -> float:
-    total = 0
-    for pid in pids:
-        try:
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        total += int(fields[11]) + int(fields[12])
-    return total / TICKS
 
 
 def own_cpu_seconds() -> float:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import ipaddress
 import os
 import socket
 import sys
@@ -16,7 +15,7 @@ import uvloop
 
 from server.app import create_app
 from server.database_url import DatabaseUrlError, parse_database_url
-from server.edge import EdgeLimits, guarded_protocol
+from server.edge import EdgeLimits, guarded_protocol, is_loopback
 from server.logformat import LOG_FORMATS, configure_logging
 from server.settings import DEMO_ACCOUNTS, ConfigurationError, Settings, load_accounts
 from server.stores import StoreError, open_store
@@ -131,15 +130,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     listener = socket.socket(fileno=args.fd) if args.fd is not None else None
@@ -173,7 +163,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ConfigurationError, DatabaseUrlError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    if args.fd is None and not _is_loopback(args.host) and settings.token is None:
+    if args.fd is None and not is_loopback(args.host) and settings.token is None:
         print(
             f"warning: serving on {args.host} without a token: anyone who reaches it can move money; "
             "set --token or ACCOUNTS_TOKEN",

@@ -15,6 +15,7 @@
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import json
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
@@ -236,6 +237,16 @@ def guarded_protocol(limits: EdgeLimits, ledger_id: str | None = None) -> type[H
                 self.transport.close()
 
     return GuardedProtocol
+
+
+def is_loopback(host: str) -> bool:
+    """Whether a listening address is reachable from this machine alone."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def _raw_problem_response(status: int, reason: str, code: ErrorCode, detail: str, headers: dict[str, str]) -> bytes:

@@ -122,9 +122,17 @@ class SqliteSagaLog:
     All database work runs on one dedicated thread, off the event loop.
     """
 
-    def __init__(self, connection: sqlite3.Connection, executor: ThreadPoolExecutor) -> None:
+    def __init__(
+        self,
+        connection: sqlite3.Connection,
+        executor: ThreadPoolExecutor,
+        reader: sqlite3.Connection,
+        reader_executor: ThreadPoolExecutor,
+    ) -> None:
         self._connection = connection
         self._executor = executor
+        self._reader = reader
+        self._reader_executor = reader_executor
         self._pending: list[tuple[list[_Statement], asyncio.Future[None]]] = []
         self._listeners: list[Callable[[], None]] = []
         self._wakeup = asyncio.Event()
@@ -145,24 +153,44 @@ class SqliteSagaLog:
         Readers (``show``, ``list``) pass ``exclusive=False``.
         """
         executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="saga-log")
+        reader_executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="saga-log-reader")
         loop = asyncio.get_running_loop()
         lock = None
+        connection = None
         try:
             if exclusive:
                 # Before SQLite opens the file: a refused process must not touch it.
                 lock = _lock(Path(path), create)
             connection = await loop.run_in_executor(executor, _connect, Path(path), create, exclusive)
+            # After the writer made (or upgraded) the schema, which the reader only reads.
+            reader = await loop.run_in_executor(reader_executor, _connect_reader, Path(path))
         except BaseException:
+            if connection is not None:
+                connection.close()
             if lock is not None:
                 os.close(lock)
             executor.shutdown(wait=False)
+            reader_executor.shutdown(wait=False)
             raise
-        log = cls(connection, executor)
+        log = cls(connection, executor, reader, reader_executor)
         log._lock = lock
         return log
 
     async def _run(self, function: Any, *args: Any) -> Any:
         return await asyncio.get_running_loop().run_in_executor(self._executor, function, *args)
+
+    async def _read(self, sql: str, parameters: tuple[Any, ...]) -> list[tuple[Any, ...]]:
+        """Rows of a query, read on a connection and a thread of their own.
+
+        Reads never wait behind the writer, whose thread spends most of its
+        time in fsync: WAL lets a reader see every commit made before its
+        query began, so an answer read after a commit returned includes it.
+        """
+        loop = asyncio.get_running_loop()
+        rows: list[tuple[Any, ...]] = await loop.run_in_executor(
+            self._reader_executor, _query, self._reader, sql, parameters
+        )
+        return rows
 
     # -- writes ------------------------------------------------------------------
 
@@ -175,12 +203,6 @@ class SqliteSagaLog:
 
     async def submit(self, saga: SagaRecord) -> tuple[SagaRecord, bool]:
         key = saga.idempotency_key
-        if key is not None:
-            first = await self._by_key(key)
-            if first is not None:
-                if not same_transfer(first, saga):
-                    raise key_conflict(key)
-                return first, False
         pending = SagaRecord(
             saga.transaction_id,
             saga.source,
@@ -192,20 +214,23 @@ class SqliteSagaLog:
             submitted_by=saga.submitted_by,
         )
         try:
+            # The insert first: a new key, the common case, costs no read. The
+            # unique index on the key refuses a key already used.
             await self._enqueue(_insert_statements(pending))
         except SagaLogError:
-            # Two submissions of one key at once: the other one's insert won.
-            first = await self._by_key(key) if key is not None else None
-            if first is None or not same_transfer(first, saga):
+            if key is None:
                 raise
+            first = await self._by_key(key)
+            if first is None:
+                raise
+            if not same_transfer(first, saga):
+                raise key_conflict(key) from None
             return first, False
         self._wake()
         return pending, True
 
     async def _by_key(self, key: str) -> SagaRecord | None:
-        rows = await self._run(
-            _query, self._connection, f"SELECT {_SAGA_COLUMNS} FROM sagas WHERE idempotency_key = ?", (key,)
-        )
+        rows = await self._read(f"SELECT {_SAGA_COLUMNS} FROM sagas WHERE idempotency_key = ?", (key,))
         return _saga_from_row(rows[0]) if rows else None
 
     @property
@@ -283,38 +308,28 @@ class SqliteSagaLog:
     # -- reads -------------------------------------------------------------------
 
     async def get(self, transaction_id: str) -> SagaRecord | None:
-        rows = await self._run(
-            _query, self._connection, f"SELECT {_SAGA_COLUMNS} FROM sagas WHERE transaction_id = ?", (transaction_id,)
-        )
+        rows = await self._read(f"SELECT {_SAGA_COLUMNS} FROM sagas WHERE transaction_id = ?", (transaction_id,))
         return _saga_from_row(rows[0]) if rows else None
 
     async def sagas(self, state: SagaState | None = None) -> list[SagaRecord]:
         if state is None:
-            rows = await self._run(
-                _query, self._connection, f"SELECT {_SAGA_COLUMNS} FROM sagas ORDER BY created_at_ms, rowid", ()
-            )
+            rows = await self._read(f"SELECT {_SAGA_COLUMNS} FROM sagas ORDER BY created_at_ms, rowid", ())
         else:
-            rows = await self._run(
-                _query,
-                self._connection,
+            rows = await self._read(
                 f"SELECT {_SAGA_COLUMNS} FROM sagas WHERE state = ? ORDER BY created_at_ms, rowid",
                 (state.value,),
             )
         return [_saga_from_row(row) for row in rows]
 
     async def unfinished(self) -> list[SagaRecord]:
-        rows = await self._run(
-            _query,
-            self._connection,
+        rows = await self._read(
             f"SELECT {_SAGA_COLUMNS} FROM sagas WHERE {_UNFINISHED} ORDER BY created_at_ms, rowid",
             (),
         )
         return [_saga_from_row(row) for row in rows]
 
     async def history(self, transaction_id: str) -> list[Event]:
-        rows = await self._run(
-            _query,
-            self._connection,
+        rows = await self._read(
             f"SELECT {EVENT_COLUMNS} FROM events WHERE transaction_id = ? ORDER BY seq",
             (transaction_id,),
         )
@@ -332,18 +347,14 @@ class SqliteSagaLog:
             conditions.append("(created_at_ms, transaction_id) < (?, ?)")
             parameters += list(after)
         where = f"WHERE {' AND '.join(conditions)}" if conditions else ""
-        rows = await self._run(
-            _query,
-            self._connection,
+        rows = await self._read(
             f"SELECT {_SAGA_COLUMNS} FROM sagas {where} ORDER BY created_at_ms DESC, transaction_id DESC LIMIT ?",
             (*parameters, limit),
         )
         return [_saga_from_row(row) for row in rows]
 
     async def states(self, transaction_ids: Sequence[str]) -> dict[str, SagaState]:
-        rows = await self._run(
-            _query,
-            self._connection,
+        rows = await self._read(
             "SELECT transaction_id, state FROM sagas WHERE transaction_id IN (SELECT value FROM json_each(?))",
             (json.dumps(list(transaction_ids)),),
         )
@@ -359,6 +370,8 @@ class SqliteSagaLog:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._committer
         self._closed = True
+        await asyncio.get_running_loop().run_in_executor(self._reader_executor, self._reader.close)
+        self._reader_executor.shutdown(wait=True)
         await self._run(self._connection.close)
         self._executor.shutdown(wait=True)
         if self._lock is not None:
@@ -443,6 +456,15 @@ def _connect(path: Path, create: bool, exclusive: bool = False) -> sqlite3.Conne
     except sqlite3.DatabaseError as error:
         raise SagaLogError(f"{path} is not a usable saga log: {error}") from error
     return connection
+
+
+def _connect_reader(path: Path) -> sqlite3.Connection:
+    try:
+        reader = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        reader.execute("PRAGMA query_only=ON")
+    except sqlite3.DatabaseError as error:
+        raise SagaLogError(f"{path} is not a usable saga log: {error}") from error
+    return reader
 
 
 def _upgrade(connection: sqlite3.Connection) -> None:

@@ -17,11 +17,9 @@ import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from functools import cache
 from pathlib import Path
 from typing import Annotated, Any, Final, Literal
 
-import yaml
 from fastapi import FastAPI, Query, Request
 from fastapi import Path as PathParameter
 from fastapi.exceptions import RequestValidationError
@@ -39,7 +37,7 @@ from saga.records import AccountRef, Event, SagaRecord
 from saga.service.waiting import EndWatch
 from saga.states import SagaState
 from server.app import integral_number
-from server.contract import TRANSACTION_ID_PATTERN, USER_ID_PATTERN
+from server.contract import TRANSACTION_ID_PATTERN, USER_ID_PATTERN, load_contract
 from server.edge import RETRY_AFTER_SECONDS, RequestGuardMiddleware, parse_json_exactly
 
 request_log = logging.getLogger("saga.api")
@@ -335,19 +333,11 @@ class CountAndLog:
             )
 
 
-@cache
-def _contract(path: Path) -> dict[str, Any]:
-    document = yaml.safe_load(path.read_text(encoding="utf-8"))
-    if not isinstance(document, dict):
-        raise ValueError(f"{path} is not an OpenAPI document")
-    return document
-
-
 class TransfersContractApp(FastAPI):
     """Serves the committed transfers contract as its OpenAPI document."""
 
     def openapi(self) -> dict[str, Any]:
-        return _contract(CONTRACT_PATH)
+        return load_contract(CONTRACT_PATH)
 
 
 TransactionIdPath = Annotated[str, PathParameter(min_length=1, max_length=128, pattern=TRANSACTION_ID_PATTERN)]

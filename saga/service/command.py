@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import ipaddress
 import logging
 import os
 import socket
@@ -30,7 +29,7 @@ from saga.run import TransferResult
 from saga.service.app import TransfersSettings, create_transfers_app
 from saga.service.waiting import EndWatch
 from saga.worker import Worker
-from server.edge import EdgeLimits, guarded_protocol
+from server.edge import EdgeLimits, guarded_protocol, is_loopback
 
 logger = logging.getLogger("saga")
 
@@ -92,15 +91,6 @@ def add_serve_command(commands: Any) -> None:
     serve.add_argument("--max-connections", type=whole_number(1, 1_000_000), default=limits.max_connections)
     retry_options(serve)
     add_output_options(serve)
-
-
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def _api_tokens(flags: list[str]) -> dict[str, str]:
