@@ -48,7 +48,7 @@ def fast_transport(max_connections: int = 256) -> httpx.AsyncBaseTransport:
     return AiohttpTransport(limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=None))
 
 
-def _wall_clock_ms() -> int:
+def wall_clock_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
@@ -87,7 +87,7 @@ class Orchestrator:
         transport: httpx.AsyncBaseTransport | None = None,
         new_id: Callable[[], str] | None = None,
         rng: random.Random | None = None,
-        now_ms: Callable[[], int] = _wall_clock_ms,
+        now_ms: Callable[[], int] = wall_clock_ms,
         owner: str | None = None,
         lease_seconds: float = DEFAULT_LEASE_SECONDS,
         directory: ServiceDirectory | None = None,

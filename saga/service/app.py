@@ -14,7 +14,7 @@ import json
 import logging
 import time
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -32,7 +32,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from saga.directory import ServiceDirectory, UnknownService
 from saga.logs import IdempotencyKeyConflict, SagaLog, SagaLogError
-from saga.orchestrator import MAX_AMOUNT, InvalidTransfer, validate
+from saga.orchestrator import MAX_AMOUNT, InvalidTransfer, validate, wall_clock_ms
 from saga.records import AccountRef, Event, SagaRecord
 from saga.service.waiting import EndWatch
 from saga.states import SagaState
@@ -375,14 +375,14 @@ def create_transfers_app(
     *,
     watch: EndWatch | None = None,
     registry: CollectorRegistry | None = None,
-    clock_ms: Any = None,
+    clock_ms: Callable[[], int] | None = None,
 ) -> FastAPI:
     """Build the transfers API over ``log``; the caller opens and closes the log, and drives the sagas."""
     watch = watch or EndWatch(log)
     registry = registry or CollectorRegistry(auto_describe=True)
     metrics = ApiMetrics(registry)
     present = Presenter(settings.directory)
-    now_ms = clock_ms or (lambda: time.time_ns() // 1_000_000)
+    now_ms = clock_ms or wall_clock_ms
 
     app = TransfersContractApp(title="Transfers service", docs_url=None, redoc_url=None, openapi_url="/openapi.json")
 
