@@ -68,6 +68,29 @@ def test_every_group_has_a_goal_and_every_selected_test_file_exists() -> None:
     assert "--hypothesis-profile=mutation" in mutmut["pytest_add_cli_args"]
 
 
+def imported_packages(paths: list[Path]) -> set[str]:
+    """The top-level names that ``paths`` import."""
+    names = set()
+    for path in paths:
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Import):
+                names |= {alias.name.split(".")[0] for alias in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                names.add(node.module.split(".")[0])
+    return names
+
+
+def test_mutmut_copies_every_folder_of_this_repository_that_the_selected_tests_import() -> None:
+    # mutmut runs the tests in a copy holding only its source paths and also_copy:
+    # a folder the tests import and the copy lacks fails every run before any mutant.
+    mutmut = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["tool"]["mutmut"]
+    copied = {*mutmut["source_paths"], *mutmut["also_copy"], "tests"}
+    loaded = [ROOT / "tests" / "conftest.py", *(ROOT / "tests" / "support").glob("*.py")]
+    loaded += [ROOT / test_file for test_file in CONFIG.test_selection]
+    own_folders = {name for name in imported_packages(loaded) if (ROOT / name).is_dir()}
+    assert own_folders <= copied, f"add {sorted(own_folders - copied)} to [tool.mutmut] also_copy"
+
+
 def test_the_mutation_report_folder_and_mutmuts_folder_are_ignored_by_git() -> None:
     ignored = (ROOT / ".gitignore").read_text(encoding="utf-8").splitlines()
     assert "/mutants/" in ignored
