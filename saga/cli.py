@@ -32,7 +32,7 @@ from saga.options import (
     whole_number,
 )
 from saga.orchestrator import MAX_AMOUNT, InvalidTransfer, Orchestrator, same_account_problem
-from saga.records import AccountRef, SagaRecord
+from saga.records import AccountRef, Event, SagaRecord
 from saga.replicas import describe, first_reachable, parse_urls
 from saga.retry import RetryPolicies, RetryPolicy
 from saga.run import TransferResult
@@ -605,15 +605,7 @@ def show_through_api(args: argparse.Namespace, out: TextIO) -> int:
 async def cmd_show(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     if args.api:
         return show_through_api(args, out)
-    database = default_db(args)
-    log = await open_log(database, create=False, exclusive=False)
-    try:
-        record = await log.get(args.transaction_id)
-        if record is None:
-            raise UsageError(f"no saga {args.transaction_id} in {database if not is_shared(database) else 'the log'}")
-        history = await log.history(args.transaction_id)
-    finally:
-        await log.close()
+    record, history = await logged_saga(default_db(args), args.transaction_id)
     trails = await service_trails(record, args.token) if args.trail else None
     if args.json:
         events = []
@@ -709,19 +701,24 @@ async def cmd_events(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     return EXIT_OK
 
 
-async def logged_events(database: str, transaction_id: str) -> list[dict[str, Any]]:
-    """A saga's history from the log, as the transfers service shows it."""
-    from saga.directory import ServiceDirectory
-    from saga.service.app import Presenter
-
+async def logged_saga(database: str, transaction_id: str) -> tuple[SagaRecord, list[Event]]:
+    """A saga and its history, read from the log; UsageError when the log has no such saga."""
     log = await open_log(database, create=False, exclusive=False)
     try:
         record = await log.get(transaction_id)
         if record is None:
             raise UsageError(f"no saga {transaction_id} in {database if not is_shared(database) else 'the log'}")
-        history = await log.history(transaction_id)
+        return record, await log.history(transaction_id)
     finally:
         await log.close()
+
+
+async def logged_events(database: str, transaction_id: str) -> list[dict[str, Any]]:
+    """A saga's history from the log, as the transfers service shows it."""
+    from saga.directory import ServiceDirectory
+    from saga.service.app import Presenter
+
+    record, history = await logged_saga(database, transaction_id)
     present = Presenter(ServiceDirectory())
     return [present.event(record, event) for event in history]
 

@@ -539,17 +539,18 @@ async def _on_validation_error(request: Request, exc: Exception) -> Response:
                 400, "invalid_transaction_id", "transaction_id must be 1-128 characters of A-Z a-z 0-9 . _ : -"
             )
     else:
-        problem = Problem(422, "invalid_request", _describe(errors), _header_transaction_id(request))
+        problem = Problem(422, "invalid_request", describe_validation_errors(errors), _header_transaction_id(request))
     _log_of(request)(problem.transaction_id, _operation_name(request), problem.status, problem.code)
     return problem_response(problem)
 
 
-def _describe(errors: Sequence[Any]) -> str:
+def describe_validation_errors(errors: Sequence[Any]) -> str:
+    """The first five of pydantic's errors, each as "where: what", for a problem's detail."""
     parts = []
     for error in errors[:5]:
         location = ".".join(str(part) for part in error.get("loc", ()) if part != "body") or "body"
         parts.append(f"{location}: {error.get('msg', 'invalid')}")
-    return "; ".join(parts)
+    return "; ".join(parts) or "invalid request"
 
 
 async def _on_http_exception(request: Request, exc: Exception) -> Response:

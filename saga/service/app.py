@@ -14,7 +14,7 @@ import json
 import logging
 import time
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -36,7 +36,7 @@ from saga.orchestrator import MAX_AMOUNT, InvalidTransfer, validate, wall_clock_
 from saga.records import AccountRef, Event, SagaRecord
 from saga.service.waiting import EndWatch
 from saga.states import SagaState
-from server.app import integral_number
+from server.app import describe_validation_errors, integral_number
 from server.contract import TRANSACTION_ID_PATTERN, USER_ID_PATTERN, load_contract
 from server.edge import RETRY_AFTER_SECONDS, RequestGuardMiddleware, parse_json_exactly
 
@@ -361,14 +361,6 @@ def _idempotency_key(request: Request) -> str:
     return key
 
 
-def _describe(errors: Sequence[Any]) -> str:
-    parts = []
-    for error in errors[:5]:
-        location = ".".join(str(part) for part in error.get("loc", ()) if part != "body") or "body"
-        parts.append(f"{location}: {error.get('msg', 'invalid')}")
-    return "; ".join(parts) or "invalid request"
-
-
 def create_transfers_app(
     settings: TransfersSettings,
     log: SagaLog,
@@ -399,7 +391,7 @@ def create_transfers_app(
                 422, "invalid_request", f"the body is not JSON as this service reads it: {error.msg}"
             ) from None
         except ValidationError as error:
-            raise Problem(422, "invalid_request", _describe(error.errors())) from None
+            raise Problem(422, "invalid_request", describe_validation_errors(error.errors())) from None
         try:
             source = settings.directory.account(body.source.service, body.source.user_id)
             target = settings.directory.account(body.target.service, body.target.user_id)
@@ -512,7 +504,7 @@ def create_transfers_app(
 
     async def on_validation_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, RequestValidationError)
-        return await on_problem(request, Problem(422, "invalid_request", _describe(exc.errors())))
+        return await on_problem(request, Problem(422, "invalid_request", describe_validation_errors(exc.errors())))
 
     def allowed_methods(path: str) -> str:
         # Starlette's 405 names the methods of the first route on the path alone:
