@@ -81,6 +81,13 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"refuse larger bodies with 413 (ACCOUNTS_MAX_BODY_BYTES, default {defaults.max_body_bytes})",
     )
     parser.add_argument(
+        "--max-header-bytes",
+        type=int,
+        default=int(_env("MAX_HEADER_BYTES", str(defaults.max_header_bytes)) or defaults.max_header_bytes),
+        help="refuse a request whose request line and headers together are larger with 431 "
+        f"(ACCOUNTS_MAX_HEADER_BYTES, default {defaults.max_header_bytes})",
+    )
+    parser.add_argument(
         "--header-timeout",
         type=float,
         default=float(_env("HEADER_TIMEOUT", str(defaults.header_timeout)) or defaults.header_timeout),
@@ -142,6 +149,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         database = parse_database_url(args.database)
         limits = EdgeLimits(
             max_body_bytes=args.max_body_bytes,
+            max_header_bytes=args.max_header_bytes,
             header_timeout=args.header_timeout,
             body_timeout=args.body_timeout,
             keep_alive_timeout=args.keep_alive_timeout,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hmac
 import json
 import logging
@@ -47,6 +48,9 @@ from server.stores.memory import MemoryStore
 request_log = logging.getLogger("server.requests")
 
 CONTRACT_PATH_PREFIXES = ("/debit", "/credit", "/compensate_", "/accounts", "/transactions/")
+
+#: The header that answers the ledger's position (see LedgerStore.position).
+LEDGER_POSITION = "Ledger-Position"
 
 REJECTION_DETAILS: dict[str, str] = {
     "unknown_user": "no account has user_id {user_id!r}",
@@ -204,26 +208,34 @@ def _log_of(request: Request) -> RequestLog:
     return log
 
 
+def bearer_authorized(scope: Scope, token: str | None) -> bool:
+    """Whether the request carries the bearer token; every request does when the service has none."""
+    if token is None:
+        return True
+    presented = [value for name, value in scope["headers"] if name == b"authorization"]
+    if len(presented) != 1:
+        # Two Authorization headers are ambiguous, whatever they hold.
+        return False
+    scheme, _, credentials = presented[0].partition(b" ")
+    # The scheme is case-insensitive (RFC 9110 section 11.1); the token is not.
+    return scheme.lower() == b"bearer" and hmac.compare_digest(credentials.strip(b" "), token.encode())
+
+
 class BearerTokenMiddleware:
     """Refuses contract operations (and ``also_guarded`` paths, such as /metrics) without the bearer token."""
 
     def __init__(self, app: ASGIApp, token: str, log: RequestLog, also_guarded: tuple[str, ...] = ()) -> None:
         self.app = app
-        self.expected = token.encode()
+        self.token = token
         self.log = log
         self.guarded = CONTRACT_PATH_PREFIXES + also_guarded
 
-    def _authorized(self, scope: Scope) -> bool:
-        presented = [value for name, value in scope["headers"] if name == b"authorization"]
-        if len(presented) != 1:
-            # Two Authorization headers are ambiguous, whatever they hold.
-            return False
-        scheme, _, credentials = presented[0].partition(b" ")
-        # The scheme is case-insensitive (RFC 9110 section 11.1); the token is not.
-        return scheme.lower() == b"bearer" and hmac.compare_digest(credentials.strip(b" "), self.expected)
-
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope["path"].startswith(self.guarded) and not self._authorized(scope):
+        if (
+            scope["type"] == "http"
+            and scope["path"].startswith(self.guarded)
+            and not bearer_authorized(scope, self.token)
+        ):
             self.log(None, scope["path"], 401, "unauthorized")
             response = problem_response(
                 Problem(401, "unauthorized", "this service requires Authorization: Bearer <token>"),
@@ -260,6 +272,45 @@ class LedgerIdMiddleware:
         await self.app(scope, receive, send_with_ledger_id)
 
 
+class LedgerPositionMiddleware:
+    """Answers ``Ledger-Position`` on an answer of a contract operation that lacks it, when the store can say.
+
+    The endpoints answer the position their own store call read; this covers
+    the answers made without one (a refused body, a reused key). Not on a 503:
+    the store has just failed, and asking again would only wait for it. Not
+    to a request without the token: it must not make the store work, nor
+    learn how far the ledger has come.
+    """
+
+    def __init__(self, app: ASGIApp, position: Callable[[], Awaitable[int | None]], token: str | None) -> None:
+        self.app = app
+        self.position = position
+        self.token = token
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if (
+            scope["type"] != "http"
+            or not scope["path"].startswith(CONTRACT_PATH_PREFIXES)
+            or not bearer_authorized(scope, self.token)
+        ):
+            await self.app(scope, receive, send)
+            return
+
+        async def send_with_position(message: Message) -> None:
+            if (
+                message["type"] == "http.response.start"
+                and message["status"] != 503
+                and all(name != b"ledger-position" for name, _ in message["headers"])
+            ):
+                # Read now, after the request arrived: at least what any answer before it said.
+                position = await self.position()
+                if position is not None:
+                    message = {**message, "headers": [*message["headers"], (b"ledger-position", b"%d" % position)]}
+            await send(message)
+
+        await self.app(scope, receive, send_with_position)
+
+
 class ContractApp(FastAPI):
     """A FastAPI app that serves the committed contract as its OpenAPI document."""
 
@@ -287,6 +338,15 @@ class _StoreSlot:
 
     def ledger_id(self) -> str | None:
         return None if self._store is None else self._store.ledger_id
+
+    async def position(self) -> int | None:
+        """The store's position now; None when the store is not open or cannot answer."""
+        if self._store is None:
+            return None
+        try:
+            return await self._store.position()
+        except StorageUnavailable:
+            return None
 
 
 def create_app(settings: Settings | None = None, store: LedgerStore | None = None) -> FastAPI:
@@ -356,6 +416,8 @@ def create_app(settings: Settings | None = None, store: LedgerStore | None = Non
         max_body_bytes=settings.max_body_bytes,
         on_refusal=lambda path, status, code: log(None, path, status, code),
     )
+    # Outside the refusals above, so that they carry the position too.
+    app.add_middleware(LedgerPositionMiddleware, position=slot.position, token=settings.token)
     # Outermost, so that every answer carries it, the refusals above included.
     app.add_middleware(LedgerIdMiddleware, ledger_id=slot.ledger_id)
     # Outside everything else, so that the time of a refused request is measured too.
@@ -370,19 +432,23 @@ def create_app(settings: Settings | None = None, store: LedgerStore | None = Non
             # whatever the draw, and a new credit the draw refuses is never decided.
             refuse_new = faulted and faults.fail_before_commit()
             try:
-                execution = await slot.store.execute(
+                execution, position = await slot.store.execute_with_position(
                     operation, transaction_id, body.user_id, body.amount, apply_new=not refuse_new
                 )
             except IdempotencyKeyReused as error:
                 raise Problem(422, "idempotency_key_reused", str(error), transaction_id) from None
+            positioned = _position_header(position)
             if execution is None:
                 metrics.injected_fault("before_commit")
-                raise Problem(500, "injected_fault", "injected fault: the credit was not applied", transaction_id)
+                raise Problem(
+                    500, "injected_fault", "injected fault: the credit was not applied", transaction_id, positioned
+                )
             entry, replayed = execution
             if faulted and not replayed and entry.outcome == "applied" and faults.fail_after_commit():
                 metrics.injected_fault("after_commit")
-                raise Problem(500, "injected_fault", "injected fault: the outcome is unknown", transaction_id)
-            return _ledger_response(log, entry, replayed=replayed)
+                detail = "injected fault: the outcome is unknown"
+                raise Problem(500, "injected_fault", detail, transaction_id, positioned)
+            return _ledger_response(log, entry, replayed=replayed, position=position)
 
         endpoint.__name__ = operation
         return endpoint
@@ -400,9 +466,10 @@ def create_app(settings: Settings | None = None, store: LedgerStore | None = Non
 
     @app.get("/accounts", operation_id="listAccounts", response_model=None, responses=_problems(400, 401, 500, 503))
     async def list_accounts(transaction_id: TransactionIdHeader) -> Response:
-        accounts = [{"user_id": account.user_id, "balance": account.balance} for account in await slot.store.accounts()]
+        found, position = await slot.store.accounts_with_position()
+        accounts = [{"user_id": account.user_id, "balance": account.balance} for account in found]
         log(transaction_id, "list_accounts", 200, "read")
-        return json_response({"accounts": accounts})
+        return json_response({"accounts": accounts}, _position_header(position))
 
     # ``:anytext`` lets a user_id with an encoded slash or line break reach
     # the validator, which answers 422, instead of the router's undocumented 404.
@@ -416,11 +483,12 @@ def create_app(settings: Settings | None = None, store: LedgerStore | None = Non
         user_id: Annotated[str, Path(min_length=1, max_length=64, pattern=USER_ID_PATTERN)],
         transaction_id: TransactionIdHeader,
     ) -> Response:
-        balance = await slot.store.balance(user_id)
+        balance, position = await slot.store.balance_with_position(user_id)
+        positioned = _position_header(position)
         if balance is None:
-            raise Problem(404, "unknown_user", f"no account has user_id {user_id!r}", transaction_id)
+            raise Problem(404, "unknown_user", f"no account has user_id {user_id!r}", transaction_id, positioned)
         log(transaction_id, "get_account", 200, "read")
-        return json_response({"user_id": user_id, "balance": balance})
+        return json_response({"user_id": user_id, "balance": balance}, positioned)
 
     @app.get(
         "/transactions/{transaction_id:anytext}",
@@ -432,9 +500,10 @@ def create_app(settings: Settings | None = None, store: LedgerStore | None = Non
         transaction_id: Annotated[str, Path(min_length=1, max_length=128, pattern=TRANSACTION_ID_PATTERN)],
         correlation_id: TransactionIdHeader,
     ) -> Response:
-        entries = [_trail_entry(entry) for entry in await slot.store.trail(transaction_id)]
+        found, position = await slot.store.trail_with_position(transaction_id)
+        entries = [_trail_entry(entry) for entry in found]
         log(correlation_id, "get_transaction", 200, "read")
-        return json_response({"transaction_id": transaction_id, "entries": entries})
+        return json_response({"transaction_id": transaction_id, "entries": entries}, _position_header(position))
 
     @app.get("/healthz", include_in_schema=False)
     async def healthz() -> dict[str, str]:
@@ -448,8 +517,14 @@ def create_app(settings: Settings | None = None, store: LedgerStore | None = Non
     return app
 
 
-def _ledger_response(log: RequestLog, entry: Entry, *, replayed: bool) -> Response:
-    headers = {"Idempotent-Replayed": "true"} if replayed else None
+def _position_header(position: int) -> dict[str, str]:
+    return {LEDGER_POSITION: str(position)}
+
+
+def _ledger_response(log: RequestLog, entry: Entry, *, replayed: bool, position: int) -> Response:
+    headers = _position_header(position)
+    if replayed:
+        headers["Idempotent-Replayed"] = "true"
     log.metrics.ledger_outcome(entry, replayed=replayed)
     if entry.rejection is not None:
         detail = REJECTION_DETAILS[entry.rejection].format(
@@ -568,6 +643,17 @@ async def _on_unexpected_error(request: Request, exc: Exception) -> Response:
     )
     problem = Problem(500, "internal_error", "an unexpected error occurred; the outcome is unknown")
     _log_of(request)(transaction_id, _operation_name(request), 500, problem.code)
-    # This handler runs outside every middleware, LedgerIdMiddleware included.
-    ledger_id = request.app.state.store_slot.ledger_id()
-    return problem_response(problem, {"Ledger-Id": ledger_id} if ledger_id else None)
+    # This handler runs outside every middleware, the ledger's two included.
+    slot: _StoreSlot = request.app.state.store_slot
+    settings: Settings = request.app.state.settings
+    headers: dict[str, str] = {}
+    ledger_id = slot.ledger_id()
+    if ledger_id is not None:
+        headers["Ledger-Id"] = ledger_id
+    if request.url.path.startswith(CONTRACT_PATH_PREFIXES) and bearer_authorized(request.scope, settings.token):
+        # The answer to one unexpected error must not be lost to a second.
+        with contextlib.suppress(Exception):
+            position = await slot.position()
+            if position is not None:
+                headers.update(_position_header(position))
+    return problem_response(problem, headers or None)

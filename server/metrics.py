@@ -15,7 +15,7 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from server.ledger import Account, Entry, Operation
-from server.stores import Execution, LedgerStore, StorageUnavailable
+from server.stores import Execution, LedgerStore, PositionedExecution, StorageUnavailable
 
 METRICS_CONTENT_TYPE = CONTENT_TYPE_LATEST
 
@@ -173,6 +173,18 @@ class MeasuredStore:
             "execute", lambda: self.store.execute(operation, transaction_id, user_id, amount, apply_new=apply_new)
         )
 
+    async def execute_with_position(
+        self, operation: Operation, transaction_id: str, user_id: str, amount: int, *, apply_new: bool = True
+    ) -> PositionedExecution:
+        # The same call as execute, so the same series: one database transaction either way.
+        return await self._measured(
+            "execute",
+            lambda: self.store.execute_with_position(operation, transaction_id, user_id, amount, apply_new=apply_new),
+        )
+
+    async def position(self) -> int:
+        return await self._measured("position", self.store.position)
+
     async def balance(self, user_id: str) -> int | None:
         return await self._measured("balance", lambda: self.store.balance(user_id))
 
@@ -181,6 +193,15 @@ class MeasuredStore:
 
     async def trail(self, transaction_id: str) -> list[Entry]:
         return await self._measured("trail", lambda: self.store.trail(transaction_id))
+
+    async def balance_with_position(self, user_id: str) -> tuple[int | None, int]:
+        return await self._measured("balance", lambda: self.store.balance_with_position(user_id))
+
+    async def accounts_with_position(self) -> tuple[list[Account], int]:
+        return await self._measured("accounts", self.store.accounts_with_position)
+
+    async def trail_with_position(self, transaction_id: str) -> tuple[list[Entry], int]:
+        return await self._measured("trail", lambda: self.store.trail_with_position(transaction_id))
 
     async def close(self) -> None:
         await self.store.close()

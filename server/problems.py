@@ -22,6 +22,7 @@ ErrorCode = Literal[
     "storage_unavailable",
     "request_too_large",
     "service_overloaded",
+    "request_header_too_large",
 ]
 
 PROBLEM_CONTENT_TYPE: Final = "application/problem+json"
@@ -43,6 +44,7 @@ TITLES: Final[dict[str, str]] = {
     "storage_unavailable": "Storage unavailable",
     "request_too_large": "Request too large",
     "service_overloaded": "Service overloaded",
+    "request_header_too_large": "Request header fields too large",
 }
 
 

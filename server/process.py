@@ -15,7 +15,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Self
@@ -98,13 +98,16 @@ class ServerProcess:
         self._launch(port=0)
         return self
 
-    def restart_after_kill(self) -> Self:
+    def restart_after_kill(self, meanwhile: Callable[[], object] | None = None) -> Self:
         """SIGKILL the child, then start a new one on the same port, with the same options.
 
         What the new process remembers is what its database kept: a crash and
-        a restart, as an operator's supervisor would do it.
+        a restart, as an operator's supervisor would do it. ``meanwhile`` runs
+        while no process holds the database: a restore from a backup, say.
         """
         self.kill()
+        if meanwhile is not None:
+            meanwhile()
         self._launch(port=self.port)
         return self
 

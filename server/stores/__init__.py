@@ -26,6 +26,8 @@ class StorageUnavailable(Exception):
 
 #: What a store returns for one request: the entry, and whether it was a replay.
 Execution = tuple[Entry, bool]
+#: The execution (None when it was not applied), and the ledger's position read after its write.
+PositionedExecution = tuple[Execution | None, int]
 
 
 def check_opening(accounts: Mapping[str, int], max_balance: int) -> None:
@@ -57,12 +59,38 @@ class LedgerStore(Protocol):
         and StorageUnavailable when the database fails.
         """
 
+    async def execute_with_position(
+        self, operation: Operation, transaction_id: str, user_id: str, amount: int, *, apply_new: bool = True
+    ) -> PositionedExecution:
+        """:meth:`execute`, and the ledger's position read after the request's write, in the same unit of work.
+
+        Reading it after the write makes the answer at least every position
+        any process on this store answered before the request arrived.
+        """
+
+    async def position(self) -> int:
+        """The ledger's position: how far its record has come, 0 before the first entry.
+
+        It grows with every recorded entry and never goes back, except when
+        the record itself does: a restore of an older backup answers the older
+        number. A client that sees it lower than before has found a ledger
+        that went back in time.
+        """
+
     async def balance(self, user_id: str) -> int | None: ...
 
     async def accounts(self) -> list[Account]: ...
 
     async def trail(self, transaction_id: str) -> list[Entry]:
         """Every entry recorded under ``transaction_id``, in the order recorded."""
+
+    # The reads with the position read in the same query, after the request arrived.
+
+    async def balance_with_position(self, user_id: str) -> tuple[int | None, int]: ...
+
+    async def accounts_with_position(self) -> tuple[list[Account], int]: ...
+
+    async def trail_with_position(self, transaction_id: str) -> tuple[list[Entry], int]: ...
 
     async def close(self) -> None: ...
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from server.ledger import MAX_BALANCE, Account, Entry, Ledger, Operation
-from server.stores import Execution, new_ledger_id
+from server.stores import Execution, PositionedExecution, new_ledger_id
 
 
 class MemoryStore:
@@ -40,6 +40,26 @@ class MemoryStore:
 
     async def trail(self, transaction_id: str) -> list[Entry]:
         return self.ledger.trail(transaction_id)
+
+    async def execute_with_position(
+        self, operation: Operation, transaction_id: str, user_id: str, amount: int, *, apply_new: bool = True
+    ) -> PositionedExecution:
+        execution = await self.execute(operation, transaction_id, user_id, amount, apply_new=apply_new)
+        return execution, await self.position()
+
+    async def position(self) -> int:
+        # Entries are never removed, so their count only grows; a copy of an
+        # older ledger (reload() keeps every entry) has fewer.
+        return len(self.ledger)
+
+    async def balance_with_position(self, user_id: str) -> tuple[int | None, int]:
+        return self.ledger.balance(user_id), len(self.ledger)
+
+    async def accounts_with_position(self) -> tuple[list[Account], int]:
+        return self.ledger.accounts(), len(self.ledger)
+
+    async def trail_with_position(self, transaction_id: str) -> tuple[list[Entry], int]:
+        return self.ledger.trail(transaction_id), len(self.ledger)
 
     async def close(self) -> None:
         return None

@@ -3,7 +3,9 @@
 Each ledger operation is one call of the server-side function
 ``ledger_execute`` (sql/postgresql/, last replaced in 0002), which holds the rules of
 :func:`server.ledger.decide` in PL/pgSQL: one round trip and one transaction
-per request. One call of that function costs about a third of the client CPU
+per request. The store calls it through ``ledger_execute_with_position``
+(0003), which reads the ledger's position after the rules wrote, in the same
+call. One call of that function costs about a third of the client CPU
 of the same work as four statements from Python, and round trips, not the
 database, set the price.
 
@@ -30,14 +32,21 @@ the argument holds for any number of replicas on one database.
 Migrations and the opening of accounts run at start under a session advisory
 lock (one-bigint form, a key space apart from the id locks), so replicas
 starting together on an empty database take turns. A failure of the database
-during an operation raises :class:`~server.stores.StorageUnavailable`; the
-transaction is then rolled back or committed whole, never half applied.
+during an operation (see :func:`is_storage_failure`) raises
+:class:`~server.stores.StorageUnavailable`; the transaction is then rolled
+back or committed whole, never half applied.
+
+The ledger's position is the last value of the sequence that numbers the
+entries (0 before the first). A sequence is not transactional: it counts
+numbers taken by transactions still running or rolled back too, so it is
+never below what any replica answered before, and it never goes back, except
+when a restore (pg_restore sets it from the dump) takes the whole ledger back.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any, Final
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any, Final, TypeVar
 
 import asyncpg
 
@@ -54,8 +63,17 @@ from server.ledger import (
     Outcome,
     RejectionCode,
 )
-from server.stores import Execution, StorageUnavailable, StoreError, check_opening, new_ledger_id
+from server.stores import (
+    Execution,
+    PositionedExecution,
+    StorageUnavailable,
+    StoreError,
+    check_opening,
+    new_ledger_id,
+)
 from server.stores.migrations import pending
+
+T = TypeVar("T")
 
 #: The session advisory lock held while migrating and opening accounts; the
 #: per-id locks use the two-int form, which PostgreSQL keeps in another key space.
@@ -67,12 +85,83 @@ ACQUIRE_TIMEOUT_SECONDS: Final = 10.0
 COMMAND_TIMEOUT_SECONDS: Final = 30.0
 CONNECT_TIMEOUT_SECONDS: Final = 10.0
 
-#: What a failing database raises through asyncpg: a server error, a lost or
-#: closed connection, a socket error, or a timeout.
-DATABASE_FAILURES: Final = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError)
+#: What the client side raises when the way to the database fails, whatever
+#: the database would have said: a connection closed, or left mid-operation by
+#: one that was lost ("another operation is in progress", "cannot switch to
+#: state"), a socket error, or a pool, connect or statement timeout. A
+#: connection the server ended (ConnectionDoesNotExistError, AdminShutdownError)
+#: is a PostgresError of its own, classified by its SQLSTATE below.
+CONNECTION_FAILURES: Final = (asyncpg.InterfaceError, asyncpg.InternalClientError, OSError, TimeoutError)
+#: What a database and its driver raise: each is judged by is_storage_failure.
+DATABASE_FAILURES: Final = (asyncpg.PostgresError, *CONNECTION_FAILURES)
 
-_EXECUTE = "SELECT * FROM ledger_execute($1, $2, $3, $4, $5, $6)"
+#: SQLSTATE classes (the first two characters) of a database that failed or
+#: cannot serve now, where a retry later may succeed.
+_UNAVAILABLE_CLASSES: Final = frozenset(
+    {
+        "08",  # connection exception: the connection failed or was never made
+        "40",  # transaction rollback: a serialization failure or a deadlock, rolled back whole
+        "53",  # insufficient resources: too many connections, a full disk, out of memory
+        "57",  # operator intervention: pg_terminate_backend, a shutdown, a restart, a cancelled statement
+        "58",  # system error: an I/O error under the database
+        "XX",  # internal error: the database itself failed, or found its data corrupt
+    }
+)
+#: SQLSTATEs outside those classes that mean the same.
+_UNAVAILABLE_STATES: Final = frozenset(
+    {
+        "25006",  # read_only_sql_transaction: a standby answered, as after a failover
+        "55P03",  # lock_not_available: lock_timeout passed
+        "3D000",  # invalid_catalog_name: the database is gone (a new connection cannot open it)
+        "28000",  # invalid_authorization_specification: a new connection was refused
+        "28P01",  # invalid_password: likewise
+    }
+)
+
+_EXECUTE = "SELECT * FROM ledger_execute_with_position($1, $2, $3, $4, $5, $6)"
+_POSITION = "SELECT current_ledger_position() AS ledger_position"
 _ENTRY_COLUMNS = "sequence, transaction_id, operation, user_id, amount, outcome, balance, rejection"
+# The reads with the position in the same query. The position is read once,
+# in a materialized CTE (the function is volatile, so it would otherwise be
+# read per row), and the LEFT JOIN gives a row to carry it when nothing matches.
+_BALANCE_AT_POSITION = (
+    "SELECT (SELECT balance FROM accounts WHERE user_id = $1) AS balance, current_ledger_position() AS ledger_position"
+)
+_ACCOUNTS_AT_POSITION = """
+WITH position AS MATERIALIZED (SELECT current_ledger_position() AS ledger_position)
+SELECT position.ledger_position, a.user_id, a.balance
+FROM position LEFT JOIN accounts a ON true
+ORDER BY a.user_id
+"""
+_TRAIL_AT_POSITION = f"""
+WITH position AS MATERIALIZED (SELECT current_ledger_position() AS ledger_position)
+SELECT position.ledger_position, {", ".join(f"e.{column}" for column in _ENTRY_COLUMNS.split(", "))}
+FROM position LEFT JOIN entries e ON e.transaction_id = $1
+ORDER BY e.sequence
+"""
+
+
+def is_storage_failure(error: BaseException) -> bool:
+    """Whether ``error`` means the database could not do its work, so a 503 and a retry later are the answer.
+
+    Yes for every failure of the connection (lost, terminated by
+    ``pg_terminate_backend``, closed, busy with an operation a lost
+    connection never finished, a socket error, a pool or statement timeout)
+    and for a database that reports it cannot serve now (see
+    :data:`_UNAVAILABLE_CLASSES`). Each call is one transaction, rolled back
+    or committed whole, so nothing was half applied.
+
+    No for a statement the database refused for what it says: a constraint,
+    a missing function, bad data. The same request would be refused again, so
+    it is a bug or a broken schema, answered 500 ``internal_error`` and
+    logged with its traceback.
+    """
+    if isinstance(error, CONNECTION_FAILURES):
+        return True
+    if isinstance(error, asyncpg.PostgresError):
+        state = str(getattr(error, "sqlstate", "") or "")
+        return state[:2] in _UNAVAILABLE_CLASSES or state in _UNAVAILABLE_STATES
+    return False
 
 
 class PostgresStore:
@@ -116,17 +205,44 @@ class PostgresStore:
     async def execute(
         self, operation: Operation, transaction_id: str, user_id: str, amount: int, *, apply_new: bool = True
     ) -> Execution | None:
+        execution, _ = await self.execute_with_position(operation, transaction_id, user_id, amount, apply_new=apply_new)
+        return execution
+
+    async def execute_with_position(
+        self, operation: Operation, transaction_id: str, user_id: str, amount: int, *, apply_new: bool = True
+    ) -> PositionedExecution:
         row = await self._fetch_row(
             _EXECUTE, operation, transaction_id, user_id, amount, apply_new, self._max_balance, what=operation
         )
         if row is None:
             raise StorageUnavailable(f"{operation} {transaction_id}: ledger_execute returned nothing")
+        position = int(row["ledger_position"])
         if row["not_applied"]:
-            return None
+            return None, position
         entry = _entry(transaction_id, row)
         if row["key_reused"]:
             raise IdempotencyKeyReused(transaction_id, operation, entry)
-        return entry, bool(row["replayed"])
+        return (entry, bool(row["replayed"])), position
+
+    async def position(self) -> int:
+        row = await self._fetch_row(_POSITION, what="position")
+        assert row is not None
+        return int(row["ledger_position"])
+
+    async def balance_with_position(self, user_id: str) -> tuple[int | None, int]:
+        row = await self._fetch_row(_BALANCE_AT_POSITION, user_id, what="balance")
+        assert row is not None
+        return (None if row["balance"] is None else int(row["balance"])), int(row["ledger_position"])
+
+    async def accounts_with_position(self) -> tuple[list[Account], int]:
+        rows = await self._fetch(_ACCOUNTS_AT_POSITION, what="accounts")
+        accounts = [Account(row["user_id"], row["balance"]) for row in rows if row["user_id"] is not None]
+        return accounts, int(rows[0]["ledger_position"])
+
+    async def trail_with_position(self, transaction_id: str) -> tuple[list[Entry], int]:
+        rows = await self._fetch(_TRAIL_AT_POSITION, transaction_id, what="trail")
+        entries = [_entry(transaction_id, row) for row in rows if row["sequence"] is not None]
+        return entries, int(rows[0]["ledger_position"])
 
     async def balance(self, user_id: str) -> int | None:
         row = await self._fetch_row("SELECT balance FROM accounts WHERE user_id = $1", user_id, what="balance")
@@ -191,20 +307,57 @@ class PostgresStore:
         await self._pool.close()
 
     async def _fetch_row(self, query: str, *arguments: Any, what: str) -> asyncpg.Record | None:
-        try:
-            async with self._pool.acquire(timeout=ACQUIRE_TIMEOUT_SECONDS) as connection:
-                row: asyncpg.Record | None = await connection.fetchrow(query, *arguments)
-                return row
-        except DATABASE_FAILURES as error:
-            raise StorageUnavailable(f"{what}: {_one_line(error)}") from error
+        row: asyncpg.Record | None = await self._on_a_connection(
+            lambda connection: connection.fetchrow(query, *arguments), what
+        )
+        return row
 
     async def _fetch(self, query: str, *arguments: Any, what: str) -> list[asyncpg.Record]:
+        rows: list[asyncpg.Record] = await self._on_a_connection(
+            lambda connection: connection.fetch(query, *arguments), what
+        )
+        return rows
+
+    async def _on_a_connection(self, work: Callable[[asyncpg.pool.PoolConnectionProxy], Awaitable[T]], what: str) -> T:
+        """``work`` on a pooled connection; StorageUnavailable when the database fails under it."""
         try:
             async with self._pool.acquire(timeout=ACQUIRE_TIMEOUT_SECONDS) as connection:
-                rows: list[asyncpg.Record] = await connection.fetch(query, *arguments)
-                return rows
+                try:
+                    return await work(connection)
+                except Exception as error:
+                    if _connection_lost(error):
+                        # A lost connection may still look open (its end of
+                        # stream not read yet, its protocol stuck
+                        # mid-operation), and the pool would lend it again:
+                        # it is ended here. Whatever ended it (a restart, a
+                        # failover, pg_terminate_backend) has most likely
+                        # ended its siblings idle in the pool too, so they are
+                        # replaced on their next use rather than each failing
+                        # one more request.
+                        connection.terminate()
+                        await self._pool.expire_connections()
+                    raise
         except DATABASE_FAILURES as error:
-            raise StorageUnavailable(f"{what}: {_one_line(error)}") from error
+            if is_storage_failure(error):
+                raise StorageUnavailable(f"{what}: {_one_line(error)}") from error
+            raise
+
+
+def _connection_lost(error: BaseException) -> bool:
+    """Whether the connection that raised ``error`` can never be used again.
+
+    Not after a timeout (asyncpg cancels the statement and keeps the
+    connection), nor after an error the server reports and survives (a
+    deadlock, a full disk): only when the connection itself failed or the
+    server ended it.
+    """
+    if isinstance(error, TimeoutError):
+        return False
+    if isinstance(error, CONNECTION_FAILURES):
+        return True
+    state = str(getattr(error, "sqlstate", "") or "") if isinstance(error, asyncpg.PostgresError) else ""
+    # 57P01-57P03: admin shutdown (pg_terminate_backend), crash shutdown, cannot connect now.
+    return state.startswith("08") or state in {"57P01", "57P02", "57P03"}
 
 
 async def _keep_session(connection: asyncpg.Connection) -> None:

@@ -13,6 +13,10 @@ order in one transaction, each inside a savepoint of its own, so one failing
 operation rolls back alone while the others still commit with one fsync.
 No answer leaves before its commit. Reads run on a second thread with a
 connection of their own, so they never wait behind a sync.
+
+The ledger's position is the highest sequence in the entries table: a group
+reads it after its last write, inside its transaction, and every request of
+the group answers it. A copy of the file made earlier has a lower one.
 """
 
 from __future__ import annotations
@@ -39,7 +43,14 @@ from server.ledger import (
     decide,
     replayed,
 )
-from server.stores import Execution, StorageUnavailable, StoreError, check_opening, new_ledger_id
+from server.stores import (
+    Execution,
+    PositionedExecution,
+    StorageUnavailable,
+    StoreError,
+    check_opening,
+    new_ledger_id,
+)
 from server.stores.migrations import pending
 
 T = TypeVar("T")
@@ -59,6 +70,28 @@ CREATE TABLE IF NOT EXISTS schema_version (
 """
 
 _ENTRY_COLUMNS: Final = "sequence, transaction_id, operation, user_id, amount, outcome, balance, rejection"
+# Entries are never deleted, so the highest sequence only grows; max() of the key is one index lookup.
+_POSITION: Final = "SELECT coalesce(max(sequence), 0) FROM entries"
+
+#: Primary result codes (the low byte of an extended code) that mean the file,
+#: the disk or another process stood in the way, not that a statement was wrong.
+_STORAGE_FAILURE_CODES: Final = frozenset(
+    {
+        sqlite3.SQLITE_PERM,  # the operating system refused access
+        sqlite3.SQLITE_BUSY,  # another connection held the lock past the busy timeout
+        sqlite3.SQLITE_LOCKED,
+        sqlite3.SQLITE_NOMEM,
+        sqlite3.SQLITE_READONLY,  # the file, its folder or its -wal/-shm cannot be written
+        sqlite3.SQLITE_INTERRUPT,
+        sqlite3.SQLITE_IOERR,  # disk I/O, fsync, a vanished -wal or -shm
+        sqlite3.SQLITE_CORRUPT,
+        sqlite3.SQLITE_FULL,  # the disk is full
+        sqlite3.SQLITE_CANTOPEN,
+        sqlite3.SQLITE_PROTOCOL,  # a WAL lock race lost too often
+        sqlite3.SQLITE_NOLFS,
+        sqlite3.SQLITE_NOTADB,  # the file was replaced by something that is not a database
+    }
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,8 +103,30 @@ class _Request:
     apply_new: bool
 
 
-#: What the writer thread hands back for one request: its execution, or the error to raise.
-_Outcome = Execution | None | Exception
+#: What the writer thread hands back for one request: its execution and the position, or the error to raise.
+_Outcome = PositionedExecution | Exception
+
+
+def is_storage_failure(error: BaseException) -> bool:
+    """Whether ``error`` means the database could not do its work, so a 503 and a retry later are the answer.
+
+    Yes for what the file, the disk or the operating system did: an I/O
+    error, a full disk, a lock held past the busy timeout, a file that cannot
+    be opened or written or is no database. A failed transaction rolls back
+    whole, so nothing was half applied.
+
+    No for a statement SQLite refused (a constraint, a missing table, SQL it
+    cannot parse): the same request would be refused again, so it is a bug or
+    a broken schema, answered 500 ``internal_error`` and logged with its traceback.
+    """
+    if not isinstance(error, sqlite3.Error):
+        return False
+    code = getattr(error, "sqlite_errorcode", None)
+    if code is not None:
+        return code & 0xFF in _STORAGE_FAILURE_CODES
+    # Without a code the error was not SQLite's own; the DB-API files failures
+    # of the database's operation, beyond the program's control, as OperationalError.
+    return isinstance(error, sqlite3.OperationalError)
 
 
 class SqliteStore:
@@ -95,7 +150,7 @@ class SqliteStore:
         self._reader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite-ledger-reader")
         self._max_balance = max_balance
         self._group_commit = group_commit
-        self._queue: list[tuple[_Request, asyncio.Future[Execution | None]]] = []
+        self._queue: list[tuple[_Request, asyncio.Future[PositionedExecution]]] = []
         self._committer: asyncio.Task[None] | None = None
         self._closed = False
         #: Transactions committed (or attempted) by the writer thread, and the requests they carried.
@@ -129,9 +184,15 @@ class SqliteStore:
     async def execute(
         self, operation: Operation, transaction_id: str, user_id: str, amount: int, *, apply_new: bool = True
     ) -> Execution | None:
+        execution, _ = await self.execute_with_position(operation, transaction_id, user_id, amount, apply_new=apply_new)
+        return execution
+
+    async def execute_with_position(
+        self, operation: Operation, transaction_id: str, user_id: str, amount: int, *, apply_new: bool = True
+    ) -> PositionedExecution:
         if self._closed:
             raise StorageUnavailable(f"the SQLite store {self.path} is closed")
-        done: asyncio.Future[Execution | None] = asyncio.get_running_loop().create_future()
+        done: asyncio.Future[PositionedExecution] = asyncio.get_running_loop().create_future()
         self._queue.append((_Request(operation, transaction_id, user_id, amount, apply_new), done))
         if self._committer is None:
             self._committer = asyncio.create_task(self._commit_queued(), name="sqlite-ledger-committer")
@@ -175,27 +236,30 @@ class SqliteStore:
         try:
             return await asyncio.get_running_loop().run_in_executor(self._reader, query, self._reader_connection)
         except sqlite3.Error as error:
-            raise _unavailable(self.path, error) from error
+            if is_storage_failure(error):
+                raise _unavailable(self.path, error) from error
+            raise
 
     async def balance(self, user_id: str) -> int | None:
-        def query(connection: sqlite3.Connection) -> int | None:
-            row = connection.execute("SELECT balance FROM accounts WHERE user_id = ?", (user_id,)).fetchone()
-            return None if row is None else int(row[0])
-
-        return await self._read(query)
+        return await self._read(lambda connection: _balance(connection, user_id))
 
     async def accounts(self) -> list[Account]:
-        def query(connection: sqlite3.Connection) -> list[Account]:
-            rows = connection.execute("SELECT user_id, balance FROM accounts ORDER BY user_id").fetchall()
-            return [Account(user_id, balance) for user_id, balance in rows]
-
-        return await self._read(query)
+        return await self._read(_accounts)
 
     async def trail(self, transaction_id: str) -> list[Entry]:
-        def query(connection: sqlite3.Connection) -> list[Entry]:
-            return _entries_under(connection, transaction_id)
+        return await self._read(lambda connection: _entries_under(connection, transaction_id))
 
-        return await self._read(query)
+    async def position(self) -> int:
+        return await self._read(_position)
+
+    async def balance_with_position(self, user_id: str) -> tuple[int | None, int]:
+        return await self._read(lambda connection: (_balance(connection, user_id), _position(connection)))
+
+    async def accounts_with_position(self) -> tuple[list[Account], int]:
+        return await self._read(lambda connection: (_accounts(connection), _position(connection)))
+
+    async def trail_with_position(self, transaction_id: str) -> tuple[list[Entry], int]:
+        return await self._read(lambda connection: (_entries_under(connection, transaction_id), _position(connection)))
 
     async def check_invariants(self) -> None:
         """Raise InvariantViolation unless the file's balances agree with its entries.
@@ -334,27 +398,31 @@ def _write_group(
     """Decide ``requests`` in order in one transaction and commit it; one outcome per request.
 
     A request that fails rolls back to its own savepoint, and the others
-    commit. When the transaction itself fails, every request gets
-    StorageUnavailable and nothing of the group is written.
+    commit. When the transaction itself fails, every request gets the failure
+    (StorageUnavailable for a storage failure) and nothing of the group is
+    written. Each execution comes with the position after the group's writes.
     """
-    outcomes: list[_Outcome] = []
+    executions: list[Execution | Exception | None] = []
     try:
         connection.execute("BEGIN IMMEDIATE")
-        (sequence,) = connection.execute("SELECT coalesce(max(sequence), 0) FROM entries").fetchone()
+        (sequence,) = connection.execute(_POSITION).fetchone()
         for request in requests:
             sequence += 1
             connection.execute("SAVEPOINT request")
             try:
-                outcomes.append(_execute(connection, request, sequence, max_balance))
+                executions.append(_execute(connection, request, sequence, max_balance))
             except Exception as error:
                 connection.execute("ROLLBACK TO request")
-                outcomes.append(_unavailable(path, error) if isinstance(error, sqlite3.Error) else error)
+                executions.append(_unavailable(path, error) if is_storage_failure(error) else error)
             connection.execute("RELEASE request")
+        # Read inside the transaction, after every write of the group: no
+        # other process can commit in between, and what it committed before is counted.
+        (position,) = connection.execute(_POSITION).fetchone()
         connection.execute("COMMIT")
     except sqlite3.Error as error:
         _rollback(connection)
-        return [_unavailable(path, error) for _ in requests]
-    return outcomes
+        return [_unavailable(path, error) if is_storage_failure(error) else error for _ in requests]
+    return [execution if isinstance(execution, Exception) else (execution, position) for execution in executions]
 
 
 def _execute(connection: sqlite3.Connection, request: _Request, sequence: int, max_balance: int) -> Execution | None:
@@ -405,6 +473,21 @@ def _rollback(connection: sqlite3.Connection) -> None:
 
 
 # -- rows and checks -----------------------------------------------------------
+
+
+def _position(connection: sqlite3.Connection) -> int:
+    (position,) = connection.execute(_POSITION).fetchone()
+    return int(position)
+
+
+def _balance(connection: sqlite3.Connection, user_id: str) -> int | None:
+    row = connection.execute("SELECT balance FROM accounts WHERE user_id = ?", (user_id,)).fetchone()
+    return None if row is None else int(row[0])
+
+
+def _accounts(connection: sqlite3.Connection) -> list[Account]:
+    rows = connection.execute("SELECT user_id, balance FROM accounts ORDER BY user_id").fetchall()
+    return [Account(user_id, balance) for user_id, balance in rows]
 
 
 def _entries_under(connection: sqlite3.Connection, transaction_id: str) -> list[Entry]:

@@ -1,18 +1,24 @@
-"""The HTTP edge of a real ``python -m server``: body limits, ambiguous input, auth, slow clients, connection limit."""
+"""The HTTP edge of a real ``python -m server``: body and header limits, ambiguous input, auth, slow clients,
+connection limit; and the header limit of a real ``python -m saga serve``, which shares the edge."""
 
 from __future__ import annotations
 
 import json
 import socket
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import ExitStack, closing
+from dataclasses import dataclass
+from pathlib import Path
 
 import httpx
 import pytest
 
+from saga.service.process import TransfersProcess
 from server.process import ServerProcess
 from tests.conftest import StartServer
+from tests.support.ports import dead_url
 
 pytestmark = pytest.mark.integration
 
@@ -285,3 +291,217 @@ def test_past_the_connection_limit_a_new_connection_is_answered_503_with_retry_a
     # Once the held connections are gone, the service answers again.
     answer = httpx.get(f"{server.url}/accounts", headers={"transaction_id": "read"})
     assert answer.status_code == 200
+
+
+# -- header size ------------------------------------------------------------------------------------
+
+#: The default of --max-header-bytes.
+MAX_HEADER_BYTES = 16 * 1024
+#: What one flooding client would send if the service never cut it off.
+FLOOD_BYTES = 100 * 1024 * 1024
+FLOOD_CLIENTS = 16
+#: The growth of the service's resident memory that the flood may cause.
+FLOOD_MEMORY_SLACK = 50 * 1024 * 1024
+
+
+def resident_bytes(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    raise AssertionError(f"no VmRSS for process {pid}")
+
+
+def padded_get(path: str, total: int, extra: str = "") -> bytes:
+    """A GET whose request line and headers, blank line included, are exactly ``total`` bytes."""
+    head = f"GET {path} HTTP/1.1\r\nHost: x\r\ntransaction_id: read\r\n{extra}X-Padding: "
+    padding = total - len(head) - len("\r\n\r\n")
+    assert padding >= 0
+    request = (head + "p" * padding + "\r\n\r\n").encode()
+    assert len(request) == total
+    return request
+
+
+def assert_header_refused(connection: socket.socket) -> dict[str, str]:
+    """The 431 problem, then the end of the connection; the answer's headers."""
+    status, headers, body = read_response(connection)
+    assert status == 431
+    assert headers["content-type"] == "application/problem+json"
+    assert headers["connection"] == "close"
+    problem = json.loads(body)
+    assert problem["code"] == "request_header_too_large"
+    assert problem["status"] == 431
+    assert closed_within(connection, 10) is not None, "the connection stayed open after the 431"
+    return headers
+
+
+def test_a_20_kib_header_is_refused_with_431_and_the_service_keeps_answering(server: ServerProcess) -> None:
+    with closing(connect(server)) as connection:
+        connection.sendall(padded_get("/accounts", 20 * 1024))
+        headers = assert_header_refused(connection)
+    assert "ledger-id" in headers
+    answer = httpx.get(f"{server.url}/accounts", headers={"transaction_id": "read"})
+    assert answer.status_code == 200
+    assert answer.headers["ledger-id"] == headers["ledger-id"]
+
+
+def test_a_header_section_of_exactly_the_limit_is_served_and_one_byte_more_is_refused(
+    start_server: StartServer,
+) -> None:
+    server = start_server(ACCOUNTS, extra_args=["--max-header-bytes", "1024"])
+    with closing(connect(server)) as connection:
+        connection.sendall(padded_get("/accounts", 1024))
+        assert read_response(connection)[0] == 200
+    with closing(connect(server)) as connection:
+        connection.sendall(padded_get("/accounts", 1025))
+        assert_header_refused(connection)
+
+
+def test_the_limit_is_per_request_not_per_connection(start_server: StartServer) -> None:
+    server = start_server(ACCOUNTS, extra_args=["--max-header-bytes", "1024"])
+    with closing(connect(server)) as connection:
+        for _ in range(5):
+            # In two reads, so that the service counts the unfinished first part.
+            request = padded_get("/accounts", 1000)
+            connection.sendall(request[:900])
+            time.sleep(0.05)
+            connection.sendall(request[900:])
+            assert read_response(connection)[0] == 200
+        # Pipelined: two requests' headers in one write, more than the limit together.
+        connection.sendall(padded_get("/accounts", 1000) * 2)
+        assert read_response(connection)[0] == 200
+        assert read_response(connection)[0] == 200
+
+
+def test_a_body_does_not_count_against_the_header_limit(start_server: StartServer) -> None:
+    server = start_server(ACCOUNTS, extra_args=["--max-header-bytes", "1024"])
+    padded = (json.dumps({"user_id": "alice", "amount": 5}) + " " * 30_000).encode()
+    with closing(connect(server)) as connection:
+        connection.sendall(raw_debit(padded, "t-long-body"))
+        status, _, body = read_response(connection)
+    assert status == 200, body
+    assert balance(server) == ACCOUNTS["alice"] - 5
+
+
+def send_until_cut_off(connection: socket.socket, fill: bytes, seconds: float = 60) -> int | None:
+    """Bytes of ``fill`` sent before the service cut the connection off.
+
+    None if it took all of FLOOD_BYTES, or kept taking them for ``seconds``.
+    """
+    chunk = fill * 65536
+    sent = 0
+    deadline = time.monotonic() + seconds
+    try:
+        while sent < FLOOD_BYTES and time.monotonic() < deadline:
+            connection.sendall(chunk)
+            sent += len(chunk)
+    except (BrokenPipeError, ConnectionResetError):
+        return sent
+    return None
+
+
+@dataclass
+class Flood:
+    """What one client streaming a header that never ends saw."""
+
+    #: Bytes sent before the service cut the connection off; None if it never did.
+    sent: int | None = None
+    #: The answer's status, or None when the connection was closed without one.
+    status: int | None = None
+    error: str | None = None
+
+
+def stream_endless_header(port: int, flood: Flood, start: threading.Event) -> None:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=15) as connection:
+            start.wait()
+            connection.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Flood: ")
+            flood.sent = send_until_cut_off(connection, b"f")
+            try:
+                flood.status = read_response(connection)[0]
+            except (ConnectionError, TimeoutError):
+                flood.status = None
+    except OSError as error:
+        flood.error = repr(error)
+
+
+def flood_with_endless_headers(server: ServerProcess, normal_read: str) -> None:
+    """Sixteen clients stream endless headers: each is cut off, memory stays flat, normal reads go on."""
+    with httpx.Client(base_url=server.url, headers={"transaction_id": "read"}) as client:
+        for _ in range(20):
+            assert client.get(normal_read).status_code == 200
+        idle = resident_bytes(server.pid)
+        floods = [Flood() for _ in range(FLOOD_CLIENTS)]
+        start = threading.Event()
+        threads = [
+            threading.Thread(target=stream_endless_header, args=(server.port, flood, start), daemon=True)
+            for flood in floods
+        ]
+        for thread in threads:
+            thread.start()
+        start.set()
+        peak = idle
+        reads = 0
+        deadline = time.monotonic() + 120
+        while any(thread.is_alive() for thread in threads) and time.monotonic() < deadline:
+            peak = max(peak, resident_bytes(server.pid))
+            assert client.get(normal_read).status_code == 200
+            reads += 1
+            time.sleep(0.02)
+        for thread in threads:
+            thread.join(timeout=max(0.0, deadline - time.monotonic()))
+        peak = max(peak, resident_bytes(server.pid))
+        assert not any(thread.is_alive() for thread in threads), "some flooding clients were never cut off"
+        for flood in floods:
+            assert flood.error is None, flood.error
+            assert flood.sent is not None, "the service kept reading a client's endless header"
+            assert flood.status in (431, None), flood
+        assert peak - idle < FLOOD_MEMORY_SLACK, f"resident memory grew from {idle:,} to {peak:,} bytes"
+        assert reads > 0
+        assert client.get(normal_read).status_code == 200
+
+
+def test_sixteen_clients_streaming_endless_headers_are_cut_off_and_memory_stays_flat(server: ServerProcess) -> None:
+    flood_with_endless_headers(server, "/accounts")
+
+
+def test_endless_trailers_after_a_chunked_body_lose_the_connection(start_server: StartServer) -> None:
+    # A body deadline longer than the test may take: only the limit can cut the client off.
+    server = start_server(ACCOUNTS, extra_args=["--body-timeout", "600"])
+    body = json.dumps({"user_id": "alice", "amount": 9}).encode()
+    head = (
+        b"POST /debit HTTP/1.1\r\nHost: x\r\ntransaction_id: t-trailers\r\n"
+        b"Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n"
+    )
+    with closing(connect(server)) as connection:
+        # The whole body, its last chunk, and then a trailer field that never ends.
+        connection.sendall(head + b"%x\r\n%s\r\n0\r\nX-Trailer: " % (len(body), body))
+        sent = send_until_cut_off(connection, b"t")
+    assert sent is not None, "the service kept reading the trailer"
+    assert balance(server) == ACCOUNTS["alice"]
+
+
+# -- the transfers service's header limit ---------------------------------------------------------
+
+
+@pytest.fixture
+def transfers_service() -> Iterator[TransfersProcess]:
+    # Its accounts services are never called here: a name is all it needs.
+    with TransfersProcess({"bank-a": dead_url()}) as service:
+        yield service
+
+
+def test_the_transfers_service_refuses_a_20_kib_header_with_431_and_keeps_answering(
+    transfers_service: TransfersProcess,
+) -> None:
+    with closing(connect(transfers_service)) as connection:
+        connection.sendall(padded_get("/transfers", 20 * 1024))
+        assert_header_refused(connection)
+    answer = httpx.get(f"{transfers_service.url}/transfers")
+    assert answer.status_code == 200
+    assert answer.json()["transfers"] == []
+
+
+def test_the_transfers_service_cuts_off_sixteen_endless_headers_and_memory_stays_flat(
+    transfers_service: TransfersProcess,
+) -> None:
+    flood_with_endless_headers(transfers_service, "/transfers")

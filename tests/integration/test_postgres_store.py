@@ -332,3 +332,112 @@ def test_a_database_lost_mid_operation_answers_503_and_applies_nothing(pg_dsn: s
             assert "idempotent-replayed" not in retried.headers
 
     run(scenario())
+
+
+def test_backends_terminated_under_load_answer_503_never_500_and_the_service_recovers(
+    pg_dsn: str, start_server: StartServer
+) -> None:
+    users = [f"u{number}" for number in range(8)]
+    opening = 1_000_000
+    server = start_server(dict.fromkeys(users, opening), extra_args=["--database", pg_dsn])
+    sent: list[tuple[str, str, str, int]] = []  # (transaction_id, operation, user_id, amount)
+    answers: list[tuple[int, str | None, str | None]] = []  # (status, code, retry-after) per answered request
+    answered_200: set[str] = set()
+    transport_errors: list[str] = []
+    terminated: list[int] = []
+
+    async def client(number: int, until: float) -> None:
+        user = users[number]
+        async with httpx.AsyncClient(base_url=server.url, timeout=60) as http:
+            attempt = 0
+            while time.monotonic() < until:
+                attempt += 1
+                operation = "debit" if attempt % 2 else "credit"
+                transaction_id, amount = f"c{number}-{attempt}", 1 + attempt % 7
+                sent.append((transaction_id, operation, user, amount))
+                body = {"user_id": user, "amount": amount}
+                try:
+                    response = await http.post(f"/{operation}", headers={"transaction_id": transaction_id}, json=body)
+                except httpx.HTTPError as error:
+                    transport_errors.append(repr(error))
+                    continue
+                code = response.json().get("code") if response.status_code != 200 else None
+                answers.append((response.status_code, code, response.headers.get("retry-after")))
+                if response.status_code == 200:
+                    answered_200.add(transaction_id)
+
+    async def terminator(until: float) -> None:
+        async with admin(pg_dsn) as connection:
+            database = await connection.fetchval("SELECT current_database()")
+            while time.monotonic() < until:
+                await asyncio.sleep(0.2)
+                ended = await connection.fetch(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                    "WHERE datname = $1 AND pid <> pg_backend_pid()",
+                    database,
+                )
+                terminated.append(len(ended))
+
+    async def trails(transaction_ids: list[str]) -> list[dict[str, Any]]:
+        async with httpx.AsyncClient(base_url=server.url, timeout=60) as http:
+
+            async def trail(transaction_id: str) -> dict[str, Any]:
+                response = await http.get(f"/transactions/{transaction_id}", headers={"transaction_id": "audit"})
+                assert response.status_code == 200, response.text
+                body: dict[str, Any] = response.json()
+                return body
+
+            found: list[dict[str, Any]] = []
+            for start in range(0, len(transaction_ids), 64):
+                found += await asyncio.gather(*(trail(tid) for tid in transaction_ids[start : start + 64]))
+            return found
+
+    async def scenario() -> None:
+        until = time.monotonic() + 5
+        await asyncio.gather(terminator(until), *(client(number, until) for number in range(8)))
+
+        statuses = {status for status, _, _ in answers}
+        assert 500 not in statuses, [answer for answer in answers if answer[0] == 500][:5]
+        assert statuses <= {200, 503} | set(range(400, 500)), statuses
+        unavailable = [answer for answer in answers if answer[0] == 503]
+        assert all(code == "storage_unavailable" and retry_after for _, code, retry_after in unavailable)
+        assert transport_errors == [], transport_errors[:5]
+        # The load met the terminations: some answers were 503, and most still went through.
+        assert sum(terminated) > 0
+        assert unavailable, "no request ever met a terminated backend"
+        assert statuses & {200}
+
+        # Past the last termination (and the moment it takes the server to read
+        # it off its sockets), every request is answered as if nothing happened.
+        await asyncio.sleep(0.5)
+        async with httpx.AsyncClient(base_url=server.url, timeout=60) as http:
+            for number in range(20):
+                transaction_id, user = f"after-{number}", users[number % len(users)]
+                body = {"user_id": user, "amount": 1}
+                after = await http.post("/debit", headers={"transaction_id": transaction_id}, json=body)
+                assert after.status_code == 200, after.text
+                sent.append((transaction_id, "debit", user, 1))
+                answered_200.add(transaction_id)
+            accounts = await http.get("/accounts", headers={"transaction_id": "audit"})
+            assert accounts.status_code == 200
+            total = sum(account["balance"] for account in accounts.json()["accounts"])
+
+        # Every request applied at most once, whatever its answer was, every 200
+        # applied exactly once, and the trails account for every unit of money that moved.
+        moved = 0
+        for (transaction_id, operation, user, amount), found in zip(
+            sent, await trails([tid for tid, *_ in sent]), strict=True
+        ):
+            applied = [entry for entry in found["entries"] if entry.get("outcome") == "applied"]
+            assert len(applied) <= 1, found
+            assert len(applied) == 1 or transaction_id not in answered_200, found
+            for entry in applied:
+                assert (entry["operation"], entry["user_id"], entry["amount"]) == (operation, user, amount)
+                moved += amount if operation == "credit" else -amount
+        assert total == opening * len(users) + moved
+
+    run(scenario())
+    log = server.log()
+    assert "Traceback" not in log
+    warnings = [line for line in log.splitlines() if "storage unavailable on" in line]
+    assert len(warnings) == sum(1 for status, _, _ in answers if status == 503)

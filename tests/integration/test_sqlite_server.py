@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import shutil
+import sqlite3
 import subprocess
 import sys
 import urllib.error
@@ -114,3 +116,44 @@ def test_a_database_the_server_cannot_use_is_one_line_on_stderr_and_a_nonzero_ex
     assert done.stderr.count("\n") == 1, done.stderr
     assert done.stderr.startswith("error: ")
     assert reason in done.stderr
+
+
+def position_and_ledger(url: str) -> tuple[int, str]:
+    request = urllib.request.Request(f"{url}/accounts", headers={"transaction_id": "read"})
+    with urllib.request.urlopen(request, timeout=10) as response:
+        return int(response.headers["ledger-position"]), response.headers["ledger-id"]
+
+
+def test_a_ledger_restored_from_a_backup_answers_a_lower_position_under_the_same_ledger_id(
+    start_server: StartServer, tmp_path: Path
+) -> None:
+    path, backup = tmp_path / "ledger.db", tmp_path / "backup.db"
+    server = start_server(ACCOUNTS, extra_args=sqlite_url(path))
+    answered = [post(server.url, "debit", f"t{i}", "alice", 10) for i in range(3)]
+    answered += [post(server.url, "credit", f"t{i}", "bob", 10) for i in range(3)]
+    assert [status for status, _, _ in answered] == [200] * 6
+    positions = [int(headers["ledger-position"]) for _, headers, _ in answered]
+    assert positions == sorted(set(positions)), positions  # each recorded entry moves it on
+    at_backup, ledger_id = position_and_ledger(server.url)
+    assert at_backup == positions[-1]
+
+    # The backup API copies a consistent snapshot, the WAL's committed pages included, while the server writes on.
+    with sqlite3.connect(path) as source, sqlite3.connect(backup) as copy:
+        source.backup(copy)
+    for i in range(3, 6):
+        assert post(server.url, "debit", f"t{i}", "alice", 10)[0] == 200
+    before_restore, _ = position_and_ledger(server.url)
+    assert before_restore > at_backup
+    server.stop()
+
+    # The restore: the backup over the file, and the old WAL gone with its writes.
+    shutil.copyfile(backup, path)
+    for leftover in (Path(f"{path}-wal"), Path(f"{path}-shm")):
+        leftover.unlink(missing_ok=True)
+    restored = start_server(ACCOUNTS, extra_args=sqlite_url(path))
+    position, restored_id = position_and_ledger(restored.url)
+    assert (position, restored_id) == (at_backup, ledger_id)
+    assert position < before_restore
+    assert get(restored.url, "/accounts/alice")["balance"] == 1_000 - 3 * 10
+    status, headers, _ = post(restored.url, "debit", "t9", "alice", 10)
+    assert (status, int(headers["ledger-position"]), headers["ledger-id"]) == (200, at_backup + 1, ledger_id)

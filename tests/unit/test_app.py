@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from typing import Any
 
 import pytest
 
 from server import Settings, create_app
+from server.edge import parse_json_exactly
 from server.ledger import Ledger
 from tests.support.inprocess import asgi_client, ledger_call
 
@@ -209,6 +211,41 @@ def test_non_json_body_is_422() -> None:
 
     response = run(scenario())
     assert (response.status_code, response.json()["code"]) == (422, "invalid_request")
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"[" * 30_000 + b"]" * 30_000,
+        b'{"":' * 12_000 + b"1" + b"}" * 12_000,
+        b'{"user_id": "alice", "amount": ' + b"[" * 30_000 + b"]" * 30_000 + b"}",
+    ],
+    ids=["arrays", "objects", "inside the body"],
+)
+def test_deeply_nested_json_is_422_invalid_request_like_any_other_invalid_json(body: bytes) -> None:
+    # Inside the body limit, yet deep enough to exhaust the parser's recursion.
+    assert len(body) < quiet().max_body_bytes
+    app = create_app(quiet())
+
+    async def scenario() -> Any:
+        async with asgi_client(app) as client:
+            return await client.post(
+                "/debit", headers={"transaction_id": "t1", "content-type": "application/json"}, content=body
+            )
+
+    response = run(scenario())
+    assert (response.status_code, response.json()["code"]) == (422, "invalid_request")
+    assert len(ledger_of(app)) == 0
+
+
+def test_the_shared_json_reader_refuses_deep_nesting_as_invalid_json() -> None:
+    # The transfers service reads its bodies with the same reader and answers a JSONDecodeError 422.
+    with pytest.raises(json.JSONDecodeError, match="nested too deeply"):
+        parse_json_exactly("[" * 30_000 + "]" * 30_000)
+    nested: list[Any] = []
+    for _ in range(99):
+        nested = [nested]
+    assert parse_json_exactly("[" * 100 + "]" * 100) == nested
 
 
 def test_injected_fault_answers_500_before_touching_state() -> None:

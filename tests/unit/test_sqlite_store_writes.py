@@ -68,8 +68,11 @@ def test_a_request_whose_statement_fails_is_unavailable_alone_and_the_others_com
     assert str(outcomes[0]) == f"the SQLite database {path} failed: disk I/O error on UPDATE"
     (credited,) = _write_group(connection, REQUESTS[1:], 2**53 - 1, path)
     assert not isinstance(credited, Exception)
-    assert credited is not None
-    assert (credited[0].outcome, credited[0].balance, credited[1]) == ("applied", 1_005, False)
+    execution, position = credited
+    assert execution is not None
+    assert (execution[0].outcome, execution[0].balance, execution[1]) == ("applied", 1_005, False)
+    # The failed request's entry was rolled back with it: the credit's is the first.
+    assert position == 1
     connection.close()
     assert balances(path) == {"alice": 1_005}
 

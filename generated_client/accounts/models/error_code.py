@@ -10,6 +10,7 @@ class ErrorCode(StrEnum):
     INVALID_REQUEST = "invalid_request"
     INVALID_TRANSACTION_ID = "invalid_transaction_id"
     MISSING_TRANSACTION_ID = "missing_transaction_id"
+    REQUEST_HEADER_TOO_LARGE = "request_header_too_large"
     REQUEST_TOO_LARGE = "request_too_large"
     REVERSAL_EXCEEDS_BALANCE_LIMIT = "reversal_exceeds_balance_limit"
     SERVICE_OVERLOADED = "service_overloaded"
