@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable, Sequence
@@ -10,13 +11,21 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from saga import services, verify
-from saga.logs import SagaLog
-from saga.orchestrator import Orchestrator
+from saga.failures import LOG_FAILURES, one_line, what_failed
+from saga.ledgers import LedgerUntrusted, Quarantine, ServiceQuarantined
+from saga.logs import MemorySagaLog, SagaLog
+from saga.orchestrator import Orchestrator, fast_transport
 from saga.records import AccountRef, SagaRecord, as_urls, service_id
+from saga.retry import RetryPolicies, RetryPolicy
 from saga.run import TransferResult
 from saga.states import SagaState
 
 Progress = Callable[[int, int], None]
+
+#: Seconds one audit-trail read may take: the audit's own, not the sagas' --request-timeout.
+AUDIT_REQUEST_TIMEOUT = 10.0
+#: Audit-trail reads in flight at once, and the connections of the audit's own pool.
+AUDIT_READS = 8
 
 
 @dataclass(frozen=True)
@@ -87,6 +96,40 @@ class BatchReport:
     audited: bool = False
     #: Accounts whose balances others moved meanwhile (``user@service``): not compared with the sagas.
     other_traffic: tuple[str, ...] = ()
+    #: Transfers started whose end this run does not know: what failed (``failure``) cut them off.
+    interrupted: int = 0
+    #: Transfers of the plan never started, because a failure had already cut the run short.
+    not_started: int = 0
+    #: What cut the run short, in one line (the saga log failed, a service could not be read); None if nothing.
+    failure: str | None = None
+    #: Why the audit of the trails could not finish, in one line; None when it finished or was not asked for.
+    audit_problem: str | None = None
+    #: False when the balances could not be read after the run; ``after`` is then empty.
+    balances_read: bool = True
+    #: Transfers refused before anything was sent: a service they name is quarantined.
+    refused: int = 0
+    #: Every quarantined service after the run, with why (saga/ledgers.py).
+    quarantined: list[Quarantine] = field(default_factory=list)
+
+    @property
+    def judged(self) -> bool:
+        """Whether the invariants were checked: they need the balances after, and every saga's end."""
+        return self.balances_read and not self.interrupted
+
+    @property
+    def unjudged_because(self) -> str | None:
+        if not self.balances_read:
+            return "the balances after the run could not be read"
+        if self.interrupted:
+            return f"{self.interrupted} transfers were cut off before their end"
+        return None
+
+    @property
+    def audit(self) -> str:
+        """``checked``, ``not checked`` (--no-audit) or ``incomplete`` (a trail could not be read)."""
+        if self.audit_problem is not None:
+            return "incomplete"
+        return "checked" if self.audited else "not checked"
 
     @property
     def states(self) -> Counter[SagaState]:
@@ -109,7 +152,10 @@ class BatchReport:
         return sum(len(result.attempts) for result in self.results)
 
     @property
-    def money_conserved(self) -> bool:
+    def money_conserved(self) -> bool | None:
+        """None when the balances after the run could not be read."""
+        if not self.balances_read:
+            return None
         return verify.total(self.before) == verify.total(self.after)
 
     def latency(self, quantile: float) -> float:
@@ -139,13 +185,21 @@ class BatchReport:
             "latency_p50_ms": round(self.latency(0.50) * 1000, 1),
             "latency_p99_ms": round(self.latency(0.99) * 1000, 1),
             "total_before": verify.total(self.before),
-            "total_after": verify.total(self.after),
+            "total_after": verify.total(self.after) if self.balances_read else None,
             "money_conserved": self.money_conserved,
             "balances_before": self.before,
-            "balances_after": self.after,
+            "balances_after": self.after if self.balances_read else None,
             "audited": self.audited,
-            "balances_compared": not self.other_traffic,
+            "audit": self.audit,
+            "audit_problem": self.audit_problem,
+            "balances_compared": self.judged and not self.other_traffic,
             "other_traffic": list(self.other_traffic),
+            "interrupted": self.interrupted,
+            "not_started": self.not_started,
+            "refused": self.refused,
+            "quarantined": [{"service": q.service, "reason": q.reason} for q in self.quarantined],
+            "failure": self.failure,
+            "invariants_checked": self.judged,
             "violations": [str(violation) for violation in self.violations],
         }
 
@@ -158,19 +212,25 @@ class BatchReport:
             ("compensations", str(self.compensations)),
             ("requests sent", str(self.requests)),
         ]
+        if self.interrupted:
+            rows.append(("cut off, end unknown", str(self.interrupted)))
+        if self.not_started:
+            rows.append(("not started", str(self.not_started)))
+        if self.refused:
+            rows.append(("refused: service quarantined", str(self.refused)))
         if self.recovered:
             rows.append(("recovered from the log", str(len(self.recovered))))
         for url in self.before:
-            rows.append(
-                (f"total at {url}", f"{sum(self.before[url].values())} -> {sum(self.after.get(url, {}).values())}")
-            )
+            after = str(sum(self.after.get(url, {}).values())) if self.balances_read else "not read"
+            rows.append((f"total at {url}", f"{sum(self.before[url].values())} -> {after}"))
+        total_after = str(verify.total(self.after)) if self.balances_read else "not read"
         rows += [
-            ("total over all services", f"{verify.total(self.before)} -> {verify.total(self.after)}"),
-            ("money conserved", "yes" if self.money_conserved else "NO"),
-            ("negative balances", str(_negatives(self.after))),
-            ("audit of every saga", "checked" if self.audited else "not checked"),
-            ("balances against the sagas", "not compared: other traffic" if self.other_traffic else "compared"),
-            ("invariants", "all hold" if not self.violations else f"{len(self.violations)} BROKEN"),
+            ("total over all services", f"{verify.total(self.before)} -> {total_after}"),
+            ("money conserved", self._conserved_text()),
+            ("negative balances", str(_negatives(self.after)) if self.balances_read else "not read"),
+            ("audit of every saga", self.audit + (f" ({self.audit_problem})" if self.audit_problem else "")),
+            ("balances against the sagas", self._compared_text()),
+            ("invariants", self._invariants_text()),
             ("latency p50 / p99", f"{self.latency(0.5) * 1000:.1f} ms / {self.latency(0.99) * 1000:.1f} ms"),
             ("throughput", f"{self.throughput:.1f} transfers/s over {self.seconds:.2f} s"),
         ]
@@ -179,7 +239,27 @@ class BatchReport:
         if self.other_traffic:
             lines.append(f"  {verify.OTHER_TRAFFIC}: {', '.join(self.other_traffic)}")
         lines += [f"  ! {violation}" for violation in self.violations]
+        lines += [f"  ! {quarantine}" for quarantine in self.quarantined]
         return "\n".join(lines)
+
+    def _conserved_text(self) -> str:
+        conserved = self.money_conserved
+        if conserved is None:
+            return "unknown: balances not read"
+        if not conserved and self.interrupted:
+            # Money of a transfer cut off between its debit and its credit is out of every total until recovery.
+            return f"not now: {self.interrupted} transfers cut off"
+        return "yes" if conserved else "NO"
+
+    def _compared_text(self) -> str:
+        if not self.judged:
+            return "not compared"
+        return "not compared: other traffic" if self.other_traffic else "compared"
+
+    def _invariants_text(self) -> str:
+        if not self.judged:
+            return f"not checked: {self.unjudged_because}"
+        return "all hold" if not self.violations else f"{len(self.violations)} BROKEN"
 
 
 _SHOWN_STATES = (SagaState.COMPLETED, SagaState.COMPENSATED, SagaState.FAILED, SagaState.NEEDS_ATTENTION)
@@ -200,7 +280,8 @@ async def run(
     settle: Callable[[], Awaitable[None]] | None = None,
     exclusive: bool = True,
     shared: bool = False,
-    concurrency: int = 16,
+    concurrency: int | None = None,
+    audit_timeout: float = AUDIT_REQUEST_TIMEOUT,
 ) -> BatchReport:
     """Run the transfers concurrently (the orchestrator bounds how many), then check the money.
 
@@ -210,41 +291,128 @@ async def run(
     otherwise balances that others moved are reported as such (see
     :func:`saga.verify.judge_shared`) rather than as a broken invariant.
     ``shared`` (a log that workers share) submits every transfer first, then
-    drives them with a :class:`~saga.worker.Worker` of ``concurrency``
+    drives them with a :class:`~saga.worker.Worker` of ``concurrency`` (16)
     alongside any other workers, until every one of them has ended.
+    ``concurrency`` otherwise gates how many transfers are started at once, so
+    that none is started once a failure has cut the run short.
+
+    A failure mid-run (the saga log, or a service whose balances cannot be
+    read after it) never escapes: the report says what failed
+    (``failure``), how many transfers it cut off and how many it kept from
+    starting, and judges only what it can. An audit trail that cannot be read
+    leaves the audit incomplete (``audit_problem``).
     """
     loop = asyncio.get_running_loop()
     if before is None:
         before = await services.snapshot(orchestrator, service_urls)
+
+    started = loop.time()
+    if shared:
+        run_ = await _submit_and_drive(orchestrator, transfers, concurrency or 16, progress)
+    else:
+        run_ = await _transfer_each(orchestrator, transfers, concurrency, progress)
+    results, failure = run_.results, run_.failure
+    seconds = loop.time() - started
+    await orchestrator.watch.flush()
+    if settle is not None:
+        await settle()
+    after: dict[str, dict[str, int]] = {}
+    balances_read = True
+    try:
+        after = await services.snapshot(orchestrator, service_urls)
+        if not exclusive:
+            after = await _settled(orchestrator, service_urls, verify.total(before), after)
+    except (services.ServiceUnavailable, LedgerUntrusted, *LOG_FAILURES) as error:
+        balances_read = False
+        after = {}
+        failure = failure or f"the balances after the run could not be read: {_reason(error)}"
+    ends = [verify.SagaEnd(r.transaction_id, r.state, r.source, r.target, r.amount) for r in results]
+    trails, audit_problem = None, None
+    if audit:
+        trails, audit_problem = await audit_trails(orchestrator, ends, request_timeout=audit_timeout)
+    report = BatchReport(
+        results,
+        before,
+        after,
+        seconds,
+        [],
+        audited=audit and audit_problem is None,
+        interrupted=run_.interrupted,
+        not_started=run_.not_started,
+        failure=failure,
+        audit_problem=audit_problem,
+        balances_read=balances_read,
+        refused=run_.refused,
+    )
+    try:
+        report.quarantined = await orchestrator.log.quarantines()
+    except LOG_FAILURES as error:
+        report.failure = report.failure or what_failed(error)
+    if not report.judged:
+        return report
+    if exclusive:
+        report.violations = verify.check(before, after, ends, trails)
+        return report
+    judgement = verify.judge_shared(before, after, ends, trails)
+    report.violations, report.other_traffic = judgement.violations, judgement.other_traffic
+    return report
+
+
+@dataclass
+class _Run:
+    results: list[TransferResult]
+    interrupted: int = 0
+    not_started: int = 0
+    #: The first failure that cut transfers off, in one line.
+    failure: str | None = None
+    refused: int = 0
+
+
+def _reason(error: BaseException) -> str:
+    if isinstance(error, services.ServiceUnavailable | LedgerUntrusted):
+        return str(error)
+    return what_failed(error)
+
+
+async def _transfer_each(
+    orchestrator: Orchestrator,
+    transfers: Sequence[PlannedTransfer],
+    concurrency: int | None,
+    progress: Progress | None,
+) -> _Run:
+    """Every transfer driven here; after the first failure, those not yet started are left alone."""
+    gate: contextlib.AbstractAsyncContextManager[Any] = (
+        asyncio.Semaphore(concurrency) if concurrency else contextlib.nullcontext()
+    )
+    outcome = _Run([])
     done = 0
 
-    async def one(planned: PlannedTransfer) -> TransferResult:
+    async def one(planned: PlannedTransfer) -> TransferResult | None:
         nonlocal done
-        result = await orchestrator.transfer(planned.source, planned.target, planned.amount)
+        async with gate:
+            if outcome.failure is not None:
+                outcome.not_started += 1
+                return None
+            try:
+                result = await orchestrator.transfer(planned.source, planned.target, planned.amount)
+            except ServiceQuarantined:
+                # Refused before anything was logged or sent; the report names the quarantine.
+                outcome.refused += 1
+                return None
+            except LOG_FAILURES as error:
+                # Its saga, if logged, is unfinished in the log for the next recovery.
+                outcome.interrupted += 1
+                if outcome.failure is None:
+                    outcome.failure = what_failed(error)
+                return None
         done += 1
         if progress is not None:
             progress(done, len(transfers))
         return result
 
-    started = loop.time()
-    if shared:
-        results = await _submit_and_drive(orchestrator, transfers, concurrency, progress)
-    else:
-        results = list(await asyncio.gather(*(one(planned) for planned in transfers)))
-    seconds = loop.time() - started
-    if settle is not None:
-        await settle()
-    after = await services.snapshot(orchestrator, service_urls)
-    if not exclusive:
-        after = await _settled(orchestrator, service_urls, verify.total(before), after)
-    ends = [verify.SagaEnd(r.transaction_id, r.state, r.source, r.target, r.amount) for r in results]
-    trails = await services.trails(orchestrator, ends) if audit else None
-    if exclusive:
-        return BatchReport(results, before, after, seconds, verify.check(before, after, ends, trails), audited=audit)
-    judgement = verify.judge_shared(before, after, ends, trails)
-    return BatchReport(
-        results, before, after, seconds, judgement.violations, audited=audit, other_traffic=judgement.other_traffic
-    )
+    ended = await asyncio.gather(*(one(planned) for planned in transfers))
+    outcome.results = [result for result in ended if result is not None]
+    return outcome
 
 
 async def _settled(
@@ -273,35 +441,69 @@ async def _settled(
 
 async def _submit_and_drive(
     orchestrator: Orchestrator, transfers: Sequence[PlannedTransfer], concurrency: int, progress: Progress | None
-) -> list[TransferResult]:
+) -> _Run:
     from saga.submission import submit
     from saga.worker import Worker
 
     log = orchestrator.log
-    ids = [await submit(log, planned.source, planned.target, planned.amount) for planned in transfers]
+    outcome = _Run([])
+    ids: list[str] = []
+    for planned in transfers:
+        try:
+            ids.append(await submit(log, planned.source, planned.target, planned.amount))
+        except LOG_FAILURES as error:
+            # Whether this one was recorded is unknown; if it was, any worker drives it.
+            outcome.failure = what_failed(error)
+            break
+    outcome.not_started = len(transfers) - len(ids)
+    if outcome.failure is not None:
+        # The log failed: what was submitted waits there for the workers.
+        outcome.interrupted = len(ids)
+        return outcome
     stop = asyncio.Event()
     worker = asyncio.create_task(Worker(orchestrator, concurrency=concurrency).run(stop))
     ended: dict[str, SagaRecord] = {}
     try:
-        while len(ended) < len(ids):
+        while len(ended) < len(ids) and outcome.failure is None:
             if worker.done():
                 await worker
             await asyncio.sleep(0.2)
             open_ids = [transaction_id for transaction_id in ids if transaction_id not in ended]
-            for record in await asyncio.gather(*(log.get(transaction_id) for transaction_id in open_ids)):
+            states = await log.states(open_ids)
+            newly = [transaction_id for transaction_id in open_ids if states.get(transaction_id, _OPEN).is_terminal]
+            for record in await asyncio.gather(*(log.get(transaction_id) for transaction_id in newly)):
                 if record is not None and record.state.is_terminal:
                     ended[record.transaction_id] = record
             if progress is not None:
                 progress(len(ended), len(ids))
+    except LOG_FAILURES as error:
+        # The sagas not seen to end stay in the log, for the workers or the next recovery.
+        outcome.failure = what_failed(error)
     finally:
         stop.set()
-        await worker
-    return [await _result_from_log(log, ended[transaction_id]) for transaction_id in ids]
+        try:
+            await worker
+        except LOG_FAILURES as error:
+            outcome.failure = outcome.failure or what_failed(error)
+    outcome.interrupted = len(ids) - len(ended)
+    outcome.results = [await _result_from_log(log, ended[tid]) for tid in ids if tid in ended]
+    return outcome
+
+
+_OPEN = SagaState.PENDING
 
 
 async def _result_from_log(log: SagaLog, record: SagaRecord) -> TransferResult:
-    """How a saga ended, as the log tells it: whichever workers drove it."""
-    attempts = tuple(event.attempt for event in await log.history(record.transaction_id) if event.attempt is not None)
+    """How a saga ended, as the log tells it: whichever workers drove it.
+
+    Its attempts are read from its history; if the log fails that read, the
+    end stands without them.
+    """
+    try:
+        history = await log.history(record.transaction_id)
+    except LOG_FAILURES:
+        history = []
+    attempts = tuple(event.attempt for event in history if event.attempt is not None)
     return TransferResult(
         record.transaction_id,
         record.state,
@@ -312,3 +514,60 @@ async def _result_from_log(log: SagaLog, record: SagaRecord) -> TransferResult:
         record.last_error,
         (record.updated_at_ms - record.created_at_ms) / 1000,
     )
+
+
+async def audit_trails(
+    orchestrator: Orchestrator,
+    sagas: Sequence[verify.SagaEnd],
+    *,
+    request_timeout: float = AUDIT_REQUEST_TIMEOUT,
+    reads: int = AUDIT_READS,
+) -> tuple[dict[tuple[str, str], list[verify.TrailItem]] | None, str | None]:
+    """Every saga's audit trail at each service it touched, or None and why the audit could not finish.
+
+    The reads have a pool of ``reads`` connections of their own and never
+    more reads in flight than it holds: a read waiting for a pooled
+    connection would count the wait against its connect timeout (aiohttp
+    does), and fail on a service that is merely busy. Each read gets
+    ``request_timeout``, whatever the sagas' own. The first read that fails
+    stops the audit, so a service that is down costs one timeout, not one per
+    trail.
+    """
+    to_read: dict[tuple[str, str], tuple[str, ...]] = {}
+    for saga in sagas:
+        for account in (saga.source, saga.target):
+            to_read.setdefault((account.service_url, saga.transaction_id), account.urls)
+    if not to_read:
+        return {}, None
+    policy = RetryPolicy(maximum_attempts=1, request_timeout=request_timeout)
+    transport = fast_transport(max_connections=reads)
+    slots = asyncio.Semaphore(reads)
+    problem: str | None = None
+
+    async def fetch(reader: Orchestrator, key: tuple[str, str], urls: tuple[str, ...]) -> list[verify.TrailItem] | None:
+        nonlocal problem
+        async with slots:
+            if problem is not None:
+                return None
+            try:
+                return await services.trail(reader, urls, key[1])
+            except Exception as error:
+                if problem is None:
+                    reason = str(error) if isinstance(error, services.ServiceUnavailable) else one_line(error)
+                    problem = f"cannot read the trail of {key[1]} at {','.join(urls)}: {reason}"
+                return None
+
+    try:
+        async with Orchestrator(
+            MemorySagaLog(),
+            token=orchestrator.token,
+            transport=transport,
+            policies=RetryPolicies(policy, policy, policy),
+            concurrency=reads,
+        ) as reader:
+            read = await asyncio.gather(*(fetch(reader, key, urls) for key, urls in to_read.items()))
+    finally:
+        await transport.aclose()
+    if problem is not None:
+        return None, problem
+    return {key: trail for key, trail in zip(to_read, read, strict=True) if trail is not None}, None

@@ -10,14 +10,19 @@ import os
 import re
 import signal
 import sys
+import uuid
 from collections.abc import Callable, Coroutine, Sequence
 from pathlib import Path
-from typing import Any, NoReturn, TextIO
+from types import FrameType
+from typing import Any, NoReturn, TextIO, TypeVar
 
 from generated_client.accounts.api.accounts import get_account
 from generated_client.accounts.models import Account
-from saga import batch, console, remote, services
-from saga.directory import ServiceDirectory, directory_from
+from generated_client.transfers.models import AccountAt
+from saga import batch, console, recovery, remote, services
+from saga.directory import SERVICE_NAME, ServiceDirectory, directory_from
+from saga.failures import LOG_FAILURES, what_failed
+from saga.ledgers import LedgerUntrusted, Quarantine, ServiceQuarantined
 from saga.logging_setup import configure_saga_logging
 from saga.logs import IdempotencyKeyConflict, SagaLog, SagaLogError, is_shared
 from saga.logs import open_log as open_any_log
@@ -31,15 +36,16 @@ from saga.options import (
     add_operating_options,
     whole_number,
 )
-from saga.orchestrator import MAX_AMOUNT, InvalidTransfer, Orchestrator, same_account_problem
+from saga.orchestrator import MAX_AMOUNT, InvalidTransfer, Orchestrator, default_owner, validate
 from saga.records import AccountRef, Event, SagaRecord
+from saga.redact import redacting
 from saga.replicas import describe, first_reachable, parse_urls
 from saga.retry import RetryPolicies, RetryPolicy
 from saga.run import TransferResult
 from saga.states import SagaState
 from saga.submission import submit, wait
 from saga.trail import service_trails
-from saga.worker import Worker
+from saga.worker import Worker, WorkerStats
 
 EXIT_OK = 0
 EXIT_SAGA_DID_NOT_COMPLETE = 1
@@ -49,6 +55,10 @@ EXIT_INVARIANT_BROKEN = 3
 
 class UsageError(Exception):
     """Bad input: reported on one line, with nothing done."""
+
+
+class Outage(Exception):
+    """The saga log or a service failed before the command could do anything: one line, exit 1."""
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -74,6 +84,41 @@ def _seconds(text: str) -> float:
             f"expected a number of seconds above 0 and at most {MAX_REQUEST_TIMEOUT:.0f}, got {text}"
         )
     return value
+
+
+#: The contract's TransactionId (openapi/openapi.yaml), anchored for fullmatch: "$" would let a final newline pass.
+_TRANSACTION_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+_USER_ID = re.compile(r"[A-Za-z0-9_.-]{1,64}")
+MAX_IDEMPOTENCY_KEY = 255
+IDEMPOTENCY_KEY_RULE = "1-255 printable ASCII characters, neither starting nor ending with a space"
+
+
+def shown(text: str, limit: int = 40) -> str:
+    """``text`` for an error line: quoted, escaped to ASCII (argv may hold bytes that are not UTF-8), and cut short."""
+    if len(text) > limit:
+        return f"{ascii(text[:limit])[:-1]}...' ({len(text)} characters)"
+    return ascii(text)
+
+
+def _transaction_id(text: str) -> str:
+    if not _TRANSACTION_ID.fullmatch(text):
+        raise argparse.ArgumentTypeError(f"a transaction id is 1-128 of A-Z a-z 0-9 . _ : -, got {shown(text)}")
+    return text
+
+
+def _idempotency_key(text: str) -> str:
+    printable = all(" " <= character <= "~" for character in text)
+    if not 1 <= len(text) <= MAX_IDEMPOTENCY_KEY or not printable or text != text.strip(" "):
+        raise argparse.ArgumentTypeError(f"an idempotency key is {IDEMPOTENCY_KEY_RULE}, got {shown(text)}")
+    return text
+
+
+def _worker_name(text: str) -> str:
+    if not 1 <= len(text) <= 200 or not all(" " < character <= "~" for character in text):
+        raise argparse.ArgumentTypeError(
+            f"a worker id is 1-200 printable ASCII characters, no space, got {shown(text)}"
+        )
+    return text
 
 
 DB_HELP = "the saga log: a SQLite file (a path or sqlite:///…), or postgresql://… shared by many workers"
@@ -183,6 +228,7 @@ def build_parser() -> argparse.ArgumentParser:
     api_options(submission)
     submission.add_argument(
         "--idempotency-key",
+        type=_idempotency_key,
         help="submit once per key: again returns the first transaction_id (under --api, a new key when not given)",
     )
     submission.add_argument("--wait", action="store_true", help="wait until the transfer ends; exit as transfer does")
@@ -194,7 +240,7 @@ def build_parser() -> argparse.ArgumentParser:
     work.add_argument(
         "--concurrency", type=whole_number(1, MAX_CONCURRENCY), default=16, help="sagas driven at once (16)"
     )
-    work.add_argument("--worker-id", help="this worker's name in the log's leases (host:pid:random)")
+    work.add_argument("--worker-id", type=_worker_name, help="this worker's name in the log's leases (host:pid:random)")
     work.add_argument(
         "--lease-seconds", type=_lease_seconds, default=10.0, help="how long a claim holds without renewal (10)"
     )
@@ -217,7 +263,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_operating_options(recover)
 
     show = commands.add_parser("show", help="one saga's history")
-    show.add_argument("transaction_id")
+    show.add_argument("transaction_id", type=_transaction_id)
     show.add_argument("--db", default=None, help=DB_HELP + " (SAGA_DB; saga.db)")
     api_options(show)
     show.add_argument("--json", action="store_true")
@@ -237,17 +283,19 @@ def build_parser() -> argparse.ArgumentParser:
     listing.add_argument("--json", action="store_true")
 
     timeline = commands.add_parser("events", help="one transfer's timeline: every state change and request")
-    timeline.add_argument("transaction_id")
+    timeline.add_argument("transaction_id", type=_transaction_id)
     timeline.add_argument("--db", default=None, help=DB_HELP + " (SAGA_DB; saga.db)")
     api_options(timeline)
     timeline.add_argument("--json", action="store_true")
     from saga.demo import add_demo_command
+    from saga.reconcile import add_reconcile_command
     from saga.service.command import add_serve_command
     from saga.simulation.cli import add_simulate_command
 
     add_demo_command(commands)
     add_simulate_command(commands)
     add_serve_command(commands)
+    add_reconcile_command(commands)
     return parser
 
 
@@ -296,11 +344,21 @@ async def open_log(url: str | Path, *, create: bool = True, exclusive: bool = Tr
         raise UsageError(str(error)) from None
 
 
+async def close_log(log: SagaLog) -> None:
+    """Close ``log``; a log that failed may fail its close too, which changes nothing the command reports."""
+    with contextlib.suppress(*LOG_FAILURES):
+        await log.close()
+
+
 async def recover_first(orchestrator: Orchestrator, err: TextIO) -> list[TransferResult]:
-    recovered = await orchestrator.recover()
+    """Resume what an earlier run left in the log; Outage when the log fails meanwhile."""
+    outcome = await recovery.recover(orchestrator)
+    recovered = outcome.results
     if recovered:
         states = ", ".join(f"{result.transaction_id} {result.state}" for result in recovered[:5])
         print(f"recovered {len(recovered)} unfinished sagas from the log: {states}", file=err)
+    if outcome.failure is not None:
+        raise Outage(f"{outcome.failure}; nothing new was started")
     return recovered
 
 
@@ -338,16 +396,29 @@ def result_json(result: TransferResult) -> dict[str, Any]:
     }
 
 
+def checked_accounts(args: argparse.Namespace, source: AccountRef, target: AccountRef) -> None:
+    """UsageError, saying what is wrong with the account, for a transfer the saga could not run."""
+    try:
+        validate(source, target, args.amount)
+    except InvalidTransfer as error:
+        raise UsageError(str(error)) from None
+
+
 async def cmd_transfer(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     source_urls, target_urls = service_urls(args)
     source, target = AccountRef(source_urls, args.source), AccountRef(target_urls, args.target)
-    problem = same_account_problem(source, target)
-    if problem is not None:
-        raise UsageError(problem)
+    checked_accounts(args, source, target)
+    # Chosen here, so that a transfer the log fails under can still be named.
+    transaction_id = str(uuid.uuid4())
+    failure = None
     log = await open_log(default_db(args))
     try:
         async with Orchestrator(
-            observed(log, args), policies=policies_from(args), token=args.token, concurrency=8
+            observed(log, args),
+            policies=policies_from(args),
+            token=args.token,
+            concurrency=8,
+            new_id=lambda: transaction_id,
         ) as orchestrator:
             await require_account(orchestrator, source)
             await require_account(orchestrator, target)
@@ -358,8 +429,17 @@ async def cmd_transfer(args: argparse.Namespace, out: TextIO, err: TextIO) -> in
                 result = await orchestrator.transfer(source, target, args.amount)
             except InvalidTransfer as error:
                 raise UsageError(str(error)) from None
+            except ServiceQuarantined as refused:
+                if args.json:
+                    print(json.dumps({"refused": str(refused), "quarantined": refused.service}), file=out)
+                print(f"error: refused, nothing sent: {refused}", file=err)
+                return EXIT_INVARIANT_BROKEN
+            except LOG_FAILURES as error:
+                failure = what_failed(error)
     finally:
-        await log.close()
+        await close_log(log)
+    if failure is not None:
+        return transfer_cut_off(args, transaction_id, source, target, failure, out, err)
     if args.json:
         print(json.dumps(result_json(result)), file=out)
     else:
@@ -372,6 +452,39 @@ async def cmd_transfer(args: argparse.Namespace, out: TextIO, err: TextIO) -> in
     if result.state is SagaState.NEEDS_ATTENTION:
         return EXIT_INVARIANT_BROKEN
     return EXIT_OK if result.state is SagaState.COMPLETED else EXIT_SAGA_DID_NOT_COMPLETE
+
+
+def transfer_cut_off(
+    args: argparse.Namespace,
+    transaction_id: str,
+    source: AccountRef,
+    target: AccountRef,
+    failure: str,
+    out: TextIO,
+    err: TextIO,
+) -> int:
+    """The summary of a transfer the saga log failed under: its end is unknown, and recovery finds it."""
+    if args.json:
+        shown_result = {
+            "transaction_id": transaction_id,
+            "state": None,
+            "source": str(source),
+            "target": str(target),
+            "amount": args.amount,
+            "attempts": None,
+            "retries": None,
+            "error": failure,
+            "seconds": None,
+            "interrupted": True,
+        }
+        print(json.dumps(shown_result), file=out)
+    else:
+        print(
+            f"UNKNOWN {transaction_id}: {args.amount} from {source} to {target}, cut off by a failure of the saga log",
+            file=out,
+        )
+    print(f"error: {failure}; if saga {transaction_id} was logged, `python -m saga recover` ends it", file=err)
+    return EXIT_SAGA_DID_NOT_COMPLETE
 
 
 def default_db(args: argparse.Namespace) -> str:
@@ -409,6 +522,10 @@ async def cmd_batch(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
                 before = await services.snapshot(orchestrator, [source_urls, target_urls])
             except services.ServiceUnavailable as error:
                 raise UsageError(str(error)) from None
+            except LedgerUntrusted as untrusted:
+                # A ledger that went back in time, seen before any transfer: none is started.
+                print(f"error: {untrusted}", file=err)
+                return EXIT_INVARIANT_BROKEN
             try:
                 planned = batch.plan(workload, source_urls, target_urls, before)
             except ValueError as error:
@@ -435,12 +552,35 @@ async def cmd_batch(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
                 )
             report.recovered = recovered
     finally:
-        await log.close()
+        await close_log(log)
     if not args.quiet:
         print(report.render(), file=err if args.json else out)
     if args.json:
         print(json.dumps(report.to_json()), file=out)
-    return EXIT_INVARIANT_BROKEN if report.violations else EXIT_OK
+    problem = batch_problem(report)
+    if problem is not None:
+        print(f"error: {problem}", file=err)
+    for quarantine in report.quarantined:
+        print(f"error: {quarantine}; {report.refused} transfers refused", file=err)
+    if report.violations or report.quarantined:
+        return EXIT_INVARIANT_BROKEN
+    return EXIT_SAGA_DID_NOT_COMPLETE if problem is not None else EXIT_OK
+
+
+def batch_problem(report: batch.BatchReport) -> str | None:
+    """The one line that says what cut a batch short or left its audit incomplete; None when nothing did."""
+    if report.failure is not None:
+        left = []
+        if report.interrupted:
+            left.append(f"{report.interrupted} transfers cut off before their end")
+        if report.not_started:
+            left.append(f"{report.not_started} not started")
+        if report.interrupted:
+            left.append("the saga log keeps what it recorded of them for `python -m saga recover`")
+        return "; ".join([report.failure, *left])
+    if report.audit_problem is not None:
+        return f"audit: incomplete ({report.audit_problem})"
+    return None
 
 
 def directory_of(args: argparse.Namespace) -> ServiceDirectory:
@@ -451,28 +591,59 @@ def directory_of(args: argparse.Namespace) -> ServiceDirectory:
 
 
 async def cmd_recover(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    """Resume what no live process holds; exit 3 while any saga waits in NEEDS_ATTENTION, 1 while any stays open."""
     directory = directory_of(args)
     log = await open_log(args.db, create=False)
     try:
         async with Orchestrator(
             observed(log, args), policies=policies_from(args), token=args.token, directory=directory
         ) as orchestrator:
-            recovered = await orchestrator.recover()
+            outcome = await recovery.recover(orchestrator)
+            quarantined = await quarantines_of(log, err)
     finally:
-        await log.close()
+        await close_log(log)
+    recovered = outcome.results
     if args.json:
-        print(json.dumps({"recovered": [result_json(result) for result in recovered]}), file=out)
+        shown_outcome = {
+            "recovered": [result_json(result) for result in recovered],
+            "held": outcome.held_json(),
+            "needs_attention": [
+                {"transaction_id": record.transaction_id, "error": record.last_error}
+                for record in outcome.needs_attention
+            ],
+            "failed": [{"transaction_id": tid, "error": why} for tid, why in outcome.failed.items()],
+            "failure": outcome.failure,
+            "quarantined": [{"service": q.service, "reason": q.reason} for q in quarantined],
+        }
+        print(json.dumps(shown_outcome), file=out)
     elif not args.quiet:
         for result in recovered:
             print(f"{result.state} {result.transaction_id}", file=out)
+        for record in outcome.held:
+            print(outcome.held_line(record), file=out)
         print(f"recovered {len(recovered)} sagas", file=out)
-    forgotten = [result for result in recovered if result.state is SagaState.NEEDS_ATTENTION]
-    if forgotten:
-        for result in forgotten:
-            print(f"error: saga {result.transaction_id} needs attention: {result.error}", file=err)
+    for record in outcome.needs_attention:
+        print(f"error: saga {record.transaction_id} needs attention: {record.last_error}", file=err)
+    if outcome.held:
+        print(outcome.held_summary(), file=err)
+    if outcome.failure is not None:
+        print(f"error: {outcome.failure}", file=err)
+    for quarantine in quarantined:
+        print(f"error: {quarantine}; run `python -m saga reconcile`", file=err)
+    if outcome.needs_attention or quarantined:
         return EXIT_INVARIANT_BROKEN
-    unfinished = [result for result in recovered if not result.state.is_terminal]
-    return EXIT_SAGA_DID_NOT_COMPLETE if unfinished else EXIT_OK
+    if outcome.failure is not None or outcome.held or outcome.unfinished:
+        return EXIT_SAGA_DID_NOT_COMPLETE
+    return EXIT_OK
+
+
+async def quarantines_of(log: SagaLog, err: TextIO) -> list[Quarantine]:
+    """The services quarantined now; none if the log cannot say, which the command reports otherwise."""
+    try:
+        return await log.quarantines()
+    except LOG_FAILURES as error:
+        print(f"error: cannot read the quarantined services: {what_failed(error)}", file=err)
+        return []
 
 
 def transfers_api(args: argparse.Namespace) -> remote.TransfersApi:
@@ -487,13 +658,9 @@ def transfers_api(args: argparse.Namespace) -> remote.TransfersApi:
 def submit_through_api(args: argparse.Namespace, out: TextIO) -> int:
     if args.url or args.source_url or args.target_url or args.db:
         raise UsageError("--api names services by name: give --from SERVICE:USER_ID and --to SERVICE:USER_ID, no URL")
+    source, target = api_account(args.source, "--from"), api_account(args.target, "--to")
     api = transfers_api(args)
-    submitted = api.submit(
-        remote.parse_account(args.source, "--from"),
-        remote.parse_account(args.target, "--to"),
-        args.amount,
-        args.idempotency_key,
-    )
+    submitted = api.submit(source, target, args.amount, args.idempotency_key)
     shown = api.wait_for_end(submitted.transfer["transaction_id"]) if args.wait else submitted.transfer
     if args.json:
         print(json.dumps({**shown, "replayed": submitted.replayed}), file=out)
@@ -504,6 +671,17 @@ def submit_through_api(args: argparse.Namespace, out: TextIO) -> int:
     if not args.wait:
         return EXIT_OK
     return EXIT_OK if shown["state"] == SagaState.COMPLETED else EXIT_SAGA_DID_NOT_COMPLETE
+
+
+def api_account(text: str, flag: str) -> AccountAt:
+    """``SERVICE:USER_ID`` as the transfers service names an account; UsageError saying what is wrong."""
+    service, sep, user_id = text.partition(":")
+    if not sep or not SERVICE_NAME.fullmatch(service) or not _USER_ID.fullmatch(user_id):
+        raise UsageError(
+            f"{flag} takes SERVICE:USER_ID under --api (for example bank-a:alice): a service name of 1-64 of "
+            f"A-Z a-z 0-9 _ . - and a user_id of 1-64 of A-Z a-z 0-9 _ . -, got {shown(text)}"
+        )
+    return remote.parse_account(text, flag)
 
 
 async def cmd_submit(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
@@ -537,36 +715,91 @@ async def cmd_submit(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     return EXIT_OK if record.state is SagaState.COMPLETED else EXIT_SAGA_DID_NOT_COMPLETE
 
 
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+#: Set by a stop signal that arrived before the worker's event loop could take it over.
+_stopped_early: list[int] = []
+
+
+def _stop_early(signal_number: int, frame: FrameType | None) -> None:
+    _stopped_early.append(signal_number)
+
+
+def take_stop_signals_early() -> None:
+    """From the moment the worker's options are read, a stop signal is noted rather than fatal.
+
+    Until its event loop installs its own handlers, SIGTERM would end the
+    process as signal 15 (exit 143), with no summary and leases held.
+    """
+    _stopped_early.clear()
+    for signal_number in STOP_SIGNALS:
+        signal.signal(signal_number, _stop_early)
+
+
+T = TypeVar("T")
+
+
+async def unless_stopped(work: Coroutine[Any, Any, T], stop: asyncio.Event) -> tuple[bool, T | None]:
+    """(True, what ``work`` returned), or (False, None) when ``stop`` was set first: ``work`` is then cancelled."""
+    task = asyncio.ensure_future(work)
+    stopping = asyncio.ensure_future(stop.wait())
+    try:
+        await asyncio.wait({task, stopping}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        stopping.cancel()
+    if not task.done():
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        return False, None
+    return True, task.result()
+
+
 async def cmd_worker(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     directory = directory_of(args)
-    log = await open_log(default_db(args))
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
-    for signal_number in (signal.SIGTERM, signal.SIGINT):
+    # Before anything slow (the log's connection) and before any claim, so a
+    # stop at any moment ends the worker with its summary and no lease held.
+    for signal_number in STOP_SIGNALS:
         loop.add_signal_handler(signal_number, stop.set)
+    if _stopped_early:
+        stop.set()
+    owner = args.worker_id or default_owner()
+    stats = WorkerStats()
+    failure = None
     try:
-        async with Orchestrator(
-            observed(log, args, worker_id=args.worker_id),
-            policies=policies_from(args),
-            token=args.token,
-            concurrency=args.concurrency,
-            owner=args.worker_id,
-            lease_seconds=args.lease_seconds,
-            directory=directory,
-        ) as orchestrator:
-            worker = Worker(orchestrator, concurrency=args.concurrency, poll_seconds=args.poll_seconds)
-            print(f"worker {orchestrator.owner} driving sagas, {args.concurrency} at a time", file=err, flush=True)
-            await worker.run(stop)
+        opened, log = await unless_stopped(open_log(default_db(args)), stop)
+        if opened and log is not None:
+            try:
+                async with Orchestrator(
+                    observed(log, args, worker_id=owner),
+                    policies=policies_from(args),
+                    token=args.token,
+                    concurrency=args.concurrency,
+                    owner=owner,
+                    lease_seconds=args.lease_seconds,
+                    directory=directory,
+                ) as orchestrator:
+                    worker = Worker(orchestrator, concurrency=args.concurrency, poll_seconds=args.poll_seconds)
+                    stats = worker.stats
+                    print(f"worker {owner} driving sagas, {args.concurrency} at a time", file=err, flush=True)
+                    await worker.run(stop)
+            except LOG_FAILURES as error:
+                failure = what_failed(error)
+            finally:
+                await close_log(log)
     finally:
-        for signal_number in (signal.SIGTERM, signal.SIGINT):
+        for signal_number in STOP_SIGNALS:
             loop.remove_signal_handler(signal_number)
-        await log.close()
-    stats = worker.stats
     print(
-        f"worker {orchestrator.owner} stopped: {stats.claimed} claimed, {stats.finished} driven to an end or a "
+        f"worker {owner} stopped: {stats.claimed} claimed, {stats.finished} driven to an end or a "
         f"pause, {stats.handed_back} handed back",
         file=err,
     )
+    if failure is not None:
+        print(f"error: {failure}", file=err)
+        return EXIT_SAGA_DID_NOT_COMPLETE
     return EXIT_OK
 
 
@@ -737,6 +970,8 @@ COMMANDS: dict[str, Callable[[argparse.Namespace, TextIO, TextIO], Coroutine[Any
 
 def _main(argv: Sequence[str] | None, out: TextIO, err: TextIO) -> int:
     args = build_parser().parse_args(argv)
+    if args.command == "worker":
+        take_stop_signals_early()
     configure_saga_logging(args, err)
     if args.command == "demo":
         from saga.demo import run_demo
@@ -750,6 +985,10 @@ def _main(argv: Sequence[str] | None, out: TextIO, err: TextIO) -> int:
         from saga.service.command import run_serve
 
         return run_serve(args, out, err)
+    if args.command == "reconcile":
+        from saga.reconcile import run_reconcile
+
+        return run_reconcile(args, out, err)
     if args.command == "simulate":
         from saga.simulation.cli import run_simulate_command
 
@@ -762,12 +1001,26 @@ def _main(argv: Sequence[str] | None, out: TextIO, err: TextIO) -> int:
     except (UsageError, MetricsEndpointError, remote.ApiError) as error:
         print(f"error: {error}", file=err)
         return EXIT_BAD_INPUT
+    except Outage as error:
+        print(f"error: {error}", file=err)
+        return EXIT_SAGA_DID_NOT_COMPLETE
+    except LedgerUntrusted as untrusted:
+        # A ledger that went back in time, met where the command has no summary to give.
+        print(f"error: {untrusted}", file=err)
+        return EXIT_INVARIANT_BROKEN
+    except LOG_FAILURES as error:
+        # A log that failed under a command with no summary to give (show, list, submit, events).
+        print(f"error: {what_failed(error)}", file=err)
+        return EXIT_SAGA_DID_NOT_COMPLETE
     except KeyboardInterrupt:
         print("interrupted: unfinished sagas stay in the log; run `python -m saga recover`", file=err)
         return 130
 
 
 def main(argv: Sequence[str] | None = None, out: TextIO = sys.stdout, err: TextIO = sys.stderr) -> int:
+    given_out = out
+    # Every line written, from an error to a log line or a report, has the credentials of its URLs masked.
+    out, err = redacting(out), redacting(err)
     try:
         code = _main(argv, out, err)
         # Flushed here, so that a reader who stopped early is met below and not at exit.
@@ -775,7 +1028,7 @@ def main(argv: Sequence[str] | None = None, out: TextIO = sys.stdout, err: TextI
         return code
     except BrokenPipeError:
         # Whoever read the output stopped reading (`| head`): what is left has nowhere to go.
-        if out is sys.stdout:
+        if given_out is sys.stdout:
             with contextlib.suppress(OSError):
                 os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return EXIT_OK

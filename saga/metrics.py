@@ -24,6 +24,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from saga.ledgers import Acceptance, LedgerMark, Quarantine
 from saga.log import SagaLog
 from saga.records import Attempt, Change, Event, SagaRecord
 from saga.states import SagaState
@@ -304,6 +305,24 @@ class ObservedSagaLog:
 
     async def states(self, transaction_ids: Sequence[str]) -> dict[str, SagaState]:
         return await self.log.states(transaction_ids)
+
+    async def raise_ledger_marks(self, marks: Sequence[LedgerMark]) -> None:
+        await self.log.raise_ledger_marks(marks)
+
+    async def ledger_marks(self) -> dict[str, LedgerMark]:
+        return await self.log.ledger_marks()
+
+    async def quarantine(self, quarantine: Quarantine) -> bool:
+        return await self.log.quarantine(quarantine)
+
+    async def quarantines(self) -> list[Quarantine]:
+        return await self.log.quarantines()
+
+    async def accept(self, service: str, reason: str, at_ms: int) -> Acceptance | None:
+        return await self.log.accept(service, reason, at_ms)
+
+    async def acceptances(self) -> list[Acceptance]:
+        return await self.log.acceptances()
 
     async def close(self) -> None:
         await self.log.close()

@@ -39,6 +39,32 @@ def whole_number(minimum: int, maximum: int, what: str = "expected a whole numbe
     return parse
 
 
+def services_file(text: str) -> Path:
+    """An argparse type: a JSON file read as the APIs read JSON, a repeated name or NaN refused.
+
+    json.loads keeps the last of two entries with one name, so a file that
+    names a service twice would quietly lose the first; the transfers API
+    refuses such a body, and so does this. The directory reads the file's
+    entries afterwards (saga/directory.py).
+    """
+    # Here, not at the top: it brings in the web framework, which most commands never need.
+    from server.edge import parse_json_exactly
+
+    path = Path(text)
+    try:
+        raw = path.read_bytes()
+    except OSError as error:
+        raise argparse.ArgumentTypeError(f"cannot read the services file {text}: {error.strerror or error}") from None
+    try:
+        parse_json_exactly(raw)
+    except ValueError as error:
+        reason = getattr(error, "msg", str(error))
+        raise argparse.ArgumentTypeError(
+            f"the services file {text} is not JSON as the API reads it: {reason}"
+        ) from None
+    return path
+
+
 def add_output_options(command: argparse.ArgumentParser) -> None:
     """--quiet and --log-format: for every command that runs sagas (batch, recover, demo, worker)."""
     command.add_argument(
@@ -87,5 +113,8 @@ def add_directory_options(command: argparse.ArgumentParser, purpose: str) -> Non
         help=f"an accounts service by name, with its replicas' URLs, {purpose}; repeat for each service",
     )
     command.add_argument(
-        "--services", type=Path, default=None, help="a JSON file of service name to a URL or a list of URLs"
+        "--services",
+        type=services_file,
+        default=None,
+        help="a JSON file of service name to a URL or a list of URLs; a name given twice is refused",
     )

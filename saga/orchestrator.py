@@ -19,11 +19,13 @@ import httpx
 from generated_client.accounts import AuthenticatedClient, Client
 from saga import workflow
 from saga.directory import SERVICE_NAME, ServiceDirectory
-from saga.logs import LeaseLost, SagaLog
+from saga.ledger_watch import LedgerWatch
+from saga.ledgers import LedgerUntrusted
+from saga.logs import LeaseLost, SagaLog, SagaLogError
 from saga.records import AccountRef, SagaRecord
 from saga.replicas import Replicas, url_problem
 from saga.retry import RetryPolicies
-from saga.run import CompensationBlocked, LedgerChanged, SagaRun, TransferResult
+from saga.run import CompensationBlocked, SagaRun, TransferResult
 from saga.states import SagaState
 from saga.steps import AnyClient
 
@@ -119,12 +121,16 @@ class Orchestrator:
         self._running: set[str] = set()
         #: The URLs of named services, which take the place of those logged with a saga.
         self.directory = directory or ServiceDirectory()
+        #: Every service's ledger mark, and the quarantined services (see saga/ledgers.py).
+        self.watch = LedgerWatch(log, now_ms)
 
     # -- public API ---------------------------------------------------------------
 
     async def transfer(self, source: AccountRef, target: AccountRef, amount: int) -> TransferResult:
         """Move ``amount`` minor units from ``source`` to ``target``; returns once the saga ends."""
         validate(source, target, amount)
+        # Refused before anything is logged or sent: ServiceQuarantined.
+        await self.watch.refuse_quarantined(source.service_key, target.service_key)
         now = self._now_ms()
         record = SagaRecord(self._new_id(), source, target, amount, created_at_ms=now, updated_at_ms=now)
         with self._claim(record):
@@ -220,6 +226,10 @@ class Orchestrator:
         return httpx.Timeout(longest)
 
     async def aclose(self) -> None:
+        try:
+            await self.watch.flush()
+        except SagaLogError as error:
+            logger.warning("ledger marks not saved: %s", error)
         if self._renewer is not None:
             self._renewer.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -242,7 +252,9 @@ class Orchestrator:
         record.target = self.directory.resolve(record.target)
         loop = asyncio.get_running_loop()
         started = loop.time()
-        run = SagaRun(record, self.log, self.client_for, self.policies, self._rng, self._now_ms, self.replicas)
+        run = SagaRun(
+            record, self.log, self.client_for, self.policies, self._rng, self._now_ms, self.replicas, self.watch
+        )
         error = None
         self._hold(record)
         lost = False
@@ -256,9 +268,9 @@ class Orchestrator:
                 blocked,
                 extra={"fields": {"transaction_id": record.transaction_id}},
             )
-        except LedgerChanged as changed:
-            error = str(changed)
-            logger.error("saga needs attention: %s", changed)
+        except LedgerUntrusted as untrusted:
+            error = str(untrusted)
+            logger.error("saga needs attention: %s", untrusted)
             try:
                 state = await run.finish(SagaState.NEEDS_ATTENTION, because=error)
             except LeaseLost as taken:

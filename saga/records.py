@@ -91,6 +91,11 @@ class AccountRef:
         return ("urls", *self.urls, self.user_id)
 
     @property
+    def service_key(self) -> str:
+        """How the log names the service for its ledger marks and quarantines: its name, else its URLs."""
+        return self.service if self.service is not None else self.service_url
+
+    @property
     def service_url(self) -> str:
         """The service's identity (see :func:`service_id`), not necessarily one URL to send to."""
         return service_id(self.urls)

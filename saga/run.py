@@ -8,6 +8,10 @@ import random
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from generated_client.accounts.api.accounts import get_transaction
+from generated_client.accounts.models import TransactionTrail
+from saga.ledger_watch import LedgerWatch
+from saga.ledgers import LedgerUntrusted
 from saga.log import SagaLog
 from saga.records import AccountRef, Attempt, Change, SagaRecord
 from saga.replicas import Replicas
@@ -23,6 +27,7 @@ from saga.steps import (
     AnyClient,
     StepAnswer,
     Verdict,
+    ledger_position,
     send,
 )
 
@@ -36,7 +41,7 @@ class CompensationBlocked(Exception):
     """A compensation cannot finish now; the saga stays in COMPENSATING for the next recovery."""
 
 
-class LedgerChanged(Exception):
+class LedgerChanged(LedgerUntrusted):
     """A service answered from another ledger than before in this saga: it forgot what it did under the id.
 
     Nothing it answers about this saga can be trusted any more, so the saga
@@ -44,11 +49,11 @@ class LedgerChanged(Exception):
     """
 
     def __init__(self, transaction_id: str, service: str, before: str, now: str) -> None:
-        self.service = service
         super().__init__(
+            service,
             f"the ledger of the service at {service} changed within saga {transaction_id}, from {before} to {now}: "
             "the service has forgotten what it did under this transaction_id; compare its balances and audit "
-            "trail with this saga's history before moving any money by hand"
+            "trail with this saga's history before moving any money by hand",
         )
 
 
@@ -147,9 +152,11 @@ class SagaRun:
         rng: random.Random,
         now_ms: Callable[[], int],
         replicas: Replicas | None = None,
+        watch: LedgerWatch | None = None,
     ) -> None:
         self.record = record
         self._log = log
+        self._watch = watch or LedgerWatch(log, now_ms)
         self._clients = clients
         self._replicas = replicas or Replicas()
         self._policies = policies
@@ -189,10 +196,11 @@ class SagaRun:
     def credit_may_be_unlogged(self) -> bool:
         """Whether an earlier run of this saga may have sent its credit although the log does not say so.
 
-        Only on an exclusive log, whose forward state changes ride with later
-        commits, and only after a crash.
+        After any crash on an exclusive log, whose forward state changes ride
+        with later commits; and after any resumption on every log, since a
+        log restored from a backup lacks whatever came after the backup.
         """
-        return self._exclusive_log and self.resumed
+        return self.resumed
 
     async def enter(self, state: SagaState, *, fence_credit: bool | None = None, because: str | None = None) -> None:
         if self._exclusive_log and state in _FORWARD_STATES and fence_credit is None and because is None:
@@ -234,9 +242,7 @@ class SagaRun:
         number = 0
         while True:
             number += 1
-            delay = policy.delay_before(number, self._rng)
-            if delay:
-                await asyncio.sleep(delay)
+            await self._pause_before(number, policy)
             answer = await self._send_to_a_replica(step, account, number, policy)
             # Only an attempt without an answer is retried, so every attempt
             # before this one ended without an answer.
@@ -251,6 +257,11 @@ class SagaRun:
                 extra={"fields": {"transaction_id": self.record.transaction_id, "step": step, "attempt": number}},
             )
 
+    async def _pause_before(self, number: int, policy: RetryPolicy) -> None:
+        delay = policy.delay_before(number, self._rng)
+        if delay:
+            await asyncio.sleep(delay)
+
     async def _send_to_a_replica(self, step: str, account: AccountRef, number: int, policy: RetryPolicy) -> StepAnswer:
         """One attempt: the request, sent to the service's URLs in turn while they cannot be connected to.
 
@@ -261,6 +272,8 @@ class SagaRun:
         answer: StepAnswer | None = None
         for url in self._replicas.in_order(account.urls):
             await self._flush(step)
+            await self._refuse_quarantined()
+            mark = await self._watch.mark(account.service_key)
             answer = await send(
                 self._clients(url),
                 step,
@@ -275,11 +288,77 @@ class SagaRun:
             self.attempts.append(answer.attempt)
             if answer.attempt.ledger_id is not None:
                 await self._check_same_ledger(account, answer.attempt.ledger_id)
+                if answer.ledger_position is not None:
+                    await self._watch.observe(
+                        account.service_key,
+                        answer.attempt.ledger_id,
+                        answer.ledger_position,
+                        mark,
+                        self.record.transaction_id,
+                    )
             if not answer.unreachable:
                 self._replicas.reached(account.urls, url)
                 break
         assert answer is not None, "a service has at least one URL"
         return answer
+
+    async def _refuse_quarantined(self) -> None:
+        record = self.record
+        await self._watch.refuse_quarantined(
+            record.source.service_key, record.target.service_key, transaction_id=record.transaction_id
+        )
+
+    async def compensated_before(self) -> bool | None:
+        """Whether either service recorded a compensation under this saga's id; None if a trail cannot be read.
+
+        A run that compensates commits COMPENSATING first, so a log that says
+        otherwise has gone back in time (restored from a backup): the
+        services, not the log, know what became of the saga.
+        """
+        await self._refuse_quarantined()
+        accounts = [self.record.source]
+        if not self.record.target.same_service(self.record.source):
+            accounts.append(self.record.target)
+        for account in accounts:
+            operations = await self._trail_operations(account)
+            if operations is None:
+                return None
+            if operations & {COMPENSATE_DEBIT, COMPENSATE_CREDIT}:
+                return True
+        return False
+
+    async def _trail_operations(self, account: AccountRef) -> set[str] | None:
+        """The operations the service recorded under this saga's id, read as a step retries; None if unreadable."""
+        policy = self._policies.debit
+        number = 0
+        while True:
+            number += 1
+            await self._pause_before(number, policy)
+            for url in self._replicas.in_order(account.urls):
+                mark = await self._watch.mark(account.service_key)
+                try:
+                    async with asyncio.timeout(policy.request_timeout):
+                        response = await get_transaction.asyncio_detailed(
+                            self.record.transaction_id,
+                            client=self._clients(url),
+                            transaction_id_header=self.record.transaction_id,
+                        )
+                except Exception as error:
+                    logger.info(
+                        "trail of %s at %s unread: %s", self.record.transaction_id, url, str(error) or repr(error)
+                    )
+                    continue
+                if not isinstance(response.parsed, TransactionTrail):
+                    continue
+                ledger_id, position = response.headers.get("ledger-id"), ledger_position(response.headers)
+                if ledger_id is not None and position is not None:
+                    await self._watch.observe(
+                        account.service_key, ledger_id, position, mark, self.record.transaction_id
+                    )
+                self._replicas.reached(account.urls, url)
+                return {entry.operation.value for entry in response.parsed.entries}
+            if not policy.allows(number + 1):
+                return None
 
     async def _check_same_ledger(self, account: AccountRef, ledger_id: str) -> None:
         if self._ledgers is None:
@@ -290,6 +369,11 @@ class SagaRun:
                     self._ledgers.setdefault(self._account_of(earlier.step).service_url, earlier.ledger_id)
         known = self._ledgers.setdefault(account.service_url, ledger_id)
         if known != ledger_id:
+            await self._watch.quarantine(
+                account.service_key,
+                f"its ledger changed within saga {self.record.transaction_id}, from {known} to {ledger_id}",
+                self.record.transaction_id,
+            )
             raise LedgerChanged(self.record.transaction_id, account.service_url, known, ledger_id)
 
     def _account_of(self, step: str) -> AccountRef:

@@ -19,6 +19,7 @@ from generated_client.accounts.models import AccountList, TransactionTrail
 from saga.orchestrator import Orchestrator
 from saga.records import as_urls, service_id
 from saga.replicas import describe, first_reachable
+from saga.steps import ledger_position
 from saga.verify import SagaEnd, TrailItem
 
 
@@ -31,21 +32,32 @@ def _correlation_id() -> str:
 
 
 async def balances(orchestrator: Orchestrator, service: str | Iterable[str]) -> dict[str, int]:
-    """user_id -> balance, for every account on one service."""
+    """user_id -> balance, for every account on one service.
+
+    The read also tells the service's ledger position: a ledger that went
+    back in time is quarantined here (LedgerWentBack), before any saga runs.
+    """
     urls = as_urls(service)
     where = ",".join(urls)
+    mark = await orchestrator.watch.mark(service_id(urls))
     try:
-        answer = await first_reachable(
+        response = await first_reachable(
             urls,
             orchestrator.replicas,
-            lambda url: list_accounts.asyncio(client=orchestrator.client_for(url), transaction_id=_correlation_id()),
+            lambda url: list_accounts.asyncio_detailed(
+                client=orchestrator.client_for(url), transaction_id=_correlation_id()
+            ),
         )
     except Exception as error:
         reason = describe(error) if isinstance(error, httpx.TransportError) else str(error) or type(error).__name__
         raise ServiceUnavailable(f"cannot reach the accounts service at {where}: {reason}") from error
+    answer = response.parsed
     if not isinstance(answer, AccountList):
         detail = getattr(answer, "detail", "no readable answer")
         raise ServiceUnavailable(f"the accounts service at {where} refused to list accounts: {detail}")
+    ledger_id, position = response.headers.get("ledger-id"), ledger_position(response.headers)
+    if ledger_id is not None and position is not None:
+        await orchestrator.watch.observe(service_id(urls), ledger_id, position, mark, None)
     return {account.user_id: account.balance for account in answer.accounts}
 
 

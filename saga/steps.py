@@ -87,6 +87,8 @@ class StepAnswer:
     result: LedgerResult | None = None
     #: The request never left: another URL of the service may take it now.
     unreachable: bool = False
+    #: The answering ledger's position (``Ledger-Position``), where it said one.
+    ledger_position: int | None = None
 
     @property
     def code(self) -> str | None:
@@ -133,11 +135,18 @@ async def send(
     status = int(response.status_code)
     parsed = response.parsed
     ledger_id = response.headers.get("ledger-id")
+    position = ledger_position(response.headers)
     # The client parses a 200, and only a 200, as a LedgerResult.
     if isinstance(parsed, LedgerResult):
-        return StepAnswer(Verdict.OK, attempt(status, ledger_id=ledger_id), parsed)
+        return StepAnswer(Verdict.OK, attempt(status, ledger_id=ledger_id), parsed, ledger_position=position)
     code = parsed.code.value if isinstance(parsed, Problem) else None
-    return StepAnswer(_verdict(status), attempt(status, code, ledger_id=ledger_id))
+    return StepAnswer(_verdict(status), attempt(status, code, ledger_id=ledger_id), ledger_position=position)
+
+
+def ledger_position(headers: Mapping[str, str]) -> int | None:
+    """The ``Ledger-Position`` an answer carries; None when it carries none, or none that reads as a count."""
+    value = headers.get("ledger-position")
+    return int(value) if value is not None and value.isascii() and value.isdigit() else None
 
 
 def _verdict(status: int) -> Verdict:

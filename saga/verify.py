@@ -111,7 +111,7 @@ def check(
     if exclusive:
         violations += _check_exact_balances(before, after, sagas)
     if trails is not None:
-        violations += _check_trails(sagas, trails)
+        violations += check_trails(sagas, trails)
     return violations
 
 
@@ -179,7 +179,8 @@ def _keys(*accounts: AccountRef) -> list[tuple[str, str]]:
     return [(account.service_url, account.user_id) for account in accounts]
 
 
-def _check_trails(sagas: Sequence[SagaEnd], trails: Mapping[tuple[str, str], Sequence[TrailItem]]) -> list[Violation]:
+def check_trails(sagas: Sequence[SagaEnd], trails: Mapping[tuple[str, str], Sequence[TrailItem]]) -> list[Violation]:
+    """Each saga whose services' trails moved other amounts than its end state says; NEEDS_ATTENTION is not judged."""
     violations = []
     for saga in sagas:
         if not saga.state.is_terminal or saga.state is SagaState.NEEDS_ATTENTION:

@@ -8,7 +8,8 @@ interval passes: an expired lease wakes no one, so ``poll_seconds`` bounds
 how long it waits before a dead worker's sagas are noticed.
 
 A failure of the log while claiming (an outage of PostgreSQL) pauses the
-claiming until the next poll; the worker goes on once the log is back.
+claiming until the next poll; the worker goes on once the log is back. A
+log that cannot be listened to at start leaves the worker polling.
 
 On stop it claims nothing more, gives the sagas it drives ``grace_seconds``
 to finish, then stops the rest where they are and hands their leases back,
@@ -23,7 +24,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from saga.logs import SagaLogError
+from saga.failures import LOG_FAILURES
 from saga.orchestrator import Orchestrator
 from saga.records import SagaRecord
 from saga.run import TransferResult
@@ -64,16 +65,16 @@ class Worker:
     async def run(self, stop: asyncio.Event) -> None:
         """Drive sagas until ``stop`` is set; then finish or hand back what is held, and return."""
         wake = asyncio.Event()
-        await self.orchestrator.log.listen(wake.set)
         stopping = asyncio.create_task(stop.wait())
         try:
+            await self._listen(wake, stopping)
             while not stop.is_set():
                 free = self.concurrency - len(self._driving)
                 if free > 0:
                     wake.clear()
                     try:
                         claimed = await self.orchestrator.claim(free)
-                    except SagaLogError as error:
+                    except LOG_FAILURES as error:
                         # An outage of the log pauses the claiming, never ends it:
                         # the sagas submitted meanwhile are claimed once it is back.
                         logger.warning("claiming sagas failed, again in %g s: %s", self.poll_seconds, error)
@@ -88,6 +89,23 @@ class Worker:
         finally:
             stopping.cancel()
             await self._hand_back()
+
+    async def _listen(self, wake: asyncio.Event, stopping: asyncio.Task[bool]) -> None:
+        """Be woken by submissions; a stop meanwhile ends the wait for the log's connection."""
+        listening = asyncio.create_task(self.orchestrator.log.listen(wake.set))
+        await asyncio.wait({listening, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        if not listening.done():
+            listening.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await listening
+            return
+        error = listening.exception()
+        if error is None:
+            return
+        if not isinstance(error, LOG_FAILURES):
+            raise error
+        # Polling alone still finds every claimable saga, each within a poll interval.
+        logger.warning("listening on the saga log failed; polling every %g s instead: %s", self.poll_seconds, error)
 
     def _start(self, record: SagaRecord, wake: asyncio.Event) -> None:
         self.stats.claimed += 1

@@ -21,6 +21,15 @@ CREDIT_STANDS = frozenset({"insufficient_funds", "transfer_completed"})
 
 
 async def transfer(saga: SagaRun) -> SagaState:
+    if saga.resumed and saga.state in (SagaState.PENDING, SagaState.DEBITING, SagaState.CREDITING):
+        # A log restored from a backup can have forgotten a compensation, and
+        # a service replays a reversed debit as applied: ask the services.
+        compensated = await saga.compensated_before()
+        if compensated is not False:
+            because = "a service recorded a compensation the log lacks" if compensated else "cannot read the trails"
+            await saga.enter(SagaState.COMPENSATING, fence_credit=True, because=because)
+            return await compensate(saga)
+
     if saga.state in (SagaState.PENDING, SagaState.DEBITING):
         if saga.state is SagaState.PENDING:
             await saga.enter(SagaState.DEBITING)

@@ -24,6 +24,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol
 
+from saga.ledgers import Acceptance, LedgerMark, Quarantine
 from saga.records import AccountRef, Attempt, Change, Event, SagaRecord
 from saga.states import TERMINAL_STATES, SagaState
 
@@ -88,6 +89,32 @@ class SagaLog(Protocol):
 
     async def listen(self, wake: Callable[[], None]) -> None:
         """Call ``wake`` whenever a saga becomes claimable without waiting for a lease to expire."""
+
+    async def raise_ledger_marks(self, marks: Sequence[LedgerMark]) -> None:
+        """Keep, per service, the highest position seen from its ledger in its current generation.
+
+        A mark of an older generation (from before an accepted decision), or
+        from another ledger than the one marked, changes nothing: telling
+        those apart is for whoever saw the answer (see saga/ledgers.py).
+        """
+
+    async def ledger_marks(self) -> dict[str, LedgerMark]:
+        """Every service's mark, by service."""
+
+    async def quarantine(self, quarantine: Quarantine) -> bool:
+        """Quarantine a service; False if it already was (the first reason stands)."""
+
+    async def quarantines(self) -> list[Quarantine]:
+        """The services quarantined now, oldest first."""
+
+    async def accept(self, service: str, reason: str, at_ms: int) -> Acceptance | None:
+        """Lift the service's quarantine as an operator decided, and start a new generation of its mark.
+
+        None when the service was not quarantined: nothing is recorded.
+        """
+
+    async def acceptances(self) -> list[Acceptance]:
+        """Every recorded decision to lift a quarantine, oldest first."""
 
     async def get(self, transaction_id: str) -> SagaRecord | None: ...
 
@@ -162,6 +189,17 @@ def same_transfer(first: SagaRecord, second: SagaRecord) -> bool:
         second.amount,
         second.submitted_by,
     )
+
+
+def raised_mark(current: LedgerMark | None, mark: LedgerMark) -> LedgerMark:
+    """``current`` after :meth:`SagaLog.raise_ledger_marks` of ``mark``, as the SQL logs' upsert does it."""
+    if current is None:
+        return mark
+    if current.generation != mark.generation or (current.ledger_id not in (None, mark.ledger_id)):
+        return current
+    if current.ledger_id is None:
+        return LedgerMark(current.service, mark.ledger_id, mark.position, current.generation)
+    return LedgerMark(current.service, current.ledger_id, max(current.position, mark.position), current.generation)
 
 
 def key_conflict(key: str) -> IdempotencyKeyConflict:

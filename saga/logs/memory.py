@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 
+from saga.ledgers import Acceptance, LedgerMark, Quarantine
 from saga.logs.base import (
     LeaseLost,
     SagaLogError,
@@ -18,6 +19,7 @@ from saga.logs.base import (
     copy_record,
     key_conflict,
     page_after,
+    raised_mark,
     same_transfer,
 )
 from saga.records import Change, Event, SagaRecord
@@ -34,6 +36,9 @@ class MemorySagaLog:
         self._by_key: dict[str, str] = {}
         self._listeners: list[Callable[[], None]] = []
         self.commits = 0
+        self._marks: dict[str, LedgerMark] = {}
+        self._quarantines: dict[str, Quarantine] = {}
+        self._acceptances: list[Acceptance] = []
 
     async def create(self, saga: SagaRecord, first_state: SagaState) -> None:
         self._insert(saga)
@@ -114,6 +119,34 @@ class MemorySagaLog:
     def _wake(self) -> None:
         for wake in self._listeners:
             wake()
+
+    async def raise_ledger_marks(self, marks: Sequence[LedgerMark]) -> None:
+        for mark in marks:
+            self._marks[mark.service] = raised_mark(self._marks.get(mark.service), mark)
+
+    async def ledger_marks(self) -> dict[str, LedgerMark]:
+        return dict(self._marks)
+
+    async def quarantine(self, quarantine: Quarantine) -> bool:
+        if quarantine.service in self._quarantines:
+            return False
+        self._quarantines[quarantine.service] = quarantine
+        return True
+
+    async def quarantines(self) -> list[Quarantine]:
+        return list(self._quarantines.values())
+
+    async def accept(self, service: str, reason: str, at_ms: int) -> Acceptance | None:
+        lifted = self._quarantines.pop(service, None)
+        if lifted is None:
+            return None
+        generation = self._marks[service].generation + 1 if service in self._marks else 1
+        self._marks[service] = LedgerMark(service, None, 0, generation)
+        self._acceptances.append(Acceptance(service, reason, at_ms, lifted.reason))
+        return self._acceptances[-1]
+
+    async def acceptances(self) -> list[Acceptance]:
+        return list(self._acceptances)
 
     async def get(self, transaction_id: str) -> SagaRecord | None:
         saga = self._sagas.get(transaction_id)

@@ -24,6 +24,7 @@ from typing import Any, Final
 
 import asyncpg
 
+from saga.ledgers import Acceptance, LedgerMark, Quarantine
 from saga.logs.base import (
     EVENT_COLUMNS,
     TERMINAL_VALUES,
@@ -47,7 +48,15 @@ _FILE_NAME = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
 DEFAULT_POOL_SIZE: Final = 12
 CONNECT_TIMEOUT_SECONDS: Final = 10.0
 COMMAND_TIMEOUT_SECONDS: Final = 30.0
-DATABASE_FAILURES: Final = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError)
+# InternalClientError is what asyncpg raises on a connection whose backend was
+# terminated mid-statement ("cannot switch to state 12"): an outage like the rest.
+DATABASE_FAILURES: Final = (
+    asyncpg.PostgresError,
+    asyncpg.InterfaceError,
+    asyncpg.InternalClientError,
+    OSError,
+    TimeoutError,
+)
 
 _SAGA_COLUMNS = (
     "transaction_id, source_urls, source_user, target_urls, target_user, amount, state, fence_credit, "
@@ -129,6 +138,34 @@ WITH released AS (
     RETURNING state
 )
 SELECT state, CASE WHEN {_UNFINISHED} THEN pg_notify('{NOTIFY_CHANNEL}', $1) END FROM released
+"""
+
+#: See saga/logs/sqlite.py's RAISE_MARK: one row per service, raised from every mark at once.
+_RAISE_MARKS = """
+INSERT INTO saga_ledger_marks AS mark (service, ledger_id, position, generation)
+SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[], $4::int[])
+ON CONFLICT (service) DO UPDATE SET
+    ledger_id = coalesce(mark.ledger_id, excluded.ledger_id),
+    position = CASE WHEN mark.ledger_id IS NULL THEN excluded.position
+                    ELSE greatest(mark.position, excluded.position) END
+WHERE mark.generation = excluded.generation AND (mark.ledger_id IS NULL OR mark.ledger_id = excluded.ledger_id)
+"""
+_QUARANTINE = """
+INSERT INTO saga_quarantines (service, reason, transaction_id, at_ms) VALUES ($1, $2, $3, $4)
+ON CONFLICT (service) WHERE lifted_at_ms IS NULL DO NOTHING
+RETURNING seq
+"""
+_ACCEPT = """
+WITH lifted AS (
+    UPDATE saga_quarantines SET lifted_at_ms = $2, lifted_because = $3
+    WHERE service = $1 AND lifted_at_ms IS NULL
+    RETURNING reason
+), renewed AS (
+    INSERT INTO saga_ledger_marks AS mark (service, ledger_id, position, generation)
+    SELECT $1, NULL, 0, 1 FROM lifted
+    ON CONFLICT (service) DO UPDATE SET ledger_id = NULL, position = 0, generation = mark.generation + 1
+)
+SELECT reason FROM lifted
 """
 
 
@@ -335,6 +372,49 @@ class PostgresSagaLog:
             "SELECT transaction_id, state FROM saga_sagas WHERE transaction_id = ANY($1::text[])", list(transaction_ids)
         )
         return {row["transaction_id"]: SagaState(row["state"]) for row in rows}
+
+    async def raise_ledger_marks(self, marks: Sequence[LedgerMark]) -> None:
+        # One row per service in one statement: ON CONFLICT may touch a row only once.
+        highest: dict[str, LedgerMark] = {}
+        for mark in marks:
+            kept = highest.get(mark.service)
+            if kept is None or (kept.generation, kept.position) < (mark.generation, mark.position):
+                highest[mark.service] = mark
+        if highest:
+            values = list(highest.values())
+            await self._fetch(
+                _RAISE_MARKS,
+                [m.service for m in values],
+                [m.ledger_id for m in values],
+                [m.position for m in values],
+                [m.generation for m in values],
+            )
+
+    async def ledger_marks(self) -> dict[str, LedgerMark]:
+        rows = await self._fetch("SELECT service, ledger_id, position, generation FROM saga_ledger_marks")
+        return {row[0]: LedgerMark(*row) for row in rows}
+
+    async def quarantine(self, quarantine: Quarantine) -> bool:
+        q = quarantine
+        return bool(await self._fetch(_QUARANTINE, q.service, q.reason, q.transaction_id, q.at_ms))
+
+    async def quarantines(self) -> list[Quarantine]:
+        rows = await self._fetch(
+            "SELECT service, reason, at_ms, transaction_id FROM saga_quarantines "
+            "WHERE lifted_at_ms IS NULL ORDER BY seq"
+        )
+        return [Quarantine(*row) for row in rows]
+
+    async def accept(self, service: str, reason: str, at_ms: int) -> Acceptance | None:
+        rows = await self._fetch(_ACCEPT, service, at_ms, reason)
+        return Acceptance(service, reason, at_ms, rows[0][0]) if rows else None
+
+    async def acceptances(self) -> list[Acceptance]:
+        rows = await self._fetch(
+            "SELECT service, lifted_because, lifted_at_ms, reason FROM saga_quarantines "
+            "WHERE lifted_at_ms IS NOT NULL ORDER BY lifted_at_ms, seq"
+        )
+        return [Acceptance(*row) for row in rows]
 
     async def all_events(self) -> list[Event]:
         """Every event of every saga, in commit order: for auditing the whole log at once."""

@@ -23,6 +23,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+from saga.ledgers import Acceptance, LedgerMark, Quarantine
 from saga.logs.base import (
     EVENT_COLUMNS,
     TERMINAL_VALUES,
@@ -76,6 +77,22 @@ CREATE TABLE IF NOT EXISTS events (
     ledger_id TEXT
 );
 CREATE INDEX IF NOT EXISTS events_by_saga ON events (transaction_id, seq);
+CREATE TABLE IF NOT EXISTS ledger_marks (
+    service TEXT PRIMARY KEY,  -- its name, or its URLs (see AccountRef.service_key)
+    ledger_id TEXT,
+    position INTEGER NOT NULL,
+    generation INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE IF NOT EXISTS quarantines (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    service TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    transaction_id TEXT,
+    at_ms INTEGER NOT NULL,
+    lifted_at_ms INTEGER,
+    lifted_because TEXT
+);
+CREATE UNIQUE INDEX IF NOT EXISTS one_quarantine_per_service ON quarantines (service) WHERE lifted_at_ms IS NULL;
 """
 
 #: Created after _upgrade, which adds the columns they index to an older log.
@@ -305,6 +322,49 @@ class SqliteSagaLog:
                     else:
                         done.set_exception(SagaLogError(f"saga log commit failed: {error}"))
 
+    # -- ledger marks and quarantines (see saga/ledgers.py) --------------------------
+
+    async def raise_ledger_marks(self, marks: Sequence[LedgerMark]) -> None:
+        await self._enqueue([(RAISE_MARK, (m.service, m.ledger_id, m.position, m.generation), None) for m in marks])
+
+    async def ledger_marks(self) -> dict[str, LedgerMark]:
+        rows = await self._read("SELECT service, ledger_id, position, generation FROM ledger_marks", ())
+        return {row[0]: LedgerMark(*row) for row in rows}
+
+    async def quarantine(self, quarantine: Quarantine) -> bool:
+        q = quarantine
+        inserted: bool = await self._run(
+            _in_transaction,
+            self._connection,
+            lambda: self._connection.execute(QUARANTINE, (q.service, q.reason, q.transaction_id, q.at_ms)).rowcount > 0,
+        )
+        return inserted
+
+    async def quarantines(self) -> list[Quarantine]:
+        rows = await self._read(
+            "SELECT service, reason, at_ms, transaction_id FROM quarantines WHERE lifted_at_ms IS NULL ORDER BY seq", ()
+        )
+        return [Quarantine(*row) for row in rows]
+
+    async def accept(self, service: str, reason: str, at_ms: int) -> Acceptance | None:
+        def work() -> Acceptance | None:
+            row = self._connection.execute(LIFT_QUARANTINE, (at_ms, reason, service)).fetchone()
+            if row is None:
+                return None
+            self._connection.execute(NEW_GENERATION, (service,))
+            return Acceptance(service, reason, at_ms, row[0])
+
+        accepted: Acceptance | None = await self._run(_in_transaction, self._connection, work)
+        return accepted
+
+    async def acceptances(self) -> list[Acceptance]:
+        rows = await self._read(
+            "SELECT service, lifted_because, lifted_at_ms, reason FROM quarantines "
+            "WHERE lifted_at_ms IS NOT NULL ORDER BY lifted_at_ms, seq",
+            (),
+        )
+        return [Acceptance(*row) for row in rows]
+
     # -- reads -------------------------------------------------------------------
 
     async def get(self, transaction_id: str) -> SagaRecord | None:
@@ -524,6 +584,30 @@ def _upgrade(connection: sqlite3.Connection) -> None:
         raise
     connection.execute("COMMIT")
 
+
+#: Keeps the highest position of the service's current generation and ledger;
+#: a mark from an older generation, or from another ledger, changes nothing.
+RAISE_MARK = """
+INSERT INTO ledger_marks (service, ledger_id, position, generation) VALUES (?, ?, ?, ?)
+ON CONFLICT (service) DO UPDATE SET
+    ledger_id = coalesce(ledger_marks.ledger_id, excluded.ledger_id),
+    position = CASE WHEN ledger_marks.ledger_id IS NULL OR excluded.position > ledger_marks.position
+                    THEN excluded.position ELSE ledger_marks.position END
+WHERE ledger_marks.generation = excluded.generation
+  AND (ledger_marks.ledger_id IS NULL OR ledger_marks.ledger_id = excluded.ledger_id)
+"""
+QUARANTINE = """
+INSERT INTO quarantines (service, reason, transaction_id, at_ms) VALUES (?, ?, ?, ?)
+ON CONFLICT (service) WHERE lifted_at_ms IS NULL DO NOTHING
+"""
+LIFT_QUARANTINE = """
+UPDATE quarantines SET lifted_at_ms = ?, lifted_because = ? WHERE service = ? AND lifted_at_ms IS NULL RETURNING reason
+"""
+#: After an accepted decision the next answer names the ledger and its position anew.
+NEW_GENERATION = """
+INSERT INTO ledger_marks (service, ledger_id, position, generation) VALUES (?, NULL, 0, 1)
+ON CONFLICT (service) DO UPDATE SET ledger_id = NULL, position = 0, generation = ledger_marks.generation + 1
+"""
 
 #: One statement of a write: SQL, parameters, and the saga whose epoch it
 #: checks (None: no check). A checked statement that changes no row fails

@@ -31,9 +31,13 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from saga.directory import ServiceDirectory, UnknownService
-from saga.logs import IdempotencyKeyConflict, SagaLog, SagaLogError
+from saga.failures import LOG_FAILURES, one_line
+from saga.ledger_watch import LedgerWatch
+from saga.ledgers import ServiceQuarantined
+from saga.logs import IdempotencyKeyConflict, SagaLog
 from saga.orchestrator import MAX_AMOUNT, InvalidTransfer, validate, wall_clock_ms
 from saga.records import AccountRef, Event, SagaRecord
+from saga.redact import redact
 from saga.service.waiting import EndWatch
 from saga.states import SagaState
 from server.app import describe_validation_errors, integral_number
@@ -60,6 +64,7 @@ ErrorCode = Literal[
     "unauthorized",
     "unknown_service",
     "idempotency_key_reused",
+    "service_quarantined",
     "unknown_transfer",
     "request_too_large",
     "internal_error",
@@ -74,6 +79,7 @@ TITLES: Final[dict[str, str]] = {
     "unauthorized": "Unauthorized",
     "unknown_service": "Unknown service",
     "idempotency_key_reused": "Idempotency key reused",
+    "service_quarantined": "Service quarantined",
     "unknown_transfer": "Unknown transfer",
     "request_too_large": "Request too large",
     "internal_error": "Internal error",
@@ -120,10 +126,11 @@ def _problem_response(problem: Problem) -> Response:
 
 
 def _log_unavailable(error: Exception) -> Problem:
+    # The detail reaches the caller: no credential of the log's URL goes with it.
     return Problem(
         503,
         "log_unavailable",
-        f"the saga log is unavailable ({error}); send the same request again later",
+        f"the saga log is unavailable ({redact(one_line(error))}); send the same request again later",
         headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
     )
 
@@ -177,7 +184,8 @@ class Presenter:
             "created_at": iso_time(record.created_at_ms),
             "updated_at": iso_time(record.updated_at_ms),
             "attempts": record.attempts,
-            "last_error": record.last_error,
+            # An error may quote a URL the log keeps: the caller gets it without credentials.
+            "last_error": None if record.last_error is None else redact(record.last_error),
             "submitted_by": record.submitted_by,
         }
 
@@ -186,7 +194,7 @@ class Presenter:
         if event.state is not None:
             shown["state"] = event.state.value
         if event.detail:
-            shown["because"] = event.detail
+            shown["because"] = redact(event.detail)
         attempt = event.attempt
         if attempt is not None:
             account = record.source if attempt.step in ("debit", "compensate_debit") else record.target
@@ -195,7 +203,7 @@ class Presenter:
                 "attempt": attempt.number,
                 "status": attempt.status,
                 "code": attempt.code,
-                "error": attempt.error,
+                "error": None if attempt.error is None else redact(attempt.error),
                 "latency_us": attempt.latency_us,
                 "service": self.service_name(account),
                 "ledger_id": attempt.ledger_id,
@@ -375,6 +383,7 @@ def create_transfers_app(
     metrics = ApiMetrics(registry)
     present = Presenter(settings.directory)
     now_ms = clock_ms or wall_clock_ms
+    ledgers = LedgerWatch(log, now_ms)
 
     app = TransfersContractApp(title="Transfers service", docs_url=None, redoc_url=None, openapi_url="/openapi.json")
 
@@ -401,6 +410,12 @@ def create_transfers_app(
             validate(source, target, body.amount)
         except InvalidTransfer as error:
             raise Problem(422, "invalid_request", str(error)) from None
+        try:
+            await ledgers.refuse_quarantined(source.service_key, target.service_key)
+        except ServiceQuarantined as refused:
+            raise Problem(409, "service_quarantined", f"nothing was recorded: {refused}") from None
+        except LOG_FAILURES as error:
+            raise _log_unavailable(error) from None
         created_at = now_ms()
         record = SagaRecord(
             str(uuid.uuid4()),
@@ -421,7 +436,7 @@ def create_transfers_app(
                 "this Idempotency-Key was already used for another transfer (another body, or another caller); "
                 "nothing was recorded",
             ) from None
-        except SagaLogError as error:
+        except LOG_FAILURES as error:
             raise _log_unavailable(error) from None
         request.state.transaction_id = saga.transaction_id
         if created:
@@ -438,7 +453,7 @@ def create_transfers_app(
         try:
             # One more than the page: whether it exists says whether a next page does.
             records = await log.page(state=state, limit=limit + 1, after=position)
-        except SagaLogError as error:
+        except LOG_FAILURES as error:
             raise _log_unavailable(error) from None
         page = records[:limit]
         next_cursor = encode_cursor(page[-1]) if len(records) > limit else None
@@ -447,7 +462,7 @@ def create_transfers_app(
     async def _read(transaction_id: str) -> SagaRecord:
         try:
             record = await log.get(transaction_id)
-        except SagaLogError as error:
+        except LOG_FAILURES as error:
             raise _log_unavailable(error) from None
         if record is None:
             raise Problem(404, "unknown_transfer", f"no transfer has the id {transaction_id!r}")
@@ -463,7 +478,7 @@ def create_transfers_app(
         record = await _read(transaction_id)
         try:
             history = await log.history(transaction_id)
-        except SagaLogError as error:
+        except LOG_FAILURES as error:
             raise _log_unavailable(error) from None
         events = [present.event(record, event) for event in history]
         return _json({"transaction_id": transaction_id, "events": events})

@@ -41,7 +41,7 @@ class ServeError(Exception):
 
 
 def add_serve_command(commands: Any) -> None:
-    from saga.cli import DB_HELP, _lease_seconds, _seconds, retry_options
+    from saga.cli import DB_HELP, _lease_seconds, _seconds, _worker_name, retry_options
 
     serve = commands.add_parser(
         "serve", help="the transfers service: the saga behind its HTTP contract (openapi/transfers.yaml)"
@@ -70,7 +70,9 @@ def add_serve_command(commands: Any) -> None:
         action="store_true",
         help="answer the API only and leave the sagas to workers (PostgreSQL log only)",
     )
-    serve.add_argument("--worker-id", help="this process's name in the log's leases (host:pid:random)")
+    serve.add_argument(
+        "--worker-id", type=_worker_name, help="this process's name in the log's leases (host:pid:random)"
+    )
     serve.add_argument(
         "--lease-seconds",
         type=_lease_seconds,
@@ -85,6 +87,7 @@ def add_serve_command(commands: Any) -> None:
     )
     limits = EdgeLimits()
     serve.add_argument("--max-body-bytes", type=whole_number(1, 2**31), default=limits.max_body_bytes)
+    serve.add_argument("--max-header-bytes", type=whole_number(1, 2**31), default=limits.max_header_bytes)
     serve.add_argument("--header-timeout", type=_seconds, default=limits.header_timeout)
     serve.add_argument("--body-timeout", type=_seconds, default=limits.body_timeout)
     serve.add_argument("--keep-alive-timeout", type=_seconds, default=limits.keep_alive_timeout)
@@ -116,6 +119,7 @@ def run_serve(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         settings = TransfersSettings(directory=directory, api_tokens=tokens, max_body_bytes=args.max_body_bytes)
         limits = EdgeLimits(
             max_body_bytes=args.max_body_bytes,
+            max_header_bytes=args.max_header_bytes,
             header_timeout=args.header_timeout,
             body_timeout=args.body_timeout,
             keep_alive_timeout=args.keep_alive_timeout,

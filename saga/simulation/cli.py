@@ -11,12 +11,18 @@ the command to another parser does not import the accounts service.
 from __future__ import annotations
 
 import argparse
+import asyncio
+import io
 import json
+import logging
 import multiprocessing
 import sys
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
-from typing import TYPE_CHECKING, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
+
+from saga.simulation.clock import VirtualTimeEventLoop
+from server.logformat import record_fields
 
 if TYPE_CHECKING:
     from saga.simulation.simulator import SimulationConfig, SimulationResult
@@ -77,6 +83,74 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class VirtualTimeFormatter(logging.Formatter):
+    """Log lines of a simulated run: stamped with its virtual time and seed, never the wall clock or a pid.
+
+    Two runs of one seed then print byte-identical lines, so their logs can
+    be compared as their traces are.
+    """
+
+    def __init__(self, log_format: str, seed: int) -> None:
+        super().__init__()
+        self.log_format = log_format
+        self.seed = seed
+
+    def format(self, record: logging.LogRecord) -> str:
+        fields = record_fields(record)
+        at = getattr(record, "virtual_seconds", None)
+        message = record.getMessage()
+        if self.log_format == "json":
+            line: dict[str, Any] = {
+                "virtual_time": None if at is None else round(at, 6),
+                "seed": self.seed,
+                "level": record.levelname.lower(),
+                "logger": record.name,
+                "transaction_id": fields.pop("transaction_id", None),
+                **fields,
+            }
+            if message:
+                line["message"] = message
+            return json.dumps(line, separators=(",", ":"), default=str)
+        stamp = "-" if at is None else f"{at:.6f}"
+        parts = [f"seed {self.seed} t={stamp}s", record.levelname, record.name, message]
+        parts += [f"{name}={value}" for name, value in fields.items() if value is not None]
+        return " ".join(part for part in parts if part)
+
+
+class _VirtualTime(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            loop = None
+        record.virtual_seconds = loop.time() if isinstance(loop, VirtualTimeEventLoop) else None
+        return True
+
+
+def _run_with_logs(config: SimulationConfig, level: int, log_format: str) -> tuple[SimulationResult, str]:
+    """One seed's result and its log lines, kept apart from any other seed's (in this process or a worker)."""
+    from saga.simulation.simulator import run_simulation
+
+    lines = io.StringIO()
+    handler = logging.StreamHandler(lines)
+    handler.setFormatter(VirtualTimeFormatter(log_format, config.seed))
+    handler.addFilter(_VirtualTime())
+    root = logging.getLogger()
+    # Only this handler prints: another's (a command's wall-clock lines) would make two runs differ.
+    kept_handlers, kept_level = list(root.handlers), root.level
+    for existing in kept_handlers:
+        root.removeHandler(existing)
+    root.addHandler(handler)
+    root.setLevel(level)
+    try:
+        return run_simulation(config), lines.getvalue()
+    finally:
+        root.removeHandler(handler)
+        for existing in kept_handlers:
+            root.addHandler(existing)
+        root.setLevel(kept_level)
+
+
 def run_simulate_command(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     """Run the seeds ``args`` asks for; print the table, then every violation; 0 if none, else 1."""
     from saga.simulation import report
@@ -93,8 +167,13 @@ def run_simulate_command(args: argparse.Namespace, out: TextIO, err: TextIO) -> 
         )
         for seed in range(args.seed, args.seed + args.seeds)
     ]
+    from saga.logging_setup import log_format_for
+
+    level = logging.INFO if getattr(args, "verbose", False) else logging.WARNING
     results = []
-    for result in _results(configs, args.jobs):
+    for result, log_lines in _results(configs, args.jobs, level, log_format_for(args, err)):
+        # Each seed's lines together, in seed order, however many jobs ran them.
+        err.write(log_lines)
         results.append(result)
         if args.show_trace:
             print(f"trace of seed {result.config.seed}:", file=out)
@@ -117,18 +196,20 @@ def run_simulate_command(args: argparse.Namespace, out: TextIO, err: TextIO) -> 
     return EXIT_VIOLATION if broken else EXIT_OK
 
 
-def _results(configs: list[SimulationConfig], jobs: int) -> Iterator[SimulationResult]:
-    """Each config's result, in order; with ``jobs`` > 1, computed in worker processes ahead of time."""
-    from saga.simulation.simulator import run_simulation
-
+def _results(
+    configs: list[SimulationConfig], jobs: int, level: int, log_format: str
+) -> Iterator[tuple[SimulationResult, str]]:
+    """Each config's result and log lines, in order; with ``jobs`` > 1, computed in worker processes ahead of time."""
     if jobs == 1 or len(configs) == 1:
         for config in configs:
-            yield run_simulation(config)
+            yield _run_with_logs(config, level, log_format)
         return
     # Spawned, not forked: a fork copies whatever locks other threads of this
     # process (a test runner's, say) happen to hold at that moment.
     with ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
-        futures: list[Future[SimulationResult]] = [pool.submit(run_simulation, config) for config in configs]
+        futures: list[Future[tuple[SimulationResult, str]]] = [
+            pool.submit(_run_with_logs, config, level, log_format) for config in configs
+        ]
         try:
             for future in futures:
                 yield future.result()

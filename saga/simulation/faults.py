@@ -16,6 +16,7 @@ CRASH: Final = "crash"
 PAUSE: Final = "pause"
 SERVICE_RESTART: Final = "service_restart"
 STALE_CREDENTIALS: Final = "stale_credentials"
+LOG_ROLLBACK: Final = "log_rollback"
 
 #: Every class of fault a run injects, in report order. A standard run must
 #: inject each of them at least once, or the simulator proves nothing.
@@ -30,6 +31,7 @@ FAULT_CLASSES: Final = (
     PAUSE,
     SERVICE_RESTART,
     STALE_CREDENTIALS,
+    LOG_ROLLBACK,
 )
 
 
@@ -91,6 +93,12 @@ class FaultRates:
     #: answers every ledger request 401, a refusal it does not record.
     credential_rotation: float = 1 / 500
     credential_rotation_ms: MillisecondRange = field(default_factory=lambda: MillisecondRange(500, 5_000))
+    #: Per poll, once a copy of the saga log from a few seconds ago holds a
+    #: saga in a forward state that has moved on since, the chance that the
+    #: log is restored from that copy (every orchestrator is stopped first, as
+    #: for a real restore); at most ``log_rollbacks`` times a run.
+    log_rollback: float = 0.05
+    log_rollbacks: int = 1
     #: How long a saga log commit takes (an fsync, say); a crash can land in the middle.
     log_commit_ms: MillisecondRange = field(default_factory=lambda: MillisecondRange(0, 2))
     #: The accounts service's own injected 500s on /credit.
@@ -109,6 +117,7 @@ class FaultRates:
             "pause",
             "service_restart",
             "credential_rotation",
+            "log_rollback",
             "credit_fault_rate",
             "credit_fault_after_commit_rate",
         ):
@@ -128,6 +137,7 @@ def no_faults() -> FaultRates:
         crash=0.0,
         service_restart=0.0,
         credential_rotation=0.0,
+        log_rollback=0.0,
         credit_fault_rate=0.0,
         credit_fault_after_commit_rate=0.0,
     )

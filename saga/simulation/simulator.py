@@ -36,12 +36,14 @@ from starlette.types import ASGIApp
 
 from saga import verify
 from saga.batch import PlannedTransfer
+from saga.ledgers import Acceptance, LedgerMark, Quarantine
 from saga.logs import MemorySagaLog, SagaLog
+from saga.logs.base import copy_record
 from saga.orchestrator import Orchestrator
-from saga.records import Change, SagaRecord
+from saga.records import Change, Event, SagaRecord
 from saga.retry import RetryPolicies
 from saga.simulation.clock import run_in_virtual_time
-from saga.simulation.faults import CRASH, PAUSE, FaultRates, MillisecondRange, TraceEvent
+from saga.simulation.faults import CRASH, LOG_ROLLBACK, PAUSE, FaultRates, MillisecondRange, TraceEvent
 from saga.simulation.invariants import check_epochs, check_run
 from saga.simulation.network import SERVICE_TOKEN, SimulatedNetwork
 from saga.simulation.workload import WorkloadShape, draw_workload, seeded_ids, service_url
@@ -53,6 +55,12 @@ from server.stores.memory import MemoryStore
 #: Virtual wall-clock time at the start of every run, so that timestamps in
 #: the saga log look like real ones and are the same in every run.
 EPOCH_MS = 1_700_000_000_000
+
+#: Copies of the saga log kept for a rollback to choose from: one per poll.
+BACKUPS_KEPT = 5
+
+#: States a saga can be restored into and then resumed forward.
+_FORWARD = frozenset({SagaState.PENDING, SagaState.DEBITING, SagaState.CREDITING})
 
 #: Recoveries after the last transfer before a saga that is still not
 #: terminal counts as stuck.
@@ -162,6 +170,11 @@ def run_simulation(config: SimulationConfig) -> SimulationResult:
     return result
 
 
+def _moved_on_since(backup: _LogCopy, now: dict[str, SagaState]) -> bool:
+    """Whether a saga that ``backup`` holds in a forward state has since been compensated, or ended."""
+    return any(saga.state in _FORWARD and now.get(tid) not in (None, saga.state) for tid, saga in backup.sagas.items())
+
+
 def _rng(config: SimulationConfig, purpose: str) -> random.Random:
     """An independent stream per purpose, so that changing how one part draws leaves the others alone."""
     # A string seed is hashed with SHA-512, not with the per-process hash(): the same in every process.
@@ -184,6 +197,27 @@ class _SimulatedLog(MemorySagaLog):
     async def commit(self, change: Change) -> None:
         await self.commit_all((change,))
 
+    def copy_at(self, at_ms: int) -> _LogCopy:
+        """A consistent copy of everything in the log, as a backup taken at ``at_ms`` holds it."""
+        return _LogCopy(
+            {tid: copy_record(saga) for tid, saga in self._sagas.items()},
+            {tid: list(events) for tid, events in self._history.items()},
+            dict(self._by_key),
+            dict(self._marks),
+            dict(self._quarantines),
+            list(self._acceptances),
+            at_ms,
+        )
+
+    def restore(self, backup: _LogCopy) -> None:
+        """Put the log back as it was when ``backup`` was taken: everything since is gone."""
+        self._sagas = {tid: copy_record(saga) for tid, saga in backup.sagas.items()}
+        self._history = {tid: list(events) for tid, events in backup.history.items()}
+        self._by_key = dict(backup.by_key)
+        self._marks = dict(backup.marks)
+        self._quarantines = dict(backup.quarantines)
+        self._acceptances = list(backup.acceptances)
+
     async def commit_all(self, changes: Sequence[Change]) -> None:
         total_ms = self._rng.randint(self._commit_ms.low, self._commit_ms.high)
         durable_after_ms = self._rng.randint(0, total_ms)
@@ -191,6 +225,17 @@ class _SimulatedLog(MemorySagaLog):
         for change in changes:
             await super().commit(change)
         await asyncio.sleep((total_ms - durable_after_ms) / 1000)
+
+
+@dataclass(frozen=True)
+class _LogCopy:
+    sagas: dict[str, SagaRecord]
+    history: dict[str, list[Event]]
+    by_key: dict[str, str]
+    marks: dict[str, LedgerMark]
+    quarantines: dict[str, Quarantine]
+    acceptances: list[Acceptance]
+    at_ms: int = 0
 
 
 class _Paused:
@@ -267,8 +312,20 @@ class _Run:
         self.log = _SimulatedLog(_rng(config, "log"), rates.log_commit_ms, exclusive=config.exclusive_log)
         self.new_id = seeded_ids(_rng(config, "ids"))
         self._faults = _rng(config, "orchestrator faults")
+        self._rollbacks_rng = _rng(config, "log rollbacks")
         self.crashes = 0
         self.pauses = 0
+        self.rollbacks = 0
+        #: Sagas a log rollback erased: each had ended before the restore, and still counts.
+        self.forgotten: list[SagaRecord] = []
+        #: The log's copies of the last few polls, oldest first, for a rollback to restore.
+        self.backups: deque[_LogCopy] = deque(maxlen=BACKUPS_KEPT)
+        #: Cleared while the log is being restored: no transfer starts, no orchestrator comes back.
+        self.log_open = asyncio.Event()
+        self.log_open.set()
+        #: Orchestrator processes stopped for a restore; all_down is set once all are.
+        self.down = 0
+        self.all_down = asyncio.Event()
         #: Transfers taken from the queue whose orchestrator.transfer() has not returned.
         self.in_flight = 0
         self.errors: list[verify.Violation] = []
@@ -323,7 +380,7 @@ class _Run:
         opening = {service_url(host): dict(accounts) for host, accounts in self.workload.balances.items()}
         queue = deque(self.workload.transfers)
         await self._drive(queue)
-        records = await self.log.sagas()
+        records = await self.log.sagas() + self.forgotten
         histories = {record.transaction_id: await self.log.history(record.transaction_id) for record in records}
         violations = (
             self.errors
@@ -333,7 +390,7 @@ class _Run:
         )
         await self.network.drain()
         # Late duplicates may land long after every saga ended: they must change nothing.
-        records = await self.log.sagas()
+        records = await self.log.sagas() + self.forgotten
         landed = check_run(opening, self.ledgers, records)
         seen = {(violation.invariant, violation.detail) for violation in violations}
         violations += [
@@ -346,6 +403,7 @@ class _Run:
         counts = dict(self.network.counts)
         counts[CRASH] = self.crashes
         counts[PAUSE] = self.pauses
+        counts[LOG_ROLLBACK] = self.rollbacks
         return SimulationResult(
             config=self.config,
             sagas=records,
@@ -371,6 +429,7 @@ class _Run:
             await asyncio.sleep(self.config.poll_seconds)
             if not queue and not self.in_flight and not await self.log.unfinished():
                 break
+            await self._maybe_roll_the_log_back(processes)
             if loop.time() >= self.config.virtual_time_limit:
                 self.errors.append(
                     verify.Violation(
@@ -404,9 +463,65 @@ class _Run:
             await orchestrator.aclose()
             if stop.is_set():
                 return
+            if not self.log_open.is_set():
+                self.down += 1
+                if self.down == self.config.orchestrators:
+                    self.all_down.set()
+                await self.log_open.wait()
+                self.down -= 1
             self.crashes += 1
             self.network.record("crash", f"orchestrator-{process.index}: {len(tasks)} tasks cancelled")
             process.incarnation += 1
+
+    async def _maybe_roll_the_log_back(self, processes: list[_Process]) -> None:
+        """Now and then, restore the saga log from a copy taken a few polls ago, as an operator restores a backup.
+
+        The copy chosen holds a saga in a forward state that has moved on
+        since: after the restore, its log says it is still debiting or
+        crediting, whatever the services did for it meanwhile. New transfers
+        are held until every saga the copy lacks has ended, so that the
+        restore forgets only finished ones (and the run still counts them);
+        then every orchestrator stops, the log goes back, and they start again.
+        """
+        rates = self.config.rates
+        loop = asyncio.get_running_loop()
+        if self.rollbacks < rates.log_rollbacks:
+            self.backups.append(self.log.copy_at(EPOCH_MS + round(loop.time() * 1000)))
+        if self.rollbacks >= rates.log_rollbacks or self._rollbacks_rng.random() >= rates.log_rollback:
+            return
+        now = {record.transaction_id: record.state for record in await self.log.sagas()}
+        backup = next((copy for copy in self.backups if _moved_on_since(copy, now)), None)
+        if backup is None:
+            return
+        self.log_open.clear()
+        deadline = loop.time() + 120
+        while not await self._all_ended([tid for tid in now if tid not in backup.sagas]):
+            if loop.time() >= deadline:
+                # Some saga the copy lacks will not end: restoring would lose it unfinished.
+                self.log_open.set()
+                return
+            await asyncio.sleep(self.config.poll_seconds)
+        for process in processes:
+            process.paused.running.set()
+            process.crashed.set()
+        await self.all_down.wait()
+        self.all_down.clear()
+        erased = [record for record in await self.log.sagas() if record.transaction_id not in backup.sagas]
+        self.forgotten += erased
+        went_back = sum(1 for tid, saga in backup.sagas.items() if saga.state is not now.get(tid))
+        self.log.restore(backup)
+        self.rollbacks += 1
+        self.backups.clear()
+        self.network.record(
+            LOG_ROLLBACK,
+            f"saga log restored from its copy of {backup.at_ms - EPOCH_MS}ms: {went_back} sagas went back, "
+            f"{len(erased)} finished ones forgotten",
+        )
+        self.log_open.set()
+
+    async def _all_ended(self, transaction_ids: list[str]) -> bool:
+        states = await self.log.states(transaction_ids)
+        return all(state.is_terminal for state in states.values())
 
     def _crash_or_pause(self, processes: list[_Process]) -> None:
         process = self._faults.choice(processes)
@@ -423,6 +538,9 @@ class _Run:
 
     async def _transfers(self, orchestrator: Orchestrator, queue: deque[PlannedTransfer]) -> None:
         while queue:
+            if not self.log_open.is_set():
+                await self.log_open.wait()
+                continue
             planned = queue.popleft()
             self.in_flight += 1
             try:

@@ -4,41 +4,19 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import time
 from pathlib import Path
 
 import pytest
 
 from saga.log import SagaLogError, count_sagas
-from server.process import REPO_ROOT
 from tests.conftest import StartServer
-from tests.support.cli import saga_cli, saga_command
+from tests.support.cli import finish, saga_cli, start_saga
 from tests.support.proxy import DelayingProxy
 
 pytestmark = pytest.mark.integration
 
 BANK = {"alice": 100_000, "bob": 100_000, "carol": 100_000}
-
-
-def start_saga(*args: str) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        saga_command(*args),
-        cwd=REPO_ROOT,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-
-
-def finish(process: subprocess.Popen[str], timeout: float = 120) -> tuple[str, str]:
-    try:
-        return process.communicate(timeout=timeout)
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
 
 
 def sagas_in(db: Path) -> int:

@@ -76,10 +76,11 @@ def test_a_saga_that_meets_a_new_ledger_stops_for_an_operator(start_server: Star
 
     listed = json.loads(saga_cli("list", "--state", "NEEDS_ATTENTION", "--db", str(db), "--json").stdout)
     assert [saga["transaction_id"] for saga in listed] == ["saga-1"]
-    # Terminal for automation: recovery leaves it, and moves no money.
+    # Terminal for automation: recovery leaves it and moves no money, and exits 3 for as long as it waits.
     recovered = saga_cli("recover", "--db", str(db), "--json")
-    assert recovered.returncode == 0, recovered.stderr
+    assert recovered.returncode == 3, recovered.stderr
     assert json.loads(recovered.stdout)["recovered"] == []
+    assert [saga["transaction_id"] for saga in json.loads(recovered.stdout)["needs_attention"]] == ["saga-1"]
     shown = saga_cli("show", "saga-1", "--db", str(db), "--json")
     assert {
         event.get("ledger_id") for event in json.loads(shown.stdout)["history"] if event["kind"] == "attempt"

@@ -48,3 +48,22 @@ def test_the_trace_is_the_same_in_other_processes_whatever_their_string_hashing(
         (run,) = json.loads(done.stdout.splitlines()[-1])["runs"]
         digests.add(run["trace_digest"])
     assert digests == {simulate(5, 150).trace_digest}
+
+
+def test_two_runs_of_one_seed_print_byte_identical_output_log_lines_included() -> None:
+    # Wall-clock times or a process id in a log line would tell two replays apart.
+    commands = {
+        "python -m saga simulate": [sys.executable, "-m", "saga", "simulate", "--seed", "3", "--transfers", "30"],
+        "python -m saga.simulation, two jobs": [
+            sys.executable, "-m", "saga.simulation", "--seed", "3", "--seeds", "2", "--transfers", "30", "--jobs", "2",
+        ],
+    }  # fmt: skip
+    for name, command in commands.items():
+        runs = [
+            subprocess.run(command, cwd=REPOSITORY, capture_output=True, timeout=120, check=False) for _ in range(2)
+        ]
+        first, second = runs
+        assert first.returncode == 0, (name, first.stderr)
+        assert first.stderr, f"{name}: seed 3 logs sagas left for recovery; without log lines this proves nothing"
+        assert (first.stdout, first.stderr) == (second.stdout, second.stderr), name
+        assert b'"virtual_time":' in first.stderr, (name, first.stderr[:300])

@@ -35,3 +35,25 @@ def unprivileged() -> list[str]:
     setpriv = shutil.which("setpriv")
     assert setpriv is not None, "as root, setpriv (util-linux) is needed to drop the override of file permissions"
     return [setpriv, "--bounding-set=-dac_override,-dac_read_search"]
+
+
+def start_saga(*args: str) -> subprocess.Popen[str]:
+    """``python -m saga args`` started in the background, no standard input, its output piped."""
+    return subprocess.Popen(
+        saga_command(*args),
+        cwd=REPO_ROOT,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def finish(process: subprocess.Popen[str], timeout: float = 180) -> tuple[str, str]:
+    """The output of a process started with :func:`start_saga`; killed if it has not ended by ``timeout``."""
+    try:
+        return process.communicate(timeout=timeout)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()

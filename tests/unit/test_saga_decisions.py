@@ -59,6 +59,10 @@ def authorised(request: httpx.Request) -> httpx.Request:
     return request
 
 
+#: The audit trail of the saga these tests recover, read with the token the ledger operations lack.
+TRAIL_AUTHORISED: dict[str, Callable[[httpx.Request], httpx.Request]] = {"/transactions/t-lost": authorised}
+
+
 def with_an_unknown_key(request: httpx.Request) -> httpx.Request:
     body = {**json.loads(request.content), "note": "an unknown key"}
     return httpx.Request(request.method, request.url, headers=request.headers, json=body)
@@ -436,7 +440,8 @@ def recover_through(log: MemorySagaLog, transport: httpx.AsyncBaseTransport) -> 
 def test_a_recovered_debit_refused_401_is_given_back_not_failed_since_the_lost_run_may_have_applied_it() -> None:
     source_app, target_app = bank(token="s3cret"), bank()
     log = saga_a_lost_run_left(SagaState.DEBITING, debited=source_app)
-    unauthorised = Banks(ScriptedTransport(source_app), ScriptedTransport(target_app))
+    # Only the ledger operations are refused: the trail a resumed saga reads first is not.
+    unauthorised = Banks(Rewriting(source_app, TRAIL_AUTHORISED), ScriptedTransport(target_app))
     blocked = recover_through(log, unauthorised)
     assert blocked.state is SagaState.COMPENSATING, "a 401 says nothing of the debit the lost run sent"
     assert [(step, status) for step, status in steps(blocked) if step == "debit"] == [("debit", 401)]
@@ -451,14 +456,14 @@ def test_a_recovered_debit_refused_401_is_given_back_not_failed_since_the_lost_r
 def test_a_recovered_credit_refused_401_is_fenced_since_the_lost_run_may_have_applied_it() -> None:
     source_app, target_app = bank(), bank(token="s3cret")
     log = saga_a_lost_run_left(SagaState.CREDITING, debited=source_app, credited=target_app)
-    blocked = recover_through(log, Banks(ScriptedTransport(source_app), ScriptedTransport(target_app)))
+    blocked = recover_through(log, Banks(ScriptedTransport(source_app), Rewriting(target_app, TRAIL_AUTHORISED)))
     assert steps(blocked)[:2] == [("credit", 401), ("compensate_credit", 401)]
     assert blocked.state is SagaState.COMPENSATING
     assert (ledger(source_app).balance("alice"), ledger(target_app).balance("bob")) == (900, 1_100), (
         "the debit must not be given back while the credit stands"
     )
 
-    authorised_target = Rewriting(target_app, {"/compensate_credit": authorised})
+    authorised_target = Rewriting(target_app, {"/compensate_credit": authorised, **TRAIL_AUTHORISED})
     recovered = recover_through(log, Banks(ScriptedTransport(source_app), authorised_target))
     assert steps(recovered) == [("compensate_credit", 200), ("compensate_debit", 200)]
     assert recovered.state is SagaState.COMPENSATED

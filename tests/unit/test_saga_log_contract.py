@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from saga import AccountRef, MemorySagaLog, SagaRecord, SagaState, SqliteSagaLog
+from saga.ledgers import Acceptance, LedgerMark, Quarantine
 from saga.logs import IdempotencyKeyConflict, LeaseLost, SagaLog, SagaLogError
 from saga.logs.postgres import PostgresSagaLog
 from saga.records import Attempt, Change, Event
@@ -788,3 +789,65 @@ def test_a_sqlite_log_from_before_service_names_is_upgraded_and_reads_them_as_no
 
     # A second opening finds nothing left to upgrade and reads the same.
     assert asyncio.run(read_again()) == [("new", NAMED_BY_A), ("old", UNNAMED)]
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_a_ledger_mark_only_rises_within_its_ledger_and_generation(kind: str, tmp_path: Path) -> None:
+    async def scenario(log: SagaLog) -> None:
+        assert await log.ledger_marks() == {}
+        await log.raise_ledger_marks([LedgerMark("bank-a", "L1", 10), LedgerMark("bank-b", "M1", 3)])
+        await log.raise_ledger_marks([LedgerMark("bank-a", "L1", 7)])
+        await log.raise_ledger_marks([LedgerMark("bank-a", "L1", 12), LedgerMark("bank-a", "L1", 11)])
+        # Another ledger's answers are for whoever saw them to judge: the mark stays.
+        await log.raise_ledger_marks([LedgerMark("bank-b", "M2", 99)])
+        assert await log.ledger_marks() == {
+            "bank-a": LedgerMark("bank-a", "L1", 12),
+            "bank-b": LedgerMark("bank-b", "M1", 3),
+        }
+
+    run_on(kind, tmp_path, scenario)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_a_quarantine_holds_until_accepted_and_the_acceptance_starts_a_new_generation(
+    kind: str, tmp_path: Path
+) -> None:
+    async def scenario(log: SagaLog) -> None:
+        await log.raise_ledger_marks([LedgerMark("bank-a", "L1", 500)])
+        first = Quarantine("bank-a", "went back from 500 to 20", 1_000, "t-1")
+        assert await log.quarantine(first)
+        assert not await log.quarantine(Quarantine("bank-a", "again", 2_000, "t-2")), "the first reason stands"
+        assert await log.quarantines() == [first]
+        assert await log.accept("bank-b", "nothing to accept", 3_000) is None
+
+        accepted = await log.accept("bank-a", "restored from last night's backup; trails compared", 3_000)
+        assert accepted == Acceptance(
+            "bank-a", "restored from last night's backup; trails compared", 3_000, "went back from 500 to 20"
+        )
+        assert await log.quarantines() == []
+        assert await log.acceptances() == [accepted]
+        assert (await log.ledger_marks())["bank-a"] == LedgerMark("bank-a", None, 0, 1)
+        # A mark of the generation before the decision no longer counts; the first of the new one names the ledger.
+        await log.raise_ledger_marks([LedgerMark("bank-a", "L1", 600, 0)])
+        await log.raise_ledger_marks([LedgerMark("bank-a", "L1", 25, 1)])
+        assert (await log.ledger_marks())["bank-a"] == LedgerMark("bank-a", "L1", 25, 1)
+        assert await log.quarantine(Quarantine("bank-a", "went back again", 4_000))
+        assert [q.reason for q in await log.quarantines()] == ["went back again"]
+
+    run_on(kind, tmp_path, scenario)
+
+
+def test_sqlite_keeps_marks_and_quarantines_across_a_reopening(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        log = await SqliteSagaLog.open(tmp_path / "saga.db")
+        await log.raise_ledger_marks([LedgerMark("http://a.test", "L1", 40)])
+        await log.quarantine(Quarantine("http://a.test", "went back", 1_000))
+        await log.close()
+        reader = await SqliteSagaLog.open(tmp_path / "saga.db", create=False, exclusive=False)
+        try:
+            assert await reader.ledger_marks() == {"http://a.test": LedgerMark("http://a.test", "L1", 40)}
+            assert [q.service for q in await reader.quarantines()] == ["http://a.test"]
+        finally:
+            await reader.close()
+
+    asyncio.run(scenario())

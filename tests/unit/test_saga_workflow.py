@@ -207,7 +207,8 @@ def test_a_recovered_debit_whose_outcome_stays_unknown_fences_the_credit_the_los
         return await Orchestrator(log, policies=POLICIES, transport=transport).recover()
 
     (result,) = asyncio.run(recover())
-    assert transport.paths == ["/debit"] * 3 + ["/compensate_credit", "/compensate_debit"]
+    # The trail first: it shows no compensation, so the forward path resumes.
+    assert transport.paths == ["/transactions/t-lost"] + ["/debit"] * 3 + ["/compensate_credit", "/compensate_debit"]
     assert result.state is SagaState.COMPENSATED
     assert (ledger(app).balance("alice"), ledger(app).balance("bob")) == (1_000, 1_000)
 
@@ -331,3 +332,64 @@ def test_a_saga_being_recovered_is_not_resumed_again() -> None:
         assert (await running).state is SagaState.COMPENSATED
 
     asyncio.run(resume_while_running())
+
+
+def a_log_restored_from_before(state: SagaState) -> MemorySagaLog:
+    """A log restored from a backup taken while the saga was in ``state``, by a run that went on and compensated."""
+    record = SagaRecord("t-restored", AccountRef(URL, "alice"), AccountRef(URL, "bob"), 100)
+    record.owner, record.epoch = "the-run-before-the-restore", 1
+    log = MemorySagaLog(exclusive=True)
+    asyncio.run(log.create(record, state))
+    return log
+
+
+@pytest.mark.parametrize("state", [SagaState.DEBITING, SagaState.CREDITING])
+def test_a_saga_whose_compensation_the_restored_log_forgot_is_compensated_again_never_completed(
+    state: SagaState,
+) -> None:
+    app = bank()
+    # After the backup, the lost run debited, failed to credit, fenced the credit and gave the debit back.
+    for operation in ("debit", "compensate_credit", "compensate_debit"):
+        ledger(app).execute(operation, "t-restored", "alice" if "debit" in operation else "bob", 100)
+    log = a_log_restored_from_before(state)
+    transport = ScriptedTransport(app)
+
+    async def recover() -> list[TransferResult]:
+        return await Orchestrator(log, policies=POLICIES, transport=transport).recover()
+
+    (result,) = asyncio.run(recover())
+    assert result.state is SagaState.COMPENSATED
+    assert "/credit" not in transport.paths, "a reversed debit never leads to a credit"
+    assert "/debit" not in transport.paths
+    assert steps(result) == [("compensate_credit", 200), ("compensate_debit", 200)]
+    assert (ledger(app).balance("alice"), ledger(app).balance("bob")) == (1_000, 1_000)
+
+
+def test_a_resumed_saga_whose_trail_cannot_be_read_sends_nothing_forward() -> None:
+    app = bank()
+    ledger(app).execute("debit", "t-restored", "alice", 100)
+    log = a_log_restored_from_before(SagaState.DEBITING)
+    transport = ScriptedTransport(app, {"/transactions/t-restored": ["drop"] * 3})
+
+    async def recover() -> list[TransferResult]:
+        return await Orchestrator(log, policies=POLICIES, transport=transport).recover()
+
+    (result,) = asyncio.run(recover())
+    assert transport.paths == ["/transactions/t-restored"] * 3 + ["/compensate_credit", "/compensate_debit"]
+    assert result.state is SagaState.COMPENSATED
+    assert (ledger(app).balance("alice"), ledger(app).balance("bob")) == (1_000, 1_000)
+
+
+def test_a_resumed_saga_with_no_compensation_on_record_carries_on_forward() -> None:
+    app = bank()
+    ledger(app).execute("debit", "t-restored", "alice", 100)
+    log = a_log_restored_from_before(SagaState.CREDITING)
+    transport = ScriptedTransport(app)
+
+    async def recover() -> list[TransferResult]:
+        return await Orchestrator(log, policies=POLICIES, transport=transport).recover()
+
+    (result,) = asyncio.run(recover())
+    assert transport.paths == ["/transactions/t-restored", "/credit"]
+    assert result.state is SagaState.COMPLETED
+    assert (ledger(app).balance("alice"), ledger(app).balance("bob")) == (900, 1_100)

@@ -12,6 +12,8 @@ import httpx
 import pytest
 
 from saga.directory import ServiceDirectory
+from saga.ledger_watch import REFRESH_SECONDS
+from saga.ledgers import Quarantine
 from saga.logs import MemorySagaLog, SagaLogError
 from saga.records import Attempt, Change
 from saga.service import TransfersSettings, create_transfers_app
@@ -484,5 +486,25 @@ def test_two_transaction_id_headers_mean_nothing_to_the_transfers_service() -> N
             json=body(),
         )
         assert response.status_code == 201
+
+    run(with_app(scenario))
+
+
+def test_a_transfer_naming_a_quarantined_service_is_409_and_records_nothing_until_an_operator_accepts() -> None:
+    async def scenario(client: httpx.AsyncClient, log: MemorySagaLog, watch: EndWatch) -> None:
+        await log.quarantine(Quarantine("bank-b", "its ledger went back from position 90 to 40", 1))
+        refused = await submit(client, "order-1")
+        assert refused.status_code == 409
+        assert refused.headers["content-type"] == "application/problem+json"
+        problem = refused.json()
+        assert problem["code"] == "service_quarantined"
+        assert "bank-b" in problem["detail"]
+        assert "went back from position 90 to 40" in problem["detail"]
+        assert await log.sagas() == []
+        await log.accept("bank-b", "reconciled by hand", 2)
+        # The app rereads the quarantines at most a second apart.
+        await asyncio.sleep(REFRESH_SECONDS)
+        accepted = await submit(client, "order-1")
+        assert accepted.status_code == 201
 
     run(with_app(scenario))

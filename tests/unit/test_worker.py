@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 
 from saga.logs import MemorySagaLog, SagaLogError
 from saga.orchestrator import Orchestrator
@@ -26,12 +27,29 @@ class LogDownForAWhile(MemorySagaLog):
 
 
 def test_a_worker_keeps_claiming_through_an_outage_of_the_log_and_claims_what_was_submitted_meanwhile() -> None:
-    async def scenario() -> tuple[int, int]:
-        log = LogDownForAWhile(failures=3)
-        record = SagaRecord(
-            "t-1", AccountRef("http://127.0.0.1:9", "alice"), AccountRef("http://127.0.0.1:8", "bob"), 5
+    log = LogDownForAWhile(failures=3)
+    assert claimed_by_a_worker_on(log) == 1
+    assert log.claims >= 4
+
+
+class LogThatCannotListen(MemorySagaLog):
+    """A shared log whose LISTEN connection fails, or never comes, while its statements work."""
+
+    def __init__(self, *, hangs: bool = False) -> None:
+        super().__init__()
+        self.hangs = hangs
+
+    async def listen(self, wake: Callable[[], None]) -> None:
+        if self.hangs:
+            await asyncio.Event().wait()
+        raise SagaLogError("cannot listen on the saga log at test: connection refused")
+
+
+def claimed_by_a_worker_on(log: MemorySagaLog) -> int:
+    async def scenario() -> int:
+        await log.submit(
+            SagaRecord("t-1", AccountRef("http://127.0.0.1:9", "alice"), AccountRef("http://127.0.0.1:8", "bob"), 5)
         )
-        await log.submit(record)
         claimed = asyncio.Event()
         async with Orchestrator(log) as orchestrator:
 
@@ -46,8 +64,24 @@ def test_a_worker_keeps_claiming_through_an_outage_of_the_log_and_claims_what_wa
             await asyncio.wait_for(claimed.wait(), 10)
             stop.set()
             await asyncio.wait_for(running, 10)
-        return log.claims, worker.stats.claimed
+        return worker.stats.claimed
 
-    claims, claimed = asyncio.run(scenario())
-    assert claims >= 4
-    assert claimed == 1
+    return asyncio.run(scenario())
+
+
+def test_a_worker_whose_log_cannot_be_listened_to_polls_instead_and_still_claims() -> None:
+    assert claimed_by_a_worker_on(LogThatCannotListen()) == 1
+
+
+def test_a_stop_while_a_worker_waits_for_its_listen_connection_ends_it_at_once() -> None:
+    async def scenario() -> float:
+        async with Orchestrator(LogThatCannotListen(hangs=True)) as orchestrator:
+            stop = asyncio.Event()
+            running = asyncio.create_task(Worker(orchestrator, poll_seconds=0.01).run(stop))
+            await asyncio.sleep(0.05)
+            stopped_at = asyncio.get_running_loop().time()
+            stop.set()
+            await asyncio.wait_for(running, 10)
+            return asyncio.get_running_loop().time() - stopped_at
+
+    assert asyncio.run(scenario()) < 1.0

@@ -1,0 +1,370 @@
+"""``python -m saga reconcile``: the sagas that ended, held against what each service's ledger says of them.
+
+The saga log and the ledgers are two records of one set of transfers. They
+can only drift apart when one of them goes back in time (a restore from a
+backup, a rolled-back snapshot, a lost WAL file), and then nothing else
+notices: every service still answers, and every saga still says how it
+ended. Reconciliation reads, for every saga that ended in a window, the
+audit trail of its id at each of its services and judges it as a batch's
+audit does (saga/verify.py), and reads each service's ledger position
+against the highest the log has seen. It lists:
+
+* ``lost``: a saga whose service has no entry at all under its id, where the
+  saga's end says it must (a debit, and for a completed transfer a credit):
+  the ledger forgot the transfer, and the money it moved;
+* ``disagrees``: a trail that moved other amounts than the saga's end says;
+* ``went back``: a ledger answering below the position the log has seen;
+* ``quarantined`` services, and sagas waiting in NEEDS_ATTENTION.
+
+Any of them exits 3, so that a scheduled run pages someone. An operator who
+has compared and settled a quarantined service's ledger lifts its
+quarantine with ``--accept SERVICE --reason TEXT``: the decision is recorded
+in the log with its reason, and the service's next answer sets its mark anew.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import re
+import time
+import uuid
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from typing import Any, TextIO
+
+from generated_client.accounts.api.accounts import list_accounts
+from generated_client.accounts.models import AccountList
+from saga import verify
+from saga.directory import ServiceDirectory, directory_from
+from saga.ledgers import LedgerMark, went_back
+from saga.log import MemorySagaLog, SagaLog, SagaLogError
+from saga.options import add_directory_options, whole_number
+from saga.orchestrator import Orchestrator
+from saga.records import AccountRef, SagaRecord
+from saga.replicas import describe, first_reachable
+from saga.retry import RetryPolicies, RetryPolicy
+from saga.services import trail
+from saga.states import SagaState
+from saga.steps import ledger_position
+
+EXIT_OK = 0
+EXIT_INCOMPLETE = 1
+EXIT_BAD_INPUT = 2
+EXIT_FOUND = 3
+
+DEFAULT_WINDOW = "24h"
+_RELATIVE = re.compile(r"([0-9]{1,6})([smhd])")
+_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3_600, "d": 86_400}
+
+
+@dataclass(frozen=True, slots=True)
+class Finding:
+    #: lost, disagrees, went_back, quarantined or needs_attention.
+    kind: str
+    detail: str
+    transaction_id: str | None = None
+    service: str | None = None
+
+    def line(self) -> str:
+        return f"{self.kind.replace('_', ' ')}: {self.detail}"
+
+
+@dataclass(frozen=True, slots=True)
+class LedgerReading:
+    service: str
+    ledger_id: str | None
+    position: int | None
+    #: The log's mark for the service, as (ledger id, position), if it has one.
+    marked: tuple[str | None, int] | None
+    error: str | None = None
+
+
+@dataclass
+class Reconciliation:
+    since_ms: int
+    sagas: int = 0
+    ledgers: list[LedgerReading] = field(default_factory=list)
+    findings: list[Finding] = field(default_factory=list)
+    #: Why some of the window could not be judged: unreadable trails or positions.
+    unread: list[str] = field(default_factory=list)
+
+    @property
+    def exit_code(self) -> int:
+        if self.findings:
+            return EXIT_FOUND
+        return EXIT_INCOMPLETE if self.unread else EXIT_OK
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "since": iso(self.since_ms),
+            "sagas": self.sagas,
+            "ledgers": [asdict(reading) for reading in self.ledgers],
+            "findings": [asdict(finding) for finding in self.findings],
+            "complete": not self.unread,
+            "unread": self.unread,
+        }
+
+
+async def reconcile(
+    log: SagaLog,
+    directory: ServiceDirectory,
+    *,
+    token: str | None,
+    since_ms: int,
+    concurrency: int = 16,
+    request_timeout: float = 5.0,
+) -> Reconciliation:
+    """Every disagreement between the log and the services since ``since_ms``; see the module's docstring."""
+    outcome = Reconciliation(since_ms)
+    for quarantine in await log.quarantines():
+        outcome.findings.append(Finding("quarantined", str(quarantine), quarantine.transaction_id, quarantine.service))
+    ended = [
+        _resolved(record, directory)
+        for record in await log.sagas()
+        if record.state.is_terminal and record.updated_at_ms >= since_ms
+    ]
+    outcome.sagas = len(ended)
+    services: dict[str, AccountRef] = {}
+    for record in ended:
+        for account in (record.source, record.target):
+            services.setdefault(account.service_key, account)
+    policy = RetryPolicy(maximum_attempts=1, request_timeout=request_timeout)
+    policies = RetryPolicies(debit=policy, credit=policy, compensation=policy)
+    async with Orchestrator(MemorySagaLog(), token=token, concurrency=concurrency, policies=policies) as reader:
+        reads = _Reads(reader, request_timeout, asyncio.Semaphore(concurrency))
+        marks = await log.ledger_marks()
+        for reading in await asyncio.gather(
+            *(reads.position(key, account, marks) for key, account in services.items())
+        ):
+            outcome.ledgers.append(reading)
+            _judge_position(reading, marks.get(reading.service), outcome)
+        trails = await asyncio.gather(*(reads.trails(record) for record in ended))
+    for record, read in zip(ended, trails, strict=True):
+        if isinstance(read, str):
+            outcome.unread.append(f"{record.transaction_id}: {read}")
+        else:
+            outcome.findings += _judge_saga(record, read)
+    return outcome
+
+
+def _resolved(record: SagaRecord, directory: ServiceDirectory) -> SagaRecord:
+    record.source, record.target = directory.resolve(record.source), directory.resolve(record.target)
+    return record
+
+
+def _judge_position(reading: LedgerReading, mark: LedgerMark | None, outcome: Reconciliation) -> None:
+    if reading.error is not None or reading.ledger_id is None or reading.position is None:
+        outcome.unread.append(f"position of {reading.service}: {reading.error or 'its answer names no position'}")
+        return
+    why = went_back(mark, reading.ledger_id, reading.position)
+    if why is not None:
+        outcome.findings.append(Finding("went_back", f"{reading.service}: {why}", service=reading.service))
+
+
+def _judge_saga(record: SagaRecord, trails: dict[str, list[verify.TrailItem]]) -> list[Finding]:
+    tid = record.transaction_id
+    if record.state is SagaState.NEEDS_ATTENTION:
+        return [Finding("needs_attention", f"{tid}: {record.last_error}", tid)]
+    # Every saga that ended asked its source for a debit, and every completed
+    # one its target for a credit: an answer the service gave, so recorded.
+    must_know = [record.source] + ([record.target] if record.state is SagaState.COMPLETED else [])
+    lost = [account for account in must_know if not trails[account.service_url]]
+    if lost:
+        return [
+            Finding(
+                "lost",
+                f"{tid} ({record.state}, {record.amount} from {record.source} to {record.target}): "
+                f"{account.service_key} has no entry under it: its ledger forgot the transfer",
+                tid,
+                account.service_key,
+            )
+            for account in lost
+        ]
+    end = verify.SagaEnd(tid, record.state, record.source, record.target, record.amount)
+    keyed = {(service, tid): items for service, items in trails.items()}
+    return [Finding("disagrees", violation.detail, tid) for violation in verify.check_trails([end], keyed)]
+
+
+class _Reads:
+    """Reads of the services, as many at once as the pool allows, each within its own timeout."""
+
+    def __init__(self, reader: Orchestrator, timeout: float, slots: asyncio.Semaphore) -> None:
+        self._reader = reader
+        self._timeout = timeout
+        self._slots = slots
+
+    async def position(self, key: str, account: AccountRef, marks: dict[str, LedgerMark]) -> LedgerReading:
+        mark = marks.get(key)
+        marked = None if mark is None else (mark.ledger_id, mark.position)
+        try:
+            response = await self._first_reachable(
+                account,
+                lambda url: list_accounts.asyncio_detailed(
+                    client=self._reader.client_for(url), transaction_id=f"reconcile-{uuid.uuid4()}"
+                ),
+            )
+        except Exception as error:
+            return LedgerReading(key, None, None, marked, describe(error))
+        if not isinstance(response.parsed, AccountList):
+            return LedgerReading(key, None, None, marked, f"answered {int(response.status_code)}")
+        return LedgerReading(
+            key, response.headers.get("ledger-id"), ledger_position(response.headers), marked, error=None
+        )
+
+    async def trails(self, record: SagaRecord) -> dict[str, list[verify.TrailItem]] | str:
+        """The trail under the saga's id at each of its services, by service; why not, if one cannot be read."""
+        trails: dict[str, list[verify.TrailItem]] = {}
+        for account in (record.source, record.target):
+            if account.service_url in trails:
+                continue
+            try:
+                async with self._slots, asyncio.timeout(self._timeout):
+                    trails[account.service_url] = await trail(self._reader, account.urls, record.transaction_id)
+            except Exception as error:
+                return f"the trail at {account.service_key} cannot be read: {describe(error)}"
+        return trails
+
+    async def _first_reachable(self, account: AccountRef, call: Any) -> Any:
+        async with self._slots, asyncio.timeout(self._timeout):
+            return await first_reachable(account.urls, self._reader.replicas, call)
+
+
+# -- the command ------------------------------------------------------------------------
+
+
+def add_reconcile_command(commands: Any) -> None:
+    command = commands.add_parser(
+        "reconcile",
+        help="compare every saga that ended with the services' audit trails; or lift a quarantine (--accept)",
+    )
+    command.add_argument("--db", default=None, help="the saga log (SAGA_DB; saga.db)")
+    command.add_argument(
+        "--since",
+        default=DEFAULT_WINDOW,
+        help="the sagas that ended since then: an ISO 8601 time (2026-12-01T00:00:00Z), or a span back from now "
+        f"such as 30m, 24h or 7d ({DEFAULT_WINDOW})",
+    )
+    command.add_argument("--token", default=os.environ.get("SAGA_TOKEN"), help="bearer token (SAGA_TOKEN)")
+    command.add_argument(
+        "--concurrency", type=whole_number(1, 256), default=16, help="reads of the services at once (16)"
+    )
+    command.add_argument(
+        "--request-timeout",
+        type=whole_number(1, 600),
+        default=5,
+        help="whole seconds each read of a service may take (5)",
+    )
+    command.add_argument("--accept", metavar="SERVICE", help="lift SERVICE's quarantine, as decided by an operator")
+    command.add_argument("--reason", help="why the quarantined ledger is accepted as it is now; recorded in the log")
+    command.add_argument("--json", action="store_true", help="print one JSON object as the last line")
+    add_directory_options(command, "read in place of the URLs logged for sagas that name it")
+
+
+class BadInput(ValueError):
+    pass
+
+
+def run_reconcile(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    try:
+        return asyncio.run(_run(args, out, err))
+    except BadInput as error:
+        print(f"error: {error}", file=err)
+        return EXIT_BAD_INPUT
+    except SagaLogError as error:
+        print(f"error: the saga log failed: {error}", file=err)
+        return EXIT_INCOMPLETE
+
+
+async def _run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    from saga.cli import open_log
+
+    if (args.accept is None) != (args.reason is None):
+        raise BadInput("--accept SERVICE and --reason TEXT go together")
+    if args.reason is not None and not args.reason.strip():
+        raise BadInput("--reason must say why the ledger is accepted")
+    since_ms = None if args.accept is not None else since(args.since, time.time_ns() // 1_000_000)
+    try:
+        directory = directory_from(args.service, args.services)
+    except ValueError as error:
+        raise BadInput(str(error)) from None
+    database = args.db or os.environ.get("SAGA_DB") or "saga.db"
+    try:
+        log = await open_log(database, create=False, exclusive=False)
+    except Exception as error:
+        raise BadInput(str(error)) from None
+    try:
+        if args.accept is not None:
+            return await _accept(log, args.accept, args.reason, out, err, as_json=args.json)
+        assert since_ms is not None
+        outcome = await reconcile(
+            log,
+            directory,
+            token=args.token,
+            since_ms=since_ms,
+            concurrency=args.concurrency,
+            request_timeout=float(args.request_timeout),
+        )
+    finally:
+        await log.close()
+    _report(outcome, out, err, as_json=args.json)
+    return outcome.exit_code
+
+
+async def _accept(log: SagaLog, service: str, reason: str, out: TextIO, err: TextIO, *, as_json: bool) -> int:
+    accepted = await log.accept(service, reason.strip(), time.time_ns() // 1_000_000)
+    if accepted is None:
+        quarantined = [quarantine.service for quarantine in await log.quarantines()]
+        now = ", ".join(quarantined) if quarantined else "none"
+        print(f"error: {service} is not quarantined (quarantined now: {now}); nothing recorded", file=err)
+        return EXIT_BAD_INPUT
+    if as_json:
+        print(json.dumps({"accepted": asdict(accepted)}), file=out)
+    else:
+        print(
+            f"accepted {service}: {accepted.reason} (it was quarantined because {accepted.quarantined_because}); "
+            "its next answer sets its ledger mark anew",
+            file=out,
+        )
+    return EXIT_OK
+
+
+def _report(outcome: Reconciliation, out: TextIO, err: TextIO, *, as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(outcome.to_json()), file=out)
+        return
+    for reading in outcome.ledgers:
+        marked = "none" if reading.marked is None else f"{reading.marked[1]} on {reading.marked[0]}"
+        now = reading.error or f"{reading.position} on {reading.ledger_id}"
+        print(f"ledger {reading.service}: position {now}; highest the log saw {marked}", file=out)
+    for finding in outcome.findings:
+        print(finding.line(), file=out)
+    for unread in outcome.unread[:10]:
+        print(f"unread: {unread}", file=err)
+    if len(outcome.unread) > 10:
+        print(f"unread: {len(outcome.unread) - 10} more", file=err)
+    kinds = Counter(finding.kind.replace("_", " ") for finding in outcome.findings)
+    verdict = "agree" if not outcome.findings else ", ".join(f"{count} {kind}" for kind, count in kinds.items())
+    complete = "" if not outcome.unread else f"; incomplete: {len(outcome.unread)} reads failed"
+    print(f"reconcile: {outcome.sagas} sagas ended since {iso(outcome.since_ms)}: {verdict}{complete}", file=out)
+
+
+def since(text: str, now_ms: int) -> int:
+    """The start of the window in ms since the epoch: an ISO 8601 time, or a span back from ``now_ms``."""
+    relative = _RELATIVE.fullmatch(text.strip())
+    if relative is not None:
+        return now_ms - int(relative.group(1)) * _UNIT_SECONDS[relative.group(2)] * 1_000
+    try:
+        moment = datetime.fromisoformat(text.strip())
+    except ValueError:
+        raise BadInput(f"--since takes an ISO 8601 time or a span such as 30m, 24h or 7d, got {text!r}") from None
+    if moment.tzinfo is None:
+        raise BadInput(f"--since {text!r} names no time zone: add Z or an offset such as +01:00")
+    return int(moment.timestamp() * 1000)
+
+
+def iso(ms: int) -> str:
+    return datetime.fromtimestamp(ms / 1000, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
