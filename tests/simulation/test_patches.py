@@ -40,6 +40,7 @@ EXPECTED_CATCHES = MappingProxyType(
         "log-after-send": "money moves only for logged sagas",
         "credit-after-compensation-not-fenced": "money conserved",
         "restart-loses-fences": "money conserved",
+        "resumed-saga-trusts-a-restored-log": "money conserved",
         "memory-log-epoch-check-dropped": "no commit from a stale epoch",
         "transfer-completed-credit-reversal": (
             "tests/unit/test_ledger.py::"
