@@ -524,6 +524,9 @@ async def cmd_batch(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
                 raise UsageError(str(error)) from None
             except LedgerUntrusted as untrusted:
                 # A ledger that went back in time, seen before any transfer: none is started.
+                if args.json:
+                    refused = {"transfers": 0, "quarantined": [untrusted.service], "failure": str(untrusted)}
+                    print(json.dumps(refused), file=out)
                 print(f"error: {untrusted}", file=err)
                 return EXIT_INVARIANT_BROKEN
             try:

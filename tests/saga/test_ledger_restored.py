@@ -101,6 +101,7 @@ def check_the_restore_is_caught(
     third = batch(log, bank_a, bank_b, seed=3)
     said = third.stdout + third.stderr
     assert third.returncode == 3, said
+    assert json.loads(third.stdout.splitlines()[-1])["quarantined"] == [bank_a.url]
     assert bank_a.url in said, said
     assert "quarantined" in said, said
     assert len(completed(log)) == len(completed_before), "no saga completes against the restored ledger"
