@@ -11,10 +11,10 @@ from dataclasses import dataclass
 from generated_client.accounts.api.accounts import get_transaction
 from generated_client.accounts.models import TransactionTrail
 from saga.ledger_watch import LedgerWatch
-from saga.ledgers import LedgerUntrusted
+from saga.ledgers import LedgerMark, LedgerUntrusted
 from saga.log import SagaLog
 from saga.records import AccountRef, Attempt, Change, SagaRecord
-from saga.replicas import Replicas
+from saga.replicas import Replicas, first_reachable
 from saga.retry import RetryPolicies, RetryPolicy
 from saga.states import SagaState
 from saga.steps import (
@@ -288,14 +288,7 @@ class SagaRun:
             self.attempts.append(answer.attempt)
             if answer.attempt.ledger_id is not None:
                 await self._check_same_ledger(account, answer.attempt.ledger_id)
-                if answer.ledger_position is not None:
-                    await self._watch.observe(
-                        account.service_key,
-                        answer.attempt.ledger_id,
-                        answer.ledger_position,
-                        mark,
-                        self.record.transaction_id,
-                    )
+            await self._observe(account, answer.attempt.ledger_id, answer.ledger_position, mark)
             if not answer.unreachable:
                 self._replicas.reached(account.urls, url)
                 break
@@ -328,37 +321,43 @@ class SagaRun:
         return False
 
     async def _trail_operations(self, account: AccountRef) -> set[str] | None:
-        """The operations the service recorded under this saga's id, read as a step retries; None if unreadable."""
+        """The operations the service recorded under this saga's id, read as a step is retried; None if unreadable."""
         policy = self._policies.debit
         number = 0
         while True:
             number += 1
             await self._pause_before(number, policy)
-            for url in self._replicas.in_order(account.urls):
-                mark = await self._watch.mark(account.service_key)
-                try:
-                    async with asyncio.timeout(policy.request_timeout):
-                        response = await get_transaction.asyncio_detailed(
-                            self.record.transaction_id,
-                            client=self._clients(url),
-                            transaction_id_header=self.record.transaction_id,
-                        )
-                except Exception as error:
-                    logger.info(
-                        "trail of %s at %s unread: %s", self.record.transaction_id, url, str(error) or repr(error)
-                    )
-                    continue
-                if not isinstance(response.parsed, TransactionTrail):
-                    continue
-                ledger_id, position = response.headers.get("ledger-id"), ledger_position(response.headers)
-                if ledger_id is not None and position is not None:
-                    await self._watch.observe(
-                        account.service_key, ledger_id, position, mark, self.record.transaction_id
-                    )
-                self._replicas.reached(account.urls, url)
-                return {entry.operation.value for entry in response.parsed.entries}
-            if not policy.allows(number + 1):
-                return None
+            operations = await self._read_trail(account, policy.request_timeout)
+            if operations is not None or not policy.allows(number + 1):
+                return operations
+
+    async def _read_trail(self, account: AccountRef, within: float) -> set[str] | None:
+        mark = await self._watch.mark(account.service_key)
+        try:
+            async with asyncio.timeout(within):
+                response = await first_reachable(
+                    account.urls,
+                    self._replicas,
+                    lambda url: get_transaction.asyncio_detailed(
+                        self.record.transaction_id,
+                        client=self._clients(url),
+                        transaction_id_header=self.record.transaction_id,
+                    ),
+                )
+        except Exception:
+            # Unreadable now, for whatever reason: the caller retries, then gives up to the safe side.
+            return None
+        if not isinstance(response.parsed, TransactionTrail):
+            return None
+        await self._observe(account, response.headers.get("ledger-id"), ledger_position(response.headers), mark)
+        return {entry.operation.value for entry in response.parsed.entries}
+
+    async def _observe(
+        self, account: AccountRef, ledger_id: str | None, position: int | None, mark: LedgerMark | None
+    ) -> None:
+        """Raise the service's ledger mark with an answer, if it named its ledger and position (LedgerWentBack)."""
+        if ledger_id is not None and position is not None:
+            await self._watch.observe(account.service_key, ledger_id, position, mark, self.record.transaction_id)
 
     async def _check_same_ledger(self, account: AccountRef, ledger_id: str) -> None:
         if self._ledgers is None:

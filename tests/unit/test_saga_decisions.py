@@ -688,3 +688,16 @@ def test_a_request_that_never_answers_is_given_up_after_its_timeout() -> None:
     ]
     assert gaps(transport, "/debit") == [2.5]
     assert result.state is SagaState.COMPENSATED
+
+
+def test_a_compensation_on_record_at_the_target_alone_turns_a_resumed_saga_back() -> None:
+    source_app, target_app = bank(), bank()
+    # The lost run fenced the credit, then the log went back to before it.
+    log = saga_a_lost_run_left(SagaState.DEBITING, debited=source_app)
+    ledger(target_app).execute("compensate_credit", "t-lost", "bob", 100)
+    source, target = ScriptedTransport(source_app), ScriptedTransport(target_app)
+    recovered = recover_through(log, Banks(source, target))
+    assert recovered.state is SagaState.COMPENSATED
+    assert "/credit" not in target.paths
+    assert "/debit" not in source.paths
+    assert (ledger(source_app).balance("alice"), ledger(target_app).balance("bob")) == (1_000, 1_000)

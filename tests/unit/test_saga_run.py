@@ -18,6 +18,7 @@ import httpx
 import pytest
 
 from saga import AccountRef, MemorySagaLog, Orchestrator, SagaRecord, SagaState
+from saga.ledgers import Quarantine
 from saga.log import SagaLogError
 from saga.records import Event
 from saga.run import LedgerChanged, SagaRun, TransferResult
@@ -373,7 +374,7 @@ def test_a_recovered_saga_whose_one_logged_answer_came_from_a_ledger_since_repla
     assert result.error is not None
     assert f"the service {URL} has forgotten what it did: its ledger was replaced: {debited}" in result.error
     assert [summary(event) for event in history(log)][-1:] == ["NEEDS_ATTENTION"]
-    assert [quarantine.service for quarantine in asyncio.run(log.quarantines())] == [URL]
+    assert [(q.service, q.transaction_id) for q in asyncio.run(log.quarantines())] == [(URL, TID)]
 
 
 def test_a_recovered_saga_whose_target_answered_from_a_ledger_since_replaced_needs_attention() -> None:
@@ -422,3 +423,61 @@ def test_each_retry_is_logged_with_its_saga_step_and_attempt_as_fields(caplog: p
         {"transaction_id": TID, "step": "credit", "attempt": 1},
         {"transaction_id": TID, "step": "credit", "attempt": 2},
     ]
+
+
+# -- ledgers that went back in time (saga/ledgers.py) ---------------------------------
+
+
+class PositionRewriting(ScriptedTransport):
+    """Answers ``path`` with its Ledger-Position set to ``position`` (None: without the header)."""
+
+    def __init__(self, app: Any, path: str, position: int | None) -> None:
+        super().__init__(app)
+        self.path = path
+        self.position = position
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        response = await super().handle_async_request(request)
+        if request.url.path == self.path:
+            del response.headers["ledger-position"]
+            if self.position is not None:
+                response.headers["ledger-position"] = str(self.position)
+        return response
+
+
+def test_a_live_saga_answered_below_the_ledgers_mark_stops_and_quarantines_the_service() -> None:
+    log = MemorySagaLog()
+    app = bank()
+    # The debit answers at position 1; the credit (restored from a copy of before it) at 0.
+    result = transfer(PositionRewriting(app, "/credit", 0), log)
+    assert result.state is SagaState.NEEDS_ATTENTION
+    assert steps(result) == [("debit", 200), ("credit", 200)]
+    assert result.error is not None
+    assert f"saga {TID}: the service {URL} has forgotten what it did" in result.error
+    assert "went back from position 1 to 0" in result.error
+    (quarantine,) = asyncio.run(log.quarantines())
+    assert (quarantine.service, quarantine.transaction_id) == (URL, TID)
+
+
+def test_a_service_that_names_no_ledger_position_is_not_judged_by_one() -> None:
+    log = MemorySagaLog()
+    result = transfer(PositionRewriting(bank(), "/credit", None), log)
+    assert result.state is SagaState.COMPLETED
+    assert asyncio.run(log.quarantines()) == []
+
+
+@pytest.mark.parametrize("quarantined", [SOURCE_URL, TARGET_URL])
+def test_an_unfinished_saga_meeting_a_quarantined_service_stops_before_any_request(quarantined: str) -> None:
+    source_app, target_app = bank(), bank()
+    log = MemorySagaLog(exclusive=True)
+    record = SagaRecord(TID, AccountRef(SOURCE_URL, "alice"), AccountRef(TARGET_URL, "bob"), 100)
+    record.owner, record.epoch = "the-lost-run", 1
+    asyncio.run(log.create(record, SagaState.COMPENSATING))
+    asyncio.run(log.quarantine(Quarantine(quarantined, "its ledger went back from position 9 to 3", 1)))
+    source, target = ScriptedTransport(source_app), ScriptedTransport(target_app)
+    result = recover(log, Banks(source, target))
+    assert result.state is SagaState.NEEDS_ATTENTION
+    assert source.paths == []
+    assert target.paths == []
+    assert result.error is not None
+    assert f"saga {TID}: {quarantined} is quarantined: its ledger went back from position 9 to 3" in result.error

@@ -18,7 +18,7 @@ import pytest
 from generated_client.accounts import Client
 from generated_client.accounts.models import LedgerResult
 from saga.simulation.clock import run_in_virtual_time
-from saga.steps import COMPENSATE_CREDIT, COMPENSATE_DEBIT, CREDIT, DEBIT, StepAnswer, Verdict, send
+from saga.steps import COMPENSATE_CREDIT, COMPENSATE_DEBIT, CREDIT, DEBIT, StepAnswer, Verdict, ledger_position, send
 
 URL = "http://bank.test"
 Handler = Callable[[httpx.Request], Coroutine[None, None, httpx.Response]]
@@ -222,3 +222,22 @@ def test_a_client_that_lets_undocumented_statuses_through_gets_them_classified_b
         None,
     )
     assert answer.attempt.ledger_id == "ledger-7"
+
+
+@pytest.mark.parametrize(
+    ("headers", "position"),
+    [
+        ([(b"Ledger-Position", b"0")], 0),
+        ([(b"ledger-position", b"4096")], 4096),
+        ([], None),
+        ([(b"Ledger-Position", b"")], None),
+        ([(b"Ledger-Position", b"-1")], None),
+        ([(b"Ledger-Position", b"12.0")], None),
+        # Byte 0xB2 reads as "²", which str.isdigit() takes and int() refuses.
+        ([(b"Ledger-Position", b"\xb2")], None),
+    ],
+)
+def test_a_ledger_position_is_read_only_when_written_in_the_ascii_digits(
+    headers: list[tuple[bytes, bytes]], position: int | None
+) -> None:
+    assert ledger_position(httpx.Headers(headers)) == position

@@ -37,7 +37,7 @@ class ScriptedTransport(httpx.AsyncBaseTransport):
 
     ``script`` maps a path to the faults of its successive requests:
     ``"drop"`` loses the request, ``"lose"`` applies it and loses the answer,
-    ``None`` delivers normally.
+    ``"hang"`` never answers, ``None`` delivers normally.
     """
 
     def __init__(self, app: Any, script: dict[str, list[str | None]] | None = None) -> None:
@@ -52,6 +52,8 @@ class ScriptedTransport(httpx.AsyncBaseTransport):
         fault = faults.pop(0) if faults else None
         if fault == "drop":
             raise httpx.ConnectError("request lost", request=request)
+        if fault == "hang":
+            await asyncio.Event().wait()
         response = await self.inner.handle_async_request(request)
         if fault == "lose":
             await response.aread()
@@ -343,26 +345,32 @@ def a_log_restored_from_before(state: SagaState) -> MemorySagaLog:
     return log
 
 
-@pytest.mark.parametrize("state", [SagaState.DEBITING, SagaState.CREDITING])
+@pytest.mark.parametrize("state", [SagaState.PENDING, SagaState.DEBITING, SagaState.CREDITING])
 def test_a_saga_whose_compensation_the_restored_log_forgot_is_compensated_again_never_completed(
     state: SagaState,
 ) -> None:
     app = bank()
-    # After the backup, the lost run debited, failed to credit, fenced the credit and gave the debit back.
-    for operation in ("debit", "compensate_credit", "compensate_debit"):
-        ledger(app).execute(operation, "t-restored", "alice" if "debit" in operation else "bob", 100)
+    # After the backup, the lost run's debit stayed unknown to it, so it gave the debit back without fencing the credit.
+    ledger(app).execute("debit", "t-restored", "alice", 100)
+    ledger(app).execute("compensate_debit", "t-restored", "alice", 100)
     log = a_log_restored_from_before(state)
     transport = ScriptedTransport(app)
-
-    async def recover() -> list[TransferResult]:
-        return await Orchestrator(log, policies=POLICIES, transport=transport).recover()
-
-    (result,) = asyncio.run(recover())
+    (result,) = asyncio.run(recover_with(log, transport))
     assert result.state is SagaState.COMPENSATED
     assert "/credit" not in transport.paths, "a reversed debit never leads to a credit"
     assert "/debit" not in transport.paths
     assert steps(result) == [("compensate_credit", 200), ("compensate_debit", 200)]
     assert (ledger(app).balance("alice"), ledger(app).balance("bob")) == (1_000, 1_000)
+    assert compensating_because(log) == "a service recorded a compensation the log lacks"
+
+
+def recover_with(log: MemorySagaLog, transport: httpx.AsyncBaseTransport, **options: Any) -> Any:
+    return Orchestrator(log, policies=options.get("policies", POLICIES), transport=transport).recover()
+
+
+def compensating_because(log: MemorySagaLog) -> str | None:
+    (entered,) = [e for e in asyncio.run(log.history("t-restored")) if e.state is SagaState.COMPENSATING]
+    return entered.detail
 
 
 def test_a_resumed_saga_whose_trail_cannot_be_read_sends_nothing_forward() -> None:
@@ -370,14 +378,11 @@ def test_a_resumed_saga_whose_trail_cannot_be_read_sends_nothing_forward() -> No
     ledger(app).execute("debit", "t-restored", "alice", 100)
     log = a_log_restored_from_before(SagaState.DEBITING)
     transport = ScriptedTransport(app, {"/transactions/t-restored": ["drop"] * 3})
-
-    async def recover() -> list[TransferResult]:
-        return await Orchestrator(log, policies=POLICIES, transport=transport).recover()
-
-    (result,) = asyncio.run(recover())
+    (result,) = asyncio.run(recover_with(log, transport))
     assert transport.paths == ["/transactions/t-restored"] * 3 + ["/compensate_credit", "/compensate_debit"]
     assert result.state is SagaState.COMPENSATED
     assert (ledger(app).balance("alice"), ledger(app).balance("bob")) == (1_000, 1_000)
+    assert compensating_because(log) == "cannot read the trails"
 
 
 def test_a_resumed_saga_with_no_compensation_on_record_carries_on_forward() -> None:
@@ -385,11 +390,19 @@ def test_a_resumed_saga_with_no_compensation_on_record_carries_on_forward() -> N
     ledger(app).execute("debit", "t-restored", "alice", 100)
     log = a_log_restored_from_before(SagaState.CREDITING)
     transport = ScriptedTransport(app)
-
-    async def recover() -> list[TransferResult]:
-        return await Orchestrator(log, policies=POLICIES, transport=transport).recover()
-
-    (result,) = asyncio.run(recover())
+    (result,) = asyncio.run(recover_with(log, transport))
     assert transport.paths == ["/transactions/t-restored", "/credit"]
     assert result.state is SagaState.COMPLETED
     assert (ledger(app).balance("alice"), ledger(app).balance("bob")) == (900, 1_100)
+
+
+def test_a_trail_read_that_hangs_is_given_up_at_the_request_timeout_and_read_again() -> None:
+    app = bank()
+    ledger(app).execute("debit", "t-restored", "alice", 100)
+    log = a_log_restored_from_before(SagaState.CREDITING)
+    transport = ScriptedTransport(app, {"/transactions/t-restored": ["hang"]})
+    quick = RetryPolicy(maximum_attempts=2, initial_interval=0.0, jitter=0.0, request_timeout=0.05)
+    policies = RetryPolicies(debit=quick, credit=quick, compensation=quick)
+    (result,) = asyncio.run(recover_with(log, transport, policies=policies))
+    assert transport.paths == ["/transactions/t-restored"] * 2 + ["/credit"]
+    assert result.state is SagaState.COMPLETED
