@@ -481,3 +481,31 @@ def test_an_unfinished_saga_meeting_a_quarantined_service_stops_before_any_reque
     assert target.paths == []
     assert result.error is not None
     assert f"saga {TID}: {quarantined} is quarantined: its ledger went back from position 9 to 3" in result.error
+
+
+class WithoutPositions(ScriptedTransport):
+    """A service from before Ledger-Position: its answers name the ledger, never its position."""
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        response = await super().handle_async_request(request)
+        del response.headers["ledger-position"]
+        return response
+
+
+def test_without_positions_a_recovered_saga_still_learns_its_ledgers_from_its_history() -> None:
+    first = bank()
+    log = MemorySagaLog(exclusive=True)
+    with pytest.raises(Crash):
+        transfer(CrashingOn(first, "/credit"), log)
+    (debited,) = (event.attempt.ledger_id for event in history(log) if event.attempt is not None)
+    assert debited is not None
+
+    result = recover(log, WithoutPositions(bank()))
+    (credited,) = (attempt.ledger_id for attempt in result.attempts)
+    assert credited is not None
+    message = forgotten(TID, URL, debited, credited)
+    assert (result.state, result.error) == (SagaState.NEEDS_ATTENTION, message)
+    (quarantine,) = asyncio.run(log.quarantines())
+    assert quarantine == Quarantine(
+        URL, f"its ledger changed within saga {TID}, from {debited} to {credited}", quarantine.at_ms, TID
+    )
