@@ -313,7 +313,6 @@ async def run(
         run_ = await _transfer_each(orchestrator, transfers, concurrency, progress)
     results, failure = run_.results, run_.failure
     seconds = loop.time() - started
-    await orchestrator.watch.flush()
     if settle is not None:
         await settle()
     after: dict[str, dict[str, int]] = {}

@@ -33,7 +33,7 @@ import time
 import uuid
 from collections import Counter
 from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any, TextIO
 
 from generated_client.accounts.api.accounts import list_accounts
@@ -45,6 +45,7 @@ from saga.log import MemorySagaLog, SagaLog, SagaLogError
 from saga.options import add_directory_options, whole_number
 from saga.orchestrator import Orchestrator
 from saga.records import AccountRef, SagaRecord
+from saga.recovery import iso_time
 from saga.replicas import describe, first_reachable
 from saga.retry import RetryPolicies, RetryPolicy
 from saga.services import trail
@@ -100,7 +101,7 @@ class Reconciliation:
 
     def to_json(self) -> dict[str, Any]:
         return {
-            "since": iso(self.since_ms),
+            "since": iso_time(self.since_ms),
             "sagas": self.sagas,
             "ledgers": [asdict(reading) for reading in self.ledgers],
             "findings": [asdict(finding) for finding in self.findings],
@@ -280,7 +281,7 @@ def run_reconcile(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
 
 
 async def _run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
-    from saga.cli import open_log
+    from saga.cli import default_db, open_log
 
     if (args.accept is None) != (args.reason is None):
         raise BadInput("--accept SERVICE and --reason TEXT go together")
@@ -291,9 +292,8 @@ async def _run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         directory = directory_from(args.service, args.services)
     except ValueError as error:
         raise BadInput(str(error)) from None
-    database = args.db or os.environ.get("SAGA_DB") or "saga.db"
     try:
-        log = await open_log(database, create=False, exclusive=False)
+        log = await open_log(default_db(args), create=False, exclusive=False)
     except Exception as error:
         raise BadInput(str(error)) from None
     try:
@@ -349,7 +349,7 @@ def _report(outcome: Reconciliation, out: TextIO, err: TextIO, *, as_json: bool)
     kinds = Counter(finding.kind.replace("_", " ") for finding in outcome.findings)
     verdict = "agree" if not outcome.findings else ", ".join(f"{count} {kind}" for kind, count in kinds.items())
     complete = "" if not outcome.unread else f"; incomplete: {len(outcome.unread)} reads failed"
-    print(f"reconcile: {outcome.sagas} sagas ended since {iso(outcome.since_ms)}: {verdict}{complete}", file=out)
+    print(f"reconcile: {outcome.sagas} sagas ended since {iso_time(outcome.since_ms)}: {verdict}{complete}", file=out)
 
 
 def since(text: str, now_ms: int) -> int:
@@ -364,7 +364,3 @@ def since(text: str, now_ms: int) -> int:
     if moment.tzinfo is None:
         raise BadInput(f"--since {text!r} names no time zone: add Z or an offset such as +01:00")
     return int(moment.timestamp() * 1000)
-
-
-def iso(ms: int) -> str:
-    return datetime.fromtimestamp(ms / 1000, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")

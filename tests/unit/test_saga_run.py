@@ -429,16 +429,16 @@ def test_each_retry_is_logged_with_its_saga_step_and_attempt_as_fields(caplog: p
 
 
 class PositionRewriting(ScriptedTransport):
-    """Answers ``path`` with its Ledger-Position set to ``position`` (None: without the header)."""
+    """Answers ``path`` (every path: None) with its Ledger-Position set to ``position`` (None: without the header)."""
 
-    def __init__(self, app: Any, path: str, position: int | None) -> None:
+    def __init__(self, app: Any, path: str | None, position: int | None) -> None:
         super().__init__(app)
         self.path = path
         self.position = position
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         response = await super().handle_async_request(request)
-        if request.url.path == self.path:
+        if self.path in (None, request.url.path):
             del response.headers["ledger-position"]
             if self.position is not None:
                 response.headers["ledger-position"] = str(self.position)
@@ -483,15 +483,6 @@ def test_an_unfinished_saga_meeting_a_quarantined_service_stops_before_any_reque
     assert f"saga {TID}: {quarantined} is quarantined: its ledger went back from position 9 to 3" in result.error
 
 
-class WithoutPositions(ScriptedTransport):
-    """A service from before Ledger-Position: its answers name the ledger, never its position."""
-
-    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        response = await super().handle_async_request(request)
-        del response.headers["ledger-position"]
-        return response
-
-
 def test_without_positions_a_recovered_saga_still_learns_its_ledgers_from_its_history() -> None:
     first = bank()
     log = MemorySagaLog(exclusive=True)
@@ -500,7 +491,8 @@ def test_without_positions_a_recovered_saga_still_learns_its_ledgers_from_its_hi
     (debited,) = (event.attempt.ledger_id for event in history(log) if event.attempt is not None)
     assert debited is not None
 
-    result = recover(log, WithoutPositions(bank()))
+    # A service from before Ledger-Position: its answers name the ledger, never its position.
+    result = recover(log, PositionRewriting(bank(), None, None))
     (credited,) = (attempt.ledger_id for attempt in result.attempts)
     assert credited is not None
     message = forgotten(TID, URL, debited, credited)
