@@ -12,6 +12,7 @@ import signal
 import sys
 import uuid
 from collections.abc import Callable, Coroutine, Sequence
+from datetime import datetime, timedelta
 from pathlib import Path
 from types import FrameType
 from typing import Any, NoReturn, TextIO, TypeVar
@@ -20,6 +21,7 @@ from generated_client.accounts.api.accounts import get_account
 from generated_client.accounts.models import Account
 from generated_client.transfers.models import AccountAt
 from saga import batch, console, recovery, remote, services
+from saga.deadlines import MAX_AHEAD, deadline_problem, epoch_ms
 from saga.directory import SERVICE_NAME, ServiceDirectory, directory_from
 from saga.failures import LOG_FAILURES, what_failed
 from saga.ledgers import LedgerUntrusted, Quarantine, ServiceQuarantined
@@ -36,7 +38,7 @@ from saga.options import (
     add_operating_options,
     whole_number,
 )
-from saga.orchestrator import MAX_AMOUNT, InvalidTransfer, Orchestrator, default_owner, validate
+from saga.orchestrator import MAX_AMOUNT, InvalidTransfer, Orchestrator, default_owner, validate, wall_clock_ms
 from saga.records import AccountRef, Event, SagaRecord
 from saga.redact import redacting
 from saga.replicas import describe, first_reachable, parse_urls
@@ -84,6 +86,46 @@ def _seconds(text: str) -> float:
             f"expected a number of seconds above 0 and at most {MAX_REQUEST_TIMEOUT:.0f}, got {text}"
         )
     return value
+
+
+def _aware_time(text: str) -> datetime:
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        example = "2026-12-03T08:20:00Z"
+        raise argparse.ArgumentTypeError(f"expected an RFC 3339 time such as {example}, got {text!r}") from None
+    if moment.utcoffset() is None:
+        raise argparse.ArgumentTypeError(f"{text!r} has no time zone: end it with Z or +HH:MM")
+    return moment
+
+
+def add_deadline_options(command: argparse.ArgumentParser) -> None:
+    deadline = command.add_mutually_exclusive_group()
+    deadline.add_argument(
+        "--deadline",
+        type=_aware_time,
+        metavar="TIME",
+        help="after this RFC 3339 time the saga sends no new forward request: a debit never sent ends FAILED, "
+        "one sent is given back (deadline_exceeded)",
+    )
+    deadline.add_argument(
+        "--deadline-seconds",
+        type=whole_number(1, MAX_AHEAD // timedelta(seconds=1)),
+        metavar="SECONDS",
+        help="the deadline, as whole seconds from now",
+    )
+
+
+def deadline_from(args: argparse.Namespace, now_ms: int) -> int | None:
+    """The deadline the options give, in ms since the epoch; UsageError when it cannot be one."""
+    if args.deadline_seconds is not None:
+        return now_ms + args.deadline_seconds * 1000
+    if args.deadline is None:
+        return None
+    problem = deadline_problem(args.deadline, now_ms)
+    if problem is not None:
+        raise UsageError(f"--deadline {problem}")
+    return epoch_ms(args.deadline)
 
 
 #: The contract's TransactionId (openapi/openapi.yaml), anchored for fullmatch: "$" would let a final newline pass.
@@ -175,6 +217,7 @@ def build_parser() -> argparse.ArgumentParser:
     transfer.add_argument("--from", dest="source", required=True, help="source user_id")
     transfer.add_argument("--to", dest="target", required=True, help="target user_id")
     transfer.add_argument("--amount", type=_amount, required=True, help="minor units (cents)")
+    add_deadline_options(transfer)
     services_options(transfer)
     common(transfer)
     retry_options(transfer)
@@ -223,6 +266,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--to", dest="target", required=True, help="target user_id; under --api, SERVICE:USER_ID (bank-b:bob)"
     )
     submission.add_argument("--amount", type=_amount, required=True, help="minor units (cents)")
+    add_deadline_options(submission)
     services_options(submission)
     submission.add_argument("--db", default=None, help=DB_HELP + " (SAGA_DB; saga.db)")
     api_options(submission)
@@ -288,6 +332,7 @@ def build_parser() -> argparse.ArgumentParser:
     api_options(timeline)
     timeline.add_argument("--json", action="store_true")
     from saga.demo import add_demo_command
+    from saga.operator_commands import add_operator_commands
     from saga.reconcile import add_reconcile_command
     from saga.service.command import add_serve_command
     from saga.simulation.cli import add_simulate_command
@@ -296,6 +341,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_simulate_command(commands)
     add_serve_command(commands)
     add_reconcile_command(commands)
+    add_operator_commands(commands)
     return parser
 
 
@@ -426,7 +472,8 @@ async def cmd_transfer(args: argparse.Namespace, out: TextIO, err: TextIO) -> in
                 # On a shared log the workers take over what others left.
                 await recover_first(orchestrator, err)
             try:
-                result = await orchestrator.transfer(source, target, args.amount)
+                deadline = deadline_from(args, wall_clock_ms())
+                result = await orchestrator.transfer(source, target, args.amount, deadline_ms=deadline)
             except InvalidTransfer as error:
                 raise UsageError(str(error)) from None
             except ServiceQuarantined as refused:
@@ -663,7 +710,8 @@ def submit_through_api(args: argparse.Namespace, out: TextIO) -> int:
         raise UsageError("--api names services by name: give --from SERVICE:USER_ID and --to SERVICE:USER_ID, no URL")
     source, target = api_account(args.source, "--from"), api_account(args.target, "--to")
     api = transfers_api(args)
-    submitted = api.submit(source, target, args.amount, args.idempotency_key)
+    deadline = deadline_from(args, wall_clock_ms())
+    submitted = api.submit(source, target, args.amount, args.idempotency_key, deadline_ms=deadline)
     shown = api.wait_for_end(submitted.transfer["transaction_id"]) if args.wait else submitted.transfer
     if args.json:
         print(json.dumps({**shown, "replayed": submitted.replayed}), file=out)
@@ -695,7 +743,14 @@ async def cmd_submit(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     log = await open_log(default_db(args))
     try:
         try:
-            transaction_id = await submit(log, source, target, args.amount, idempotency_key=args.idempotency_key)
+            transaction_id = await submit(
+                log,
+                source,
+                target,
+                args.amount,
+                idempotency_key=args.idempotency_key,
+                deadline_ms=deadline_from(args, wall_clock_ms()),
+            )
         except (InvalidTransfer, IdempotencyKeyConflict) as error:
             raise UsageError(str(error)) from None
         record = await wait(log, transaction_id) if args.wait else await log.get(transaction_id)
@@ -820,6 +875,8 @@ def saga_json(record: SagaRecord) -> dict[str, Any]:
         "last_error": record.last_error,
         "owner": record.owner,
         "epoch": record.epoch,
+        "deadline_ms": record.deadline_ms,
+        "code": record.code,
     }
 
 
@@ -992,6 +1049,10 @@ def _main(argv: Sequence[str] | None, out: TextIO, err: TextIO) -> int:
         from saga.reconcile import run_reconcile
 
         return run_reconcile(args, out, err)
+    if args.command in ("cancel", "retry", "resolve"):
+        from saga.operator_commands import run_operator_command
+
+        return run_operator_command(args, out, err)
     if args.command == "simulate":
         from saga.simulation.cli import run_simulate_command
 

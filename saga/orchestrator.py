@@ -34,6 +34,10 @@ logger = logging.getLogger("saga")
 MAX_AMOUNT = 10**12
 #: Seconds a claimed saga stays this orchestrator's without a renewal.
 DEFAULT_LEASE_SECONDS = 10.0
+#: How long a blocked compensation (one the service refused for now: no room
+#: for the money given back, a token it does not take) waits before it is
+#: tried again, so that a worker does not send it in a tight loop.
+DEFAULT_BLOCKED_WAIT_SECONDS = 30.0
 #: As many as one claim takes when recovering everything claimable.
 _ALL = 1_000_000_000
 _USER_ID = re.compile(r"[A-Za-z0-9_.-]{1,64}")
@@ -93,6 +97,7 @@ class Orchestrator:
         owner: str | None = None,
         lease_seconds: float = DEFAULT_LEASE_SECONDS,
         directory: ServiceDirectory | None = None,
+        blocked_wait_seconds: float = DEFAULT_BLOCKED_WAIT_SECONDS,
     ) -> None:
         if concurrency < 1:
             raise ValueError("concurrency must be at least 1")
@@ -123,16 +128,28 @@ class Orchestrator:
         self.directory = directory or ServiceDirectory()
         #: Every service's ledger mark, and the quarantined services (see saga/ledgers.py).
         self.watch = LedgerWatch(log, now_ms)
+        #: A blocked compensation waits this long before anyone tries it again, unless an operator retries it.
+        self.blocked_wait_ms = max(0, round(blocked_wait_seconds * 1000))
+        #: transaction_id -> the event that wakes its run from a backoff (see retry_now).
+        self._nudges: dict[str, asyncio.Event] = {}
 
     # -- public API ---------------------------------------------------------------
 
-    async def transfer(self, source: AccountRef, target: AccountRef, amount: int) -> TransferResult:
-        """Move ``amount`` minor units from ``source`` to ``target``; returns once the saga ends."""
+    async def transfer(
+        self, source: AccountRef, target: AccountRef, amount: int, *, deadline_ms: int | None = None
+    ) -> TransferResult:
+        """Move ``amount`` minor units from ``source`` to ``target``; returns once the saga ends.
+
+        After ``deadline_ms`` (on this orchestrator's clock) the saga sends no
+        new forward request (see saga/workflow.py).
+        """
         validate(source, target, amount)
         # Refused before anything is logged or sent: ServiceQuarantined.
         await self.watch.refuse_quarantined(source.service_key, target.service_key)
         now = self._now_ms()
-        record = SagaRecord(self._new_id(), source, target, amount, created_at_ms=now, updated_at_ms=now)
+        record = SagaRecord(
+            self._new_id(), source, target, amount, created_at_ms=now, updated_at_ms=now, deadline_ms=deadline_ms
+        )
         with self._claim(record):
             async with self._slots:
                 # Created already leased to this orchestrator, at epoch 1.
@@ -153,16 +170,33 @@ class Orchestrator:
             return TransferResult(record.transaction_id, record.state, record.source, record.target, record.amount, ())
         with self._claim(record):
             claimed = await self.log.claim(
-                self.owner, limit=1, lease_ms=self.lease_ms, now_ms=self._now_ms(), transaction_id=record.transaction_id
+                self.owner,
+                limit=1,
+                lease_ms=self.lease_ms,
+                now_ms=self._now_ms(),
+                transaction_id=record.transaction_id,
+                include_waiting=True,
             )
             if not claimed:
                 raise SagaHeld(f"saga {record.transaction_id} is held by another orchestrator")
             async with self._slots:
                 return await self._drive(claimed[0])
 
-    async def claim(self, limit: int) -> list[SagaRecord]:
-        """Lease up to ``limit`` claimable sagas to this orchestrator; drive each with :meth:`drive`."""
-        return await self.log.claim(self.owner, limit=limit, lease_ms=self.lease_ms, now_ms=self._now_ms())
+    async def claim(self, limit: int, *, include_waiting: bool = False) -> list[SagaRecord]:
+        """Lease up to ``limit`` claimable sagas to this orchestrator; drive each with :meth:`drive`.
+
+        ``include_waiting`` also takes blocked compensations before their
+        wait is over: a recovery someone started tries everything now.
+        """
+        return await self.log.claim(
+            self.owner, limit=limit, lease_ms=self.lease_ms, now_ms=self._now_ms(), include_waiting=include_waiting
+        )
+
+    def retry_now(self, transaction_id: str) -> None:
+        """Cut short the backoff of the saga's run here, if this orchestrator drives it (an operator's retry)."""
+        nudge = self._nudges.get(transaction_id)
+        if nudge is not None:
+            nudge.set()
 
     async def drive(self, record: SagaRecord) -> TransferResult:
         """Drive a saga that :meth:`claim` leased to this orchestrator."""
@@ -177,7 +211,7 @@ class Orchestrator:
 
     async def recover(self) -> list[TransferResult]:
         """Claim every saga in the log that no live orchestrator holds, and resume them all."""
-        claimed = await self.claim(_ALL)
+        claimed = await self.claim(_ALL, include_waiting=True)
         # A saga still running here whose lease had lapsed: that run stops at
         # its next commit (its epoch is stale now), and this claim takes over.
         unfinished = [record for record in claimed if record.transaction_id not in self._running]
@@ -252,20 +286,31 @@ class Orchestrator:
         record.target = self.directory.resolve(record.target)
         loop = asyncio.get_running_loop()
         started = loop.time()
+        nudge = self._nudges[record.transaction_id] = asyncio.Event()
         run = SagaRun(
-            record, self.log, self.client_for, self.policies, self._rng, self._now_ms, self.replicas, self.watch
+            record,
+            self.log,
+            self.client_for,
+            self.policies,
+            self._rng,
+            self._now_ms,
+            self.replicas,
+            self.watch,
+            nudge=nudge,
         )
         error = None
+        blocked = False
         self._hold(record)
         lost = False
         try:
             state = await workflow.transfer(run)
-        except CompensationBlocked as blocked:
-            state, error = run.state, str(blocked)
+        except CompensationBlocked as refused:
+            state, error, blocked = run.state, str(refused), True
             logger.warning(
-                "saga left in %s for the next recovery: %s",
+                "saga left in %s, tried again in %g s or when an operator retries it: %s",
                 state,
-                blocked,
+                self.blocked_wait_ms / 1000,
+                refused,
                 extra={"fields": {"transaction_id": record.transaction_id}},
             )
         except LedgerUntrusted as untrusted:
@@ -285,10 +330,12 @@ class Orchestrator:
             # Also when stopped (a crash, a cancelled worker): the lease then
             # runs out, or the worker hands it back.
             self._held.pop(record.transaction_id, None)
+            self._nudges.pop(record.transaction_id, None)
         if not lost and not state.is_terminal:
-            # Blocked until the next recovery: anyone may try again at once.
+            # Anyone may take it up again: a blocked compensation after its wait, anything else at once.
+            not_before_ms = self._now_ms() + self.blocked_wait_ms if blocked and self.blocked_wait_ms else 0
             try:
-                await self.log.release(record.transaction_id, record.epoch)
+                await self.log.release(record.transaction_id, record.epoch, not_before_ms=not_before_ms)
             except Exception as failure:
                 logger.warning(
                     "releasing saga %s failed; its lease runs out instead: %s", record.transaction_id, failure

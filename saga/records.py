@@ -5,6 +5,7 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from enum import StrEnum
 from urllib.parse import urlsplit
 
 from saga.states import SagaState
@@ -139,6 +140,11 @@ class SagaRecord:
     idempotency_key: str | None = None
     #: The name of the API caller that submitted it (see saga.service); None otherwise.
     submitted_by: str | None = None
+    #: After this time (ms since the epoch) the saga sends no new forward request (see saga/workflow.py).
+    deadline_ms: int | None = None
+    #: Why the saga is where it ended, as a stable code (``insufficient_funds``,
+    #: ``deadline_exceeded``, ``cancelled``, ``moved_by_hand``, ...); None while it runs or where none applies.
+    code: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -161,6 +167,34 @@ class Attempt:
         return self.status == 200
 
 
+class ActionKind(StrEnum):
+    CANCEL = "cancel"
+    RETRY = "retry"
+    RESOLVE = "resolve"
+
+
+class Resolution(StrEnum):
+    """How an operator settled a NEEDS_ATTENTION saga."""
+
+    #: The money was moved (or put back) by hand, outside the saga.
+    MOVED_BY_HAND = "moved_by_hand"
+    #: The trails show nothing left to move.
+    NOTHING_TO_MOVE = "nothing_to_move"
+
+
+@dataclass(frozen=True, slots=True)
+class OperatorAction:
+    """What a person did to one saga, by name, with the reason they gave: kept in its history for good."""
+
+    transaction_id: str
+    kind: ActionKind
+    #: The operator token's name, or ``cli:USER@HOST``.
+    actor: str
+    reason: str
+    at_ms: int
+    resolution: Resolution | None = None
+
+
 @dataclass(frozen=True, slots=True)
 class Event:
     """One line of a saga's history: a state change or an attempt."""
@@ -174,6 +208,8 @@ class Event:
     #: Who committed it, under which epoch; None in logs without leases and for unconditional commits.
     owner: str | None = None
     epoch: int | None = None
+    #: For an ``action`` event: what the operator did.
+    action: OperatorAction | None = None
 
 
 @dataclass(slots=True)
@@ -191,3 +227,5 @@ class Change:
     #: that one process alone writes.
     epoch: int | None = None
     owner: str | None = None
+    #: With a terminal state: why it ended there, as a stable code (SagaRecord.code).
+    code: str | None = None

@@ -83,7 +83,7 @@ async def recover(orchestrator: Orchestrator) -> Recovery:
     log = orchestrator.log
     recovery = Recovery()
     try:
-        claimed = await orchestrator.claim(_ALL)
+        claimed = await orchestrator.claim(_ALL, include_waiting=True)
         recovery.at_ms = wall_clock_ms()
         # Read right after the claim: what is unfinished and not ours now is another's.
         taken = {record.transaction_id for record in claimed}

@@ -16,6 +16,10 @@ class SagaState(StrEnum):
     #: A service's ledger changed under the saga (it forgot what it did under
     #: the saga's id): automation stops here, and an operator decides.
     NEEDS_ATTENTION = "NEEDS_ATTENTION"
+    #: An operator cancelled it before any run claimed it: nothing was ever sent.
+    CANCELLED = "CANCELLED"
+    #: An operator settled a NEEDS_ATTENTION saga by hand, and recorded how and why.
+    RESOLVED = "RESOLVED"
 
     @property
     def is_terminal(self) -> bool:
@@ -23,4 +27,16 @@ class SagaState(StrEnum):
 
 
 #: States no automation leaves: recovery and workers never resume them.
-TERMINAL_STATES = frozenset({SagaState.COMPLETED, SagaState.COMPENSATED, SagaState.FAILED, SagaState.NEEDS_ATTENTION})
+TERMINAL_STATES = frozenset(
+    {
+        SagaState.COMPLETED,
+        SagaState.COMPENSATED,
+        SagaState.FAILED,
+        SagaState.NEEDS_ATTENTION,
+        SagaState.CANCELLED,
+        SagaState.RESOLVED,
+    }
+)
+
+#: Terminal states that only an operator's action reaches.
+OPERATOR_STATES = frozenset({SagaState.CANCELLED, SagaState.RESOLVED})

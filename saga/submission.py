@@ -27,6 +27,7 @@ async def submit(
     *,
     idempotency_key: str | None = None,
     transaction_id: str | None = None,
+    deadline_ms: int | None = None,
 ) -> str:
     """Record a PENDING transfer for the workers; returns its transaction_id. Raises InvalidTransfer on bad input."""
     validate(source, target, amount)
@@ -39,6 +40,7 @@ async def submit(
         created_at_ms=now,
         updated_at_ms=now,
         idempotency_key=idempotency_key,
+        deadline_ms=deadline_ms,
     )
     submitted, _ = await log.submit(record)
     return submitted.transaction_id

@@ -92,7 +92,7 @@ class Worker:
 
     async def _listen(self, wake: asyncio.Event, stopping: asyncio.Task[bool]) -> None:
         """Be woken by submissions; a stop meanwhile ends the wait for the log's connection."""
-        listening = asyncio.create_task(self.orchestrator.log.listen(wake.set))
+        listening = asyncio.create_task(self.orchestrator.log.listen(wake.set, retry=self.orchestrator.retry_now))
         await asyncio.wait({listening, stopping}, return_when=asyncio.FIRST_COMPLETED)
         if not listening.done():
             listening.cancel()

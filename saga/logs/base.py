@@ -21,11 +21,13 @@ clock that is wrong costs time, never money.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
-from typing import Any, Protocol
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Final, Protocol
 
 from saga.ledgers import Acceptance, LedgerMark, Quarantine
-from saga.records import AccountRef, Attempt, Change, Event, SagaRecord
+from saga.operator import Effect
+from saga.records import AccountRef, ActionKind, Attempt, Change, Event, OperatorAction, Resolution, SagaRecord
 from saga.states import TERMINAL_STATES, SagaState
 
 
@@ -44,6 +46,34 @@ class LeaseLost(Exception):
 
 class IdempotencyKeyConflict(SagaLogError):
     """A submission reused an idempotency key for a different transfer."""
+
+
+class UnknownSaga(SagaLogError):
+    """No saga in the log has this transaction_id."""
+
+
+#: The window of "completed lately" in an overview.
+RECENT_MS: Final = 5 * 60 * 1000
+
+
+@dataclass(frozen=True, slots=True)
+class Overview:
+    """What an operator looks at first, read in one go (see :meth:`SagaLog.overview`)."""
+
+    counts: Mapping[SagaState, int]
+    #: Sagas that ended COMPLETED within RECENT_MS before the overview's time.
+    completed_recently: int
+    #: Oldest first (by creation): COMPENSATING for longer than the threshold,
+    #: NEEDS_ATTENTION, and unfinished past their deadline; at most the limit asked for.
+    stuck: Sequence[SagaRecord]
+    #: The counts behind the stuck list, whatever its limit.
+    compensating_too_long: int = 0
+    needs_attention: int = 0
+    deadlines_expired: int = 0
+    #: Creation time of the oldest NEEDS_ATTENTION saga; None when there is none.
+    oldest_needs_attention_ms: int | None = None
+    #: When the overview was read (ms since the epoch): ages are measured from it.
+    at_ms: int = 0
 
 
 class SagaLog(Protocol):
@@ -74,21 +104,61 @@ class SagaLog(Protocol):
         """Make several changes of one saga durable together, in order, as :meth:`commit` does one."""
 
     async def claim(
-        self, owner: str, *, limit: int, lease_ms: int, now_ms: int, transaction_id: str | None = None
+        self,
+        owner: str,
+        *,
+        limit: int,
+        lease_ms: int,
+        now_ms: int,
+        transaction_id: str | None = None,
+        include_waiting: bool = False,
     ) -> list[SagaRecord]:
         """Lease up to ``limit`` unfinished sagas whose lease has expired by ``now_ms``, raising each epoch by one.
 
         ``transaction_id`` claims that one saga only, if it is claimable.
+        ``include_waiting`` also claims sagas no one holds that wait for a
+        later time (released with ``not_before_ms``): a recovery that an
+        operator starts tries them now.
         """
 
     async def renew(self, owner: str, held: Mapping[str, int], *, lease_ms: int, now_ms: int) -> set[str]:
         """Extend the leases in ``held`` (transaction_id -> epoch); returns the ids no longer held at that epoch."""
 
-    async def release(self, transaction_id: str, epoch: int) -> bool:
-        """Hand the saga back (still at ``epoch``) for anyone to claim now; False if it was no longer held."""
+    async def release(self, transaction_id: str, epoch: int, *, not_before_ms: int = 0) -> bool:
+        """Hand the saga back (still at ``epoch``); False if it was no longer held.
 
-    async def listen(self, wake: Callable[[], None]) -> None:
-        """Call ``wake`` whenever a saga becomes claimable without waiting for a lease to expire."""
+        Anyone may claim it from ``not_before_ms`` on (at once by default): a
+        blocked compensation waits that long before it is tried again, unless
+        an operator retries it (:meth:`act`) or a recovery claims it with
+        ``include_waiting``.
+        """
+
+    async def listen(self, wake: Callable[[], None], retry: Callable[[str], None] | None = None) -> None:
+        """Call ``wake`` whenever a saga becomes claimable without waiting for a lease to expire.
+
+        ``retry`` is called with a saga's id when an operator asks for it to be
+        tried again at once (:meth:`act`), in whatever process that happened:
+        whoever drives it cuts its wait short.
+        """
+
+    async def act(self, action: OperatorAction) -> SagaRecord:
+        """Record an operator's action on a saga and apply its effect (see saga/operator.py) in one write.
+
+        The rule is read and the change written atomically, so that it cannot
+        race a claim or a driver's commit. Returns the saga as it is after the
+        action. Raises UnknownSaga, or ActionRefused (nothing recorded). The
+        action stays in the saga's history for good: no statement of any log
+        updates or deletes an event.
+        """
+
+    async def overview(self, *, now_ms: int, stuck_after_ms: int, limit: int) -> Overview:
+        """Counts by state, COMPLETED within RECENT_MS, and up to ``limit`` stuck sagas (see Overview)."""
+
+    async def by_account(self, user_id: str, *, service: str | None = None, limit: int) -> list[SagaRecord]:
+        """Up to ``limit`` sagas with ``user_id`` at either end (at the named service, if given), newest first."""
+
+    async def action_counts(self) -> dict[str, int]:
+        """How many operator actions of each kind the log holds."""
 
     async def raise_ledger_marks(self, marks: Sequence[LedgerMark]) -> None:
         """Keep, per service, the highest position seen from its ledger in its current generation.
@@ -148,6 +218,8 @@ def apply_change(saga: SagaRecord, change: Change) -> None:
     if change.error is not None:
         saga.last_error = change.error
     saga.updated_at_ms = change.at_ms
+    if change.code is not None:
+        saga.code = change.code
     if saga.state in TERMINAL_STATES:
         # Nothing is left to drive: the lease ends with the saga.
         saga.owner, saga.lease_expires_at_ms = None, 0
@@ -178,6 +250,8 @@ def copy_record(saga: SagaRecord) -> SagaRecord:
         saga.lease_expires_at_ms,
         saga.idempotency_key,
         saga.submitted_by,
+        saga.deadline_ms,
+        saga.code,
     )
 
 
@@ -200,6 +274,79 @@ def raised_mark(current: LedgerMark | None, mark: LedgerMark) -> LedgerMark:
     if current.ledger_id is None:
         return LedgerMark(current.service, mark.ledger_id, mark.position, current.generation)
     return LedgerMark(current.service, current.ledger_id, max(current.position, mark.position), current.generation)
+
+
+def action_change(saga: SagaRecord, action: OperatorAction, effect: Effect) -> Change:
+    """The change an action makes to the saga's row; its event is :func:`action_event`."""
+    return Change(action.transaction_id, action.at_ms, effect.state, error=effect.error, code=effect.code)
+
+
+def action_event(saga: SagaRecord, action: OperatorAction, effect: Effect) -> Event:
+    """The one event an action adds to the saga's history: who, when, what and why, and the state it led to."""
+    return Event(
+        action.transaction_id,
+        action.at_ms,
+        "action",
+        state=effect.state,
+        detail=action.reason,
+        owner=action.actor,
+        epoch=saga.epoch,
+        action=action,
+    )
+
+
+def is_stuck(saga: SagaRecord, now_ms: int, stuck_after_ms: int) -> bool:
+    """Whether an overview lists the saga as stuck (see Overview.stuck)."""
+    if saga.state is SagaState.NEEDS_ATTENTION:
+        return True
+    if saga.state is SagaState.COMPENSATING and saga.created_at_ms <= now_ms - stuck_after_ms:
+        return True
+    return past_deadline(saga, now_ms)
+
+
+def past_deadline(saga: SagaRecord, now_ms: int) -> bool:
+    return saga.deadline_ms is not None and saga.deadline_ms <= now_ms and not saga.state.is_terminal
+
+
+def overview_of(sagas: Iterable[SagaRecord], *, now_ms: int, stuck_after_ms: int, limit: int) -> Overview:
+    """The overview of ``sagas``, as every log's query computes it."""
+    counts = dict.fromkeys(SagaState, 0)
+    completed_recently = compensating_too_long = needs_attention = deadlines_expired = 0
+    oldest_needs_attention_ms: int | None = None
+    stuck: list[SagaRecord] = []
+    for saga in sagas:
+        counts[saga.state] += 1
+        if saga.state is SagaState.COMPLETED and saga.updated_at_ms > now_ms - RECENT_MS:
+            completed_recently += 1
+        if saga.state is SagaState.NEEDS_ATTENTION:
+            needs_attention += 1
+            if oldest_needs_attention_ms is None or saga.created_at_ms < oldest_needs_attention_ms:
+                oldest_needs_attention_ms = saga.created_at_ms
+        if saga.state is SagaState.COMPENSATING and saga.created_at_ms <= now_ms - stuck_after_ms:
+            compensating_too_long += 1
+        if past_deadline(saga, now_ms):
+            deadlines_expired += 1
+        if is_stuck(saga, now_ms, stuck_after_ms):
+            stuck.append(saga)
+    stuck.sort(key=lambda saga: (saga.created_at_ms, saga.transaction_id))
+    return Overview(
+        counts,
+        completed_recently,
+        [copy_record(saga) for saga in stuck[:limit]],
+        compensating_too_long,
+        needs_attention,
+        deadlines_expired,
+        oldest_needs_attention_ms,
+        now_ms,
+    )
+
+
+def involves(saga: SagaRecord, user_id: str, service: str | None) -> bool:
+    """Whether ``user_id`` (at the service named ``service``, if given) is either end of the saga."""
+    return any(
+        account.user_id == user_id and (service is None or account.service == service)
+        for account in (saga.source, saga.target)
+    )
 
 
 def key_conflict(key: str) -> IdempotencyKeyConflict:
@@ -236,10 +383,28 @@ EVENT_COLUMNS = "at_ms, kind, state, step, attempt, status, code, latency_us, de
 def event_from_row(transaction_id: str, row: Sequence[Any]) -> Event:
     """One event from the columns EVENT_COLUMNS names, in both SQL logs."""
     at_ms, kind, state, step, number, status, code, latency_us, detail, url, owner, epoch, ledger_id = row
-    attempt = None
+    attempt = action = None
     if kind == "attempt":
         attempt = Attempt(step, number, status, code, latency_us, detail, url, ledger_id)
         detail = None
+    elif kind == "action":
+        resolution = Resolution(code) if code else None
+        action = OperatorAction(transaction_id, ActionKind(step), owner, detail, at_ms, resolution)
     return Event(
-        transaction_id, at_ms, kind, SagaState(state) if state else None, attempt, detail, owner=owner, epoch=epoch
+        transaction_id,
+        at_ms,
+        kind,
+        SagaState(state) if state else None,
+        attempt,
+        detail,
+        owner=owner,
+        epoch=epoch,
+        action=action,
     )
+
+
+def action_row(event: Event) -> tuple[str, str | None]:
+    """The (step, code) columns an action event is stored in: the action's kind, and the resolution."""
+    assert event.action is not None
+    resolution = event.action.resolution
+    return event.action.kind.value, None if resolution is None else resolution.value

@@ -12,17 +12,24 @@ from collections.abc import Callable, Mapping, Sequence
 from saga.ledgers import Acceptance, LedgerMark, Quarantine
 from saga.logs.base import (
     LeaseLost,
+    Overview,
     SagaLogError,
+    UnknownSaga,
+    action_change,
+    action_event,
     apply_change,
     change_events,
     claim_event,
     copy_record,
+    involves,
     key_conflict,
+    overview_of,
     page_after,
     raised_mark,
     same_transfer,
 )
-from saga.records import Change, Event, SagaRecord
+from saga.operator import decide
+from saga.records import Change, Event, OperatorAction, SagaRecord
 from saga.states import TERMINAL_STATES, SagaState
 
 
@@ -35,6 +42,7 @@ class MemorySagaLog:
         self._history: dict[str, list[Event]] = {}
         self._by_key: dict[str, str] = {}
         self._listeners: list[Callable[[], None]] = []
+        self._retry_listeners: list[Callable[[str], None]] = []
         self.commits = 0
         self._marks: dict[str, LedgerMark] = {}
         self._quarantines: dict[str, Quarantine] = {}
@@ -80,14 +88,22 @@ class MemorySagaLog:
             await self.commit(change)
 
     async def claim(
-        self, owner: str, *, limit: int, lease_ms: int, now_ms: int, transaction_id: str | None = None
+        self,
+        owner: str,
+        *,
+        limit: int,
+        lease_ms: int,
+        now_ms: int,
+        transaction_id: str | None = None,
+        include_waiting: bool = False,
     ) -> list[SagaRecord]:
         candidates = self._sagas.values() if transaction_id is None else [self._sagas[transaction_id]]
         claimed: list[SagaRecord] = []
         for saga in candidates:
             if len(claimed) >= limit:
                 break
-            if saga.state in TERMINAL_STATES or saga.lease_expires_at_ms > now_ms:
+            waiting_for_none = include_waiting and saga.owner is None
+            if saga.state in TERMINAL_STATES or (saga.lease_expires_at_ms > now_ms and not waiting_for_none):
                 continue
             saga.owner, saga.epoch, saga.lease_expires_at_ms = owner, saga.epoch + 1, now_ms + lease_ms
             self._history[saga.transaction_id].append(claim_event(saga, now_ms))
@@ -104,17 +120,50 @@ class MemorySagaLog:
                 lost.add(transaction_id)
         return lost
 
-    async def release(self, transaction_id: str, epoch: int) -> bool:
+    async def release(self, transaction_id: str, epoch: int, *, not_before_ms: int = 0) -> bool:
         saga = self._sagas[transaction_id]
         if saga.epoch != epoch:
             return False
-        saga.owner, saga.lease_expires_at_ms = None, 0
-        if saga.state not in TERMINAL_STATES:
+        saga.owner, saga.lease_expires_at_ms = None, not_before_ms
+        if saga.state not in TERMINAL_STATES and not not_before_ms:
             self._wake()
         return True
 
-    async def listen(self, wake: Callable[[], None]) -> None:
+    async def listen(self, wake: Callable[[], None], retry: Callable[[str], None] | None = None) -> None:
         self._listeners.append(wake)
+        if retry is not None:
+            self._retry_listeners.append(retry)
+
+    async def act(self, action: OperatorAction) -> SagaRecord:
+        saga = self._sagas.get(action.transaction_id)
+        if saga is None:
+            raise UnknownSaga(f"no saga has the id {action.transaction_id!r}")
+        effect = decide(saga, action)
+        self._history[saga.transaction_id].append(action_event(saga, action, effect))
+        apply_change(saga, action_change(saga, action, effect))
+        if effect.state is None and saga.owner is None:
+            # Waiting after a blocked compensation: claimable from now on.
+            saga.lease_expires_at_ms = 0
+            self._wake()
+        if effect.state is None:
+            for retry in self._retry_listeners:
+                retry(saga.transaction_id)
+        return copy_record(saga)
+
+    async def overview(self, *, now_ms: int, stuck_after_ms: int, limit: int) -> Overview:
+        return overview_of(self._sagas.values(), now_ms=now_ms, stuck_after_ms=stuck_after_ms, limit=limit)
+
+    async def by_account(self, user_id: str, *, service: str | None = None, limit: int) -> list[SagaRecord]:
+        chosen = [saga for saga in self._sagas.values() if involves(saga, user_id, service)]
+        return [copy_record(saga) for saga in page_after(chosen, None, limit)]
+
+    async def action_counts(self) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        for history in self._history.values():
+            for event in history:
+                if event.action is not None:
+                    counts[event.action.kind.value] = counts.get(event.action.kind.value, 0) + 1
+        return counts
 
     def _wake(self) -> None:
         for wake in self._listeners:

@@ -18,26 +18,30 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated, Any, Final, Literal
+from typing import Annotated, Any, Final, Literal, TypeVar
 
 from fastapi import FastAPI, Query, Request
 from fastapi import Path as PathParameter
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictInt, ValidationError
+from pydantic import AwareDatetime, BaseModel, BeforeValidator, ConfigDict, Field, StrictInt, ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from saga.deadlines import deadline_problem, epoch_ms
 from saga.directory import ServiceDirectory, UnknownService
 from saga.failures import LOG_FAILURES, one_line
 from saga.ledger_watch import LedgerWatch
 from saga.ledgers import ServiceQuarantined
 from saga.logs import IdempotencyKeyConflict, SagaLog
+from saga.logs.base import UnknownSaga
+from saga.operator import MAX_REASON_LENGTH, ActionRefused, already_taken, check_action
 from saga.orchestrator import MAX_AMOUNT, InvalidTransfer, validate, wall_clock_ms
-from saga.records import AccountRef, Event, SagaRecord
+from saga.records import AccountRef, ActionKind, Event, OperatorAction, Resolution, SagaRecord
 from saga.redact import redact
+from saga.service.console import add_console
 from saga.service.waiting import EndWatch
 from saga.states import SagaState
 from server.app import describe_validation_errors, integral_number
@@ -56,6 +60,10 @@ SERVICE_NAME_PATTERN: Final = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
 CURSOR_PATTERN: Final = r"^[A-Za-z0-9_-]+$"
 #: Paths anyone may call, whatever tokens the service has.
 PUBLIC_PATHS: Final = frozenset({"/healthz", "/readyz", "/openapi.json"})
+#: The operator console signs its users in itself (a cookie or a bearer token; see saga/service/console.py).
+CONSOLE_PREFIX: Final = "/ui"
+#: How long a saga may stay COMPENSATING before the overview and the alerts call it stuck.
+DEFAULT_STUCK_AFTER_SECONDS: Final = 60
 
 ErrorCode = Literal[
     "missing_idempotency_key",
@@ -70,6 +78,11 @@ ErrorCode = Literal[
     "internal_error",
     "log_unavailable",
     "service_overloaded",
+    "operator_only",
+    "transfer_in_progress",
+    "transfer_already_ended",
+    "transfer_not_retryable",
+    "transfer_not_awaiting_operator",
 ]
 
 TITLES: Final[dict[str, str]] = {
@@ -85,22 +98,40 @@ TITLES: Final[dict[str, str]] = {
     "internal_error": "Internal error",
     "log_unavailable": "Saga log unavailable",
     "service_overloaded": "Service overloaded",
+    "operator_only": "Operators only",
+    "transfer_in_progress": "Transfer in progress",
+    "transfer_already_ended": "Transfer already ended",
+    "transfer_not_retryable": "Transfer not retryable",
+    "transfer_not_awaiting_operator": "Transfer not awaiting an operator",
 }
 
 
 @dataclass(frozen=True, slots=True)
 class TransfersSettings:
     directory: ServiceDirectory
-    #: Caller name -> its bearer token. Empty: no authentication (loopback only; see the serve command).
+    #: Caller name -> its bearer token. No token of either kind: no authentication (loopback only; see serve).
     api_tokens: Mapping[str, str] = field(default_factory=dict)
+    #: Operator name -> its bearer token: what a caller may do, plus cancel, retry and resolve.
+    operator_tokens: Mapping[str, str] = field(default_factory=dict)
     max_body_bytes: int = 64 * 1024
+    #: The accounts services' bearer token, for the console's reads of their audit trails.
+    bank_token: str | None = None
+    #: A saga COMPENSATING for longer than this (since its creation) is stuck.
+    stuck_after_seconds: int = DEFAULT_STUCK_AFTER_SECONDS
 
     def __post_init__(self) -> None:
-        secrets = list(self.api_tokens.values())
+        secrets = [*self.api_tokens.values(), *self.operator_tokens.values()]
         if len(set(secrets)) != len(secrets):
-            raise ValueError("two API callers have the same token: a token must name one caller")
+            raise ValueError("two callers or operators have the same token: a token must name one of them")
         if any(not secret for secret in secrets):
-            raise ValueError("an API token must not be empty")
+            raise ValueError("a token must not be empty")
+        if set(self.api_tokens) & set(self.operator_tokens):
+            raise ValueError("a name is either a caller's or an operator's, not both")
+
+    @property
+    def authenticated(self) -> bool:
+        """Whether every request (but the public paths) needs a token."""
+        return bool(self.api_tokens or self.operator_tokens)
 
 
 class Problem(Exception):
@@ -148,6 +179,33 @@ class TransferRequestModel(BaseModel):
     source: AccountAtModel
     target: AccountAtModel
     amount: Annotated[StrictInt, Field(ge=1, le=MAX_AMOUNT), BeforeValidator(integral_number)]
+    deadline: AwareDatetime | None = None
+
+
+Reason = Annotated[str, Field(min_length=1, max_length=MAX_REASON_LENGTH)]
+
+
+class OperatorActionModel(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    reason: Reason
+
+
+class ResolveModel(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    resolution: Resolution
+    reason: Reason
+
+
+def deadline_ms(deadline: datetime | None, now_ms: int) -> int | None:
+    """The deadline in ms since the epoch; Problem 422 if it is past or too far ahead."""
+    if deadline is None:
+        return None
+    problem = deadline_problem(deadline, now_ms)
+    if problem is not None:
+        raise Problem(422, "invalid_request", f"deadline: {problem}; nothing was recorded")
+    return epoch_ms(deadline)
 
 
 # -- what the API shows -------------------------------------------------------------
@@ -187,6 +245,8 @@ class Presenter:
             # An error may quote a URL the log keeps: the caller gets it without credentials.
             "last_error": None if record.last_error is None else redact(record.last_error),
             "submitted_by": record.submitted_by,
+            "deadline": None if record.deadline_ms is None else iso_time(record.deadline_ms),
+            "code": record.code,
         }
 
     def event(self, record: SagaRecord, event: Event) -> dict[str, Any]:
@@ -195,6 +255,12 @@ class Presenter:
             shown["state"] = event.state.value
         if event.detail:
             shown["because"] = redact(event.detail)
+        action = event.action
+        if action is not None:
+            shown |= {"action": action.kind.value, "actor": action.actor, "reason": action.reason}
+            shown.pop("because", None)
+            if action.resolution is not None:
+                shown["resolution"] = action.resolution.value
         attempt = event.attempt
         if attempt is not None:
             account = record.source if attempt.step in ("debit", "compensate_debit") else record.target
@@ -208,7 +274,8 @@ class Presenter:
                 "service": self.service_name(account),
                 "ledger_id": attempt.ledger_id,
             }
-        shown |= {"worker": event.owner, "epoch": event.epoch}
+        # An action's owner column holds its actor, shown as such: no worker wrote it.
+        shown |= {"worker": None if action is not None else event.owner, "epoch": event.epoch}
         return shown
 
 
@@ -252,34 +319,61 @@ class ApiMetrics:
         )
 
 
-class CallerTokens:
-    """Bearer tokens of the API's callers: sets the caller's name on the request, or refuses it with 401."""
+Role = Literal["caller", "operator"]
 
-    def __init__(self, app: ASGIApp, tokens: Mapping[str, str]) -> None:
-        self.app = app
-        self.callers = [(secret.encode(), name) for name, secret in tokens.items()]
 
-    def caller(self, scope: Scope) -> str | None:
-        presented = [value for name, value in scope["headers"] if name == b"authorization"]
+class TokenBook:
+    """Every bearer token the service knows, with the name and role each one stands for."""
+
+    def __init__(self, settings: TransfersSettings) -> None:
+        self.entries: list[tuple[bytes, str, Role]] = [
+            *((secret.encode(), name, "caller") for name, secret in settings.api_tokens.items()),
+            *((secret.encode(), name, "operator") for name, secret in settings.operator_tokens.items()),
+        ]
+
+    def __bool__(self) -> bool:
+        return bool(self.entries)
+
+    def identify(self, token: bytes) -> tuple[str, Role] | None:
+        """The (name, role) ``token`` stands for, or None."""
+        found = None
+        for secret, name, role in self.entries:
+            # Every token is compared, so the time taken does not tell which one came close.
+            if hmac.compare_digest(token, secret):
+                found = (name, role)
+        return found
+
+    def bearer(self, headers: list[tuple[bytes, bytes]]) -> tuple[str, Role] | None:
+        """Who the request's one ``Authorization: Bearer`` header names, or None."""
+        presented = [value for name, value in headers if name == b"authorization"]
         if len(presented) != 1:
             return None
         scheme, _, credentials = presented[0].partition(b" ")
         if scheme.lower() != b"bearer":
             return None
-        token = credentials.strip(b" ")
-        found = None
-        for secret, name in self.callers:
-            # Every token is compared, so the time taken does not tell which one came close.
-            if hmac.compare_digest(token, secret):
-                found = name
-        return found
+        return self.identify(credentials.strip(b" "))
+
+
+class CallerTokens:
+    """Bearer tokens of the API's callers and operators: names the caller and its role, or refuses with 401."""
+
+    def __init__(self, app: ASGIApp, tokens: TokenBook) -> None:
+        self.app = app
+        self.tokens = tokens
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or not self.callers or scope["path"] in PUBLIC_PATHS:
+        path = scope.get("path", "")
+        if (
+            scope["type"] != "http"
+            or not self.tokens
+            or path in PUBLIC_PATHS
+            or path == CONSOLE_PREFIX
+            or path.startswith(CONSOLE_PREFIX + "/")
+        ):
             await self.app(scope, receive, send)
             return
-        name = self.caller(scope)
-        if name is None:
+        identified = self.tokens.bearer(scope["headers"])
+        if identified is None:
             problem = Problem(
                 401,
                 "unauthorized",
@@ -288,7 +382,8 @@ class CallerTokens:
             )
             await _problem_response(problem)(scope, receive, send)
             return
-        scope.setdefault("state", {})["caller"] = name
+        state = scope.setdefault("state", {})
+        state["caller"], state["role"] = identified
         await self.app(scope, receive, send)
 
 
@@ -369,6 +464,19 @@ def _idempotency_key(request: Request) -> str:
     return key
 
 
+BodyModel = TypeVar("BodyModel", bound=BaseModel)
+
+
+async def read_body(request: Request, model: type[BodyModel]) -> BodyModel:
+    """The request's JSON body as ``model``; Problem 422 if it is not one."""
+    try:
+        return model.model_validate(parse_json_exactly(await request.body()))
+    except json.JSONDecodeError as error:
+        raise Problem(422, "invalid_request", f"the body is not JSON as this service reads it: {error.msg}") from None
+    except ValidationError as error:
+        raise Problem(422, "invalid_request", describe_validation_errors(error.errors())) from None
+
+
 def create_transfers_app(
     settings: TransfersSettings,
     log: SagaLog,
@@ -384,6 +492,7 @@ def create_transfers_app(
     present = Presenter(settings.directory)
     now_ms = clock_ms or wall_clock_ms
     ledgers = LedgerWatch(log, now_ms)
+    tokens = TokenBook(settings)
 
     app = TransfersContractApp(title="Transfers service", docs_url=None, redoc_url=None, openapi_url="/openapi.json")
 
@@ -393,14 +502,7 @@ def create_transfers_app(
     @app.post("/transfers", name="createTransfer")
     async def create_transfer(request: Request) -> Response:
         key = _idempotency_key(request)
-        try:
-            body = TransferRequestModel.model_validate(parse_json_exactly(await request.body()))
-        except json.JSONDecodeError as error:
-            raise Problem(
-                422, "invalid_request", f"the body is not JSON as this service reads it: {error.msg}"
-            ) from None
-        except ValidationError as error:
-            raise Problem(422, "invalid_request", describe_validation_errors(error.errors())) from None
+        body = await read_body(request, TransferRequestModel)
         try:
             source = settings.directory.account(body.source.service, body.source.user_id)
             target = settings.directory.account(body.target.service, body.target.user_id)
@@ -417,6 +519,7 @@ def create_transfers_app(
         except LOG_FAILURES as error:
             raise _log_unavailable(error) from None
         created_at = now_ms()
+        deadline = deadline_ms(body.deadline, created_at)
         record = SagaRecord(
             str(uuid.uuid4()),
             source,
@@ -426,6 +529,7 @@ def create_transfers_app(
             updated_at_ms=created_at,
             idempotency_key=key,
             submitted_by=_caller(request),
+            deadline_ms=deadline,
         )
         try:
             saga, created = await log.submit(record)
@@ -483,6 +587,56 @@ def create_transfers_app(
         events = [present.event(record, event) for event in history]
         return _json({"transaction_id": transaction_id, "events": events})
 
+    async def act(request: Request, action: OperatorAction) -> Response:
+        """Record an operator's action; the same call the console's forms make."""
+        try:
+            check_action(action)
+        except ValueError as error:
+            raise Problem(422, "invalid_request", f"reason: {error}") from None
+        try:
+            record = await log.act(action)
+        except UnknownSaga:
+            raise Problem(404, "unknown_transfer", f"no transfer has the id {action.transaction_id!r}") from None
+        except ActionRefused as refused:
+            current = await _read(action.transaction_id)
+            if already_taken(current, action):
+                return _json(present.transfer(current), 200, {"Idempotent-Replayed": "true"})
+            raise Problem(409, refused.code, f"nothing was recorded: {refused.detail}") from None
+        except LOG_FAILURES as error:
+            raise _log_unavailable(error) from None
+        return _json(present.transfer(record))
+
+    def operator(request: Request, transaction_id: str) -> str:
+        """The operator's name; Problem 403 for anyone else."""
+        request.state.transaction_id = transaction_id
+        if getattr(request.state, "role", None) != "operator":
+            detail = "only an operator may act on a transfer"
+            if not settings.operator_tokens:
+                detail += "; this service was started without --operator-token, so no one may"
+            raise Problem(403, "operator_only", f"{detail}; nothing was recorded")
+        name = _caller(request)
+        assert name is not None
+        return name
+
+    @app.post("/transfers/{transaction_id:anytext}/cancel", name="cancelTransfer")
+    async def cancel_transfer(request: Request, transaction_id: TransactionIdPath) -> Response:
+        actor = operator(request, transaction_id)
+        body = await read_body(request, OperatorActionModel)
+        return await act(request, OperatorAction(transaction_id, ActionKind.CANCEL, actor, body.reason, now_ms()))
+
+    @app.post("/transfers/{transaction_id:anytext}/retry", name="retryTransfer")
+    async def retry_transfer(request: Request, transaction_id: TransactionIdPath) -> Response:
+        actor = operator(request, transaction_id)
+        body = await read_body(request, OperatorActionModel)
+        return await act(request, OperatorAction(transaction_id, ActionKind.RETRY, actor, body.reason, now_ms()))
+
+    @app.post("/transfers/{transaction_id:anytext}/resolve", name="resolveTransfer")
+    async def resolve_transfer(request: Request, transaction_id: TransactionIdPath) -> Response:
+        actor = operator(request, transaction_id)
+        body = await read_body(request, ResolveModel)
+        action = OperatorAction(transaction_id, ActionKind.RESOLVE, actor, body.reason, now_ms(), body.resolution)
+        return await act(request, action)
+
     @app.get("/transfers/{transaction_id:anytext}", name="getTransfer")
     async def get_transfer(
         request: Request,
@@ -511,6 +665,8 @@ def create_transfers_app(
     @app.get("/metrics", name="metrics")
     async def prometheus_metrics() -> Response:
         return Response(generate_latest(registry), media_type="text/plain; version=0.0.4; charset=utf-8")
+
+    add_console(app, settings=settings, log=log, present=present, now_ms=now_ms, tokens=tokens)
 
     async def on_problem(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, Problem)
@@ -551,7 +707,7 @@ def create_transfers_app(
     app.add_exception_handler(RequestValidationError, on_validation_error)
     app.add_exception_handler(StarletteHTTPException, on_http_exception)
     app.add_exception_handler(Exception, on_unexpected_error)
-    app.add_middleware(CallerTokens, tokens=settings.api_tokens)
+    app.add_middleware(CallerTokens, tokens=tokens)
     app.add_middleware(
         RequestGuardMiddleware,
         max_body_bytes=settings.max_body_bytes,

@@ -26,7 +26,7 @@ from saga.metrics import ObservedSagaLog, SagaMetrics
 from saga.options import MAX_CONCURRENCY, add_directory_options, add_output_options, whole_number
 from saga.orchestrator import DEFAULT_LEASE_SECONDS, Orchestrator
 from saga.run import TransferResult
-from saga.service.app import TransfersSettings, create_transfers_app
+from saga.service.app import DEFAULT_STUCK_AFTER_SECONDS, TransfersSettings, create_transfers_app
 from saga.service.waiting import EndWatch
 from saga.worker import Worker
 from server.edge import EdgeLimits, guarded_protocol, is_loopback
@@ -58,6 +58,20 @@ def add_serve_command(commands: Any) -> None:
         metavar="NAME=SECRET",
         help="a caller's bearer token, recorded by NAME with what it submits; repeat for each caller "
         "(without any, only loopback callers are served)",
+    )
+    serve.add_argument(
+        "--operator-token",
+        action="append",
+        default=[],
+        metavar="NAME=SECRET",
+        help="an operator's bearer token: what a caller may do, plus cancel, retry and resolve, and the console's "
+        "actions; actions are recorded by NAME; repeat for each operator",
+    )
+    serve.add_argument(
+        "--stuck-after-seconds",
+        type=whole_number(1, 10**7),
+        default=DEFAULT_STUCK_AFTER_SECONDS,
+        help=f"a saga COMPENSATING for longer than this is listed as stuck ({DEFAULT_STUCK_AFTER_SECONDS})",
     )
     serve.add_argument(
         "--token", default=os.environ.get("SAGA_TOKEN"), help="bearer token for the accounts services (SAGA_TOKEN)"
@@ -96,14 +110,14 @@ def add_serve_command(commands: Any) -> None:
     add_output_options(serve)
 
 
-def _api_tokens(flags: list[str]) -> dict[str, str]:
+def _tokens(flags: list[str], option: str = "--api-token") -> dict[str, str]:
     tokens: dict[str, str] = {}
     for flag in flags:
         name, sep, secret = flag.partition("=")
         if not sep or not name or not secret:
-            raise ServeError(f"--api-token expects NAME=SECRET, got {name or flag!r}=…")
+            raise ServeError(f"{option} expects NAME=SECRET, got {name or flag!r}=…")
         if name in tokens:
-            raise ServeError(f"--api-token names the caller {name!r} twice")
+            raise ServeError(f"{option} names {name!r} twice")
         tokens[name] = secret
     return tokens
 
@@ -115,8 +129,14 @@ def run_serve(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         directory = directory_from(args.service, args.services)
         if not directory:
             raise ServeError("name the accounts services requests may use: --service NAME=URL[,URL...]")
-        tokens = _api_tokens(args.api_token)
-        settings = TransfersSettings(directory=directory, api_tokens=tokens, max_body_bytes=args.max_body_bytes)
+        settings = TransfersSettings(
+            directory=directory,
+            api_tokens=_tokens(args.api_token),
+            operator_tokens=_tokens(args.operator_token, "--operator-token"),
+            max_body_bytes=args.max_body_bytes,
+            bank_token=args.token,
+            stuck_after_seconds=args.stuck_after_seconds,
+        )
         limits = EdgeLimits(
             max_body_bytes=args.max_body_bytes,
             max_header_bytes=args.max_header_bytes,
@@ -127,7 +147,7 @@ def run_serve(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         )
         listener = socket.socket(fileno=args.fd) if args.fd is not None else None
         host = listener.getsockname()[0] if listener is not None else args.host
-        if not tokens and not is_loopback(host):
+        if not settings.authenticated and not is_loopback(host):
             raise ServeError(
                 f"refusing to serve on {host} without API tokens: anyone who reaches it could move money; "
                 "give --api-token NAME=SECRET, or bind to a loopback address"
@@ -192,12 +212,15 @@ async def _serve(
     else:
         server = uvicorn.Server(uvicorn.Config(app, host=args.host, port=args.port, **options))
         where = f"{args.host}:{args.port}"
-    callers = ", ".join(sorted(settings.api_tokens)) or "none: unauthenticated calls, served on loopback only"
+    callers = ", ".join(sorted(settings.api_tokens)) or "none"
+    if not settings.authenticated:
+        callers = "none: unauthenticated calls, served on loopback only"
+    operators = ", ".join(sorted(settings.operator_tokens)) or "none (no operator actions)"
     services = "; ".join(f"{name}={','.join(urls)}" for name, urls in settings.directory.to_json().items())
     print(
         f"transfers service on http://{where}, saga log {database if not shared else 'postgresql'}, "
         f"{'driving ' + str(args.concurrency) + ' sagas at a time' if drive else 'not driving sagas (--no-drive)'}; "
-        f"services: {services}; API callers: {callers}",
+        f"services: {services}; API callers: {callers}; operators: {operators}",
         file=err,
         flush=True,
     )

@@ -26,6 +26,7 @@ class TransfersProcess(ServerProcess):
         *,
         db: str | Path | None = None,
         api_tokens: Mapping[str, str] | None = None,
+        operator_tokens: Mapping[str, str] | None = None,
         token: str | None = None,
         extra_args: Sequence[str] = (),
         startup_timeout: float = 30.0,
@@ -34,6 +35,7 @@ class TransfersProcess(ServerProcess):
         self.services = {name: urls if isinstance(urls, str) else ",".join(urls) for name, urls in services.items()}
         self.db = db
         self.api_tokens = dict(api_tokens or {})
+        self.operator_tokens = dict(operator_tokens or {})
 
     def command(self, fd: int, workdir: Path) -> list[str]:
         command = [sys.executable, "-m", "saga", "serve", "--fd", str(fd)]
@@ -42,6 +44,8 @@ class TransfersProcess(ServerProcess):
             command += ["--service", f"{name}={urls}"]
         for name, secret in self.api_tokens.items():
             command += ["--api-token", f"{name}={secret}"]
+        for name, secret in self.operator_tokens.items():
+            command += ["--operator-token", f"{name}={secret}"]
         if self.token is not None:
             command += ["--token", self.token]
         return command + self.extra_args

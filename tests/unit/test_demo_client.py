@@ -41,6 +41,8 @@ def transfer_json(submission: Submission, transaction_id: str, state: str = "PEN
         "attempts": 0,
         "last_error": None,
         "submitted_by": None,
+        "deadline": None,
+        "code": None,
     }
 
 

@@ -39,7 +39,7 @@ class LogThatCannotListen(MemorySagaLog):
         super().__init__()
         self.hangs = hangs
 
-    async def listen(self, wake: Callable[[], None]) -> None:
+    async def listen(self, wake: Callable[[], None], retry: Callable[[str], None] | None = None) -> None:
         if self.hangs:
             await asyncio.Event().wait()
         raise SagaLogError("cannot listen on the saga log at test: connection refused")

@@ -2,6 +2,7 @@ from enum import StrEnum
 
 
 class EventKind(StrEnum):
+    ACTION = "action"
     ATTEMPT = "attempt"
     CLAIM = "claim"
     STATE = "state"

@@ -22,11 +22,14 @@ class Transfer:
         transaction_id (str):
         idempotency_key (None | str): The key it was submitted under; null for a transfer started otherwise (the CLI's
             `transfer`).
-        state (TransferState): `COMPLETED`, `COMPENSATED`, `FAILED` and `NEEDS_ATTENTION` are final.
+        state (TransferState): `COMPLETED`, `COMPENSATED`, `FAILED`, `NEEDS_ATTENTION`, `CANCELLED`
+            and `RESOLVED` are final: no automation moves a transfer out of them.
             `COMPLETED`: debited and credited. `COMPENSATED`: the debit was given
-            back. `FAILED`: the debit was refused, so nothing moved.
-            `NEEDS_ATTENTION`: an accounts service forgot the transfer; an
-            operator decides.
+            back. `FAILED`: the debit was refused or never sent, so nothing
+            moved. `NEEDS_ATTENTION`: an accounts service forgot the transfer; an
+            operator decides, and only an operator's `resolve` leads on, to
+            `RESOLVED`: settled by hand. `CANCELLED`: an operator cancelled it
+            before any request was sent.
         source (TransferAccount):
         target (TransferAccount):
         amount (int): An amount of money in minor units (cents). The service writes it
@@ -38,6 +41,14 @@ class Transfer:
         last_error (None | str): Why the saga last retried, compensated, failed or stopped; null when nothing went
             wrong.
         submitted_by (None | str): The name of the API token it was submitted with; null without API tokens.
+        deadline (datetime.datetime | None): After this time the saga sends no new forward request; null without a
+            deadline.
+        code (None | str): Why the transfer ended where it did, as a stable code; null while
+            it runs and when it completed. For example `insufficient_funds`
+            (`FAILED`), `deadline_exceeded` (`FAILED` or `COMPENSATED`),
+            `outcome_unknown` (`COMPENSATED`), `cancelled`, and the
+            resolution (`moved_by_hand`, `nothing_to_move`) of a `RESOLVED`
+            one.
     """
 
     transaction_id: str
@@ -51,6 +62,8 @@ class Transfer:
     attempts: int
     last_error: None | str
     submitted_by: None | str
+    deadline: datetime.datetime | None
+    code: None | str
 
     def to_dict(self) -> dict[str, Any]:
         transaction_id = self.transaction_id
@@ -78,6 +91,15 @@ class Transfer:
         submitted_by: None | str
         submitted_by = self.submitted_by
 
+        deadline: None | str
+        if isinstance(self.deadline, datetime.datetime):
+            deadline = self.deadline.isoformat()
+        else:
+            deadline = self.deadline
+
+        code: None | str
+        code = self.code
+
         field_dict: dict[str, Any] = {}
 
         field_dict.update(
@@ -93,6 +115,8 @@ class Transfer:
                 "attempts": attempts,
                 "last_error": last_error,
                 "submitted_by": submitted_by,
+                "deadline": deadline,
+                "code": code,
             }
         )
 
@@ -140,6 +164,28 @@ class Transfer:
 
         submitted_by = _parse_submitted_by(d.pop("submitted_by"))
 
+        def _parse_deadline(data: object) -> datetime.datetime | None:
+            if data is None:
+                return data
+            try:
+                if not isinstance(data, str):
+                    raise TypeError()
+                deadline_type_0 = datetime.datetime.fromisoformat(data)
+
+                return deadline_type_0
+            except (TypeError, ValueError, AttributeError, KeyError):
+                pass
+            return cast(datetime.datetime | None, data)
+
+        deadline = _parse_deadline(d.pop("deadline"))
+
+        def _parse_code(data: object) -> None | str:
+            if data is None:
+                return data
+            return cast(None | str, data)
+
+        code = _parse_code(d.pop("code"))
+
         transfer = cls(
             transaction_id=transaction_id,
             idempotency_key=idempotency_key,
@@ -152,6 +198,8 @@ class Transfer:
             attempts=attempts,
             last_error=last_error,
             submitted_by=submitted_by,
+            deadline=deadline,
+            code=code,
         )
 
         return transfer

@@ -6,7 +6,9 @@ from typing import Any, Self, TypeVar, cast
 
 from attrs import define as _attrs_define
 
+from ..models.action_kind import ActionKind
 from ..models.event_kind import EventKind
+from ..models.resolution import Resolution
 from ..models.transfer_event_step import TransferEventStep
 from ..models.transfer_state import TransferState
 from ..types import UNSET, Unset
@@ -22,11 +24,14 @@ class TransferEvent:
         kind (EventKind):
         worker (None | str): The worker that wrote the event; null for a write no lease guarded.
         epoch (int | None): The lease epoch the event was written under; null for a write no lease guarded.
-        state (TransferState | Unset): `COMPLETED`, `COMPENSATED`, `FAILED` and `NEEDS_ATTENTION` are final.
+        state (TransferState | Unset): `COMPLETED`, `COMPENSATED`, `FAILED`, `NEEDS_ATTENTION`, `CANCELLED`
+            and `RESOLVED` are final: no automation moves a transfer out of them.
             `COMPLETED`: debited and credited. `COMPENSATED`: the debit was given
-            back. `FAILED`: the debit was refused, so nothing moved.
-            `NEEDS_ATTENTION`: an accounts service forgot the transfer; an
-            operator decides.
+            back. `FAILED`: the debit was refused or never sent, so nothing
+            moved. `NEEDS_ATTENTION`: an accounts service forgot the transfer; an
+            operator decides, and only an operator's `resolve` leads on, to
+            `RESOLVED`: settled by hand. `CANCELLED`: an operator cancelled it
+            before any request was sent.
         because (str | Unset): Why the state changed, where the log says.
         step (TransferEventStep | Unset):
         attempt (int | Unset): The number of this request within its step.
@@ -36,6 +41,12 @@ class TransferEvent:
         latency_us (int | Unset): Microseconds from sending the request to its answer or failure.
         service (None | str | Unset): The accounts service the request went to, by name.
         ledger_id (None | str | Unset): The Ledger-Id that answered; null without an answer.
+        action (ActionKind | Unset):
+        actor (str | Unset): Who took an `action`; the operator token's name, or `cli:USER@HOST`.
+        reason (str | Unset): Why, as the operator gave it.
+        resolution (Resolution | Unset): `moved_by_hand`: the money was moved (or given back) outside the
+            saga. `nothing_to_move`: the services' trails show nothing left to
+            move.
     """
 
     at: datetime.datetime
@@ -52,6 +63,10 @@ class TransferEvent:
     latency_us: int | Unset = UNSET
     service: None | str | Unset = UNSET
     ledger_id: None | str | Unset = UNSET
+    action: ActionKind | Unset = UNSET
+    actor: str | Unset = UNSET
+    reason: str | Unset = UNSET
+    resolution: Resolution | Unset = UNSET
 
     def to_dict(self) -> dict[str, Any]:
         at = self.at.isoformat()
@@ -108,6 +123,18 @@ class TransferEvent:
         else:
             ledger_id = self.ledger_id
 
+        action: str | Unset = UNSET
+        if not isinstance(self.action, Unset):
+            action = self.action.value
+
+        actor = self.actor
+
+        reason = self.reason
+
+        resolution: str | Unset = UNSET
+        if not isinstance(self.resolution, Unset):
+            resolution = self.resolution.value
+
         field_dict: dict[str, Any] = {}
 
         field_dict.update(
@@ -138,6 +165,14 @@ class TransferEvent:
             field_dict["service"] = service
         if ledger_id is not UNSET:
             field_dict["ledger_id"] = ledger_id
+        if action is not UNSET:
+            field_dict["action"] = action
+        if actor is not UNSET:
+            field_dict["actor"] = actor
+        if reason is not UNSET:
+            field_dict["reason"] = reason
+        if resolution is not UNSET:
+            field_dict["resolution"] = resolution
 
         return field_dict
 
@@ -227,6 +262,24 @@ class TransferEvent:
 
         ledger_id = _parse_ledger_id(d.pop("ledger_id", UNSET))
 
+        _action = d.pop("action", UNSET)
+        action: ActionKind | Unset
+        if isinstance(_action, Unset):
+            action = UNSET
+        else:
+            action = ActionKind(_action)
+
+        actor = d.pop("actor", UNSET)
+
+        reason = d.pop("reason", UNSET)
+
+        _resolution = d.pop("resolution", UNSET)
+        resolution: Resolution | Unset
+        if isinstance(_resolution, Unset):
+            resolution = UNSET
+        else:
+            resolution = Resolution(_resolution)
+
         transfer_event = cls(
             at=at,
             kind=kind,
@@ -242,6 +295,10 @@ class TransferEvent:
             latency_us=latency_us,
             service=service,
             ledger_id=ledger_id,
+            action=action,
+            actor=actor,
+            reason=reason,
+            resolution=resolution,
         )
 
         return transfer_event

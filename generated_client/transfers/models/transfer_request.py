@@ -1,9 +1,12 @@
 from __future__ import annotations
 
+import datetime
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Self, TypeVar
 
 from attrs import define as _attrs_define
+
+from ..types import UNSET, Unset
 
 if TYPE_CHECKING:
     from ..models.account_at import AccountAt
@@ -21,11 +24,18 @@ class TransferRequest:
         amount (int): An amount of money in minor units (cents). The service writes it
             without a fraction; it reads `2500.0` as `2500`, and refuses any other
             fraction.
+        deadline (datetime.datetime | Unset): RFC 3339, with a time zone. After it the saga sends no new
+            forward request: a debit never sent ends `FAILED`, a debit sent is
+            given back (`COMPENSATED`), and a credit that already landed
+            stands (`COMPLETED`); either of the first two with the code
+            `deadline_exceeded`. At most a year ahead; a deadline already
+            past is refused.
     """
 
     source: AccountAt
     target: AccountAt
     amount: int
+    deadline: datetime.datetime | Unset = UNSET
 
     def to_dict(self) -> dict[str, Any]:
         source = self.source.to_dict()
@@ -33,6 +43,10 @@ class TransferRequest:
         target = self.target.to_dict()
 
         amount = self.amount
+
+        deadline: str | Unset = UNSET
+        if not isinstance(self.deadline, Unset):
+            deadline = self.deadline.isoformat()
 
         field_dict: dict[str, Any] = {}
 
@@ -43,6 +57,8 @@ class TransferRequest:
                 "amount": amount,
             }
         )
+        if deadline is not UNSET:
+            field_dict["deadline"] = deadline
 
         return field_dict
 
@@ -57,10 +73,18 @@ class TransferRequest:
 
         amount = d.pop("amount")
 
+        _deadline = d.pop("deadline", UNSET)
+        deadline: datetime.datetime | Unset
+        if isinstance(_deadline, Unset):
+            deadline = UNSET
+        else:
+            deadline = datetime.datetime.fromisoformat(_deadline)
+
         transfer_request = cls(
             source=source,
             target=target,
             amount=amount,
+            deadline=deadline,
         )
 
         return transfer_request

@@ -2,6 +2,7 @@ from enum import StrEnum
 
 
 class TransferState(StrEnum):
+    CANCELLED = "CANCELLED"
     COMPENSATED = "COMPENSATED"
     COMPENSATING = "COMPENSATING"
     COMPLETED = "COMPLETED"
@@ -10,6 +11,7 @@ class TransferState(StrEnum):
     FAILED = "FAILED"
     NEEDS_ATTENTION = "NEEDS_ATTENTION"
     PENDING = "PENDING"
+    RESOLVED = "RESOLVED"
 
     def __str__(self) -> str:
         return str(self.value)

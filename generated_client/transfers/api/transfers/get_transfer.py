@@ -94,7 +94,8 @@ def sync_detailed(
 
      With `wait=SECONDS` (at most 30) the answer is held until the
     transfer reaches a final state (`COMPLETED`, `COMPENSATED`, `FAILED`,
-    `NEEDS_ATTENTION`) or the time is up, whichever comes first; either
+    `NEEDS_ATTENTION`, `CANCELLED`, `RESOLVED`) or the time is up,
+    whichever comes first; either
     way it answers 200 with the transfer as it is then. A caller waits
     for the end without polling.
 
@@ -132,7 +133,8 @@ def sync(
 
      With `wait=SECONDS` (at most 30) the answer is held until the
     transfer reaches a final state (`COMPLETED`, `COMPENSATED`, `FAILED`,
-    `NEEDS_ATTENTION`) or the time is up, whichever comes first; either
+    `NEEDS_ATTENTION`, `CANCELLED`, `RESOLVED`) or the time is up,
+    whichever comes first; either
     way it answers 200 with the transfer as it is then. A caller waits
     for the end without polling.
 
@@ -165,7 +167,8 @@ async def asyncio_detailed(
 
      With `wait=SECONDS` (at most 30) the answer is held until the
     transfer reaches a final state (`COMPLETED`, `COMPENSATED`, `FAILED`,
-    `NEEDS_ATTENTION`) or the time is up, whichever comes first; either
+    `NEEDS_ATTENTION`, `CANCELLED`, `RESOLVED`) or the time is up,
+    whichever comes first; either
     way it answers 200 with the transfer as it is then. A caller waits
     for the end without polling.
 
@@ -201,7 +204,8 @@ async def asyncio(
 
      With `wait=SECONDS` (at most 30) the answer is held until the
     transfer reaches a final state (`COMPLETED`, `COMPENSATED`, `FAILED`,
-    `NEEDS_ATTENTION`) or the time is up, whichever comes first; either
+    `NEEDS_ATTENTION`, `CANCELLED`, `RESOLVED`) or the time is up,
+    whichever comes first; either
     way it answers 200 with the transfer as it is then. A caller waits
     for the end without polling.
 

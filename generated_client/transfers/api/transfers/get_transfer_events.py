@@ -84,9 +84,10 @@ def sync_detailed(
 
      Every state change and every request the saga sent to an accounts
     service (an `attempt`: its step, HTTP status or error, problem code,
-    latency, and the Ledger-Id that answered), and every claim of the
-    saga by a worker, each with the worker and the lease epoch it was
-    written under.
+    latency, and the Ledger-Id that answered), every claim of the saga
+    by a worker, each with the worker and the lease epoch it was written
+    under, and every operator `action` (who, what, why, and the state it
+    led to).
 
     Args:
         transaction_id (str):
@@ -119,9 +120,10 @@ def sync(
 
      Every state change and every request the saga sent to an accounts
     service (an `attempt`: its step, HTTP status or error, problem code,
-    latency, and the Ledger-Id that answered), and every claim of the
-    saga by a worker, each with the worker and the lease epoch it was
-    written under.
+    latency, and the Ledger-Id that answered), every claim of the saga
+    by a worker, each with the worker and the lease epoch it was written
+    under, and every operator `action` (who, what, why, and the state it
+    led to).
 
     Args:
         transaction_id (str):
@@ -149,9 +151,10 @@ async def asyncio_detailed(
 
      Every state change and every request the saga sent to an accounts
     service (an `attempt`: its step, HTTP status or error, problem code,
-    latency, and the Ledger-Id that answered), and every claim of the
-    saga by a worker, each with the worker and the lease epoch it was
-    written under.
+    latency, and the Ledger-Id that answered), every claim of the saga
+    by a worker, each with the worker and the lease epoch it was written
+    under, and every operator `action` (who, what, why, and the state it
+    led to).
 
     Args:
         transaction_id (str):
@@ -182,9 +185,10 @@ async def asyncio(
 
      Every state change and every request the saga sent to an accounts
     service (an `attempt`: its step, HTTP status or error, problem code,
-    latency, and the Ledger-Id that answered), and every claim of the
-    saga by a worker, each with the worker and the lease epoch it was
-    written under.
+    latency, and the Ledger-Id that answered), every claim of the saga
+    by a worker, each with the worker and the lease epoch it was written
+    under, and every operator `action` (who, what, why, and the state it
+    led to).
 
     Args:
         transaction_id (str):

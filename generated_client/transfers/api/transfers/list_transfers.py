@@ -100,12 +100,15 @@ def sync_detailed(
     `after` for the next page. No page is ever unbounded.
 
     Args:
-        state (TransferState | Unset): `COMPLETED`, `COMPENSATED`, `FAILED` and `NEEDS_ATTENTION`
-            are final.
+        state (TransferState | Unset): `COMPLETED`, `COMPENSATED`, `FAILED`, `NEEDS_ATTENTION`,
+            `CANCELLED`
+            and `RESOLVED` are final: no automation moves a transfer out of them.
             `COMPLETED`: debited and credited. `COMPENSATED`: the debit was given
-            back. `FAILED`: the debit was refused, so nothing moved.
-            `NEEDS_ATTENTION`: an accounts service forgot the transfer; an
-            operator decides.
+            back. `FAILED`: the debit was refused or never sent, so nothing
+            moved. `NEEDS_ATTENTION`: an accounts service forgot the transfer; an
+            operator decides, and only an operator's `resolve` leads on, to
+            `RESOLVED`: settled by hand. `CANCELLED`: an operator cancelled it
+            before any request was sent.
         limit (int | Unset):  Default: 50.
         after (str | Unset): An opaque position in a listing.
 
@@ -144,12 +147,15 @@ def sync(
     `after` for the next page. No page is ever unbounded.
 
     Args:
-        state (TransferState | Unset): `COMPLETED`, `COMPENSATED`, `FAILED` and `NEEDS_ATTENTION`
-            are final.
+        state (TransferState | Unset): `COMPLETED`, `COMPENSATED`, `FAILED`, `NEEDS_ATTENTION`,
+            `CANCELLED`
+            and `RESOLVED` are final: no automation moves a transfer out of them.
             `COMPLETED`: debited and credited. `COMPENSATED`: the debit was given
-            back. `FAILED`: the debit was refused, so nothing moved.
-            `NEEDS_ATTENTION`: an accounts service forgot the transfer; an
-            operator decides.
+            back. `FAILED`: the debit was refused or never sent, so nothing
+            moved. `NEEDS_ATTENTION`: an accounts service forgot the transfer; an
+            operator decides, and only an operator's `resolve` leads on, to
+            `RESOLVED`: settled by hand. `CANCELLED`: an operator cancelled it
+            before any request was sent.
         limit (int | Unset):  Default: 50.
         after (str | Unset): An opaque position in a listing.
 
@@ -183,12 +189,15 @@ async def asyncio_detailed(
     `after` for the next page. No page is ever unbounded.
 
     Args:
-        state (TransferState | Unset): `COMPLETED`, `COMPENSATED`, `FAILED` and `NEEDS_ATTENTION`
-            are final.
+        state (TransferState | Unset): `COMPLETED`, `COMPENSATED`, `FAILED`, `NEEDS_ATTENTION`,
+            `CANCELLED`
+            and `RESOLVED` are final: no automation moves a transfer out of them.
             `COMPLETED`: debited and credited. `COMPENSATED`: the debit was given
-            back. `FAILED`: the debit was refused, so nothing moved.
-            `NEEDS_ATTENTION`: an accounts service forgot the transfer; an
-            operator decides.
+            back. `FAILED`: the debit was refused or never sent, so nothing
+            moved. `NEEDS_ATTENTION`: an accounts service forgot the transfer; an
+            operator decides, and only an operator's `resolve` leads on, to
+            `RESOLVED`: settled by hand. `CANCELLED`: an operator cancelled it
+            before any request was sent.
         limit (int | Unset):  Default: 50.
         after (str | Unset): An opaque position in a listing.
 
@@ -225,12 +234,15 @@ async def asyncio(
     `after` for the next page. No page is ever unbounded.
 
     Args:
-        state (TransferState | Unset): `COMPLETED`, `COMPENSATED`, `FAILED` and `NEEDS_ATTENTION`
-            are final.
+        state (TransferState | Unset): `COMPLETED`, `COMPENSATED`, `FAILED`, `NEEDS_ATTENTION`,
+            `CANCELLED`
+            and `RESOLVED` are final: no automation moves a transfer out of them.
             `COMPLETED`: debited and credited. `COMPENSATED`: the debit was given
-            back. `FAILED`: the debit was refused, so nothing moved.
-            `NEEDS_ATTENTION`: an accounts service forgot the transfer; an
-            operator decides.
+            back. `FAILED`: the debit was refused or never sent, so nothing
+            moved. `NEEDS_ATTENTION`: an accounts service forgot the transfer; an
+            operator decides, and only an operator's `resolve` leads on, to
+            `RESOLVED`: settled by hand. `CANCELLED`: an operator cancelled it
+            before any request was sent.
         limit (int | Unset):  Default: 50.
         after (str | Unset): An opaque position in a listing.
 
