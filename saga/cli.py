@@ -118,14 +118,16 @@ def add_deadline_options(command: argparse.ArgumentParser) -> None:
 
 def deadline_from(args: argparse.Namespace, now_ms: int) -> int | None:
     """The deadline the options give, in ms since the epoch; UsageError when it cannot be one."""
-    if args.deadline_seconds is not None:
-        return now_ms + args.deadline_seconds * 1000
-    if args.deadline is None:
+    seconds: int | None = args.deadline_seconds
+    if seconds is not None:
+        return now_ms + seconds * 1000
+    deadline: datetime | None = args.deadline
+    if deadline is None:
         return None
-    problem = deadline_problem(args.deadline, now_ms)
+    problem = deadline_problem(deadline, now_ms)
     if problem is not None:
         raise UsageError(f"--deadline {problem}")
-    return epoch_ms(args.deadline)
+    return epoch_ms(deadline)
 
 
 #: The contract's TransactionId (openapi/openapi.yaml), anchored for fullmatch: "$" would let a final newline pass.
@@ -1009,7 +1011,7 @@ async def logged_saga(database: str, transaction_id: str) -> tuple[SagaRecord, l
 async def logged_events(database: str, transaction_id: str) -> list[dict[str, Any]]:
     """A saga's history from the log, as the transfers service shows it."""
     from saga.directory import ServiceDirectory
-    from saga.service.app import Presenter
+    from saga.service.presenting import Presenter
 
     record, history = await logged_saga(database, transaction_id)
     present = Presenter(ServiceDirectory())

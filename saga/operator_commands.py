@@ -210,7 +210,7 @@ async def _drive_now(args: argparse.Namespace, log: SagaLog, record: SagaRecord,
 
 def _as_api(record: SagaRecord) -> dict[str, Any]:
     from saga.directory import ServiceDirectory
-    from saga.service.app import Presenter
+    from saga.service.presenting import Presenter
 
     return Presenter(ServiceDirectory()).transfer(record)
 

@@ -8,6 +8,7 @@ in this process (SQLite, or PostgreSQL by default) or in others
 (PostgreSQL, ``--no-drive``). Nothing here decides anything about money.
 """
 
-from saga.service.app import TransfersSettings, create_transfers_app
+from saga.service.app import create_transfers_app
+from saga.service.settings import TransfersSettings
 
 __all__ = ["TransfersSettings", "create_transfers_app"]

@@ -9,14 +9,12 @@ from __future__ import annotations
 
 import base64
 import binascii
-import hmac
 import json
 import logging
 import time
 import uuid
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from collections.abc import Callable
+from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any, Final, Literal, TypeVar
 
@@ -31,7 +29,7 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from saga.deadlines import deadline_problem, epoch_ms
-from saga.directory import ServiceDirectory, UnknownService
+from saga.directory import UnknownService
 from saga.failures import LOG_FAILURES, one_line
 from saga.ledger_watch import LedgerWatch
 from saga.ledgers import ServiceQuarantined
@@ -39,9 +37,11 @@ from saga.logs import IdempotencyKeyConflict, SagaLog
 from saga.logs.base import UnknownSaga
 from saga.operator import MAX_REASON_LENGTH, ActionRefused, already_taken, check_action
 from saga.orchestrator import MAX_AMOUNT, InvalidTransfer, validate, wall_clock_ms
-from saga.records import AccountRef, ActionKind, Event, OperatorAction, Resolution, SagaRecord
+from saga.records import ActionKind, OperatorAction, Resolution, SagaRecord
 from saga.redact import redact
-from saga.service.console import add_console
+from saga.service.console import ConsoleHeaders, add_console
+from saga.service.presenting import Presenter
+from saga.service.settings import CONSOLE_PREFIX, TokenBook, TransfersSettings
 from saga.service.waiting import EndWatch
 from saga.states import SagaState
 from server.app import describe_validation_errors, integral_number
@@ -60,10 +60,6 @@ SERVICE_NAME_PATTERN: Final = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
 CURSOR_PATTERN: Final = r"^[A-Za-z0-9_-]+$"
 #: Paths anyone may call, whatever tokens the service has.
 PUBLIC_PATHS: Final = frozenset({"/healthz", "/readyz", "/openapi.json"})
-#: The operator console signs its users in itself (a cookie or a bearer token; see saga/service/console.py).
-CONSOLE_PREFIX: Final = "/ui"
-#: How long a saga may stay COMPENSATING before the overview and the alerts call it stuck.
-DEFAULT_STUCK_AFTER_SECONDS: Final = 60
 
 ErrorCode = Literal[
     "missing_idempotency_key",
@@ -104,34 +100,6 @@ TITLES: Final[dict[str, str]] = {
     "transfer_not_retryable": "Transfer not retryable",
     "transfer_not_awaiting_operator": "Transfer not awaiting an operator",
 }
-
-
-@dataclass(frozen=True, slots=True)
-class TransfersSettings:
-    directory: ServiceDirectory
-    #: Caller name -> its bearer token. No token of either kind: no authentication (loopback only; see serve).
-    api_tokens: Mapping[str, str] = field(default_factory=dict)
-    #: Operator name -> its bearer token: what a caller may do, plus cancel, retry and resolve.
-    operator_tokens: Mapping[str, str] = field(default_factory=dict)
-    max_body_bytes: int = 64 * 1024
-    #: The accounts services' bearer token, for the console's reads of their audit trails.
-    bank_token: str | None = None
-    #: A saga COMPENSATING for longer than this (since its creation) is stuck.
-    stuck_after_seconds: int = DEFAULT_STUCK_AFTER_SECONDS
-
-    def __post_init__(self) -> None:
-        secrets = [*self.api_tokens.values(), *self.operator_tokens.values()]
-        if len(set(secrets)) != len(secrets):
-            raise ValueError("two callers or operators have the same token: a token must name one of them")
-        if any(not secret for secret in secrets):
-            raise ValueError("a token must not be empty")
-        if set(self.api_tokens) & set(self.operator_tokens):
-            raise ValueError("a name is either a caller's or an operator's, not both")
-
-    @property
-    def authenticated(self) -> bool:
-        """Whether every request (but the public paths) needs a token."""
-        return bool(self.api_tokens or self.operator_tokens)
 
 
 class Problem(Exception):
@@ -211,74 +179,6 @@ def deadline_ms(deadline: datetime | None, now_ms: int) -> int | None:
 # -- what the API shows -------------------------------------------------------------
 
 
-def iso_time(at_ms: int) -> str:
-    """Milliseconds since the epoch as ISO 8601 in UTC, to the millisecond."""
-    whole = datetime.fromtimestamp(at_ms // 1000, UTC)
-    return whole.strftime("%Y-%m-%dT%H:%M:%S") + f".{at_ms % 1000:03d}Z"
-
-
-class Presenter:
-    """Log records as the contract shows them; a service logged by URL is named when the directory knows it."""
-
-    def __init__(self, directory: ServiceDirectory) -> None:
-        self.directory = directory
-
-    def service_name(self, account: AccountRef) -> str | None:
-        if account.service is not None:
-            return account.service
-        for name in self.directory.names:
-            if account.same_service(AccountRef(self.directory.urls(name), "")):
-                return name
-        return None
-
-    def transfer(self, record: SagaRecord) -> dict[str, Any]:
-        return {
-            "transaction_id": record.transaction_id,
-            "idempotency_key": record.idempotency_key,
-            "state": record.state.value,
-            "source": {"service": self.service_name(record.source), "user_id": record.source.user_id},
-            "target": {"service": self.service_name(record.target), "user_id": record.target.user_id},
-            "amount": record.amount,
-            "created_at": iso_time(record.created_at_ms),
-            "updated_at": iso_time(record.updated_at_ms),
-            "attempts": record.attempts,
-            # An error may quote a URL the log keeps: the caller gets it without credentials.
-            "last_error": None if record.last_error is None else redact(record.last_error),
-            "submitted_by": record.submitted_by,
-            "deadline": None if record.deadline_ms is None else iso_time(record.deadline_ms),
-            "code": record.code,
-        }
-
-    def event(self, record: SagaRecord, event: Event) -> dict[str, Any]:
-        shown: dict[str, Any] = {"at": iso_time(event.at_ms), "kind": event.kind}
-        if event.state is not None:
-            shown["state"] = event.state.value
-        if event.detail:
-            shown["because"] = redact(event.detail)
-        action = event.action
-        if action is not None:
-            shown |= {"action": action.kind.value, "actor": action.actor, "reason": action.reason}
-            shown.pop("because", None)
-            if action.resolution is not None:
-                shown["resolution"] = action.resolution.value
-        attempt = event.attempt
-        if attempt is not None:
-            account = record.source if attempt.step in ("debit", "compensate_debit") else record.target
-            shown |= {
-                "step": attempt.step,
-                "attempt": attempt.number,
-                "status": attempt.status,
-                "code": attempt.code,
-                "error": None if attempt.error is None else redact(attempt.error),
-                "latency_us": attempt.latency_us,
-                "service": self.service_name(account),
-                "ledger_id": attempt.ledger_id,
-            }
-        # An action's owner column holds its actor, shown as such: no worker wrote it.
-        shown |= {"worker": None if action is not None else event.owner, "epoch": event.epoch}
-        return shown
-
-
 def encode_cursor(record: SagaRecord) -> str:
     raw = f"{record.created_at_ms}.{record.transaction_id}".encode()
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
@@ -317,41 +217,6 @@ class ApiMetrics:
             buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0),
             registry=registry,
         )
-
-
-Role = Literal["caller", "operator"]
-
-
-class TokenBook:
-    """Every bearer token the service knows, with the name and role each one stands for."""
-
-    def __init__(self, settings: TransfersSettings) -> None:
-        self.entries: list[tuple[bytes, str, Role]] = [
-            *((secret.encode(), name, "caller") for name, secret in settings.api_tokens.items()),
-            *((secret.encode(), name, "operator") for name, secret in settings.operator_tokens.items()),
-        ]
-
-    def __bool__(self) -> bool:
-        return bool(self.entries)
-
-    def identify(self, token: bytes) -> tuple[str, Role] | None:
-        """The (name, role) ``token`` stands for, or None."""
-        found = None
-        for secret, name, role in self.entries:
-            # Every token is compared, so the time taken does not tell which one came close.
-            if hmac.compare_digest(token, secret):
-                found = (name, role)
-        return found
-
-    def bearer(self, headers: list[tuple[bytes, bytes]]) -> tuple[str, Role] | None:
-        """Who the request's one ``Authorization: Bearer`` header names, or None."""
-        presented = [value for name, value in headers if name == b"authorization"]
-        if len(presented) != 1:
-            return None
-        scheme, _, credentials = presented[0].partition(b" ")
-        if scheme.lower() != b"bearer":
-            return None
-        return self.identify(credentials.strip(b" "))
 
 
 class CallerTokens:
@@ -714,6 +579,8 @@ def create_transfers_app(
         on_refusal=lambda *_: None,
         check_transaction_id=False,
     )
+    # Outermost, so that the edge's own refusals (413, 431) and unexpected 500s under /ui carry them too.
+    app.add_middleware(ConsoleHeaders, prefix=CONSOLE_PREFIX)
     app.state.watch = watch
     app.state.registry = registry
     return app

@@ -26,7 +26,8 @@ from saga.metrics import ObservedSagaLog, SagaMetrics
 from saga.options import MAX_CONCURRENCY, add_directory_options, add_output_options, whole_number
 from saga.orchestrator import DEFAULT_LEASE_SECONDS, Orchestrator
 from saga.run import TransferResult
-from saga.service.app import DEFAULT_STUCK_AFTER_SECONDS, TransfersSettings, create_transfers_app
+from saga.service.app import create_transfers_app
+from saga.service.settings import DEFAULT_STUCK_AFTER_SECONDS, TransfersSettings
 from saga.service.waiting import EndWatch
 from saga.worker import Worker
 from server.edge import EdgeLimits, guarded_protocol, is_loopback

@@ -24,7 +24,8 @@ from schemathesis.specs.openapi.schemas import OpenApiSchema
 
 from saga.directory import ServiceDirectory
 from saga.logs.memory import MemorySagaLog
-from saga.service.app import TransfersSettings, create_transfers_app
+from saga.service.app import create_transfers_app
+from saga.service.settings import TransfersSettings
 from tests.contract.run_schemathesis_transfers import (
     CONFIG,
     CONTRACT,

@@ -7,8 +7,6 @@ a network without the internet, which is what the page must survive.
 
 from __future__ import annotations
 
-import os
-import shutil
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -18,32 +16,12 @@ from server.contract import load_contract
 from server.process import REPO_ROOT
 from server.settings import DEMO_ACCOUNTS
 from tests.conftest import StartServer
+from tests.support.browser import CHROMIUM_FLAGS, chromium
 
 pytestmark = pytest.mark.integration
 
 ARTIFACTS = REPO_ROOT / "test-artifacts"
-CHROMIUM_FLAGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 HTTP_METHODS = ("get", "put", "post", "delete", "patch", "head", "options")
-
-
-def chromium() -> str:
-    """The Chromium executable; skips (fails under CI=true) where there is none."""
-    found = shutil.which("chromium") or ("/usr/bin/chromium" if Path("/usr/bin/chromium").exists() else None)
-    if found is None:
-        message = "no Chromium at /usr/bin/chromium (apt-get install chromium)"
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"{message}, and under CI=true the browser test must run")
-        pytest.skip(message)
-    return found
 
 
 def contract_operations() -> set[tuple[str, str]]:

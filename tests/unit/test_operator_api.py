@@ -1,4 +1,4 @@
-"""The operators' operations of the transfers API, in process over a memory saga log: who may act, on what, and the record."""
+"""The operators' operations of the transfers API, in process over a memory log: who may act, on what, what stays."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from saga.directory import ServiceDirectory
 from saga.logs import MemorySagaLog
 from saga.records import AccountRef, Change, SagaRecord
 from saga.service import TransfersSettings, create_transfers_app
-from saga.service.app import iso_time
+from saga.service.presenting import iso_time
 from saga.service.waiting import EndWatch
 from saga.states import SagaState
 from tests.support.inprocess import asgi_client
@@ -62,7 +62,8 @@ async def saga_in(log: MemorySagaLog, state: SagaState, *, claimed: bool = True,
         if state is not SagaState.PENDING:
             await log.commit(Change(tid, NOW_MS - 800, state, epoch=held.epoch, owner=held.owner))
     saved = await log.get(tid)
-    assert saved is not None and saved.state is state
+    assert saved is not None
+    assert saved.state is state
     return saved
 
 
@@ -124,7 +125,8 @@ def test_a_transfer_a_run_took_up_or_that_ended_is_not_cancelled(state: SagaStat
         assert answer.headers["content-type"] == "application/problem+json"
         assert answer.json()["code"] == code
         after = await log.get("t-1")
-        assert after is not None and after.state is before.state and after.epoch == before.epoch
+        assert after is not None
+        assert (after.state, after.epoch) == (before.state, before.epoch)
         assert await log.action_counts() == {}
 
     run(scenario)
@@ -231,7 +233,8 @@ def test_an_action_without_a_one_line_reason_is_422_and_records_nothing(body: di
         assert answer.status_code == 422
         assert answer.json()["code"] == "invalid_request"
         saga = await log.get("t-1")
-        assert saga is not None and saga.state is SagaState.PENDING
+        assert saga is not None
+        assert saga.state is SagaState.PENDING
 
     run(scenario)
 

@@ -17,7 +17,8 @@ from saga.ledgers import Quarantine
 from saga.logs import MemorySagaLog, SagaLogError
 from saga.records import Attempt, Change
 from saga.service import TransfersSettings, create_transfers_app
-from saga.service.app import decode_cursor, encode_cursor, iso_time
+from saga.service.app import decode_cursor, encode_cursor
+from saga.service.presenting import iso_time
 from saga.service.waiting import EndWatch
 from saga.states import SagaState
 from tests.support.inprocess import asgi_client
