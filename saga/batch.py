@@ -175,6 +175,8 @@ class BatchReport:
             "compensated": self.states[SagaState.COMPENSATED],
             "failed": self.states[SagaState.FAILED],
             "needs_attention": self.states[SagaState.NEEDS_ATTENTION],
+            "cancelled": self.states[SagaState.CANCELLED],
+            "resolved": self.states[SagaState.RESOLVED],
             "pending": self.pending,
             "retries": self.retries,
             "compensations": self.compensations,
@@ -262,7 +264,15 @@ class BatchReport:
         return "all hold" if not self.violations else f"{len(self.violations)} BROKEN"
 
 
-_SHOWN_STATES = (SagaState.COMPLETED, SagaState.COMPENSATED, SagaState.FAILED, SagaState.NEEDS_ATTENTION)
+#: Every terminal state, in the order the report lists them; the others count as "still pending".
+_SHOWN_STATES = (
+    SagaState.COMPLETED,
+    SagaState.COMPENSATED,
+    SagaState.FAILED,
+    SagaState.NEEDS_ATTENTION,
+    SagaState.CANCELLED,
+    SagaState.RESOLVED,
+)
 
 
 def _negatives(balances: verify.Balances) -> int:
@@ -325,7 +335,11 @@ async def run(
         balances_read = False
         after = {}
         failure = failure or f"the balances after the run could not be read: {_reason(error)}"
-    ends = [verify.SagaEnd(r.transaction_id, r.state, r.source, r.target, r.amount) for r in results]
+    codes = await _resolutions(orchestrator.log, results)
+    ends = [
+        verify.SagaEnd(r.transaction_id, r.state, r.source, r.target, r.amount, codes.get(r.transaction_id))
+        for r in results
+    ]
     trails, audit_problem = None, None
     if audit:
         trails, audit_problem = await audit_trails(orchestrator, ends, request_timeout=audit_timeout)
@@ -365,6 +379,26 @@ class _Run:
     #: The first failure that cut transfers off, in one line.
     failure: str | None = None
     refused: int = 0
+
+
+async def _resolutions(log: SagaLog, results: Sequence[TransferResult]) -> dict[str, str]:
+    """The resolution of each RESOLVED saga (moved_by_hand or nothing_to_move), as the log holds it.
+
+    An operator may resolve a saga of a shared run before the run reads its
+    end; the audit judges it by how it was settled. A log that fails this
+    read leaves the resolutions unknown: the report still judges the rest.
+    """
+    codes: dict[str, str] = {}
+    for result in results:
+        if result.state is not SagaState.RESOLVED:
+            continue
+        try:
+            record = await log.get(result.transaction_id)
+        except LOG_FAILURES:
+            break
+        if record is not None and record.code is not None:
+            codes[result.transaction_id] = record.code
+    return codes
 
 
 def _reason(error: BaseException) -> str:

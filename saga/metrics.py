@@ -5,11 +5,17 @@ the log the orchestrator writes to, and every committed change (a new state,
 the attempts since the last commit) is counted as it becomes durable. So the
 numbers are those of what the log holds, and the orchestrator needs no hooks.
 It also writes the one log line per state change (see saga/logging_setup.py).
+
+:class:`AlertMetrics` is the other kind: numbers read from the log itself at
+scrape time (stuck compensations, sagas waiting for an operator, expired
+deadlines, operator actions), the same in every process that shares the log,
+and the same as the console's overview shows.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import logging
 import sys
 import threading
@@ -17,7 +23,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import TextIO
+from typing import Protocol, TextIO
 from wsgiref.simple_server import WSGIServer
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
@@ -26,10 +32,12 @@ from prometheus_client.registry import Collector
 
 from saga.ledgers import Acceptance, LedgerMark, Quarantine
 from saga.log import SagaLog
-from saga.records import Attempt, Change, Event, SagaRecord
-from saga.states import SagaState
+from saga.logs.base import Overview
+from saga.records import ActionKind, Attempt, Change, Event, OperatorAction, SagaRecord
+from saga.states import OPERATOR_STATES, SagaState
 
 transitions_log = logging.getLogger("saga.transitions")
+alerts_log = logging.getLogger("saga.metrics")
 
 _STEP_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 _COMMIT_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
@@ -201,6 +209,152 @@ class _GroupCommitCollector(Collector):
             )
 
 
+class AlertSource(Protocol):
+    """What the alert metrics read of a saga log: any :class:`SagaLog` is one."""
+
+    async def overview(self, *, now_ms: int, stuck_after_ms: int, limit: int) -> Overview: ...
+
+    async def action_counts(self) -> dict[str, int]: ...
+
+
+@dataclass(frozen=True, slots=True)
+class _AlertReading:
+    """What one refresh read from the log, kept whole until the next one succeeds."""
+
+    compensating_stuck: int
+    needs_attention: int
+    oldest_needs_attention_age_seconds: float
+    deadlines_expired_open: int
+    #: Operator actions by kind: every ActionKind, and whatever other kind the log holds.
+    actions: Mapping[str, int]
+
+
+class AlertMetrics(Collector):
+    """The numbers alerts are written on, read from the saga log at scrape time: the same in every replica.
+
+    ``collect()`` is synchronous and log reads are not, so the ``/metrics``
+    route awaits :meth:`refresh` (one :meth:`SagaLog.overview` and one
+    :meth:`SagaLog.action_counts`) before it renders the registry. Being read
+    from the log, the numbers are cluster-wide: aggregate replicas with
+    ``max``, never ``sum``. Exported:
+
+    - ``saga_compensating_stuck``: sagas COMPENSATING for longer than the
+      threshold (counted from their creation, as the console's overview does);
+    - ``saga_needs_attention``: sagas waiting in NEEDS_ATTENTION for an operator;
+    - ``saga_needs_attention_oldest_age_seconds``: the age (since creation) of
+      the oldest of them, 0 when there is none;
+    - ``saga_deadlines_expired_open``: unfinished sagas past their deadline;
+    - ``saga_operator_actions_total{action}``: operator actions the log holds,
+      by kind (cancel, retry, resolve: each always present);
+    - ``saga_stuck_threshold_seconds``: the threshold of ``saga_compensating_stuck``;
+    - ``saga_alert_refresh_failures_total``: refreshes whose log read failed
+      or took longer than ``timeout_seconds``, in this process.
+
+    A failed refresh keeps the values of the last one that succeeded (and the
+    route still answers); until one has succeeded, only the last two are
+    exported, so that no alert reads a made-up zero.
+    """
+
+    def __init__(
+        self,
+        log: AlertSource,
+        registry: CollectorRegistry,
+        now_ms: Callable[[], int],
+        stuck_after_seconds: float,
+        *,
+        timeout_seconds: float = 5.0,
+    ) -> None:
+        self.log = log
+        self.now_ms = now_ms
+        self.stuck_after_seconds = stuck_after_seconds
+        self.timeout_seconds = timeout_seconds
+        self.failures = 0
+        self._reading: _AlertReading | None = None
+        registry.register(self)
+
+    async def refresh(self) -> None:
+        """Read the log anew; on any failure keep the last reading, count the failure, and log one line."""
+        now = self.now_ms()
+        try:
+            async with asyncio.timeout(self.timeout_seconds):
+                overview = await self.log.overview(
+                    now_ms=now, stuck_after_ms=round(self.stuck_after_seconds * 1000), limit=1
+                )
+                actions = await self.log.action_counts()
+        except Exception as error:
+            self.failures += 1
+            reason = "timed out" if isinstance(error, TimeoutError) else f"{type(error).__name__}: {error}"
+            alerts_log.warning("alert metrics kept from the last read: the saga log read failed: %s", reason)
+            return
+        self._reading = _reading_of(overview, actions, now)
+
+    def describe(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
+        # Registration takes the names from here, so that it never reads the log nor calls collect().
+        return self._families(None, describing=True)
+
+    def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
+        return self._families(self._reading, describing=False)
+
+    def _families(
+        self, reading: _AlertReading | None, *, describing: bool
+    ) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
+        if reading is not None or describing:
+            for name, documentation, number in _ALERT_GAUGES:
+                # Described without a sample; collected with the last reading's value.
+                yield GaugeMetricFamily(name, documentation, value=None if reading is None else number(reading))
+            actions = CounterMetricFamily(
+                "saga_operator_actions",
+                "Operator actions recorded in the saga log, by kind (cancel, retry, resolve).",
+                labels=["action"],
+            )
+            for kind, count in (reading.actions if reading is not None else {}).items():
+                actions.add_metric([kind], count)
+            yield actions
+        yield GaugeMetricFamily(
+            "saga_stuck_threshold_seconds",
+            "How long a saga may stay COMPENSATING before saga_compensating_stuck counts it.",
+            value=self.stuck_after_seconds,
+        )
+        yield CounterMetricFamily(
+            "saga_alert_refresh_failures",
+            "Scrapes of this process whose read of the saga log failed; the alert metrics kept their last values.",
+            value=self.failures,
+        )
+
+
+_ALERT_GAUGES: tuple[tuple[str, str, Callable[[_AlertReading], float]], ...] = (
+    (
+        "saga_compensating_stuck",
+        "Sagas COMPENSATING for longer than saga_stuck_threshold_seconds since their creation, in the whole saga log.",
+        lambda reading: reading.compensating_stuck,
+    ),
+    (
+        "saga_needs_attention",
+        "Sagas waiting in NEEDS_ATTENTION for an operator to resolve them, in the whole saga log.",
+        lambda reading: reading.needs_attention,
+    ),
+    (
+        "saga_needs_attention_oldest_age_seconds",
+        "Age (since its creation) of the oldest saga in NEEDS_ATTENTION; 0 when none is.",
+        lambda reading: reading.oldest_needs_attention_age_seconds,
+    ),
+    (
+        "saga_deadlines_expired_open",
+        "Unfinished sagas past their deadline, in the whole saga log.",
+        lambda reading: reading.deadlines_expired_open,
+    ),
+)
+
+
+def _reading_of(overview: Overview, actions: Mapping[str, int], now_ms: int) -> _AlertReading:
+    oldest = overview.oldest_needs_attention_ms
+    age = 0.0 if oldest is None else max(0.0, (now_ms - oldest) / 1000)
+    counts = {kind.value: 0 for kind in ActionKind} | dict(actions)
+    return _AlertReading(
+        overview.compensating_too_long, overview.needs_attention, age, overview.deadlines_expired, counts
+    )
+
+
 class ObservedSagaLog:
     """A saga log that counts what is committed to it, and logs one line per state change."""
 
@@ -257,10 +411,22 @@ class ObservedSagaLog:
         return recorded, created
 
     async def claim(
-        self, owner: str, *, limit: int, lease_ms: int, now_ms: int, transaction_id: str | None = None
+        self,
+        owner: str,
+        *,
+        limit: int,
+        lease_ms: int,
+        now_ms: int,
+        transaction_id: str | None = None,
+        include_waiting: bool = False,
     ) -> list[SagaRecord]:
         claimed = await self.log.claim(
-            owner, limit=limit, lease_ms=lease_ms, now_ms=now_ms, transaction_id=transaction_id
+            owner,
+            limit=limit,
+            lease_ms=lease_ms,
+            now_ms=now_ms,
+            transaction_id=transaction_id,
+            include_waiting=include_waiting,
         )
         for record in claimed:
             self.metrics.sagas.seen(record)
@@ -277,11 +443,28 @@ class ObservedSagaLog:
             self.metrics.worker_renewed()
         return lost
 
-    async def release(self, transaction_id: str, epoch: int) -> bool:
-        return await self.log.release(transaction_id, epoch)
+    async def release(self, transaction_id: str, epoch: int, *, not_before_ms: int = 0) -> bool:
+        return await self.log.release(transaction_id, epoch, not_before_ms=not_before_ms)
 
-    async def listen(self, wake: Callable[[], None]) -> None:
-        await self.log.listen(wake)
+    async def listen(self, wake: Callable[[], None], retry: Callable[[str], None] | None = None) -> None:
+        await self.log.listen(wake, retry)
+
+    async def act(self, action: OperatorAction) -> SagaRecord:
+        """Forwarded; an action that ends the saga (CANCELLED, RESOLVED) is counted and logged as any state change."""
+        record = await self.log.act(action)
+        # Only a cancel or a resolve lands here, and only from a state outside it: a retry changes no state.
+        if record.state in OPERATOR_STATES:
+            self._entered(record.transaction_id, record.state, record.updated_at_ms, record.last_error)
+        return record
+
+    async def overview(self, *, now_ms: int, stuck_after_ms: int, limit: int) -> Overview:
+        return await self.log.overview(now_ms=now_ms, stuck_after_ms=stuck_after_ms, limit=limit)
+
+    async def by_account(self, user_id: str, *, service: str | None = None, limit: int) -> list[SagaRecord]:
+        return await self.log.by_account(user_id, service=service, limit=limit)
+
+    async def action_counts(self) -> dict[str, int]:
+        return await self.log.action_counts()
 
     async def get(self, transaction_id: str) -> SagaRecord | None:
         return await self.log.get(transaction_id)

@@ -13,10 +13,17 @@ against the highest the log has seen. It lists:
   saga's end says it must (a debit, and for a completed transfer a credit):
   the ledger forgot the transfer, and the money it moved;
 * ``disagrees``: a trail that moved other amounts than the saga's end says;
+* ``cancelled moved money``: a CANCELLED saga (an operator cancelled it before
+  any run took it up, so nothing was ever sent) under whose id a service
+  holds any entry at all;
 * ``went back``: a ledger answering below the position the log has seen;
 * ``quarantined`` services, and sagas waiting in NEEDS_ATTENTION.
 
-Any of them exits 3, so that a scheduled run pages someone. An operator who
+Any of them exits 3, so that a scheduled run pages someone. Sagas an operator
+RESOLVED are not judged against the trails (a service forgot them, and the
+operator settled them by hand): they are listed as ``settled by hand``, with
+the resolution, who and why from the action in their history, and do not
+change the exit code. An operator who
 has compared and settled a quarantined service's ledger lifts its
 quarantine with ``--accept SERVICE --reason TEXT``: the decision is recorded
 in the log with its reason, and the service's next answer sets its mark anew.
@@ -44,7 +51,7 @@ from saga.ledgers import LedgerMark, went_back
 from saga.log import MemorySagaLog, SagaLog, SagaLogError
 from saga.options import add_directory_options, whole_number
 from saga.orchestrator import Orchestrator
-from saga.records import AccountRef, SagaRecord
+from saga.records import AccountRef, ActionKind, SagaRecord
 from saga.recovery import iso_time
 from saga.replicas import describe, first_reachable
 from saga.retry import RetryPolicies, RetryPolicy
@@ -64,7 +71,7 @@ _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3_600, "d": 86_400}
 
 @dataclass(frozen=True, slots=True)
 class Finding:
-    #: lost, disagrees, went_back, quarantined or needs_attention.
+    #: lost, disagrees, cancelled_moved_money, went_back, quarantined or needs_attention.
     kind: str
     detail: str
     transaction_id: str | None = None
@@ -72,6 +79,31 @@ class Finding:
 
     def line(self) -> str:
         return f"{self.kind.replace('_', ' ')}: {self.detail}"
+
+
+@dataclass(frozen=True, slots=True)
+class SettledByHand:
+    """A RESOLVED saga: listed, not judged, and no reason to page anyone by itself."""
+
+    transaction_id: str
+    amount: int
+    source: str
+    target: str
+    #: moved_by_hand or nothing_to_move (SagaRecord.code).
+    resolution: str | None
+    #: Who resolved it, when (ISO 8601) and why, from the action in its history; None if the history has none.
+    actor: str | None
+    at: str | None
+    reason: str | None
+
+    def line(self) -> str:
+        who = f" by {self.actor}" if self.actor else ""
+        when = f" at {self.at}" if self.at else ""
+        why = f": {self.reason}" if self.reason else ""
+        return (
+            f"settled by hand: {self.transaction_id} ({self.amount} from {self.source} to {self.target}): "
+            f"{self.resolution or 'resolved'}{who}{when}{why}"
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,6 +124,8 @@ class Reconciliation:
     findings: list[Finding] = field(default_factory=list)
     #: Why some of the window could not be judged: unreadable trails or positions.
     unread: list[str] = field(default_factory=list)
+    #: RESOLVED sagas of the window: settled by an operator, not judged, not findings.
+    settled_by_hand: list[SettledByHand] = field(default_factory=list)
 
     @property
     def exit_code(self) -> int:
@@ -105,6 +139,7 @@ class Reconciliation:
             "sagas": self.sagas,
             "ledgers": [asdict(reading) for reading in self.ledgers],
             "findings": [asdict(finding) for finding in self.findings],
+            "settled_by_hand": [asdict(settled) for settled in self.settled_by_hand],
             "complete": not self.unread,
             "unread": self.unread,
         }
@@ -143,12 +178,16 @@ async def reconcile(
         ):
             outcome.ledgers.append(reading)
             _judge_position(reading, marks.get(reading.service), outcome)
-        trails = await asyncio.gather(*(reads.trails(record) for record in ended))
-    for record, read in zip(ended, trails, strict=True):
+        judged = [record for record in ended if record.state is not SagaState.RESOLVED]
+        trails = await asyncio.gather(*(reads.trails(record) for record in judged))
+    for record in ended:
+        if record.state is SagaState.RESOLVED:
+            outcome.settled_by_hand.append(await settled_by_hand(log, record))
+    for record, read in zip(judged, trails, strict=True):
         if isinstance(read, str):
             outcome.unread.append(f"{record.transaction_id}: {read}")
         else:
-            outcome.findings += _judge_saga(record, read)
+            outcome.findings += judge_saga(record, read)
     return outcome
 
 
@@ -166,10 +205,39 @@ def _judge_position(reading: LedgerReading, mark: LedgerMark | None, outcome: Re
         outcome.findings.append(Finding("went_back", f"{reading.service}: {why}", service=reading.service))
 
 
-def _judge_saga(record: SagaRecord, trails: dict[str, list[verify.TrailItem]]) -> list[Finding]:
+async def settled_by_hand(log: SagaLog, record: SagaRecord) -> SettledByHand:
+    """The RESOLVED saga as reconcile lists it: how, by whom and why, from the last resolve in its history."""
+    actions = [event.action for event in await log.history(record.transaction_id) if event.action is not None]
+    resolve = next((action for action in reversed(actions) if action.kind is ActionKind.RESOLVE), None)
+    resolution = record.code
+    if resolution is None and resolve is not None and resolve.resolution is not None:
+        resolution = resolve.resolution.value
+    return SettledByHand(
+        record.transaction_id,
+        record.amount,
+        str(record.source),
+        str(record.target),
+        resolution,
+        None if resolve is None else resolve.actor,
+        None if resolve is None else iso_time(resolve.at_ms),
+        None if resolve is None else resolve.reason,
+    )
+
+
+def judge_saga(record: SagaRecord, trails: dict[str, list[verify.TrailItem]]) -> list[Finding]:
     tid = record.transaction_id
     if record.state is SagaState.NEEDS_ATTENTION:
         return [Finding("needs_attention", f"{tid}: {record.last_error}", tid)]
+    if record.state is SagaState.RESOLVED:
+        # Settled by hand: listed apart (see settled_by_hand), never a finding.
+        return []
+    end = verify.SagaEnd(tid, record.state, record.source, record.target, record.amount, record.code)
+    keyed = {(service, tid): items for service, items in trails.items()}
+    if record.state is SagaState.CANCELLED:
+        # Nothing was ever sent: nothing can be lost, and any entry at all is a finding.
+        return [
+            Finding("cancelled_moved_money", violation.detail, tid) for violation in verify.check_trails([end], keyed)
+        ]
     # Every saga that ended asked its source for a debit, and every completed
     # one its target for a credit: an answer the service gave, so recorded.
     must_know = [record.source] + ([record.target] if record.state is SagaState.COMPLETED else [])
@@ -185,8 +253,6 @@ def _judge_saga(record: SagaRecord, trails: dict[str, list[verify.TrailItem]]) -
             )
             for account in lost
         ]
-    end = verify.SagaEnd(tid, record.state, record.source, record.target, record.amount)
-    keyed = {(service, tid): items for service, items in trails.items()}
     return [Finding("disagrees", violation.detail, tid) for violation in verify.check_trails([end], keyed)]
 
 
@@ -342,6 +408,8 @@ def _report(outcome: Reconciliation, out: TextIO, err: TextIO, *, as_json: bool)
         print(f"ledger {reading.service}: position {now}; highest the log saw {marked}", file=out)
     for finding in outcome.findings:
         print(finding.line(), file=out)
+    for settled in outcome.settled_by_hand:
+        print(settled.line(), file=out)
     for unread in outcome.unread[:10]:
         print(f"unread: {unread}", file=err)
     if len(outcome.unread) > 10:
@@ -349,7 +417,11 @@ def _report(outcome: Reconciliation, out: TextIO, err: TextIO, *, as_json: bool)
     kinds = Counter(finding.kind.replace("_", " ") for finding in outcome.findings)
     verdict = "agree" if not outcome.findings else ", ".join(f"{count} {kind}" for kind, count in kinds.items())
     complete = "" if not outcome.unread else f"; incomplete: {len(outcome.unread)} reads failed"
-    print(f"reconcile: {outcome.sagas} sagas ended since {iso_time(outcome.since_ms)}: {verdict}{complete}", file=out)
+    by_hand = f"; {len(outcome.settled_by_hand)} settled by hand" if outcome.settled_by_hand else ""
+    print(
+        f"reconcile: {outcome.sagas} sagas ended since {iso_time(outcome.since_ms)}: {verdict}{by_hand}{complete}",
+        file=out,
+    )
 
 
 def since(text: str, now_ms: int) -> int:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import time
 import uuid
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
@@ -20,6 +20,7 @@ from generated_client.transfers import AuthenticatedClient, Client
 from generated_client.transfers.api.transfers import create_transfer, get_transfer, get_transfer_events, list_transfers
 from generated_client.transfers.models import AccountAt, Problem, Transfer, TransferRequest, TransferState
 from generated_client.transfers.types import UNSET, Response
+from saga.states import TERMINAL_STATES
 
 #: Submissions sent again after a lost answer, before giving up.
 SUBMIT_ATTEMPTS = 5
@@ -62,10 +63,15 @@ class TransfersApi:
     def _unreachable(self, error: Exception) -> ApiError:
         return ApiError(f"cannot reach the transfers service at {self.url}: {type(error).__name__}: {error}")
 
-    def submit(self, source: AccountAt, target: AccountAt, amount: int, key: str | None) -> Submitted:
+    def submit(
+        self, source: AccountAt, target: AccountAt, amount: int, key: str | None, *, deadline_ms: int | None = None
+    ) -> Submitted:
         """POST /transfers under ``key`` (a new one if None), sent again after a lost answer."""
         key = key or f"cli-{uuid.uuid4()}"
         body = TransferRequest(source=source, target=target, amount=amount)
+        if deadline_ms is not None:
+            whole_seconds, millis = divmod(deadline_ms, 1000)
+            body.deadline = datetime.fromtimestamp(whole_seconds, UTC) + timedelta(milliseconds=millis)
         last: ApiError | None = None
         for attempt in range(SUBMIT_ATTEMPTS):
             if attempt:
@@ -145,9 +151,9 @@ def _refused(answer: Response[Any]) -> ApiError:
     return ApiError(f"the transfers service answered {answer.status_code}")
 
 
-FINAL_STATES = frozenset(
-    {TransferState.COMPLETED, TransferState.COMPENSATED, TransferState.FAILED, TransferState.NEEDS_ATTENTION}
-)
+#: The states a transfer ends in, by name: every terminal state of saga/states.py, CANCELLED and RESOLVED
+#: included. Names, not TransferState members, so that the set never lags behind the generated client.
+FINAL_STATES: frozenset[str] = frozenset(state.value for state in TERMINAL_STATES)
 
 
 def account_text(account: dict[str, Any]) -> str:
@@ -172,6 +178,10 @@ def event_line(event: dict[str, Any]) -> str:
             line += f" (ledger {event['ledger_id']})"
     elif event["kind"] == "claim":
         line = f"claimed by {event['worker']} at epoch {event['epoch']}"
+    elif event["kind"] == "action":
+        how = f" ({event['resolution']})" if event.get("resolution") else ""
+        led_to = f" -> {event['state']}" if event.get("state") else ""
+        line = f"{event['action']}{how} by {event['actor']}{led_to}: {event['reason']}"
     else:
         line = f"-> {event['state']}" + (f" ({event['because']})" if event.get("because") else "")
     return f"  {event['at']}  {line}"

@@ -294,7 +294,7 @@ async def _recover_and_judge(
             seconds = loop.time() - started
             records = await log.sagas()
             after = await services.snapshot(orchestrator, urls.values())
-            ends = [verify.SagaEnd(r.transaction_id, r.state, r.source, r.target, r.amount) for r in records]
+            ends = [verify.SagaEnd.of(r) for r in records]
             trails = await services.trails(orchestrator, ends)
     finally:
         await log.close()

@@ -3,6 +3,14 @@
 Pure functions over snapshots: balances before and after, each saga's end
 state, and each service's audit trail of each saga. The batch command, the
 tests, the scenarios and the simulator all judge a run with these.
+
+Two ends are an operator's (saga/operator.py). A CANCELLED saga never sent
+anything, so any entry a service holds under its id is a violation: a
+cancelled transfer moved money. A RESOLVED saga was settled by hand: its
+trail is not judged against its end (a service forgot it), its balances are
+predicted from its trail when there is one, and money moved by hand outside
+it (resolution ``moved_by_hand``) is named beside any difference it may
+explain, which is still reported: the batch cannot vouch for hand moves.
 """
 
 from __future__ import annotations
@@ -11,7 +19,7 @@ from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
-from saga.records import AccountRef
+from saga.records import AccountRef, Resolution, SagaRecord
 from saga.states import SagaState
 
 Balances = Mapping[str, Mapping[str, int]]
@@ -35,6 +43,17 @@ class SagaEnd:
     source: AccountRef
     target: AccountRef
     amount: int
+    #: How it ended, as a stable code (SagaRecord.code): for RESOLVED, the resolution. None where unknown.
+    code: str | None = None
+
+    @classmethod
+    def of(cls, record: SagaRecord) -> SagaEnd:
+        return cls(record.transaction_id, record.state, record.source, record.target, record.amount, record.code)
+
+    @property
+    def moved_by_hand(self) -> bool:
+        """Whether an operator settled it by moving money by hand, outside the saga and its trail."""
+        return self.state is SagaState.RESOLVED and self.code == Resolution.MOVED_BY_HAND.value
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,11 +100,14 @@ def check(
     """
     violations: list[Violation] = []
     if total(after) != total(before):
-        violations.append(
-            Violation(
-                "money conserved", f"total was {total(before)}, is {total(after)} ({total(after) - total(before):+d})"
+        by_hand = [saga.transaction_id for saga in sagas if saga.moved_by_hand]
+        detail = f"total was {total(before)}, is {total(after)} ({total(after) - total(before):+d})"
+        if by_hand:
+            detail += (
+                f"; {len(by_hand)} sagas were settled with money moved by hand outside them (moved_by_hand): "
+                "compare the difference with what the operators moved"
             )
-        )
+        violations.append(Violation("money conserved", detail, tuple(by_hand[:10])))
     for url, accounts in after.items():
         for user, balance in accounts.items():
             if balance < 0:
@@ -109,7 +131,7 @@ def check(
             )
         )
     if exclusive:
-        violations += _check_exact_balances(before, after, sagas)
+        violations += _check_exact_balances(before, after, sagas, trails)
     if trails is not None:
         violations += check_trails(sagas, trails)
     return violations
@@ -142,7 +164,7 @@ def judge_shared(
     balances are compared as for :func:`check`.
     """
     violations = check(before, after, sagas, trails, exclusive=False)
-    mismatches = _check_exact_balances(before, after, sagas)
+    mismatches = _check_exact_balances(before, after, sagas, trails)
     if not mismatches:
         return Judgement(violations)
     if trails is None or violations:
@@ -150,29 +172,58 @@ def judge_shared(
     return Judgement(violations, tuple(sorted({m.account for m in mismatches if m.account is not None})))
 
 
-def _check_exact_balances(before: Balances, after: Balances, sagas: Sequence[SagaEnd]) -> list[Violation]:
+def _check_exact_balances(
+    before: Balances,
+    after: Balances,
+    sagas: Sequence[SagaEnd],
+    trails: Mapping[tuple[str, str], Sequence[TrailItem]] | None = None,
+) -> list[Violation]:
     expected = {url: dict(accounts) for url, accounts in before.items()}
     for saga in sagas:
         if saga.state is SagaState.COMPLETED:
             expected[saga.source.service_url][saga.source.user_id] -= saga.amount
             expected[saga.target.service_url][saga.target.user_id] += saga.amount
+        elif saga.state is SagaState.RESOLVED and trails is not None:
+            # Settled by hand: what its trail moved is what it left in the balances (hand moves aside).
+            for url in {saga.source.service_url, saga.target.service_url}:
+                for user, change in net_effect(trails.get((url, saga.transaction_id), ())).items():
+                    if user in expected.get(url, {}):
+                        expected[url][user] += change
     violations = []
     for url, accounts in after.items():
         for user, balance in accounts.items():
             want = expected.get(url, {}).get(user)
             if balance != want:
-                involved = tuple(
-                    saga.transaction_id for saga in sagas if (url, user) in _keys(saga.source, saga.target)
-                )
+                involved = [saga for saga in sagas if (url, user) in _keys(saga.source, saga.target)]
                 violations.append(
                     Violation(
                         "balances match the sagas",
-                        f"{user}@{url} is {balance}, the completed sagas say {want}",
-                        involved[:10],
+                        f"{user}@{url} is {balance}, the sagas say {want}" + _by_hand_note(involved, trails),
+                        tuple(saga.transaction_id for saga in involved[:10]),
                         account=f"{user}@{url}",
                     )
                 )
     return violations
+
+
+def _by_hand_note(involved: Sequence[SagaEnd], trails: Mapping[tuple[str, str], Sequence[TrailItem]] | None) -> str:
+    """What the sagas settled by hand among ``involved`` leave unknown of an account's balance, if anything."""
+    moved = [saga.transaction_id for saga in involved if saga.moved_by_hand]
+    unknown = [
+        saga.transaction_id
+        for saga in involved
+        if saga.state is SagaState.RESOLVED and not saga.moved_by_hand and trails is None
+    ]
+    note = ""
+    if moved:
+        note += f"; money was moved by hand outside {', '.join(moved[:10])} (moved_by_hand): compare with that"
+    if unknown:
+        note += f"; {', '.join(unknown[:10])} settled by hand: without an audit, what its trail moved is unknown"
+    return note
+
+
+def _entry_text(service: str, item: TrailItem) -> str:
+    return f"{item.operation} {item.amount} of {item.user_id}@{service} ({item.outcome or 'rejected'})"
 
 
 def _keys(*accounts: AccountRef) -> list[tuple[str, str]]:
@@ -180,13 +231,30 @@ def _keys(*accounts: AccountRef) -> list[tuple[str, str]]:
 
 
 def check_trails(sagas: Sequence[SagaEnd], trails: Mapping[tuple[str, str], Sequence[TrailItem]]) -> list[Violation]:
-    """Each saga whose services' trails moved other amounts than its end state says; NEEDS_ATTENTION is not judged."""
+    """Each saga whose services' trails moved other amounts than its end state says.
+
+    NEEDS_ATTENTION and RESOLVED are not judged: a forgetful service's trail
+    says nothing of what it did before, and an operator settled the latter by
+    hand. A CANCELLED saga never sent anything: any entry under its id is a
+    violation, a rejection or a net-zero pair included.
+    """
     violations = []
     for saga in sagas:
-        if not saga.state.is_terminal or saga.state is SagaState.NEEDS_ATTENTION:
-            # A forgetful service's trail says nothing of what it did before.
+        if not saga.state.is_terminal or saga.state in (SagaState.NEEDS_ATTENTION, SagaState.RESOLVED):
             continue
         urls = {saga.source.service_url, saga.target.service_url}
+        if saga.state is SagaState.CANCELLED:
+            tid = saga.transaction_id
+            held = [_entry_text(url, item) for url in sorted(urls) for item in trails.get((url, tid), ())]
+            if held:
+                violations.append(
+                    Violation(
+                        "no cancelled transfer moved money",
+                        f"{tid}: the services hold {'; '.join(held)} under its id; a cancelled transfer sent nothing",
+                        (tid,),
+                    )
+                )
+            continue
         effect: dict[tuple[str, str], int] = defaultdict(int)
         for url in urls:
             for user, change in net_effect(trails.get((url, saga.transaction_id), ())).items():

@@ -35,6 +35,7 @@ from saga.ledger_watch import LedgerWatch
 from saga.ledgers import ServiceQuarantined
 from saga.logs import IdempotencyKeyConflict, SagaLog
 from saga.logs.base import UnknownSaga
+from saga.metrics import AlertMetrics
 from saga.operator import MAX_REASON_LENGTH, ActionRefused, already_taken, check_action
 from saga.orchestrator import MAX_AMOUNT, InvalidTransfer, validate, wall_clock_ms
 from saga.records import ActionKind, OperatorAction, Resolution, SagaRecord
@@ -356,6 +357,8 @@ def create_transfers_app(
     metrics = ApiMetrics(registry)
     present = Presenter(settings.directory)
     now_ms = clock_ms or wall_clock_ms
+    # Read from the log at each scrape: every replica reports the same numbers, as the console's overview does.
+    alerts = AlertMetrics(log, registry, now_ms, settings.stuck_after_seconds)
     ledgers = LedgerWatch(log, now_ms)
     tokens = TokenBook(settings)
 
@@ -529,6 +532,7 @@ def create_transfers_app(
 
     @app.get("/metrics", name="metrics")
     async def prometheus_metrics() -> Response:
+        await alerts.refresh()
         return Response(generate_latest(registry), media_type="text/plain; version=0.0.4; charset=utf-8")
 
     add_console(app, settings=settings, log=log, present=present, now_ms=now_ms, tokens=tokens)

@@ -70,7 +70,7 @@ from saga.failures import LOG_FAILURES, one_line
 from saga.logs import SagaLog
 from saga.logs.base import RECENT_MS, UnknownSaga, past_deadline
 from saga.operator import MAX_REASON_LENGTH, ActionRefused, check_action, decide
-from saga.reconcile import _judge_saga as judge_against_trails  # the reconciliation's judgment of one saga
+from saga.reconcile import judge_saga as judge_against_trails
 from saga.records import AccountRef, ActionKind, OperatorAction, Resolution, SagaRecord
 from saga.redact import redact
 from saga.replicas import Replicas, describe, first_reachable

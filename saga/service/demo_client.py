@@ -463,7 +463,14 @@ class DemoReport:
         return lines
 
 
-_SHOWN_STATES = (SagaState.COMPLETED, SagaState.COMPENSATED, SagaState.FAILED, SagaState.NEEDS_ATTENTION)
+_SHOWN_STATES = (
+    SagaState.COMPLETED,
+    SagaState.COMPENSATED,
+    SagaState.FAILED,
+    SagaState.NEEDS_ATTENTION,
+    SagaState.CANCELLED,
+    SagaState.RESOLVED,
+)
 
 
 def _attempt_number(event: TransferEvent) -> int:

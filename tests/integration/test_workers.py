@@ -193,7 +193,7 @@ def test_three_workers_take_over_from_a_killed_and_a_paused_one_and_every_transf
             records = await log.sagas()
             assert sorted(record.transaction_id for record in records) == sorted(ids)
             histories = {record.transaction_id: await log.history(record.transaction_id) for record in records}
-            ends = [verify.SagaEnd(r.transaction_id, r.state, r.source, r.target, r.amount) for r in records]
+            ends = [verify.SagaEnd.of(r) for r in records]
             async with Orchestrator(MemorySagaLog()) as reader:
                 after = await services.snapshot(reader, urls)
                 trails = await services.trails(reader, ends)

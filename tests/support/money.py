@@ -11,7 +11,7 @@ from saga.records import SagaRecord
 
 
 def ends_of(records: Sequence[SagaRecord]) -> list[verify.SagaEnd]:
-    return [verify.SagaEnd(r.transaction_id, r.state, r.source, r.target, r.amount) for r in records]
+    return [verify.SagaEnd.of(r) for r in records]
 
 
 async def violations_after(

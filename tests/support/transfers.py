@@ -42,7 +42,7 @@ from saga.states import SagaState
 
 #: The states a transfer may end in here: no bank in these tests forgets a transfer.
 ENDS = frozenset({TransferState.COMPLETED, TransferState.COMPENSATED, TransferState.FAILED})
-FINAL = ENDS | {TransferState.NEEDS_ATTENTION}
+FINAL = ENDS | {TransferState.NEEDS_ATTENTION, TransferState.CANCELLED, TransferState.RESOLVED}
 #: Longer than the longest ``?wait`` the contract allows, so a held answer is never cut short by the client.
 CLIENT_TIMEOUT = httpx.Timeout(45.0)
 #: What a caller sees of a service that died or is not up yet: the request may or may not have been taken.
