@@ -11,12 +11,15 @@ owner and epoch it was committed under, as evidence.
 
 Submissions and hand-backs ``NOTIFY`` the channel ``saga_work`` in their own
 transaction, so idle workers wake at once; an expired lease wakes no one,
-which is why workers also poll. The schema is versioned SQL in
-``sql/postgresql/`` and is applied at open under a session advisory lock.
+which is why workers also poll. An operator's retry notifies ``saga_retry``
+with the saga's id, for whichever process drives it. The schema is versioned
+SQL in ``sql/postgresql/`` and is applied at open under a session advisory
+lock.
 """
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -27,18 +30,28 @@ import asyncpg
 from saga.ledgers import Acceptance, LedgerMark, Quarantine
 from saga.logs.base import (
     EVENT_COLUMNS,
+    RECENT_MS,
     TERMINAL_VALUES,
     LeaseLost,
+    Overview,
     SagaLogError,
+    UnknownSaga,
+    action_change,
+    action_event,
+    action_row,
+    apply_change,
     event_from_row,
     key_conflict,
     same_transfer,
 )
-from saga.records import AccountRef, Change, Event, SagaRecord
+from saga.operator import Effect, decide
+from saga.records import AccountRef, Change, Event, OperatorAction, SagaRecord
 from saga.states import SagaState
 from server.database_url import DatabaseUrl
 
 NOTIFY_CHANNEL: Final = "saga_work"
+#: An operator asked for a saga (the payload) to be tried again at once.
+RETRY_CHANNEL: Final = "saga_retry"
 #: Held while migrating; a key apart from the accounts service's own.
 SETUP_LOCK_KEY: Final = 0x5A6A_1ED6_E500_0002
 SQL_FOLDER: Final = Path(__file__).resolve().parent / "sql" / "postgresql"
@@ -61,7 +74,7 @@ DATABASE_FAILURES: Final = (
 _SAGA_COLUMNS = (
     "transaction_id, source_urls, source_user, target_urls, target_user, amount, state, fence_credit, "
     "created_at_ms, updated_at_ms, attempts, last_error, owner, epoch, lease_expires_at_ms, idempotency_key, "
-    "source_service, target_service, submitted_by"
+    "source_service, target_service, submitted_by, deadline_ms, code"
 )
 _TERMINAL = ", ".join(repr(value) for value in TERMINAL_VALUES)
 _UNFINISHED = f"state NOT IN ({_TERMINAL})"
@@ -69,7 +82,7 @@ _UNFINISHED = f"state NOT IN ({_TERMINAL})"
 _INSERT = f"""
 WITH saga AS (
     INSERT INTO saga_sagas ({_SAGA_COLUMNS})
-    VALUES ($1, $2, $3, $4, $5, $6, $7, false, $8, $8, 0, NULL, $9, $10, $11, $12, $13, $14, $15)
+    VALUES ($1, $2, $3, $4, $5, $6, $7, false, $8, $8, 0, NULL, $9, $10, $11, $12, $13, $14, $15, $16, $17)
     ON CONFLICT (idempotency_key) DO NOTHING
     RETURNING transaction_id
 ), first AS (
@@ -88,6 +101,7 @@ WITH fenced AS (
         attempts = attempts + $5,
         last_error = coalesce($6, last_error),
         updated_at_ms = $2,
+        code = coalesce($19, code),
         -- A terminal state ends the lease with the saga.
         owner = CASE WHEN coalesce($3, state) IN ({_TERMINAL}) THEN NULL ELSE owner END,
         lease_expires_at_ms = CASE WHEN coalesce($3, state) IN ({_TERMINAL}) THEN 0 ELSE lease_expires_at_ms END
@@ -109,7 +123,8 @@ SELECT count(*) FROM fenced
 _CLAIM = f"""
 WITH claimable AS (
     SELECT transaction_id FROM saga_sagas
-    WHERE {_UNFINISHED} AND lease_expires_at_ms <= $3 AND ($5::text IS NULL OR transaction_id = $5)
+    WHERE {_UNFINISHED} AND (lease_expires_at_ms <= $3 OR ($6 AND owner IS NULL))
+      AND ($5::text IS NULL OR transaction_id = $5)
     ORDER BY position
     LIMIT $4
     FOR UPDATE SKIP LOCKED
@@ -133,11 +148,63 @@ RETURNING saga.transaction_id
 
 _RELEASE = f"""
 WITH released AS (
-    UPDATE saga_sagas SET owner = NULL, lease_expires_at_ms = 0
+    UPDATE saga_sagas SET owner = NULL, lease_expires_at_ms = $3
     WHERE transaction_id = $1 AND epoch = $2
     RETURNING state
 )
-SELECT state, CASE WHEN {_UNFINISHED} THEN pg_notify('{NOTIFY_CHANNEL}', $1) END FROM released
+SELECT state, CASE WHEN {_UNFINISHED} AND $3 = 0 THEN pg_notify('{NOTIFY_CHANNEL}', $1) END FROM released
+"""
+
+#: The action's event and its change in one statement, under the row lock
+#: that act() took to decide it; the notifications go out when it commits.
+_ACT = f"""
+WITH acted AS (
+    UPDATE saga_sagas SET state = $2, last_error = $3, code = $4, updated_at_ms = $5, owner = $6,
+                          lease_expires_at_ms = $7
+    WHERE transaction_id = $1
+), logged AS (
+    INSERT INTO saga_events (transaction_id, at_ms, kind, state, step, code, detail, owner, epoch)
+    VALUES ($1, $5, 'action', $8, $9, $10, $11, $12, $13)
+)
+SELECT CASE WHEN $14 THEN pg_notify('{NOTIFY_CHANNEL}', $1) END,
+       CASE WHEN $15 THEN pg_notify('{RETRY_CHANNEL}', $1) END
+"""
+
+_PAST_DEADLINE = f"deadline_ms <= $1 AND deadline_ms IS NOT NULL AND {_UNFINISHED}"
+
+#: The whole overview in one statement and one round trip, from one
+#: snapshot: $1 is the overview's time, $2 the creation time up to which a
+#: COMPENSATING saga is stuck, $3 the start of "recently", $4 the stuck list's
+#: limit. One row per stuck saga, each with the figures; one row of figures
+#: with NULL saga columns when none is stuck.
+_OVERVIEW = f"""
+WITH figures AS (
+    SELECT
+        (SELECT coalesce(json_object_agg(state, sagas), '{{}}')
+         FROM (SELECT state, count(*) AS sagas FROM saga_sagas GROUP BY state) AS by_state) AS by_state,
+        (SELECT count(*) FROM saga_sagas WHERE state = 'COMPLETED' AND updated_at_ms > $3) AS completed_recently,
+        (SELECT count(*) FROM saga_sagas WHERE state = 'COMPENSATING' AND created_at_ms <= $2)
+            AS compensating_too_long,
+        (SELECT count(*) FROM saga_sagas WHERE {_PAST_DEADLINE}) AS deadlines_expired,
+        (SELECT min(created_at_ms) FROM saga_sagas WHERE state = 'NEEDS_ATTENTION') AS oldest_needs_attention_ms
+)
+SELECT figures.*, stuck.* FROM figures LEFT JOIN (
+    SELECT {_SAGA_COLUMNS} FROM saga_sagas
+    WHERE state = 'NEEDS_ATTENTION' OR (state = 'COMPENSATING' AND created_at_ms <= $2) OR ({_PAST_DEADLINE})
+    -- Ids compare byte by byte, as in the other logs, whatever the database's collation.
+    ORDER BY created_at_ms, transaction_id COLLATE "C"
+    LIMIT $4
+) AS stuck ON true
+ORDER BY stuck.created_at_ms, stuck.transaction_id COLLATE "C"
+"""
+
+#: $1 is the user, $2 the service's name or NULL for any, $3 the limit.
+_BY_ACCOUNT = f"""
+SELECT {_SAGA_COLUMNS} FROM saga_sagas
+WHERE (source_user = $1 AND ($2::text IS NULL OR source_service = $2))
+   OR (target_user = $1 AND ($2::text IS NULL OR target_service = $2))
+ORDER BY created_at_ms DESC, transaction_id COLLATE "C" DESC
+LIMIT $3
 """
 
 #: See saga/logs/sqlite.py's RAISE_MARK: one row per service, raised from every mark at once.
@@ -186,6 +253,8 @@ def _saga_from_row(row: asyncpg.Record) -> SagaRecord:
         lease_expires_at_ms=row["lease_expires_at_ms"],
         idempotency_key=row["idempotency_key"],
         submitted_by=row["submitted_by"],
+        deadline_ms=row["deadline_ms"],
+        code=row["code"],
     )
 
 
@@ -206,6 +275,7 @@ class PostgresSagaLog:
         self._where = where
         self._listener: asyncpg.Connection | None = None
         self._wakers: list[Callable[[], None]] = []
+        self._retriers: list[Callable[[str], None]] = []
 
     @classmethod
     async def open(cls, dsn: str, *, pool_size: int = DEFAULT_POOL_SIZE) -> PostgresSagaLog:
@@ -269,6 +339,7 @@ class PostgresSagaLog:
             updated_at_ms=saga.created_at_ms,
             idempotency_key=saga.idempotency_key,
             submitted_by=saga.submitted_by,
+            deadline_ms=saga.deadline_ms,
         )
         try:
             async with self._pool.acquire() as connection, connection.transaction():
@@ -301,9 +372,16 @@ class PostgresSagaLog:
             await self.commit(change)
 
     async def claim(
-        self, owner: str, *, limit: int, lease_ms: int, now_ms: int, transaction_id: str | None = None
+        self,
+        owner: str,
+        *,
+        limit: int,
+        lease_ms: int,
+        now_ms: int,
+        transaction_id: str | None = None,
+        include_waiting: bool = False,
     ) -> list[SagaRecord]:
-        rows = await self._fetch(_CLAIM, owner, lease_ms, now_ms, limit, transaction_id)
+        rows = await self._fetch(_CLAIM, owner, lease_ms, now_ms, limit, transaction_id, include_waiting)
         return [_saga_from_row(row) for row in rows]
 
     async def renew(self, owner: str, held: Mapping[str, int], *, lease_ms: int, now_ms: int) -> set[str]:
@@ -312,22 +390,77 @@ class PostgresSagaLog:
         rows = await self._fetch(_RENEW, list(held), list(held.values()), now_ms + lease_ms)
         return set(held) - {row[0] for row in rows}
 
-    async def release(self, transaction_id: str, epoch: int) -> bool:
-        return bool(await self._fetch(_RELEASE, transaction_id, epoch))
+    async def release(self, transaction_id: str, epoch: int, *, not_before_ms: int = 0) -> bool:
+        return bool(await self._fetch(_RELEASE, transaction_id, epoch, not_before_ms))
 
-    async def listen(self, wake: Callable[[], None]) -> None:
+    async def listen(self, wake: Callable[[], None], retry: Callable[[str], None] | None = None) -> None:
         self._wakers.append(wake)
+        if retry is not None:
+            self._retriers.append(retry)
         if self._listener is not None:
             return
         try:
             self._listener = await asyncpg.connect(self._dsn, timeout=CONNECT_TIMEOUT_SECONDS)
+            # Both channels at once, whatever this first call asked for: a later one may add a retrier.
             await self._listener.add_listener(NOTIFY_CHANNEL, self._notified)
+            await self._listener.add_listener(RETRY_CHANNEL, self._retry_asked)
         except DATABASE_FAILURES as error:
             raise SagaLogError(f"cannot listen on the saga log at {self._where}: {_one_line(error)}") from error
 
     def _notified(self, connection: object, pid: int, channel: str, payload: object) -> None:
         for wake in self._wakers:
             wake()
+
+    def _retry_asked(self, connection: object, pid: int, channel: str, payload: object) -> None:
+        for retry in self._retriers:
+            retry(str(payload))
+
+    async def act(self, action: OperatorAction) -> SagaRecord:
+        try:
+            async with self._pool.acquire() as connection, connection.transaction():
+                # Locked until the action commits: a claim skips the row meanwhile,
+                # and a driver's commit waits, then lands only if its epoch still holds.
+                row = await connection.fetchrow(
+                    f"SELECT {_SAGA_COLUMNS} FROM saga_sagas WHERE transaction_id = $1 FOR UPDATE",
+                    action.transaction_id,
+                )
+                if row is None:
+                    raise UnknownSaga(f"no saga has the id {action.transaction_id!r}")
+                saga = _saga_from_row(row)
+                effect = decide(saga, action)
+                event = action_event(saga, action, effect)
+                apply_change(saga, action_change(saga, action, effect))
+                if effect.state is None and saga.owner is None:
+                    # Waiting after a blocked compensation: claimable from now on.
+                    saga.lease_expires_at_ms = 0
+                await connection.execute(_ACT, *_act_arguments(saga, event, effect))
+        except DATABASE_FAILURES as error:
+            raise SagaLogError(f"the saga log at {self._where} failed: {_one_line(error)}") from error
+        return saga
+
+    async def overview(self, *, now_ms: int, stuck_after_ms: int, limit: int) -> Overview:
+        rows = await self._fetch(_OVERVIEW, now_ms, now_ms - stuck_after_ms, now_ms - RECENT_MS, limit)
+        figures = rows[0]
+        counts = dict.fromkeys(SagaState, 0)
+        counts.update({SagaState(state): count for state, count in json.loads(figures["by_state"]).items()})
+        return Overview(
+            counts,
+            figures["completed_recently"],
+            [_saga_from_row(row) for row in rows if row["transaction_id"] is not None],
+            figures["compensating_too_long"],
+            counts[SagaState.NEEDS_ATTENTION],
+            figures["deadlines_expired"],
+            figures["oldest_needs_attention_ms"],
+            now_ms,
+        )
+
+    async def by_account(self, user_id: str, *, service: str | None = None, limit: int) -> list[SagaRecord]:
+        rows = await self._fetch(_BY_ACCOUNT, user_id, service, limit)
+        return [_saga_from_row(row) for row in rows]
+
+    async def action_counts(self) -> dict[str, int]:
+        rows = await self._fetch("SELECT step, count(*) FROM saga_events WHERE kind = 'action' GROUP BY step")
+        return {row[0]: row[1] for row in rows}
 
     # -- reads -------------------------------------------------------------------
 
@@ -448,6 +581,8 @@ def _insert_arguments(saga: SagaRecord) -> tuple[Any, ...]:
         saga.source.service,
         saga.target.service,
         saga.submitted_by,
+        saga.deadline_ms,
+        saga.code,
     )
 
 
@@ -470,6 +605,31 @@ def _commit_arguments(change: Change) -> tuple[Any, ...]:
         change.epoch,
         change.owner,
         *columns,
+        change.code,
+    )
+
+
+def _act_arguments(saga: SagaRecord, event: Event, effect: Effect) -> tuple[Any, ...]:
+    """_ACT's arguments: ``saga`` as the action left it, and the action's event."""
+    retried = effect.state is None
+    step, code = action_row(event)
+    return (
+        saga.transaction_id,
+        saga.state.value,
+        saga.last_error,
+        saga.code,
+        saga.updated_at_ms,
+        saga.owner,
+        saga.lease_expires_at_ms,
+        None if event.state is None else event.state.value,
+        step,
+        code,
+        event.detail,
+        event.owner,
+        event.epoch,
+        # Claimers wake only for a saga no one holds; its driver, if any, hears the retry.
+        retried and saga.owner is None,
+        retried,
     )
 
 

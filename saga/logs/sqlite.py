@@ -26,14 +26,22 @@ from typing import Any
 from saga.ledgers import Acceptance, LedgerMark, Quarantine
 from saga.logs.base import (
     EVENT_COLUMNS,
+    RECENT_MS,
     TERMINAL_VALUES,
     LeaseLost,
+    Overview,
     SagaLogError,
+    UnknownSaga,
+    action_change,
+    action_event,
+    action_row,
+    apply_change,
     event_from_row,
     key_conflict,
     same_transfer,
 )
-from saga.records import AccountRef, Change, Event, SagaRecord
+from saga.operator import Effect, decide
+from saga.records import AccountRef, Change, Event, OperatorAction, SagaRecord
 from saga.states import SagaState
 
 _SCHEMA = """
@@ -56,7 +64,9 @@ CREATE TABLE IF NOT EXISTS sagas (
     idempotency_key TEXT,
     source_service TEXT,  -- the service's name, where the transfer named it
     target_service TEXT,
-    submitted_by TEXT  -- the API caller that submitted it
+    submitted_by TEXT,  -- the API caller that submitted it
+    deadline_ms INTEGER,  -- no new forward request after it (see saga/workflow.py)
+    code TEXT  -- why the saga ended where it did, as a stable code
 );
 CREATE INDEX IF NOT EXISTS sagas_by_state ON sagas (state);
 CREATE TABLE IF NOT EXISTS events (
@@ -77,6 +87,11 @@ CREATE TABLE IF NOT EXISTS events (
     ledger_id TEXT
 );
 CREATE INDEX IF NOT EXISTS events_by_saga ON events (transaction_id, seq);
+-- A saga's history is its evidence, an operator's actions included: nothing rewrites or removes it.
+CREATE TRIGGER IF NOT EXISTS events_are_never_updated BEFORE UPDATE ON events
+BEGIN SELECT RAISE(ABORT, 'the saga log''s events are append-only: no event is ever updated'); END;
+CREATE TRIGGER IF NOT EXISTS events_are_never_deleted BEFORE DELETE ON events
+BEGIN SELECT RAISE(ABORT, 'the saga log''s events are append-only: no event is ever deleted'); END;
 CREATE TABLE IF NOT EXISTS ledger_marks (
     service TEXT PRIMARY KEY,  -- its name, or its URLs (see AccountRef.service_key)
     ledger_id TEXT,
@@ -95,19 +110,62 @@ CREATE TABLE IF NOT EXISTS quarantines (
 CREATE UNIQUE INDEX IF NOT EXISTS one_quarantine_per_service ON quarantines (service) WHERE lifted_at_ms IS NULL;
 """
 
-#: Created after _upgrade, which adds the columns they index to an older log.
-_INDEXES = """
-CREATE UNIQUE INDEX IF NOT EXISTS sagas_by_idempotency_key ON sagas (idempotency_key)
-    WHERE idempotency_key IS NOT NULL;
-CREATE INDEX IF NOT EXISTS sagas_newest_first ON sagas (created_at_ms, transaction_id);
-"""
-
 _SAGA_COLUMNS = (
     "transaction_id, source_urls, source_user, target_urls, target_user, amount, state, "
     "fence_credit, created_at_ms, updated_at_ms, attempts, last_error, owner, epoch, lease_expires_at_ms, "
-    "idempotency_key, source_service, target_service, submitted_by"
+    "idempotency_key, source_service, target_service, submitted_by, deadline_ms, code"
 )
 _UNFINISHED = f"state NOT IN ({', '.join(repr(value) for value in TERMINAL_VALUES)})"
+
+#: Created after _upgrade, which adds the columns they index to an older log.
+#: The overview, by_account and action_counts each read their rows through
+#: these. A partial one holds only the rows its read looks for, and that read
+#: repeats its condition word for word: SQLite uses it only then.
+_INDEXES = f"""
+CREATE UNIQUE INDEX IF NOT EXISTS sagas_by_idempotency_key ON sagas (idempotency_key)
+    WHERE idempotency_key IS NOT NULL;
+CREATE INDEX IF NOT EXISTS sagas_newest_first ON sagas (created_at_ms, transaction_id);
+CREATE INDEX IF NOT EXISTS sagas_with_a_deadline ON sagas (deadline_ms)
+    WHERE deadline_ms IS NOT NULL AND {_UNFINISHED};
+CREATE INDEX IF NOT EXISTS sagas_completed ON sagas (updated_at_ms) WHERE state = 'COMPLETED';
+CREATE INDEX IF NOT EXISTS sagas_by_source_user ON sagas (source_user);
+CREATE INDEX IF NOT EXISTS sagas_by_target_user ON sagas (target_user);
+CREATE INDEX IF NOT EXISTS events_of_operators ON events (step) WHERE kind = 'action';
+"""
+
+_PAST_DEADLINE = f"deadline_ms <= ?1 AND deadline_ms IS NOT NULL AND {_UNFINISHED}"
+
+#: The whole overview in one statement, so that its figures and its stuck
+#: list come from one snapshot: ?1 is the overview's time, ?2 the creation
+#: time up to which a COMPENSATING saga is stuck, ?3 the start of "recently",
+#: ?4 the stuck list's limit. One row per stuck saga, each with the figures;
+#: one row of figures with NULL saga columns when none is stuck.
+_OVERVIEW = f"""
+WITH figures AS (
+    SELECT
+        (SELECT json_group_object(state, sagas) FROM (SELECT state, count(*) AS sagas FROM sagas GROUP BY state)),
+        -- Named: without statistics SQLite would walk every COMPLETED saga through sagas_by_state.
+        (SELECT count(*) FROM sagas INDEXED BY sagas_completed WHERE state = 'COMPLETED' AND updated_at_ms > ?3),
+        (SELECT count(*) FROM sagas WHERE state = 'COMPENSATING' AND created_at_ms <= ?2),
+        (SELECT count(*) FROM sagas WHERE {_PAST_DEADLINE}),
+        (SELECT min(created_at_ms) FROM sagas WHERE state = 'NEEDS_ATTENTION')
+), stuck AS (
+    SELECT {_SAGA_COLUMNS} FROM sagas
+    WHERE state = 'NEEDS_ATTENTION' OR (state = 'COMPENSATING' AND created_at_ms <= ?2) OR ({_PAST_DEADLINE})
+    ORDER BY created_at_ms, transaction_id
+    LIMIT ?4
+)
+SELECT figures.*, stuck.* FROM figures LEFT JOIN stuck ON 1 ORDER BY stuck.created_at_ms, stuck.transaction_id
+"""
+
+#: ?1 is the user, ?2 the service's name or NULL for any, ?3 the limit.
+_BY_ACCOUNT = f"""
+SELECT {_SAGA_COLUMNS} FROM sagas
+WHERE (source_user = ?1 AND (?2 IS NULL OR source_service = ?2))
+   OR (target_user = ?1 AND (?2 IS NULL OR target_service = ?2))
+ORDER BY created_at_ms DESC, transaction_id DESC
+LIMIT ?3
+"""
 
 
 def _saga_from_row(row: tuple[Any, ...]) -> SagaRecord:
@@ -127,6 +185,8 @@ def _saga_from_row(row: tuple[Any, ...]) -> SagaRecord:
         lease_expires_at_ms=row[14],
         idempotency_key=row[15],
         submitted_by=row[18],
+        deadline_ms=row[19],
+        code=row[20],
     )
 
 
@@ -152,6 +212,7 @@ class SqliteSagaLog:
         self._reader_executor = reader_executor
         self._pending: list[tuple[list[_Statement], asyncio.Future[None]]] = []
         self._listeners: list[Callable[[], None]] = []
+        self._retry_listeners: list[Callable[[str], None]] = []
         self._wakeup = asyncio.Event()
         self._committer: asyncio.Task[None] | None = None
         self._closed = False
@@ -229,6 +290,7 @@ class SqliteSagaLog:
             updated_at_ms=saga.created_at_ms,
             idempotency_key=key,
             submitted_by=saga.submitted_by,
+            deadline_ms=saga.deadline_ms,
         )
         try:
             # The insert first: a new key, the common case, costs no read. The
@@ -262,28 +324,75 @@ class SqliteSagaLog:
         await self._enqueue([statement for change in changes for statement in _change_statements(change)])
 
     async def claim(
-        self, owner: str, *, limit: int, lease_ms: int, now_ms: int, transaction_id: str | None = None
+        self,
+        owner: str,
+        *,
+        limit: int,
+        lease_ms: int,
+        now_ms: int,
+        transaction_id: str | None = None,
+        include_waiting: bool = False,
     ) -> list[SagaRecord]:
-        rows = await self._run(_claim, self._connection, owner, limit, lease_ms, now_ms, transaction_id)
+        rows = await self._run(
+            _claim, self._connection, owner, limit, lease_ms, now_ms, transaction_id, include_waiting
+        )
         return [_saga_from_row(row) for row in rows]
 
     async def renew(self, owner: str, held: Mapping[str, int], *, lease_ms: int, now_ms: int) -> set[str]:
         renewed: set[str] = await self._run(_renew, self._connection, dict(held), now_ms + lease_ms)
         return set(held) - renewed
 
-    async def release(self, transaction_id: str, epoch: int) -> bool:
-        state = await self._run(_release, self._connection, transaction_id, epoch)
-        if state is not None and state not in TERMINAL_VALUES:
+    async def release(self, transaction_id: str, epoch: int, *, not_before_ms: int = 0) -> bool:
+        state = await self._run(_release, self._connection, transaction_id, epoch, not_before_ms)
+        if state is not None and state not in TERMINAL_VALUES and not not_before_ms:
             self._wake()
         return state is not None
 
-    async def listen(self, wake: Callable[[], None]) -> None:
-        # Only this process writes the file, so only its own submissions and releases can wake it.
+    async def listen(self, wake: Callable[[], None], retry: Callable[[str], None] | None = None) -> None:
+        # Only this process writes the file, so only its own submissions, releases and actions can wake it.
         self._listeners.append(wake)
+        if retry is not None:
+            self._retry_listeners.append(retry)
 
     def _wake(self) -> None:
         for wake in self._listeners:
             wake()
+
+    async def act(self, action: OperatorAction) -> SagaRecord:
+        # On the writer's thread, like every commit and claim: the rule reads
+        # the saga as no other write can change it until the action is written.
+        acted: tuple[SagaRecord, Effect] = await self._run(_act, self._connection, action)
+        saga, effect = acted
+        if effect.state is None:
+            if saga.owner is None:
+                self._wake()
+            for retry in self._retry_listeners:
+                retry(saga.transaction_id)
+        return saga
+
+    async def overview(self, *, now_ms: int, stuck_after_ms: int, limit: int) -> Overview:
+        rows = await self._read(_OVERVIEW, (now_ms, now_ms - stuck_after_ms, now_ms - RECENT_MS, limit))
+        by_state, completed_recently, compensating_too_long, deadlines_expired, oldest_needs_attention_ms = rows[0][:5]
+        counts = dict.fromkeys(SagaState, 0)
+        counts.update({SagaState(state): count for state, count in json.loads(by_state or "{}").items()})
+        return Overview(
+            counts,
+            completed_recently,
+            [_saga_from_row(row[5:]) for row in rows if row[5] is not None],
+            compensating_too_long,
+            counts[SagaState.NEEDS_ATTENTION],
+            deadlines_expired,
+            oldest_needs_attention_ms,
+            now_ms,
+        )
+
+    async def by_account(self, user_id: str, *, service: str | None = None, limit: int) -> list[SagaRecord]:
+        rows = await self._read(_BY_ACCOUNT, (user_id, service, limit))
+        return [_saga_from_row(row) for row in rows]
+
+    async def action_counts(self) -> dict[str, int]:
+        rows = await self._read("SELECT step, count(*) FROM events WHERE kind = 'action' GROUP BY step", ())
+        return {kind: count for kind, count in rows}
 
     async def _enqueue(self, statements: list[_Statement]) -> None:
         if self._closed:
@@ -510,8 +619,9 @@ def _connect(path: Path, create: bool, exclusive: bool = False) -> sqlite3.Conne
         _upgrade(connection)
         connection.executescript(_INDEXES)
         if exclusive:
-            # This process holds the file's lock: whoever held these leases is gone.
-            connection.execute("UPDATE sagas SET owner = NULL, lease_expires_at_ms = 0 WHERE lease_expires_at_ms <> 0")
+            # This process holds the file's lock: whoever held these leases is
+            # gone. A saga no one holds keeps its wait (see release's not_before_ms).
+            connection.execute("UPDATE sagas SET owner = NULL, lease_expires_at_ms = 0 WHERE owner IS NOT NULL")
         connection.execute("SELECT count(*) FROM sagas").fetchone()
     except sqlite3.DatabaseError as error:
         raise SagaLogError(f"{path} is not a usable saga log: {error}") from error
@@ -558,6 +668,8 @@ def _upgrade(connection: sqlite3.Connection) -> None:
                 ("source_service", "source_service TEXT"),
                 ("target_service", "target_service TEXT"),
                 ("submitted_by", "submitted_by TEXT"),
+                ("deadline_ms", "deadline_ms INTEGER"),
+                ("code", "code TEXT"),
             )
             if name not in saga_columns
         ]
@@ -618,7 +730,7 @@ _Statement = tuple[str, tuple[Any, ...], "tuple[str, int] | None"]
 def _insert_statements(saga: SagaRecord) -> list[_Statement]:
     return [
         (
-            f"INSERT INTO sagas ({_SAGA_COLUMNS}) VALUES ({', '.join('?' * 19)})",
+            f"INSERT INTO sagas ({_SAGA_COLUMNS}) VALUES ({', '.join('?' * 21)})",
             (
                 saga.transaction_id,
                 ",".join(saga.source.urls),
@@ -639,6 +751,8 @@ def _insert_statements(saga: SagaRecord) -> list[_Statement]:
                 saga.source.service,
                 saga.target.service,
                 saga.submitted_by,
+                saga.deadline_ms,
+                saga.code,
             ),
             None,
         ),
@@ -656,6 +770,7 @@ def _change_statements(change: Change) -> list[_Statement]:
         (
             "UPDATE sagas SET state = coalesce(?, state), fence_credit = coalesce(?, fence_credit), "
             "attempts = attempts + ?, last_error = coalesce(?, last_error), updated_at_ms = ?, "
+            "code = coalesce(?, code), "
             # A terminal state ends the lease with the saga.
             "owner = CASE WHEN ? THEN NULL ELSE owner END, "
             "lease_expires_at_ms = CASE WHEN ? THEN 0 ELSE lease_expires_at_ms END "
@@ -666,6 +781,7 @@ def _change_statements(change: Change) -> list[_Statement]:
                 len(change.attempts),
                 change.error,
                 change.at_ms,
+                change.code,
                 change.state is not None and change.state.is_terminal,
                 change.state is not None and change.state.is_terminal,
                 change.transaction_id,
@@ -761,15 +877,29 @@ def _in_transaction(connection: sqlite3.Connection, work: Callable[[], Any]) -> 
 
 
 def _claim(
-    connection: sqlite3.Connection, owner: str, limit: int, lease_ms: int, now_ms: int, transaction_id: str | None
+    connection: sqlite3.Connection,
+    owner: str,
+    limit: int,
+    lease_ms: int,
+    now_ms: int,
+    transaction_id: str | None,
+    include_waiting: bool,
 ) -> list[tuple[Any, ...]]:
     def work() -> list[tuple[Any, ...]]:
         chosen = "transaction_id = ?" if transaction_id is not None else "1"
         rows = connection.execute(
             f"UPDATE sagas SET owner = ?, epoch = epoch + 1, lease_expires_at_ms = ? WHERE rowid IN ("
-            f"SELECT rowid FROM sagas WHERE {_UNFINISHED} AND lease_expires_at_ms <= ? AND {chosen} "
+            f"SELECT rowid FROM sagas WHERE {_UNFINISHED} "
+            f"AND (lease_expires_at_ms <= ? OR (? AND owner IS NULL)) AND {chosen} "
             f"ORDER BY created_at_ms, rowid LIMIT ?) RETURNING {_SAGA_COLUMNS}",
-            (owner, now_ms + lease_ms, now_ms, *((transaction_id,) if transaction_id is not None else ()), limit),
+            (
+                owner,
+                now_ms + lease_ms,
+                now_ms,
+                include_waiting,
+                *((transaction_id,) if transaction_id is not None else ()),
+                limit,
+            ),
         ).fetchall()
         rows.sort(key=lambda row: (row[8], row[0]))
         connection.executemany(
@@ -798,17 +928,67 @@ def _renew(connection: sqlite3.Connection, held: dict[str, int], expires_at_ms: 
     return renewed
 
 
-def _release(connection: sqlite3.Connection, transaction_id: str, epoch: int) -> str | None:
+def _release(connection: sqlite3.Connection, transaction_id: str, epoch: int, not_before_ms: int) -> str | None:
     def work() -> str | None:
         row = connection.execute(
-            "UPDATE sagas SET owner = NULL, lease_expires_at_ms = 0 WHERE transaction_id = ? AND epoch = ? "
+            "UPDATE sagas SET owner = NULL, lease_expires_at_ms = ? WHERE transaction_id = ? AND epoch = ? "
             "RETURNING state",
-            (transaction_id, epoch),
+            (not_before_ms, transaction_id, epoch),
         ).fetchone()
         return None if row is None else str(row[0])
 
     state: str | None = _in_transaction(connection, work)
     return state
+
+
+def _act(connection: sqlite3.Connection, action: OperatorAction) -> tuple[SagaRecord, Effect]:
+    """Record ``action`` as saga/logs/memory.py does, in one write transaction; the saga after it, and the effect."""
+
+    def work() -> tuple[SagaRecord, Effect]:
+        row = connection.execute(
+            f"SELECT {_SAGA_COLUMNS} FROM sagas WHERE transaction_id = ?", (action.transaction_id,)
+        ).fetchone()
+        if row is None:
+            raise UnknownSaga(f"no saga has the id {action.transaction_id!r}")
+        saga = _saga_from_row(row)
+        effect = decide(saga, action)
+        event = action_event(saga, action, effect)
+        apply_change(saga, action_change(saga, action, effect))
+        if effect.state is None and saga.owner is None:
+            # Waiting after a blocked compensation: claimable from now on.
+            saga.lease_expires_at_ms = 0
+        step, code = action_row(event)
+        connection.execute(
+            "INSERT INTO events (transaction_id, at_ms, kind, state, step, code, detail, owner, epoch) "
+            "VALUES (?, ?, 'action', ?, ?, ?, ?, ?, ?)",
+            (
+                event.transaction_id,
+                event.at_ms,
+                None if event.state is None else event.state.value,
+                step,
+                code,
+                event.detail,
+                event.owner,
+                event.epoch,
+            ),
+        )
+        connection.execute(
+            "UPDATE sagas SET state = ?, last_error = ?, code = ?, updated_at_ms = ?, owner = ?, "
+            "lease_expires_at_ms = ? WHERE transaction_id = ?",
+            (
+                saga.state.value,
+                saga.last_error,
+                saga.code,
+                saga.updated_at_ms,
+                saga.owner,
+                saga.lease_expires_at_ms,
+                saga.transaction_id,
+            ),
+        )
+        return saga, effect
+
+    acted: tuple[SagaRecord, Effect] = _in_transaction(connection, work)
+    return acted
 
 
 def _query(connection: sqlite3.Connection, sql: str, parameters: tuple[Any, ...]) -> list[tuple[Any, ...]]:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 
@@ -17,8 +17,10 @@ import pytest
 from saga import AccountRef, MemorySagaLog, SagaRecord, SagaState, SqliteSagaLog
 from saga.ledgers import Acceptance, LedgerMark, Quarantine
 from saga.logs import IdempotencyKeyConflict, LeaseLost, SagaLog, SagaLogError
-from saga.logs.postgres import PostgresSagaLog
-from saga.records import Attempt, Change, Event
+from saga.logs.base import RECENT_MS, UnknownSaga, overview_of
+from saga.logs.postgres import SQL_FOLDER, PostgresSagaLog
+from saga.operator import ActionRefused
+from saga.records import ActionKind, Attempt, Change, Event, OperatorAction, Resolution
 from tests.support.postgres import fresh_database_async
 
 KINDS = ["memory", "sqlite", "postgresql"]
@@ -849,5 +851,752 @@ def test_sqlite_keeps_marks_and_quarantines_across_a_reopening(tmp_path: Path) -
             assert [q.service for q in await reader.quarantines()] == ["http://a.test"]
         finally:
             await reader.close()
+
+    asyncio.run(scenario())
+
+
+# -- operator actions, deadlines, the overview ------------------------------------------------
+
+REASON = "ticket 42"
+
+
+def by_operator(
+    transaction_id: str, kind: ActionKind, *, at_ms: int = 5_000, resolution: Resolution | None = None
+) -> OperatorAction:
+    return OperatorAction(transaction_id, kind, "ops-ana", REASON, at_ms, resolution)
+
+
+async def leased_in(
+    log: SagaLog, transaction_id: str, state: SagaState, *, owner: str = "w1", at_ms: int = 1_000
+) -> None:
+    """A saga created leased to ``owner`` at epoch 1 (until ``at_ms`` + LEASE_MS), then committed into ``state``."""
+    saga = record(transaction_id, at_ms=at_ms)
+    saga.owner, saga.epoch, saga.lease_expires_at_ms = owner, 1, at_ms + LEASE_MS
+    await log.create(saga, SagaState.DEBITING)
+    if state is not SagaState.DEBITING:
+        await log.commit(Change(transaction_id, at_ms + 1, state, epoch=1, owner=owner))
+
+
+class Heard:
+    """What a log's listeners were told: how many wake-ups, and which retries, in order."""
+
+    def __init__(self) -> None:
+        self.wakes = 0
+        self.retries: list[str] = []
+        self._told = asyncio.Event()
+
+    def wake(self) -> None:
+        self.wakes += 1
+        self._told.set()
+
+    def retry(self, transaction_id: str) -> None:
+        self.retries.append(transaction_id)
+        self._told.set()
+
+    async def until(self, condition: Callable[[], bool]) -> None:
+        while not condition():
+            self._told.clear()
+            await asyncio.wait_for(self._told.wait(), timeout=10)
+
+
+async def read(log: SagaLog, transaction_id: str) -> SagaRecord:
+    saga = await log.get(transaction_id)
+    assert saga is not None, transaction_id
+    return saga
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_a_deadline_and_an_end_code_read_back_through_every_read(kind: str, tmp_path: Path) -> None:
+    async def scenario(log: SagaLog) -> None:
+        submitted = record("submitted", at_ms=1_000)
+        submitted.deadline_ms = 61_000
+        recorded, _ = await log.submit(submitted)
+        assert (recorded.deadline_ms, recorded.code) == (61_000, None)
+        created = record("created", at_ms=1_001)
+        created.deadline_ms = 31_001
+        await log.create(created, SagaState.DEBITING)
+        await log.create(record("plain", at_ms=1_002), SagaState.DEBITING)
+        await log.commit(Change("created", 2_000, SagaState.FAILED, error="refused", code="insufficient_funds"))
+
+        def ends(sagas: list[SagaRecord]) -> dict[str, tuple[int | None, str | None]]:
+            return {saga.transaction_id: (saga.deadline_ms, saga.code) for saga in sagas}
+
+        expected = {"submitted": (61_000, None), "created": (31_001, "insufficient_funds"), "plain": (None, None)}
+        running = {"submitted": (61_000, None), "plain": (None, None)}
+        assert ends([await read(log, transaction_id) for transaction_id in expected]) == expected
+        assert ends(await log.sagas()) == expected
+        assert ends(await log.page(limit=10)) == expected
+        assert ends(await log.by_account("alice", limit=10)) == expected
+        assert ends(await log.unfinished()) == running
+        overview = await log.overview(now_ms=61_000, stuck_after_ms=60_000, limit=10)
+        assert ends(list(overview.stuck)) == {"submitted": (61_000, None)}
+        assert ends(await log.claim("w1", limit=10, lease_ms=LEASE_MS, now_ms=3_000)) == running
+        # A commit that names no code leaves the saga's as it was.
+        await log.commit(Change("created", 3_001, fence_credit=False))
+        assert (await read(log, "created")).code == "insufficient_funds"
+
+    run_on(kind, tmp_path, scenario)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_a_cancel_lands_only_on_a_saga_no_run_has_claimed(kind: str, tmp_path: Path) -> None:
+    async def scenario(log: SagaLog) -> None:
+        await log.submit(record("waiting"))
+        await log.submit(record("claimed", at_ms=1_001))
+        await log.claim("w1", limit=1, lease_ms=LEASE_MS, now_ms=2_000, transaction_id="claimed")
+        await log.create(record("ended", at_ms=1_002), SagaState.DEBITING)
+        await log.commit(Change("ended", 1_500, SagaState.COMPLETED))
+
+        cancelled = await log.act(by_operator("waiting", ActionKind.CANCEL, at_ms=3_000))
+        assert (cancelled.state, cancelled.code, cancelled.updated_at_ms) == (SagaState.CANCELLED, "cancelled", 3_000)
+        assert (cancelled.owner, cancelled.epoch, cancelled.lease_expires_at_ms) == (None, 0, 0)
+        assert cancelled.last_error == f"cancelled by ops-ana: {REASON}"
+        assert await log.get("waiting") == cancelled
+
+        for transaction_id, refusal in (
+            ("claimed", "transfer_in_progress"),
+            ("ended", "transfer_already_ended"),
+            ("waiting", "transfer_already_ended"),
+        ):
+            before = await log.get(transaction_id), await log.history(transaction_id)
+            with pytest.raises(ActionRefused) as refused:
+                await log.act(by_operator(transaction_id, ActionKind.CANCEL, at_ms=4_000))
+            assert refused.value.code == refusal, transaction_id
+            assert (await log.get(transaction_id), await log.history(transaction_id)) == before
+        with pytest.raises(UnknownSaga):
+            await log.act(by_operator("absent", ActionKind.CANCEL))
+
+        # Cancelled, it is never claimed, not even by a recovery that takes the sagas that wait.
+        assert await log.claim("w2", limit=10, lease_ms=LEASE_MS, now_ms=99_999, transaction_id="waiting") == []
+        taken = await log.claim("w2", limit=10, lease_ms=LEASE_MS, now_ms=99_999, include_waiting=True)
+        assert [saga.transaction_id for saga in taken] == ["claimed"]
+        assert await log.action_counts() == {"cancel": 1}
+
+    run_on(kind, tmp_path, scenario)
+
+
+async def check_one_winner_each(
+    log: SagaLog, names: Sequence[str], claimed: Sequence[str], cancelled: Sequence[str]
+) -> None:
+    """Every saga was either claimed or cancelled, never both, and the log agrees."""
+    assert sorted([*claimed, *cancelled]) == sorted(names)
+    for name in names:
+        saga = await read(log, name)
+        kinds = [event.kind for event in await log.history(name)]
+        if name in cancelled:
+            assert (saga.state, saga.epoch, "claim" in kinds) == (SagaState.CANCELLED, 0, False), name
+        else:
+            assert (saga.state, saga.epoch, "action" in kinds) == (SagaState.PENDING, 1, False), name
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_a_cancel_racing_a_claim_has_exactly_one_winner(kind: str, tmp_path: Path) -> None:
+    async def scenario(log: SagaLog) -> None:
+        names = [f"r{number:02d}" for number in range(12)]
+        for number, name in enumerate(names):
+            await log.submit(record(name, at_ms=1_000 + number))
+
+        async def cancel(name: str) -> str:
+            try:
+                await log.act(by_operator(name, ActionKind.CANCEL))
+            except ActionRefused as refused:
+                return refused.code
+            return "cancelled"
+
+        # The claim goes in between the cancels: some of them are decided before it, some after.
+        half = len(names) // 2
+        first, claims, second = await asyncio.gather(
+            asyncio.gather(*(cancel(name) for name in names[:half])),
+            log.claim("w1", limit=len(names), lease_ms=LEASE_MS, now_ms=2_000),
+            asyncio.gather(*(cancel(name) for name in names[half:])),
+        )
+        outcomes = dict(zip(names, [*first, *second], strict=True))
+        assert set(outcomes.values()) <= {"cancelled", "transfer_in_progress"}
+        cancelled = [name for name, outcome in outcomes.items() if outcome == "cancelled"]
+        await check_one_winner_each(log, names, [saga.transaction_id for saga in claims], cancelled)
+
+    run_on(kind, tmp_path, scenario)
+
+
+def test_postgres_a_cancel_and_a_claim_from_two_processes_never_both_land() -> None:
+    async def scenario() -> None:
+        async with fresh_database_async() as dsn:
+            operator = await PostgresSagaLog.open(dsn, pool_size=4)
+            worker = await PostgresSagaLog.open(dsn, pool_size=4)
+            try:
+                names = [f"r{number:03d}" for number in range(60)]
+                for number, name in enumerate(names):
+                    await worker.submit(record(name, at_ms=number))
+
+                async def claimant() -> list[str]:
+                    mine: list[str] = []
+                    while batch := await worker.claim("w1", limit=3, lease_ms=LEASE_MS, now_ms=10_000):
+                        mine += [saga.transaction_id for saga in batch]
+                    return mine
+
+                async def cancel(name: str) -> tuple[str, str]:
+                    try:
+                        await operator.act(by_operator(name, ActionKind.CANCEL))
+                    except ActionRefused as refused:
+                        return name, refused.code
+                    return name, "cancelled"
+
+                claimed, *outcomes = await asyncio.gather(claimant(), *(cancel(name) for name in reversed(names)))
+                assert {outcome for _, outcome in outcomes} <= {"cancelled", "transfer_in_progress"}
+                cancelled = [name for name, outcome in outcomes if outcome == "cancelled"]
+                await check_one_winner_each(worker, names, claimed, cancelled)
+            finally:
+                await operator.close()
+                await worker.close()
+
+    asyncio.run(scenario())
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_a_resolution_settles_only_a_saga_waiting_for_an_operator_and_is_kept_as_its_code(
+    kind: str, tmp_path: Path
+) -> None:
+    async def scenario(log: SagaLog) -> None:
+        await leased_in(log, "stopped", SagaState.NEEDS_ATTENTION)
+        await leased_in(log, "running", SagaState.CREDITING, at_ms=1_001)
+        settled = by_operator("stopped", ActionKind.RESOLVE, at_ms=6_000, resolution=Resolution.MOVED_BY_HAND)
+
+        resolved = await log.act(settled)
+        assert (resolved.state, resolved.code, resolved.updated_at_ms) == (SagaState.RESOLVED, "moved_by_hand", 6_000)
+        assert resolved.last_error == f"resolved (moved_by_hand) by ops-ana: {REASON}"
+        assert (resolved.owner, resolved.epoch, resolved.lease_expires_at_ms) == (None, 1, 0)
+        assert await log.get("stopped") == resolved
+        assert (await log.history("stopped"))[-1] == Event(
+            "stopped", 6_000, "action", SagaState.RESOLVED, detail=REASON, owner="ops-ana", epoch=1, action=settled
+        )
+
+        for transaction_id in ("running", "stopped"):
+            before = await log.history(transaction_id)
+            with pytest.raises(ActionRefused) as refused:
+                await log.act(by_operator(transaction_id, ActionKind.RESOLVE, resolution=Resolution.NOTHING_TO_MOVE))
+            assert refused.value.code == "transfer_not_awaiting_operator"
+            assert await log.history(transaction_id) == before
+        assert (await read(log, "running")).state is SagaState.CREDITING
+        assert await log.action_counts() == {"resolve": 1}
+
+    run_on(kind, tmp_path, scenario)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_a_retry_makes_a_waiting_compensation_claimable_now_and_tells_the_retry_listeners(
+    kind: str, tmp_path: Path
+) -> None:
+    async def scenario(log: SagaLog) -> None:
+        heard = Heard()
+        await log.listen(heard.wake, heard.retry)
+        await leased_in(log, "blocked", SagaState.COMPENSATING)
+        assert await log.release("blocked", 1, not_before_ms=600_000)
+        assert await log.claim("w2", limit=5, lease_ms=LEASE_MS, now_ms=5_000) == []
+
+        asked = by_operator("blocked", ActionKind.RETRY, at_ms=5_000)
+        retried = await log.act(asked)
+        assert (retried.state, retried.code, retried.updated_at_ms) == (SagaState.COMPENSATING, None, 5_000)
+        assert retried.last_error == f"retry asked by ops-ana: {REASON}"
+        assert (retried.owner, retried.epoch, retried.lease_expires_at_ms) == (None, 1, 0)
+        assert await log.get("blocked") == retried
+        # Told in commit order: the retry's wake-up comes before the retry, and the release woke no one.
+        await heard.until(lambda: heard.retries == ["blocked"])
+        assert heard.wakes == 1
+
+        (claimed,) = await log.claim("w2", limit=5, lease_ms=LEASE_MS, now_ms=5_001)
+        assert (claimed.transaction_id, claimed.owner, claimed.epoch) == ("blocked", "w2", 2)
+        assert [event for event in await log.history("blocked") if event.kind == "action"] == [
+            Event("blocked", 5_000, "action", None, detail=REASON, owner="ops-ana", epoch=1, action=asked)
+        ]
+        assert await log.action_counts() == {"retry": 1}
+
+    run_on(kind, tmp_path, scenario)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_a_retry_of_a_saga_in_its_backoff_tells_its_driver_and_leaves_its_lease(kind: str, tmp_path: Path) -> None:
+    async def scenario(log: SagaLog) -> None:
+        heard = Heard()
+        await log.listen(heard.wake, heard.retry)
+        await leased_in(log, "backing-off", SagaState.COMPENSATING)
+
+        retried = await log.act(by_operator("backing-off", ActionKind.RETRY))
+        assert (retried.owner, retried.epoch, retried.lease_expires_at_ms) == ("w1", 1, 1_000 + LEASE_MS)
+        await heard.until(lambda: heard.retries == ["backing-off"])
+        assert heard.wakes == 0, "no claimer wakes for a saga someone holds"
+        assert await log.claim("w2", limit=5, lease_ms=LEASE_MS, now_ms=2_000) == []
+        # Its driver's epoch still holds: it goes on committing.
+        await log.commit(Change("backing-off", 6_000, SagaState.COMPENSATED, epoch=1, owner="w1"))
+        assert (await read(log, "backing-off")).state is SagaState.COMPENSATED
+
+    run_on(kind, tmp_path, scenario)
+
+
+def test_postgres_a_retry_reaches_the_retry_listener_of_another_process() -> None:
+    async def scenario() -> None:
+        async with fresh_database_async() as dsn:
+            operator = await PostgresSagaLog.open(dsn, pool_size=2)
+            worker = await PostgresSagaLog.open(dsn, pool_size=2)
+            try:
+                heard = Heard()
+                await worker.listen(heard.wake, heard.retry)
+                await leased_in(worker, "blocked", SagaState.COMPENSATING)
+                await leased_in(worker, "backing-off", SagaState.COMPENSATING, owner="w9")
+                await worker.release("blocked", 1, not_before_ms=600_000)
+
+                await operator.act(by_operator("blocked", ActionKind.RETRY))
+                await operator.act(by_operator("backing-off", ActionKind.RETRY))
+                await heard.until(lambda: heard.retries == ["blocked", "backing-off"])
+                assert heard.wakes == 1
+                claimed = await worker.claim("w2", limit=5, lease_ms=LEASE_MS, now_ms=5_000)
+                assert [saga.transaction_id for saga in claimed] == ["blocked"]
+            finally:
+                await operator.close()
+                await worker.close()
+
+    asyncio.run(scenario())
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_a_retry_of_anything_but_a_compensating_saga_is_refused(kind: str, tmp_path: Path) -> None:
+    async def scenario(log: SagaLog) -> None:
+        await log.submit(record("pending"))
+        await log.submit(record("cancelled"))
+        await log.act(by_operator("cancelled", ActionKind.CANCEL))
+        for state in (SagaState.DEBITING, SagaState.CREDITING, SagaState.COMPLETED, SagaState.NEEDS_ATTENTION):
+            await leased_in(log, state.value, state)
+
+        for transaction_id in ("pending", "cancelled", "DEBITING", "CREDITING", "COMPLETED", "NEEDS_ATTENTION"):
+            before = await log.get(transaction_id), await log.history(transaction_id)
+            with pytest.raises(ActionRefused) as refused:
+                await log.act(by_operator(transaction_id, ActionKind.RETRY))
+            assert refused.value.code == "transfer_not_retryable", transaction_id
+            assert (await log.get(transaction_id), await log.history(transaction_id)) == before
+        assert await log.action_counts() == {"cancel": 1}
+
+    run_on(kind, tmp_path, scenario)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_a_saga_released_to_wait_is_claimed_when_its_time_comes_or_by_a_recovery_that_includes_waiting(
+    kind: str, tmp_path: Path
+) -> None:
+    async def scenario(log: SagaLog) -> None:
+        heard = Heard()
+        await log.listen(heard.wake, heard.retry)
+        await leased_in(log, "waits", SagaState.COMPENSATING)
+        await leased_in(log, "held", SagaState.COMPENSATING, owner="w9", at_ms=1_001)
+        await log.submit(record("expired", at_ms=1_002))
+        await log.claim("w8", limit=1, lease_ms=1, now_ms=1_002, transaction_id="expired")
+
+        assert await log.release("waits", 1, not_before_ms=50_000)
+        waiting = await read(log, "waits")
+        assert (waiting.owner, waiting.epoch, waiting.lease_expires_at_ms) == (None, 1, 50_000)
+        assert await log.claim("w2", limit=5, lease_ms=LEASE_MS, now_ms=49_999, transaction_id="waits") == []
+        # A recovery an operator starts takes it now, and what any claim takes, but never a saga someone holds.
+        taken = await log.claim("w2", limit=5, lease_ms=LEASE_MS, now_ms=2_000, include_waiting=True)
+        assert [(saga.transaction_id, saga.epoch) for saga in taken] == [("waits", 2), ("expired", 2)]
+
+        assert await log.release("waits", 2, not_before_ms=50_000)
+        assert await log.claim("w3", limit=5, lease_ms=LEASE_MS, now_ms=49_999, transaction_id="waits") == []
+        (due,) = await log.claim("w3", limit=5, lease_ms=LEASE_MS, now_ms=50_000, transaction_id="waits")
+        assert due.epoch == 3
+        # Heard in commit order: by the retry of the held saga, any wake-up from a release would have come.
+        await log.act(by_operator("held", ActionKind.RETRY))
+        await heard.until(lambda: heard.retries == ["held"])
+        assert heard.wakes == 1, "the submission woke the claimers; a release with a time to wait wakes no one"
+
+    run_on(kind, tmp_path, scenario)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_every_action_reads_back_from_the_history_with_who_why_and_how(kind: str, tmp_path: Path) -> None:
+    async def scenario(log: SagaLog) -> None:
+        await log.submit(record("c"))
+        await leased_in(log, "r", SagaState.COMPENSATING)
+        await leased_in(log, "s", SagaState.NEEDS_ATTENTION)
+        cancel = OperatorAction("c", ActionKind.CANCEL, "cli:ana@host", "customer asked, ticket 7", 7_000)
+        retry = OperatorAction("r", ActionKind.RETRY, "ops-bo", "bank B is back", 7_001)
+        again = OperatorAction("r", ActionKind.RETRY, "ops-bo", "once more", 7_002)
+        resolve = OperatorAction(
+            "s", ActionKind.RESOLVE, "ops-cy", "trails compared", 7_003, Resolution.NOTHING_TO_MOVE
+        )
+        for action in (cancel, retry, again, resolve):
+            await log.act(action)
+
+        actions = {
+            transaction_id: [event for event in await log.history(transaction_id) if event.kind == "action"]
+            for transaction_id in ("c", "r", "s")
+        }
+        assert actions == {
+            "c": [Event("c", 7_000, "action", SagaState.CANCELLED, None, cancel.reason, cancel.actor, 0, cancel)],
+            "r": [
+                Event("r", 7_001, "action", None, None, retry.reason, retry.actor, 1, retry),
+                Event("r", 7_002, "action", None, None, again.reason, again.actor, 1, again),
+            ],
+            "s": [Event("s", 7_003, "action", SagaState.RESOLVED, None, resolve.reason, resolve.actor, 1, resolve)],
+        }
+        # The action is the last word of each history: nothing else was written with it.
+        assert [(await log.history(name))[-1].kind for name in ("c", "r", "s")] == ["action"] * 3
+        assert await log.action_counts() == {"cancel": 1, "retry": 2, "resolve": 1}
+
+    run_on(kind, tmp_path, scenario)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_an_empty_log_has_an_empty_overview_and_no_actions(kind: str, tmp_path: Path) -> None:
+    async def scenario(log: SagaLog) -> None:
+        overview = await log.overview(now_ms=1_000_000, stuck_after_ms=60_000, limit=10)
+        assert overview == overview_of([], now_ms=1_000_000, stuck_after_ms=60_000, limit=10)
+        assert (overview.counts[SagaState.PENDING], overview.stuck, overview.oldest_needs_attention_ms) == (0, [], None)
+        assert await log.action_counts() == {}
+        assert await log.by_account("alice", limit=10) == []
+
+    run_on(kind, tmp_path, scenario)
+
+
+NOW_MS = 10_000_000
+STUCK_AFTER_MS = 60_000
+
+
+async def fill_for_the_overview(log: SagaLog) -> None:
+    """Sagas on each side of every line the overview draws, at NOW_MS with STUCK_AFTER_MS."""
+
+    async def saga(
+        transaction_id: str,
+        created_at_ms: int,
+        state: SagaState,
+        *,
+        updated_at_ms: int | None = None,
+        deadline_ms: int | None = None,
+    ) -> None:
+        new = record(transaction_id, at_ms=created_at_ms)
+        new.deadline_ms = deadline_ms
+        await log.create(new, SagaState.DEBITING)
+        if state is not SagaState.DEBITING:
+            await log.commit(Change(transaction_id, updated_at_ms or created_at_ms + 1, state))
+
+    await saga("done-lately", 100, SagaState.COMPLETED, updated_at_ms=NOW_MS - RECENT_MS + 1)
+    await saga("done-just-before", 101, SagaState.COMPLETED, updated_at_ms=NOW_MS - RECENT_MS)
+    await saga("done-long-ago", 102, SagaState.COMPLETED)
+    await saga("compensating-too-long", NOW_MS - STUCK_AFTER_MS, SagaState.COMPENSATING)
+    await saga("compensating-lately", NOW_MS - STUCK_AFTER_MS + 1, SagaState.COMPENSATING)
+    await saga("attention-b", 5_000, SagaState.NEEDS_ATTENTION)
+    await saga("attention-a", 5_000, SagaState.NEEDS_ATTENTION)
+    await saga("attention-late", 7_000, SagaState.NEEDS_ATTENTION)
+    await saga("past-deadline", 6_000, SagaState.CREDITING, deadline_ms=NOW_MS)
+    await saga("before-deadline", 6_001, SagaState.CREDITING, deadline_ms=NOW_MS + 1)
+    await saga("ended-past-deadline", 6_002, SagaState.FAILED, deadline_ms=1)
+    await saga("stuck-twice", 4_000, SagaState.COMPENSATING, deadline_ms=2)
+    await log.submit(record("pending", at_ms=8_000))
+    await log.submit(record("cancelled", at_ms=8_001))
+    await log.act(by_operator("cancelled", ActionKind.CANCEL))
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_the_overview_counts_what_an_operator_looks_at_first(kind: str, tmp_path: Path) -> None:
+    async def scenario(log: SagaLog) -> None:
+        await fill_for_the_overview(log)
+
+        overview = await log.overview(now_ms=NOW_MS, stuck_after_ms=STUCK_AFTER_MS, limit=4)
+        assert {state: count for state, count in overview.counts.items() if count} == {
+            SagaState.COMPLETED: 3,
+            SagaState.COMPENSATING: 3,
+            SagaState.NEEDS_ATTENTION: 3,
+            SagaState.CREDITING: 2,
+            SagaState.FAILED: 1,
+            SagaState.PENDING: 1,
+            SagaState.CANCELLED: 1,
+        }
+        assert set(overview.counts) == set(SagaState)
+        assert overview.completed_recently == 1
+        assert (overview.compensating_too_long, overview.needs_attention, overview.deadlines_expired) == (2, 3, 2)
+        assert (overview.oldest_needs_attention_ms, overview.at_ms) == (5_000, NOW_MS)
+        # Oldest first, equal times by id; a saga stuck twice over is listed once.
+        assert [saga.transaction_id for saga in overview.stuck] == [
+            "stuck-twice",
+            "attention-a",
+            "attention-b",
+            "past-deadline",
+        ]
+        everything = await log.overview(now_ms=NOW_MS, stuck_after_ms=STUCK_AFTER_MS, limit=100)
+        assert [saga.transaction_id for saga in everything.stuck][4:] == ["attention-late", "compensating-too-long"]
+        assert everything.stuck[0] == await log.get("stuck-twice")
+        # The reference computation over every saga agrees, figure for figure.
+        for limit in (0, 1, 4, 100):
+            expected = overview_of(await log.sagas(), now_ms=NOW_MS, stuck_after_ms=STUCK_AFTER_MS, limit=limit)
+            assert await log.overview(now_ms=NOW_MS, stuck_after_ms=STUCK_AFTER_MS, limit=limit) == expected
+
+    run_on(kind, tmp_path, scenario)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_the_sagas_of_an_account_are_listed_newest_first_at_any_service_or_at_the_one_named(
+    kind: str, tmp_path: Path
+) -> None:
+    async def scenario(log: SagaLog) -> None:
+        at_c = AccountRef("http://c.test", "alice", "bank-c")
+        await log.submit(named("sent", at_ms=1_000))  # alice@bank-a -> bob@bank-b
+        await log.submit(named("received", at_ms=3_000, source=NAMED_TARGET, target=at_c))  # bob -> alice@bank-c
+        await log.submit(named("tie-a", at_ms=2_000, target=at_c))  # alice@bank-a -> alice@bank-c
+        await log.submit(named("tie-b", at_ms=2_000))
+        await log.submit(record("unnamed", at_ms=4_000))  # alice at URLs only -> bob
+        await log.submit(named("others", at_ms=5_000, source=AccountRef("http://c.test", "carol", "bank-c")))
+
+        async def listed(user_id: str, service: str | None = None, limit: int = 10) -> list[str]:
+            return [saga.transaction_id for saga in await log.by_account(user_id, service=service, limit=limit)]
+
+        assert await listed("alice") == ["unnamed", "received", "tie-b", "tie-a", "sent"]
+        assert await listed("alice", limit=2) == ["unnamed", "received"]
+        assert await listed("alice", "bank-a") == ["tie-b", "tie-a", "sent"]
+        assert await listed("alice", "bank-c") == ["received", "tie-a"]
+        assert await listed("bob", "bank-b") == ["others", "received", "tie-b", "sent"]
+        assert await listed("bob", "bank-a") == []
+        assert await listed("carol") == ["others"]
+        assert await listed("nobody") == []
+        # A service is matched by its name, never by its URLs.
+        assert await listed("alice", "http://a.test") == []
+
+    run_on(kind, tmp_path, scenario)
+
+
+def test_sqlite_refuses_to_update_or_delete_an_event(tmp_path: Path) -> None:
+    import sqlite3
+
+    async def write() -> list[Event]:
+        log = await SqliteSagaLog.open(tmp_path / "saga.db")
+        try:
+            await log.submit(record("t"))
+            await log.act(by_operator("t", ActionKind.CANCEL))
+            return await log.history("t")
+        finally:
+            await log.close()
+
+    history = asyncio.run(write())
+    with contextlib.closing(sqlite3.connect(tmp_path / "saga.db")) as connection:
+        for statement in (
+            "UPDATE events SET detail = 'rewritten' WHERE kind = 'action'",
+            "DELETE FROM events WHERE kind = 'action'",
+            "DELETE FROM events",
+        ):
+            with pytest.raises(sqlite3.IntegrityError, match="append-only"):
+                connection.execute(statement)
+
+    async def read_again() -> list[Event]:
+        log = await SqliteSagaLog.open(tmp_path / "saga.db", exclusive=False)
+        try:
+            return await log.history("t")
+        finally:
+            await log.close()
+
+    assert asyncio.run(read_again()) == history
+
+
+def test_postgres_refuses_to_update_delete_or_truncate_an_event() -> None:
+    import asyncpg
+
+    async def scenario() -> None:
+        async with fresh_database_async() as dsn:
+            log = await PostgresSagaLog.open(dsn)
+            try:
+                await log.submit(record("t"))
+                await log.act(by_operator("t", ActionKind.CANCEL))
+                history = await log.history("t")
+                connection = await asyncpg.connect(dsn)
+                try:
+                    for statement in (
+                        "UPDATE saga_events SET detail = 'rewritten' WHERE kind = 'action'",
+                        "DELETE FROM saga_events WHERE kind = 'action'",
+                        "TRUNCATE saga_events CASCADE",
+                    ):
+                        with pytest.raises(asyncpg.PostgresError, match="append-only"):
+                            await connection.execute(statement)
+                finally:
+                    await connection.close()
+                assert await log.history("t") == history
+            finally:
+                await log.close()
+
+    asyncio.run(scenario())
+
+
+def test_sqlite_keeps_a_wait_across_a_reopening_and_releases_only_the_leases(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        log = await SqliteSagaLog.open(tmp_path / "saga.db")
+        await leased_in(log, "waits", SagaState.COMPENSATING)
+        await leased_in(log, "held", SagaState.CREDITING, owner="dead", at_ms=1_001)
+        await log.release("waits", 1, not_before_ms=600_000)
+        await log.close()
+
+        log = await SqliteSagaLog.open(tmp_path / "saga.db")
+        try:
+            waiting = await read(log, "waits")
+            assert (waiting.owner, waiting.lease_expires_at_ms) == (None, 600_000)
+            taken = await log.claim("alive", limit=5, lease_ms=LEASE_MS, now_ms=2_000)
+            assert [saga.transaction_id for saga in taken] == ["held"]
+            waited = await log.claim("alive", limit=5, lease_ms=LEASE_MS, now_ms=2_000, include_waiting=True)
+            assert [saga.transaction_id for saga in waited] == ["waits"]
+        finally:
+            await log.close()
+
+    asyncio.run(scenario())
+
+
+def test_a_sqlite_log_from_before_operator_actions_is_upgraded_and_then_works(tmp_path: Path) -> None:
+    import sqlite3
+
+    path = tmp_path / "saga.db"
+    with contextlib.closing(sqlite3.connect(path)) as connection:
+        connection.executescript(BEFORE_SERVICE_NAMES_SCHEMA)
+        connection.execute(
+            "INSERT INTO sagas VALUES ('waiting', 'http://a.test', 'alice', 'http://b.test,http://b2.test', 'bob', "
+            "50, 'PENDING', 0, 900, 900, 0, NULL, NULL, 0, 0, NULL)"
+        )
+        connection.execute(
+            "INSERT INTO events (transaction_id, at_ms, kind, state) VALUES ('waiting', 900, 'state', 'PENDING')"
+        )
+        connection.commit()
+
+    async def reopen() -> None:
+        log = await SqliteSagaLog.open(path, create=False)
+        try:
+            old = await read(log, "old")
+            assert (old.state, old.epoch, old.deadline_ms, old.code) == (SagaState.CREDITING, 1, None, None)
+            with pytest.raises(ActionRefused, match="cannot be cancelled"):
+                await log.act(by_operator("old", ActionKind.CANCEL))
+            cancelled = await log.act(by_operator("waiting", ActionKind.CANCEL))
+            assert (cancelled.state, cancelled.code) == (SagaState.CANCELLED, "cancelled")
+            new = record("new", at_ms=2_000)
+            new.deadline_ms = 3_000
+            await log.submit(new)
+            assert (await read(log, "new")).deadline_ms == 3_000
+            overview = await log.overview(now_ms=3_000, stuck_after_ms=60_000, limit=10)
+            assert [saga.transaction_id for saga in overview.stuck] == ["new"]
+            assert await log.action_counts() == {"cancel": 1}
+            assert [saga.transaction_id for saga in await log.by_account("alice", limit=10)] == [
+                "new",
+                "old",
+                "waiting",
+            ]
+        finally:
+            await log.close()
+
+    asyncio.run(reopen())
+    with contextlib.closing(sqlite3.connect(path)) as connection:
+        columns = {row[1] for row in connection.execute("PRAGMA table_info(sagas)")}
+        triggers = {row[0] for row in connection.execute("SELECT name FROM sqlite_master WHERE type = 'trigger'")}
+        with pytest.raises(sqlite3.IntegrityError, match="append-only"):
+            connection.execute("DELETE FROM events WHERE transaction_id = 'old'")
+    assert {"deadline_ms", "code"} <= columns
+    assert triggers == {"events_are_never_updated", "events_are_never_deleted"}
+
+    async def read_again() -> list[tuple[str, SagaState, int | None, str | None]]:
+        log = await SqliteSagaLog.open(path, create=False)
+        try:
+            return [(saga.transaction_id, saga.state, saga.deadline_ms, saga.code) for saga in await log.sagas()]
+        finally:
+            await log.close()
+
+    # A second opening finds nothing left to upgrade, and reads the same.
+    assert asyncio.run(read_again()) == [
+        ("waiting", SagaState.CANCELLED, None, "cancelled"),
+        ("old", SagaState.CREDITING, None, None),
+        ("new", SagaState.PENDING, 3_000, None),
+    ]
+
+
+async def postgres_schema(dsn: str) -> dict[str, list[tuple[object, ...]]]:
+    """What a migration decides, as the catalogue lists it: columns, indexes, triggers and functions."""
+    import asyncpg
+
+    connection = await asyncpg.connect(dsn)
+    try:
+        return {
+            "columns": [
+                tuple(row)
+                for row in await connection.fetch(
+                    "SELECT table_name, ordinal_position, column_name, data_type, column_default, is_nullable "
+                    "FROM information_schema.columns WHERE table_schema = 'public' ORDER BY 1, 2"
+                )
+            ],
+            "indexes": [
+                tuple(row)
+                for row in await connection.fetch(
+                    "SELECT indexname, indexdef FROM pg_indexes WHERE schemaname = 'public' ORDER BY 1"
+                )
+            ],
+            "triggers": [
+                tuple(row)
+                for row in await connection.fetch(
+                    "SELECT tgname, pg_get_triggerdef(oid) FROM pg_trigger WHERE NOT tgisinternal ORDER BY 1"
+                )
+            ],
+            "functions": [
+                tuple(row)
+                for row in await connection.fetch(
+                    "SELECT proname, pg_get_functiondef(oid) FROM pg_proc "
+                    "WHERE pronamespace = 'public'::regnamespace ORDER BY 1"
+                )
+            ],
+            "versions": [
+                tuple(row) for row in await connection.fetch("SELECT version FROM saga_log_schema ORDER BY 1")
+            ],
+        }
+    finally:
+        await connection.close()
+
+
+def test_a_postgres_log_at_schema_version_3_is_upgraded_like_a_fresh_one_and_then_works() -> None:
+    import asyncpg
+
+    async def scenario() -> None:
+        async with fresh_database_async() as old_dsn, fresh_database_async() as fresh_dsn:
+            connection = await asyncpg.connect(old_dsn)
+            try:
+                # As the code of migration 0003 left it, with a saga of that time.
+                await connection.execute("CREATE TABLE saga_log_schema (version integer PRIMARY KEY)")
+                for version in (1, 2, 3):
+                    (migration,) = SQL_FOLDER.glob(f"{version:04d}_*.sql")
+                    await connection.execute(migration.read_text(encoding="utf-8"))
+                    await connection.execute("INSERT INTO saga_log_schema (version) VALUES ($1)", version)
+                await connection.execute(
+                    "INSERT INTO saga_sagas (transaction_id, source_urls, source_user, target_urls, target_user, "
+                    "amount, state, created_at_ms, updated_at_ms) "
+                    "VALUES ('old', 'http://a.test', 'alice', 'http://b.test,http://b2.test', 'bob', 100, 'PENDING', "
+                    "1000, 1000)"
+                )
+                await connection.execute(
+                    "INSERT INTO saga_events (transaction_id, at_ms, kind, state) "
+                    "VALUES ('old', 1000, 'state', 'PENDING')"
+                )
+            finally:
+                await connection.close()
+
+            upgraded = await PostgresSagaLog.open(old_dsn)
+            try:
+                old = await read(upgraded, "old")
+                assert (old.state, old.deadline_ms, old.code, old.source, old.target) == (
+                    SagaState.PENDING,
+                    None,
+                    None,
+                    SOURCE,
+                    TARGET,
+                )
+                cancelled = await upgraded.act(by_operator("old", ActionKind.CANCEL))
+                assert (cancelled.state, cancelled.code) == (SagaState.CANCELLED, "cancelled")
+                new = record("new", at_ms=2_000)
+                new.deadline_ms = 3_000
+                await upgraded.submit(new)
+                overview = await upgraded.overview(now_ms=3_000, stuck_after_ms=60_000, limit=10)
+                assert [saga.transaction_id for saga in overview.stuck] == ["new"]
+                assert overview.counts[SagaState.CANCELLED] == 1
+                assert await upgraded.action_counts() == {"cancel": 1}
+                assert [saga.transaction_id for saga in await upgraded.by_account("bob", limit=5)] == ["new", "old"]
+            finally:
+                await upgraded.close()
+
+            fresh = await PostgresSagaLog.open(fresh_dsn)
+            await fresh.close()
+            assert await postgres_schema(old_dsn) == await postgres_schema(fresh_dsn)
 
     asyncio.run(scenario())
