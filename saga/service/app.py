@@ -59,6 +59,8 @@ MAX_PAGE: Final = 500
 DEFAULT_PAGE: Final = 50
 SERVICE_NAME_PATTERN: Final = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
 CURSOR_PATTERN: Final = r"^[A-Za-z0-9_-]+$"
+#: The routes that answer 405 to every method but POST on the actions' paths.
+ACTION_METHOD_NOT_ALLOWED: Final = "actionMethodNotAllowed"
 #: Paths anyone may call, whatever tokens the service has.
 PUBLIC_PATHS: Final = frozenset({"/healthz", "/readyz", "/openapi.json"})
 
@@ -505,6 +507,19 @@ def create_transfers_app(
         action = OperatorAction(transaction_id, ActionKind.RESOLVE, actor, body.reason, now_ms(), body.resolution)
         return await act(request, action)
 
+    async def only_post(request: Request) -> Response:
+        raise StarletteHTTPException(405, f"{request.method} is not allowed here; an action is a POST")
+
+    # Without these, getTransfer's whole-remainder id would take GET /transfers/X/cancel as the id X/cancel.
+    for kind in ActionKind:
+        app.add_api_route(
+            f"/transfers/{{transaction_id:anytext}}/{kind.value}",
+            only_post,
+            methods=["GET", "HEAD", "PUT", "PATCH", "DELETE", "OPTIONS"],
+            name=ACTION_METHOD_NOT_ALLOWED,
+            include_in_schema=False,
+        )
+
     @app.get("/transfers/{transaction_id:anytext}", name="getTransfer")
     async def get_transfer(
         request: Request,
@@ -548,12 +563,20 @@ def create_transfers_app(
 
     def allowed_methods(path: str) -> str:
         # Starlette's 405 names the methods of the first route on the path alone:
-        # Allow: POST for /transfers, which also answers GET.
-        methods = {
-            method
+        # Allow: POST for /transfers, which also answers GET. Of the routes
+        # that match, only the most specific count: /transfers/X/cancel also
+        # matches getTransfer's whole-remainder id, but is the cancel's path.
+        matching = [
+            route
             for route in app.routes
-            if isinstance(route, Route) and route.methods and route.path_regex.match(path)
-            for method in route.methods
+            if isinstance(route, Route)
+            and route.methods
+            and route.name != ACTION_METHOD_NOT_ALLOWED
+            and route.path_regex.match(path)
+        ]
+        most_specific = max((route.path.count("/") for route in matching), default=0)
+        methods = {
+            method for route in matching if route.path.count("/") == most_specific for method in route.methods or ()
         }
         return ", ".join(sorted(methods))
 

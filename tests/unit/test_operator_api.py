@@ -308,3 +308,29 @@ def test_a_deadline_that_is_not_an_aware_time_within_a_year_ahead_is_422_and_rec
         assert await log.sagas() == []
 
     run(scenario)
+
+
+@pytest.mark.parametrize("method", ["GET", "PUT", "DELETE", "OPTIONS"])
+@pytest.mark.parametrize("action", ["cancel", "retry", "resolve"])
+def test_an_action_path_answers_405_allowing_post_alone_to_any_other_method(method: str, action: str) -> None:
+    async def scenario(client: httpx.AsyncClient, log: MemorySagaLog) -> None:
+        await saga_in(log, SagaState.PENDING, claimed=False)
+        answer = await client.request(method, f"/transfers/t-1/{action}", headers=OPERATOR)
+        assert answer.status_code == 405
+        assert answer.headers["allow"] == "POST"
+        saga = await log.get("t-1")
+        assert saga is not None
+        assert saga.state is SagaState.PENDING
+
+    run(scenario)
+
+
+def test_a_null_deadline_is_no_deadline() -> None:
+    async def scenario(client: httpx.AsyncClient, log: MemorySagaLog) -> None:
+        payload = submission(None) | {"deadline": None}
+        answer = await client.post("/transfers", headers={**CALLER, "Idempotency-Key": "k-1"}, json=payload)
+        assert answer.status_code == 201, answer.text
+        assert answer.json()["deadline"] is None
+
+    run(scenario)
+

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import datetime
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any, Self, TypeVar
+from typing import TYPE_CHECKING, Any, Self, TypeVar, cast
 
 from attrs import define as _attrs_define
 
@@ -24,7 +24,8 @@ class TransferRequest:
         amount (int): An amount of money in minor units (cents). The service writes it
             without a fraction; it reads `2500.0` as `2500`, and refuses any other
             fraction.
-        deadline (datetime.datetime | Unset): RFC 3339, with a time zone. After it the saga sends no new
+        deadline (datetime.datetime | None | Unset): RFC 3339, with a time zone; null or absent: none. After it the saga
+            sends no new
             forward request: a debit never sent ends `FAILED`, a debit sent is
             given back (`COMPENSATED`), and a credit that already landed
             stands (`COMPLETED`); either of the first two with the code
@@ -35,7 +36,7 @@ class TransferRequest:
     source: AccountAt
     target: AccountAt
     amount: int
-    deadline: datetime.datetime | Unset = UNSET
+    deadline: datetime.datetime | None | Unset = UNSET
 
     def to_dict(self) -> dict[str, Any]:
         source = self.source.to_dict()
@@ -44,9 +45,13 @@ class TransferRequest:
 
         amount = self.amount
 
-        deadline: str | Unset = UNSET
-        if not isinstance(self.deadline, Unset):
+        deadline: None | str | Unset
+        if isinstance(self.deadline, Unset):
+            deadline = UNSET
+        elif isinstance(self.deadline, datetime.datetime):
             deadline = self.deadline.isoformat()
+        else:
+            deadline = self.deadline
 
         field_dict: dict[str, Any] = {}
 
@@ -73,12 +78,22 @@ class TransferRequest:
 
         amount = d.pop("amount")
 
-        _deadline = d.pop("deadline", UNSET)
-        deadline: datetime.datetime | Unset
-        if isinstance(_deadline, Unset):
-            deadline = UNSET
-        else:
-            deadline = datetime.datetime.fromisoformat(_deadline)
+        def _parse_deadline(data: object) -> datetime.datetime | None | Unset:
+            if data is None:
+                return data
+            if isinstance(data, Unset):
+                return data
+            try:
+                if not isinstance(data, str):
+                    raise TypeError()
+                deadline_type_0 = datetime.datetime.fromisoformat(data)
+
+                return deadline_type_0
+            except (TypeError, ValueError, AttributeError, KeyError):
+                pass
+            return cast(datetime.datetime | None | Unset, data)
+
+        deadline = _parse_deadline(d.pop("deadline", UNSET))
 
         transfer_request = cls(
             source=source,
