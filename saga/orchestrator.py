@@ -317,7 +317,7 @@ class Orchestrator:
             error = str(untrusted)
             logger.error("saga needs attention: %s", untrusted)
             try:
-                state = await run.finish(SagaState.NEEDS_ATTENTION, because=error)
+                state = await run.finish(SagaState.NEEDS_ATTENTION, because=error, code="ledger_untrusted")
             except LeaseLost as taken:
                 state, error, lost = run.state, str(taken), True
                 self.leases_lost += 1

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 from collections.abc import Callable
@@ -59,9 +60,11 @@ class LedgerChanged(LedgerUntrusted):
 
 @dataclass(frozen=True, slots=True)
 class StepResult:
-    """How one step ended, over all its attempts."""
+    """How one step ended, over all its attempts: with its last answer, or cut short by the saga's deadline."""
 
-    answer: StepAnswer
+    #: The last attempt's answer; None when the deadline passed before the
+    #: next attempt could go out (:attr:`expired`).
+    answer: StepAnswer | None
     #: Whether this step may have been sent before, without our learning what
     #: became of it: by an earlier attempt that got no answer, or by an earlier
     #: run of the saga that ended in a crash or lost its lease.
@@ -69,12 +72,12 @@ class StepResult:
 
     @property
     def applied(self) -> bool:
-        return self.answer.verdict is Verdict.OK
+        return self.answer is not None and self.answer.verdict is Verdict.OK
 
     @property
     def refused(self) -> bool:
         """Certainly not applied, now or later."""
-        if self.answer.verdict is not Verdict.REJECTED:
+        if self.answer is None or self.answer.verdict is not Verdict.REJECTED:
             return False
         # A rejection the service recorded holds for the transaction id, so it
         # covers every earlier attempt; one it did not record (401, 422, ...)
@@ -82,8 +85,23 @@ class StepResult:
         return self.answer.code in RECORDED_REJECTIONS or not self.sent_before
 
     @property
+    def expired(self) -> bool:
+        """The saga's deadline passed before the step settled: it sent no more attempts."""
+        return self.answer is None
+
+    @property
+    def never_sent(self) -> bool:
+        """The deadline passed before any attempt of the step could have gone out, in this run or an earlier one."""
+        return self.expired and not self.sent_before
+
+    @property
     def code(self) -> str | None:
-        return self.answer.code
+        return None if self.answer is None else self.answer.code
+
+    @property
+    def refusal_code(self) -> str:
+        """The code a refusal came with, as a saga's end records it: ``refused`` for a bare 4xx that named none."""
+        return self.code or "refused"
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,6 +159,13 @@ class SagaRun:
     since the lost run may have sent it (:attr:`credit_may_be_unlogged`). A
     terminal state is committed before the saga's result is returned; it
     precedes no request.
+
+    From the saga's deadline on (``record.deadline_ms``, read on ``now_ms``)
+    no debit or credit request goes out: the deadline is checked right
+    before each one, after any backoff, and a step it stops ends
+    :attr:`StepResult.expired`. Compensations always go out. ``nudge``, when
+    set (an operator asked for a retry), cuts the backoff before the next
+    attempt short.
     """
 
     def __init__(
@@ -153,6 +178,8 @@ class SagaRun:
         now_ms: Callable[[], int],
         replicas: Replicas | None = None,
         watch: LedgerWatch | None = None,
+        *,
+        nudge: asyncio.Event | None = None,
     ) -> None:
         self.record = record
         self._log = log
@@ -162,6 +189,8 @@ class SagaRun:
         self._policies = policies
         self._rng = rng
         self._now_ms = now_ms
+        #: Set to cut the backoff before the next attempt short (an operator's retry); cleared by the pause.
+        self._nudge = nudge
         self._unlogged: list[Attempt] = []
         #: Changes made but not yet committed: only on an exclusive log, and only forward ones.
         self._deferred: list[Change] = []
@@ -184,6 +213,11 @@ class SagaRun:
         return self.record.fence_credit
 
     @property
+    def code(self) -> str | None:
+        """The stable code logged with the saga's last decision: while COMPENSATING, why it compensates."""
+        return self.record.code
+
+    @property
     def resumed(self) -> bool:
         """Whether an earlier run drove this saga.
 
@@ -202,18 +236,32 @@ class SagaRun:
         """
         return self.resumed
 
-    async def enter(self, state: SagaState, *, fence_credit: bool | None = None, because: str | None = None) -> None:
+    async def enter(
+        self,
+        state: SagaState,
+        *,
+        fence_credit: bool | None = None,
+        because: str | None = None,
+        code: str | None = None,
+    ) -> None:
+        """Log the saga's new state, with why (a line, and a stable code) where it matters.
+
+        The code logged with COMPENSATING is why the saga compensates: a run
+        that resumes it reads it back (:attr:`code`) for the saga's end.
+        """
         if self._exclusive_log and state in _FORWARD_STATES and fence_credit is None and because is None:
             self._defer(state)
         else:
-            await self._commit(state=state, fence_credit=fence_credit, error=because)
+            await self._commit(state=state, fence_credit=fence_credit, error=because, code=code)
         self.record.state = state
         if fence_credit is not None:
             self.record.fence_credit = fence_credit
+        if code is not None:
+            self.record.code = code
 
-    async def finish(self, state: SagaState, *, because: str | None = None) -> SagaState:
+    async def finish(self, state: SagaState, *, because: str | None = None, code: str | None = None) -> SagaState:
         assert state.is_terminal
-        await self.enter(state, because=because)
+        await self.enter(state, because=because, code=code)
         return state
 
     async def step(self, step: str) -> StepResult:
@@ -229,6 +277,8 @@ class SagaRun:
         policy's attempts run out.
         """
         result = await self._attempt_until_settled(step, self._policies.compensation)
+        # No deadline stops a compensation: it always ends with an answer.
+        assert result.answer is not None
         acceptable = result.applied or (
             result.answer.verdict is Verdict.REJECTED and result.code in ENDS_COMPENSATION[step]
         )
@@ -239,11 +289,22 @@ class SagaRun:
 
     async def _attempt_until_settled(self, step: str, policy: RetryPolicy) -> StepResult:
         account = self._account_of(step)
+        attempts_before = len(self.attempts)
         number = 0
         while True:
             number += 1
             await self._pause_before(number, policy)
             answer = await self._send_to_a_replica(step, account, number, policy)
+            if answer is None:
+                # Whatever this step sent before stays unknown: the workflow decides (saga/workflow.py).
+                logger.info(
+                    "%s %s: the deadline passed, no attempt %d",
+                    step,
+                    self.record.transaction_id,
+                    number,
+                    extra={"fields": {"transaction_id": self.record.transaction_id, "step": step, "attempt": number}},
+                )
+                return StepResult(None, sent_before=len(self.attempts) > attempts_before or self.resumed)
             # Only an attempt without an answer is retried, so every attempt
             # before this one ended without an answer.
             if answer.verdict is not Verdict.UNKNOWN or not policy.allows(number + 1):
@@ -258,22 +319,39 @@ class SagaRun:
             )
 
     async def _pause_before(self, number: int, policy: RetryPolicy) -> None:
+        """Wait out the backoff before attempt ``number``, or until the nudge is set, whichever comes first."""
         delay = policy.delay_before(number, self._rng)
-        if delay:
+        if not delay:
+            return
+        if self._nudge is None:
             await asyncio.sleep(delay)
+            return
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(delay):
+                await self._nudge.wait()
+        self._nudge.clear()
 
-    async def _send_to_a_replica(self, step: str, account: AccountRef, number: int, policy: RetryPolicy) -> StepAnswer:
+    async def _send_to_a_replica(
+        self, step: str, account: AccountRef, number: int, policy: RetryPolicy
+    ) -> StepAnswer | None:
         """One attempt: the request, sent to the service's URLs in turn while they cannot be connected to.
 
         Each request is logged as a line of this attempt, with its URL. A URL
         that could not be connected to never got the request, so moving on to
         the next one at once is not a retry and adds no uncertainty.
+
+        A debit or credit goes out only before the saga's deadline, checked
+        right before each request: None when the deadline stopped the attempt.
+        Compensations always go out.
         """
+        assert account.urls, "a service has at least one URL"
         answer: StepAnswer | None = None
         for url in self._replicas.in_order(account.urls):
             await self._flush(step)
             await self._refuse_quarantined()
             mark = await self._watch.mark(account.service_key)
+            if step in (DEBIT, CREDIT) and self._deadline_passed():
+                return None
             answer = await send(
                 self._clients(url),
                 step,
@@ -292,8 +370,12 @@ class SagaRun:
             if not answer.unreachable:
                 self._replicas.reached(account.urls, url)
                 break
-        assert answer is not None, "a service has at least one URL"
         return answer
+
+    def _deadline_passed(self) -> bool:
+        """Whether the saga's deadline has come, on this run's clock."""
+        deadline_ms = self.record.deadline_ms
+        return deadline_ms is not None and self._now_ms() >= deadline_ms
 
     async def _refuse_quarantined(self) -> None:
         record = self.record
@@ -309,16 +391,33 @@ class SagaRun:
         services, not the log, know what became of the saga.
         """
         await self._refuse_quarantined()
-        accounts = [self.record.source]
-        if not self.record.target.same_service(self.record.source):
-            accounts.append(self.record.target)
-        for account in accounts:
+        for account in self._services():
             operations = await self._trail_operations(account)
             if operations is None:
                 return None
             if operations & {COMPENSATE_DEBIT, COMPENSATE_CREDIT}:
                 return True
         return False
+
+    async def nothing_on_record(self) -> bool:
+        """Whether the services certainly hold nothing under this saga's id; False if a trail cannot be read.
+
+        A log restored from a backup taken before a run claimed the saga
+        forgets that run, and the debit it may have sent: the saga's epoch
+        then says no run came before this one, and only the services know.
+        """
+        await self._refuse_quarantined()
+        for account in self._services():
+            if await self._trail_operations(account) != set():
+                return False
+        return True
+
+    def _services(self) -> list[AccountRef]:
+        """The source, and the target where it is on another service: one account per service to read a trail from."""
+        accounts = [self.record.source]
+        if not self.record.target.same_service(self.record.source):
+            accounts.append(self.record.target)
+        return accounts
 
     async def _trail_operations(self, account: AccountRef) -> set[str] | None:
         """The operations the service recorded under this saga's id, read as a step is retried; None if unreadable."""
@@ -407,14 +506,27 @@ class SagaRun:
         )
 
     async def _commit(
-        self, *, state: SagaState | None = None, fence_credit: bool | None = None, error: str | None = None
+        self,
+        *,
+        state: SagaState | None = None,
+        fence_credit: bool | None = None,
+        error: str | None = None,
+        code: str | None = None,
     ) -> None:
         attempts, self._unlogged = self._unlogged, []
         record = self.record
         # Conditional on the epoch this run claimed: after a takeover it raises
         # LeaseLost, and this run sends nothing more.
         change = Change(
-            record.transaction_id, self._now_ms(), state, fence_credit, attempts, error, record.epoch, record.owner
+            record.transaction_id,
+            self._now_ms(),
+            state,
+            fence_credit,
+            attempts,
+            error,
+            record.epoch,
+            record.owner,
+            code,
         )
         changes, self._deferred = [*self._deferred, change], []
         try:

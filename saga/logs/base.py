@@ -218,7 +218,8 @@ def apply_change(saga: SagaRecord, change: Change) -> None:
     if change.error is not None:
         saga.last_error = change.error
     saga.updated_at_ms = change.at_ms
-    if change.code is not None:
+    if change.code is not None or (change.state is not None and change.state.is_terminal):
+        # A terminal state says why itself: a COMPENSATING saga whose credit stood ends COMPLETED, code and all.
         saga.code = change.code
     if saga.state in TERMINAL_STATES:
         # Nothing is left to drive: the lease ends with the saga.

@@ -101,7 +101,8 @@ WITH fenced AS (
         attempts = attempts + $5,
         last_error = coalesce($6, last_error),
         updated_at_ms = $2,
-        code = coalesce($19, code),
+        -- A terminal state says why itself, with no code of the state before it left over.
+        code = CASE WHEN $3 IN ({_TERMINAL}) THEN $19 ELSE coalesce($19, code) END,
         -- A terminal state ends the lease with the saga.
         owner = CASE WHEN coalesce($3, state) IN ({_TERMINAL}) THEN NULL ELSE owner END,
         lease_expires_at_ms = CASE WHEN coalesce($3, state) IN ({_TERMINAL}) THEN 0 ELSE lease_expires_at_ms END

@@ -770,7 +770,7 @@ def _change_statements(change: Change) -> list[_Statement]:
         (
             "UPDATE sagas SET state = coalesce(?, state), fence_credit = coalesce(?, fence_credit), "
             "attempts = attempts + ?, last_error = coalesce(?, last_error), updated_at_ms = ?, "
-            "code = coalesce(?, code), "
+            "code = CASE WHEN ? THEN ? ELSE coalesce(?, code) END, "
             # A terminal state ends the lease with the saga.
             "owner = CASE WHEN ? THEN NULL ELSE owner END, "
             "lease_expires_at_ms = CASE WHEN ? THEN 0 ELSE lease_expires_at_ms END "
@@ -781,6 +781,8 @@ def _change_statements(change: Change) -> list[_Statement]:
                 len(change.attempts),
                 change.error,
                 change.at_ms,
+                change.state is not None and change.state.is_terminal,
+                change.code,
                 change.code,
                 change.state is not None and change.state.is_terminal,
                 change.state is not None and change.state.is_terminal,

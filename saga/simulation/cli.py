@@ -182,6 +182,8 @@ def run_simulate_command(args: argparse.Namespace, out: TextIO, err: TextIO) -> 
         if args.fail_fast and result.violations:
             break
     print(report.table(results), file=err if args.json else out)
+    # Beside the table, never in it: its columns are the fault classes.
+    print(report.deadlines_and_operators(results), file=err)
     broken = [result for result in results if result.violations]
     for result in broken:
         print("", file=err)

@@ -104,6 +104,15 @@ class FaultRates:
     #: The accounts service's own injected 500s on /credit.
     credit_fault_rate: float = 0.3
     credit_fault_after_commit_rate: float = 0.05
+    #: An operator looks at the console every so often (virtual time); each
+    #: look, with these chances, cancels a PENDING saga (racing the
+    #: orchestrators' claims: the log lets exactly one win) and asks for a
+    #: COMPENSATING one to be tried again at once. Between reading the
+    #: console and acting, the operator thinks a while.
+    operator_look_ms: MillisecondRange = field(default_factory=lambda: MillisecondRange(200, 1_500))
+    operator_cancel: float = 0.5
+    operator_retry: float = 0.5
+    operator_think_ms: MillisecondRange = field(default_factory=lambda: MillisecondRange(0, 400))
 
     def __post_init__(self) -> None:
         for name in (
@@ -120,6 +129,8 @@ class FaultRates:
             "log_rollback",
             "credit_fault_rate",
             "credit_fault_after_commit_rate",
+            "operator_cancel",
+            "operator_retry",
         ):
             rate = getattr(self, name)
             if not 0.0 <= rate <= 1.0:
@@ -127,7 +138,7 @@ class FaultRates:
 
 
 def no_faults() -> FaultRates:
-    """A fault plan that injects nothing at all: for checking the simulator's own plumbing."""
+    """A fault plan that injects nothing at all, and no operator acts: for checking the simulator's own plumbing."""
     return FaultRates(
         request_lost=0.0,
         response_lost=0.0,
@@ -140,6 +151,8 @@ def no_faults() -> FaultRates:
         log_rollback=0.0,
         credit_fault_rate=0.0,
         credit_fault_after_commit_rate=0.0,
+        operator_cancel=0.0,
+        operator_retry=0.0,
     )
 
 

@@ -90,6 +90,29 @@ def _transport(app: ASGIApp) -> httpx.ASGITransport:
     return httpx.ASGITransport(app=app, raise_app_exceptions=False)
 
 
+#: The request extension a sender stamps with its own clock (ms since the epoch) as the request leaves it.
+SENT_AT_MS = "simulation.sent_at_ms"
+
+
+@dataclass(frozen=True, slots=True)
+class SentRequest:
+    """One request as it reached the network: what, for which saga, where, and when it was sent.
+
+    ``sender_ms`` is the sender's own clock as the request left it (the
+    :data:`SENT_AT_MS` extension): a saga's deadline is judged on that clock.
+    ``at_ms`` is the virtual time it reached the network.
+    """
+
+    at_ms: int
+    sender_ms: int | None
+    transaction_id: str
+    #: The ledger operation, or ``read`` for a GET (a trail or a balance).
+    step: str
+    host: str
+    #: The service was down: the connection was refused, and nothing reached it.
+    refused: bool = False
+
+
 @dataclass(frozen=True, slots=True)
 class _Answer:
     status: int
@@ -140,6 +163,8 @@ class SimulatedNetwork(httpx.AsyncBaseTransport):
         self._background: set[asyncio.Task[Any]] = set()
         self.counts: Counter[str] = fault_counter()
         self.requests = 0
+        #: Every request that reached the network under a transaction id, in order (late copies excluded).
+        self.sent: list[SentRequest] = []
         #: Called when the plan says the orchestrator crashes now; set by the run.
         self.on_crash: Callable[[], None] | None = None
         #: Called with a crashed service's host when its downtime is over; it
@@ -157,6 +182,7 @@ class SimulatedNetwork(httpx.AsyncBaseTransport):
         if service is None:
             raise httpx.ConnectError(f"no simulated service at {host}", request=request)
         step = request.url.path.lstrip("/")
+        self._note_sent(request, host, step if request.method == "POST" else "read")
         if request.method != "POST" or step not in LEDGER_STEPS:
             # Reads are the simulator's own bookkeeping, not the saga's traffic.
             if service.down:
@@ -323,6 +349,16 @@ class SimulatedNetwork(httpx.AsyncBaseTransport):
             self.on_delivered(request.url.host, transaction_id, step)
         return _Answer(response.status_code, list(response.headers.raw), content)
 
+    def _note_sent(self, request: httpx.Request, host: str, step: str) -> None:
+        transaction_id = request.headers.get("transaction_id", "")
+        if not transaction_id:
+            return
+        sender_ms = request.extensions.get(SENT_AT_MS)
+        at_ms = round(asyncio.get_running_loop().time() * 1000)
+        sender = sender_ms if isinstance(sender_ms, int) else None
+        refused = self._services[host].down
+        self.sent.append(SentRequest(at_ms, sender, transaction_id, step, host, refused))
+
     # -- the plan --------------------------------------------------------------
 
     def _maybe_crash(self) -> None:
@@ -404,9 +440,9 @@ class SimulatedNetwork(httpx.AsyncBaseTransport):
             self.counts[INJECTED_500] += 1
         return f"{answer.status} {code}{' replayed' if replayed else ''}"
 
-    def record(self, kind: str, detail: str = "") -> None:
-        """Note something the run did (a crash, a recovery) in the trace."""
-        self._record(kind, fault=detail)
+    def record(self, kind: str, detail: str = "", transaction_id: str = "") -> None:
+        """Note something the run did (a crash, a recovery, an operator's action) in the trace."""
+        self._record(kind, transaction_id, fault=detail)
 
     def _record(
         self, kind: str, transaction_id: str = "", step: str = "", service: str = "", fault: str = "", answer: str = ""

@@ -29,6 +29,37 @@ def table(results: Sequence[SimulationResult]) -> str:
     return "\n".join(lines)
 
 
+#: What operators did, in report order (see SimulationResult.operator_actions).
+OPERATOR_ACTIONS = ("cancel", "cancel_refused", "retry", "retry_refused")
+
+
+def deadlines_and_operators(results: Sequence[SimulationResult]) -> str:
+    """One row per seed and a total row: sagas with a deadline, those it cut short, and what operators did.
+
+    ``cancel`` and ``retry`` count the actions the log took, ``*_refused`` those it refused
+    (a cancel that lost its race with a claim, a retry of a saga no longer COMPENSATING).
+    """
+    header = ["seed", "deadlines", "expired", *OPERATOR_ACTIONS]
+    rows = [_operators_row(str(result.config.seed), [result]) for result in results]
+    if len(results) > 1:
+        rows.append(_operators_row("total", results))
+    widths = [max(len(header[column]), *(len(row[column]) for row in rows)) for column in range(len(header))]
+    lines = ["  ".join(cell.rjust(width) for cell, width in zip(line, widths, strict=True)) for line in [header, *rows]]
+    return "\n".join(lines)
+
+
+def _operators_row(label: str, results: Sequence[SimulationResult]) -> list[str]:
+    actions: Counter[str] = Counter()
+    for result in results:
+        actions.update(result.operator_actions)
+    return [
+        label,
+        str(sum(result.deadlines for result in results)),
+        str(sum(result.deadlines_expired for result in results)),
+        *(str(actions[action]) for action in OPERATOR_ACTIONS),
+    ]
+
+
 def _row(label: str, results: Sequence[SimulationResult]) -> list[str]:
     states: Counter[SagaState] = Counter()
     faults: Counter[str] = Counter()
@@ -93,6 +124,10 @@ def as_json(result: SimulationResult) -> dict[str, Any]:
         "abandoned": result.abandoned,
         "requests": result.requests,
         "faults": {fault: result.fault_counts.get(fault, 0) for fault in FAULT_CLASSES},
+        "deadlines": result.deadlines,
+        "deadlines_expired": result.deadlines_expired,
+        "cancelled": result.states[SagaState.CANCELLED],
+        "operator_actions": {action: result.operator_actions.get(action, 0) for action in OPERATOR_ACTIONS},
         "violations": [
             {
                 "invariant": violation.invariant,

@@ -27,7 +27,7 @@ import random
 import time
 import traceback
 from collections import Counter, deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -35,19 +35,20 @@ import httpx
 from starlette.types import ASGIApp
 
 from saga import verify
-from saga.batch import PlannedTransfer
 from saga.ledgers import Acceptance, LedgerMark, Quarantine
 from saga.logs import MemorySagaLog, SagaLog
 from saga.logs.base import copy_record
+from saga.operator import ActionRefused
 from saga.orchestrator import Orchestrator
-from saga.records import Change, Event, SagaRecord
+from saga.records import ActionKind, Change, Event, OperatorAction, SagaRecord
 from saga.retry import RetryPolicies
 from saga.simulation.clock import run_in_virtual_time
 from saga.simulation.faults import CRASH, LOG_ROLLBACK, PAUSE, FaultRates, MillisecondRange, TraceEvent
-from saga.simulation.invariants import check_epochs, check_run
-from saga.simulation.network import SERVICE_TOKEN, SimulatedNetwork
-from saga.simulation.workload import WorkloadShape, draw_workload, seeded_ids, service_url
+from saga.simulation.invariants import check_deadlines, check_epochs, check_operator_ends, check_run
+from saga.simulation.network import SENT_AT_MS, SERVICE_TOKEN, SimulatedNetwork
+from saga.simulation.workload import PlannedTransfer, WorkloadShape, draw_workload, seeded_ids, service_url
 from saga.states import SagaState
+from saga.workflow import DEADLINE_EXCEEDED
 from server import Settings, create_app
 from server.ledger import Ledger
 from server.stores.memory import MemoryStore
@@ -125,6 +126,8 @@ class SimulationResult:
     requests: int
     virtual_seconds: float
     wall_seconds: float
+    #: What the operators did: ``cancel`` and ``retry`` landed, ``cancel_refused`` and ``retry_refused`` not.
+    operator_actions: dict[str, int] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
@@ -133,6 +136,16 @@ class SimulationResult:
     @property
     def states(self) -> Counter[SagaState]:
         return Counter(saga.state for saga in self.sagas)
+
+    @property
+    def deadlines(self) -> int:
+        """Sagas that had a deadline."""
+        return sum(1 for saga in self.sagas if saga.deadline_ms is not None)
+
+    @property
+    def deadlines_expired(self) -> int:
+        """Sagas whose deadline cut them short: they ended with code ``deadline_exceeded``."""
+        return sum(1 for saga in self.sagas if saga.code == DEADLINE_EXCEEDED)
 
     @property
     def trace_digest(self) -> str:
@@ -170,9 +183,23 @@ def run_simulation(config: SimulationConfig) -> SimulationResult:
     return result
 
 
-def _moved_on_since(backup: _LogCopy, now: dict[str, SagaState]) -> bool:
+def _moved_on_since(backup: _LogCopy, now: dict[str, SagaRecord]) -> bool:
     """Whether a saga that ``backup`` holds in a forward state has since been compensated, or ended."""
-    return any(saga.state in _FORWARD and now.get(tid) not in (None, saga.state) for tid, saga in backup.sagas.items())
+    return any(
+        saga.state in _FORWARD and tid in now and now[tid].state is not saga.state for tid, saga in backup.sagas.items()
+    )
+
+
+def _forgets_a_claim(backup: _LogCopy, now: dict[str, SagaRecord]) -> bool:
+    """Whether ``backup`` holds a saga no run had claimed yet (epoch 0) that one has claimed since.
+
+    Restored, such a saga looks as if no run ever drove it, and everything
+    that rests on the epoch then trusts what it must not: an operator's
+    cancel lands although a debit may be out, and the next run takes itself
+    for the first (it trusts a refusal its service did not record). The saga
+    cannot tell; a restore of such a copy is left out of the fault plan.
+    """
+    return any(saga.epoch == 0 and tid in now and now[tid].epoch > 0 for tid, saga in backup.sagas.items())
 
 
 def _rng(config: SimulationConfig, purpose: str) -> random.Random:
@@ -270,13 +297,20 @@ class _PausableLog:
 
 
 class _PausableTransport(httpx.AsyncBaseTransport):
-    """The network as one orchestrator process reaches it: nothing leaves or arrives while it is paused."""
+    """The network as one orchestrator process reaches it: nothing leaves or arrives while it is paused.
 
-    def __init__(self, network: SimulatedNetwork, paused: _Paused) -> None:
+    Each request is stamped with the process's clock as it leaves the saga
+    (:data:`~saga.simulation.network.SENT_AT_MS`): the deadline it was sent
+    under is the one the network's record is judged against.
+    """
+
+    def __init__(self, network: SimulatedNetwork, paused: _Paused, now_ms: Callable[[], int]) -> None:
         self._network = network
         self._paused = paused
+        self._now_ms = now_ms
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        request.extensions[SENT_AT_MS] = self._now_ms()
         await self._paused.wait()
         response = await self._network.handle_async_request(request)
         await self._paused.wait()
@@ -299,7 +333,13 @@ class _Run:
     def __init__(self, config: SimulationConfig) -> None:
         self.config = config
         rates = config.rates
-        self.workload = draw_workload(_rng(config, "workload"), config.services, config.transfers, config.shape)
+        self.workload = draw_workload(
+            _rng(config, "workload"),
+            config.services,
+            config.transfers,
+            config.shape,
+            handling=_rng(config, "deadlines and submissions"),
+        )
         #: Each service's store: it outlives the service's crashes, as a database would.
         self.stores = {host: MemoryStore.create(accounts) for host, accounts in self.workload.balances.items()}
         self.restarts: Counter[str] = Counter()
@@ -329,6 +369,10 @@ class _Run:
         #: Transfers taken from the queue whose orchestrator.transfer() has not returned.
         self.in_flight = 0
         self.errors: list[verify.Violation] = []
+        self._operators_rng = _rng(config, "operators")
+        self.operator_actions: Counter[str] = Counter()
+        #: The histories of sagas a log rollback erased, as they were before it.
+        self.forgotten_histories: dict[str, list[Event]] = {}
 
     @property
     def ledgers(self) -> dict[str, Ledger]:
@@ -360,6 +404,10 @@ class _Run:
         loop = asyncio.get_running_loop()
         drift_ms = process.drift_ms
         name = f"orchestrator-{process.index}.{process.incarnation}"
+
+        def now_ms() -> int:
+            return EPOCH_MS + round(loop.time() * 1000) + drift_ms
+
         return Orchestrator(
             _PausableLog(self.log, process.paused),
             policies=self.config.policies,
@@ -367,10 +415,10 @@ class _Run:
             # new transfer queued behind takeovers is lost unlogged if the
             # orchestrator crashes, which would only thin the run out.
             concurrency=2 * self.config.concurrency,
-            transport=_PausableTransport(self.network, process.paused),
+            transport=_PausableTransport(self.network, process.paused, now_ms),
             new_id=self.new_id,
             rng=_rng(self.config, f"orchestrator/{name}"),
-            now_ms=lambda: EPOCH_MS + round(loop.time() * 1000) + drift_ms,
+            now_ms=now_ms,
             owner=name,
             lease_seconds=self.config.lease_seconds,
             token=SERVICE_TOKEN,
@@ -382,11 +430,14 @@ class _Run:
         await self._drive(queue)
         records = await self.log.sagas() + self.forgotten
         histories = {record.transaction_id: await self.log.history(record.transaction_id) for record in records}
+        histories.update(self.forgotten_histories)
         violations = (
             self.errors
             + list(self.overdrawn.values())
             + check_run(opening, self.ledgers, records)
             + check_epochs(histories)
+            + check_deadlines(records, histories, self.network.sent, self.config.policies)
+            + check_operator_ends(records, histories, self.network.sent)
         )
         await self.network.drain()
         # Late duplicates may land long after every saga ended: they must change nothing.
@@ -414,6 +465,7 @@ class _Run:
             requests=self.network.requests,
             virtual_seconds=asyncio.get_running_loop().time(),
             wall_seconds=0.0,
+            operator_actions=dict(sorted(self.operator_actions.items())),
         )
 
     async def _drive(self, queue: deque[PlannedTransfer]) -> None:
@@ -425,6 +477,7 @@ class _Run:
         self.network.on_crash = lambda: self._crash_or_pause(processes)
         stop = asyncio.Event()
         lives = [asyncio.create_task(self._live(process, queue, stop)) for process in processes]
+        operators = asyncio.create_task(self._operators())
         while True:
             await asyncio.sleep(self.config.poll_seconds)
             if not queue and not self.in_flight and not await self.log.unfinished():
@@ -439,10 +492,12 @@ class _Run:
                 )
                 break
         self.network.on_crash = None
+        operators.cancel()
+        await asyncio.gather(operators, return_exceptions=True)
         stop.set()
         for process in processes:
-            process.paused.running.set()
             process.crashed.set()
+            process.paused.running.set()
         await asyncio.gather(*lives)
 
     async def _live(self, process: _Process, queue: deque[PlannedTransfer], stop: asyncio.Event) -> None:
@@ -450,6 +505,8 @@ class _Run:
         share = max(1, self.config.concurrency // self.config.orchestrators)
         while True:
             orchestrator = self._orchestrator(process)
+            # An operator's retry cuts the backoff of the saga's run short, wherever it runs.
+            await self.log.listen(_ignore, retry=orchestrator.retry_now)
             process.crashed = asyncio.Event()
             process.tasks = {asyncio.create_task(self._transfers(orchestrator, queue)) for _ in range(share)}
             claims = asyncio.create_task(self._claims(orchestrator, process))
@@ -489,8 +546,10 @@ class _Run:
             self.backups.append(self.log.copy_at(EPOCH_MS + round(loop.time() * 1000)))
         if self.rollbacks >= rates.log_rollbacks or self._rollbacks_rng.random() >= rates.log_rollback:
             return
-        now = {record.transaction_id: record.state for record in await self.log.sagas()}
-        backup = next((copy for copy in self.backups if _moved_on_since(copy, now)), None)
+        now = {record.transaction_id: record for record in await self.log.sagas()}
+        backup = next(
+            (copy for copy in self.backups if _moved_on_since(copy, now) and not _forgets_a_claim(copy, now)), None
+        )
         if backup is None:
             return
         self.log_open.clear()
@@ -502,13 +561,22 @@ class _Run:
                 return
             await asyncio.sleep(self.config.poll_seconds)
         for process in processes:
-            process.paused.running.set()
+            # Crashed before it is woken: a paused process's call to the log
+            # (a saga's creation, say) must die with it, not land mid-restore.
             process.crashed.set()
+            process.paused.running.set()
         await self.all_down.wait()
         self.all_down.clear()
-        erased = [record for record in await self.log.sagas() if record.transaction_id not in backup.sagas]
+        current = await self.log.sagas()
+        if _forgets_a_claim(backup, {record.transaction_id: record for record in current}):
+            # A saga of the copy was claimed while the run waited: no restore this time.
+            self.log_open.set()
+            return
+        erased = [record for record in current if record.transaction_id not in backup.sagas]
         self.forgotten += erased
-        went_back = sum(1 for tid, saga in backup.sagas.items() if saga.state is not now.get(tid))
+        for record in erased:
+            self.forgotten_histories[record.transaction_id] = await self.log.history(record.transaction_id)
+        went_back = sum(1 for tid, saga in backup.sagas.items() if tid not in now or saga.state is not now[tid].state)
         self.log.restore(backup)
         self.rollbacks += 1
         self.backups.clear()
@@ -543,12 +611,73 @@ class _Run:
                 continue
             planned = queue.popleft()
             self.in_flight += 1
+            now_ms = EPOCH_MS + round(asyncio.get_running_loop().time() * 1000)
+            # A deadline on the virtual clock, as a client states it: each orchestrator reads it on its own clock.
+            deadline_ms = None if planned.deadline_after_ms is None else now_ms + planned.deadline_after_ms
             try:
-                await orchestrator.transfer(planned.source, planned.target, planned.amount)
+                if planned.submitted:
+                    await self._submit_and_wait(planned, now_ms, deadline_ms)
+                else:
+                    await orchestrator.transfer(planned.source, planned.target, planned.amount, deadline_ms=deadline_ms)
             except Exception as error:
                 self._saga_raised(error)
             finally:
                 self.in_flight -= 1
+
+    async def _submit_and_wait(self, planned: PlannedTransfer, now_ms: int, deadline_ms: int | None) -> None:
+        """Submit the transfer as PENDING, as the transfers service does, and wait until the log says it ended."""
+        record = SagaRecord(
+            self.new_id(),
+            planned.source,
+            planned.target,
+            planned.amount,
+            created_at_ms=now_ms,
+            updated_at_ms=now_ms,
+            deadline_ms=deadline_ms,
+        )
+        await self.log.submit(record)
+        pause = 0.05
+        while True:
+            await asyncio.sleep(pause)
+            pause = min(pause * 2, 1.0)
+            logged = await self.log.get(record.transaction_id)
+            # None: a log rollback forgot it once it had ended.
+            if logged is None or logged.state.is_terminal:
+                return
+
+    async def _operators(self) -> None:
+        """Now and then an operator looks at the console: cancels a PENDING saga, retries a COMPENSATING one."""
+        rates, rng = self.config.rates, self._operators_rng
+        if not (rates.operator_cancel or rates.operator_retry):
+            return
+        while True:
+            await asyncio.sleep(rng.randint(rates.operator_look_ms.low, rates.operator_look_ms.high) / 1000)
+            if not self.log_open.is_set():
+                # A restore is under way: no one touches the log.
+                continue
+            if rng.random() < rates.operator_cancel:
+                await self._operator_acts(ActionKind.CANCEL, SagaState.PENDING, "the customer called it off")
+            if rng.random() < rates.operator_retry:
+                await self._operator_acts(ActionKind.RETRY, SagaState.COMPENSATING, "the service is back")
+
+    async def _operator_acts(self, kind: ActionKind, state: SagaState, reason: str) -> None:
+        """Pick a saga in ``state`` off the console, think a while, then act on it; a refusal is normal."""
+        rates, rng = self.config.rates, self._operators_rng
+        shown = await self.log.sagas(state)
+        if not shown:
+            return
+        chosen = rng.choice(shown)
+        await asyncio.sleep(rng.randint(rates.operator_think_ms.low, rates.operator_think_ms.high) / 1000)
+        at_ms = EPOCH_MS + round(asyncio.get_running_loop().time() * 1000)
+        action = OperatorAction(chosen.transaction_id, kind, "operator", reason, at_ms)
+        try:
+            acted = await self.log.act(action)
+        except ActionRefused as refused:
+            self.operator_actions[f"{kind.value}_refused"] += 1
+            self.network.record("operator", f"{kind.value} refused: {refused.code}", chosen.transaction_id)
+            return
+        self.operator_actions[kind.value] += 1
+        self.network.record("operator", f"{kind.value}: {acted.state.value}", chosen.transaction_id)
 
     async def _claims(self, orchestrator: Orchestrator, process: _Process) -> None:
         """Each poll, take over the sagas whose leases ran out: a crashed or paused orchestrator's."""
@@ -591,3 +720,7 @@ class _Run:
                 f"{type(error).__name__}: {error} at {where.filename}:{where.lineno}",
             )
         )
+
+
+def _ignore() -> None:
+    """A wake-up the simulated orchestrators do without: they claim once per poll."""

@@ -40,8 +40,11 @@ EXPECTED_CATCHES = MappingProxyType(
         "log-after-send": "money moves only for logged sagas",
         "credit-after-compensation-not-fenced": "money conserved",
         "restart-loses-fences": "money conserved",
-        "resumed-saga-trusts-a-restored-log": "money conserved",
+        # Its first catch (seed 4 of 200 transfers since the workload has deadlines and submissions) is
+        # a saga whose debit and credit the lost run had both given back: it completes with nothing moved.
+        "resumed-saga-trusts-a-restored-log": "balances match the sagas",
         "memory-log-epoch-check-dropped": "no commit from a stale epoch",
+        "forward-request-after-deadline": "no forward request after the deadline",
         "transfer-completed-credit-reversal": (
             "tests/unit/test_ledger.py::"
             "test_after_transfer_completed_the_credit_cannot_be_reversed_and_no_money_is_destroyed"

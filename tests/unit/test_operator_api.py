@@ -333,4 +333,3 @@ def test_a_null_deadline_is_no_deadline() -> None:
         assert answer.json()["deadline"] is None
 
     run(scenario)
-

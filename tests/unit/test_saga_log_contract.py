@@ -939,6 +939,19 @@ def test_a_deadline_and_an_end_code_read_back_through_every_read(kind: str, tmp_
 
 
 @pytest.mark.parametrize("kind", KINDS)
+def test_a_terminal_state_carries_its_own_code_and_none_of_the_state_before(kind: str, tmp_path: Path) -> None:
+    async def scenario(log: SagaLog) -> None:
+        await log.create(record("stood", at_ms=1_000), SagaState.DEBITING)
+        await log.commit(Change("stood", 1_100, SagaState.COMPENSATING, code="deadline_exceeded"))
+        assert (await read(log, "stood")).code == "deadline_exceeded"
+        # The fence found the credit standing: COMPLETED, and no leftover reason to say otherwise.
+        await log.commit(Change("stood", 1_200, SagaState.COMPLETED))
+        assert (await read(log, "stood")).code is None
+
+    run_on(kind, tmp_path, scenario)
+
+
+@pytest.mark.parametrize("kind", KINDS)
 def test_a_cancel_lands_only_on_a_saga_no_run_has_claimed(kind: str, tmp_path: Path) -> None:
     async def scenario(log: SagaLog) -> None:
         await log.submit(record("waiting"))
