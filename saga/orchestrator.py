@@ -282,11 +282,18 @@ class Orchestrator:
     # -- machinery ----------------------------------------------------------------
 
     async def _drive(self, record: SagaRecord) -> TransferResult:
+        nudge = self._nudges[record.transaction_id] = asyncio.Event()
+        try:
+            return await self._run(record, nudge)
+        finally:
+            # Only once the saga is handed back: an operator's retry asked until then still reaches it.
+            self._nudges.pop(record.transaction_id, None)
+
+    async def _run(self, record: SagaRecord, nudge: asyncio.Event) -> TransferResult:
         record.source = self.directory.resolve(record.source)
         record.target = self.directory.resolve(record.target)
         loop = asyncio.get_running_loop()
         started = loop.time()
-        nudge = self._nudges[record.transaction_id] = asyncio.Event()
         run = SagaRun(
             record,
             self.log,
@@ -330,10 +337,11 @@ class Orchestrator:
             # Also when stopped (a crash, a cancelled worker): the lease then
             # runs out, or the worker hands it back.
             self._held.pop(record.transaction_id, None)
-            self._nudges.pop(record.transaction_id, None)
         if not lost and not state.is_terminal:
-            # Anyone may take it up again: a blocked compensation after its wait, anything else at once.
-            not_before_ms = self._now_ms() + self.blocked_wait_ms if blocked and self.blocked_wait_ms else 0
+            # Anyone may take it up again: a blocked compensation after its wait, anything else at once;
+            # and at once too when an operator asked for a retry while its last request was out.
+            waits = blocked and self.blocked_wait_ms and not nudge.is_set()
+            not_before_ms = self._now_ms() + self.blocked_wait_ms if waits else 0
             try:
                 await self.log.release(record.transaction_id, record.epoch, not_before_ms=not_before_ms)
             except Exception as failure:

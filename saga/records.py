@@ -142,8 +142,9 @@ class SagaRecord:
     submitted_by: str | None = None
     #: After this time (ms since the epoch) the saga sends no new forward request (see saga/workflow.py).
     deadline_ms: int | None = None
-    #: Why the saga is where it ended, as a stable code (``insufficient_funds``,
-    #: ``deadline_exceeded``, ``cancelled``, ``moved_by_hand``, ...); None while it runs or where none applies.
+    #: Why the saga ended where it did, as a stable code (``insufficient_funds``,
+    #: ``deadline_exceeded``, ``cancelled``, ``moved_by_hand``, ...); while COMPENSATING, why it compensates;
+    #: None while it runs forward, and when it completed.
     code: str | None = None
 
 

@@ -58,9 +58,8 @@ async def transfer(saga: SagaRun) -> SagaState:
             # After a crash, a debit that applied may have been followed by a
             # credit the log never heard of: fence it too.
             because, code = why_compensate(DEBIT, debit)
-            await saga.enter(
-                SagaState.COMPENSATING, fence_credit=saga.credit_may_be_unlogged, because=because, code=code
-            )
+            fence_credit = saga.credit_may_be_unlogged or debit.expired
+            await saga.enter(SagaState.COMPENSATING, fence_credit=fence_credit, because=because, code=code)
             return await compensate(saga)
         await saga.enter(SagaState.CREDITING)
 
@@ -68,10 +67,12 @@ async def transfer(saga: SagaRun) -> SagaState:
         credit = await saga.step(CREDIT)
         if credit.applied:
             return await saga.finish(SagaState.COMPLETED)
-        # Only a credit that may have gone out without a final answer may have
-        # landed unseen, or may still land: that one must be fenced before the debit is undone.
+        # A credit that may have gone out without a final answer may have landed
+        # unseen, or may still land: it is fenced before the debit is undone. So
+        # is one the deadline kept from going out here, since a run that a log
+        # restored from a backup forgot may have sent it; only a refusal is sure.
         because, code = why_compensate(CREDIT, credit)
-        fence_credit = not (credit.refused or credit.never_sent)
+        fence_credit = not credit.refused
         await saga.enter(SagaState.COMPENSATING, fence_credit=fence_credit, because=because, code=code)
 
     return await compensate(saga)

@@ -11,6 +11,7 @@ import base64
 import binascii
 import json
 import logging
+import re
 import time
 import uuid
 from collections.abc import Callable
@@ -59,6 +60,7 @@ MAX_PAGE: Final = 500
 DEFAULT_PAGE: Final = 50
 SERVICE_NAME_PATTERN: Final = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
 CURSOR_PATTERN: Final = r"^[A-Za-z0-9_-]+$"
+RFC_3339: Final = re.compile(r"\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d{2}:\d{2})")
 #: The routes that answer 405 to every method but POST on the actions' paths.
 ACTION_METHOD_NOT_ALLOWED: Final = "actionMethodNotAllowed"
 #: Paths anyone may call, whatever tokens the service has.
@@ -150,7 +152,14 @@ class TransferRequestModel(BaseModel):
     source: AccountAtModel
     target: AccountAtModel
     amount: Annotated[StrictInt, Field(ge=1, le=MAX_AMOUNT), BeforeValidator(integral_number)]
-    deadline: AwareDatetime | None = None
+    deadline: Annotated[AwareDatetime | None, BeforeValidator(text_or_null)] = None
+
+
+def text_or_null(value: object) -> object:
+    """An RFC 3339 date-time, or null: a number, even in a string, is not read as seconds since the epoch."""
+    if value is not None and not (isinstance(value, str) and RFC_3339.fullmatch(value)):
+        raise ValueError("a deadline is an RFC 3339 date-time with a time zone, such as 2027-06-30T17:00:00Z")
+    return value
 
 
 Reason = Annotated[str, Field(min_length=1, max_length=MAX_REASON_LENGTH)]

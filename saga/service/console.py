@@ -45,7 +45,6 @@ import functools
 import hashlib
 import hmac
 import re
-import secrets
 import uuid
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -164,8 +163,8 @@ class Gate:
         self._tokens = tokens
         #: The cookies' Path: the browser sends them to the console's pages, and to nothing else of the service.
         self.cookie_path = prefix
-        # Drawn anew by every process: a restart makes every open form stale, never a token.
-        self._csrf_key = secrets.token_bytes(32)
+        # The same in every replica with the same tokens, so a form one replica rendered posts to any other.
+        self._csrf_key = tokens.derived_key(b"saga-console-csrf-key")
 
     @property
     def open_to_all(self) -> bool:

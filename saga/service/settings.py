@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -54,6 +55,13 @@ class TokenBook:
             *((secret.encode(), name, "caller") for name, secret in settings.api_tokens.items()),
             *((secret.encode(), name, "operator") for name, secret in settings.operator_tokens.items()),
         ]
+
+    def derived_key(self, purpose: bytes) -> bytes:
+        """A key that every process given the same tokens derives alike, and no one without them can."""
+        digest = hashlib.sha256(purpose)
+        for secret, name, role in sorted(self.entries):
+            digest.update(b"\x00".join((role.encode(), name.encode(), secret)) + b"\x01")
+        return digest.digest()
 
     def __bool__(self) -> bool:
         return bool(self.entries)

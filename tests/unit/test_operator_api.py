@@ -259,7 +259,7 @@ def test_an_action_on_an_unknown_transfer_is_404() -> None:
     run(scenario)
 
 
-def submission(deadline: str | None) -> dict[str, Any]:
+def submission(deadline: str | int | None) -> dict[str, Any]:
     payload: dict[str, Any] = {
         "source": {"service": "bank-a", "user_id": "alice"},
         "target": {"service": "bank-b", "user_id": "bob"},
@@ -296,9 +296,13 @@ def test_a_deadline_is_recorded_to_the_millisecond_and_shown_in_utc() -> None:
         iso_time(NOW_MS),  # now is not ahead
         iso_time(NOW_MS + 366 * 86_400_000),  # more than a year ahead
         "tomorrow",
+        1_790_000_000,  # seconds since the epoch: the contract's date-time is a string
+        "1790000000",
     ],
 )
-def test_a_deadline_that_is_not_an_aware_time_within_a_year_ahead_is_422_and_records_nothing(deadline: str) -> None:
+def test_a_deadline_that_is_not_an_aware_time_within_a_year_ahead_is_422_and_records_nothing(
+    deadline: str | int,
+) -> None:
     async def scenario(client: httpx.AsyncClient, log: MemorySagaLog) -> None:
         answer = await client.post(
             "/transfers", headers={**CALLER, "Idempotency-Key": "k-1"}, json=submission(deadline)
@@ -333,3 +337,15 @@ def test_a_null_deadline_is_no_deadline() -> None:
         assert answer.json()["deadline"] is None
 
     run(scenario)
+
+
+def test_every_replica_given_the_same_tokens_derives_the_same_console_key_and_no_other_does() -> None:
+    from saga.service.settings import TokenBook
+
+    def key(operators: dict[str, str]) -> bytes:
+        settings = TransfersSettings(directory=ServiceDirectory({}), operator_tokens=operators)
+        return TokenBook(settings).derived_key(b"purpose")
+
+    assert key({"olga": "s1"}) == key({"olga": "s1"})
+    assert key({"olga": "s1"}) != key({"olga": "s2"})
+    assert key({"olga": "s1"}) != key({"oleg": "s1"})

@@ -171,13 +171,15 @@ def test_debit_retries_stop_at_the_deadline_and_the_debit_is_given_back(deadline
     deadline_ms = START_MS + deadline_after_ms
     result, log = on_the_clock(transport, deadline_ms=deadline_ms, policies=policies)
     # One attempt a second, each checked against the deadline after its pause, right before it goes out.
-    assert [path for path, _ in transport.sent] == ["/debit"] * debits + ["/compensate_debit"]
-    assert [at_ms - START_MS for _, at_ms in transport.sent] == [*(1_000 * n for n in range(debits)), 1_000 * debits]
+    assert [path for path, _ in transport.sent][:debits] == ["/debit"] * debits
+    # Only a run the log forgot can have sent the credit, but the fence costs one request: it goes first.
+    assert [path for path, _ in transport.sent][debits:] == ["/compensate_credit", "/compensate_debit"]
+    assert [at_ms - START_MS for _, at_ms in transport.sent][:debits] == [1_000 * n for n in range(debits)]
     assert transport.forward_at_or_after(deadline_ms) == []
     assert result.state is SagaState.COMPENSATED
     assert result.error == "the deadline passed before the debit settled"
     record = logged(log, result.transaction_id)
-    assert (record.code, record.fence_credit) == (DEADLINE_EXCEEDED, False), "no credit was ever sent"
+    assert (record.code, record.fence_credit) == (DEADLINE_EXCEEDED, True)
     assert balances(app) == (1_000, 1_000)
 
 
@@ -188,13 +190,14 @@ def test_a_debit_applied_whose_credit_could_not_go_out_before_the_deadline_is_gi
     policies = RetryPolicies(debit=every(0.0), credit=FAST, compensation=POLICIES.compensation)
     deadline_ms = START_MS + 2_000
     result, log = on_the_clock(transport, deadline_ms=deadline_ms, policies=policies)
-    assert steps(result) == [("debit", 200), ("compensate_debit", 200)]
+    assert steps(result) == [("debit", 200), ("compensate_credit", 200), ("compensate_debit", 200)]
     assert transport.forward_at_or_after(deadline_ms) == []
     assert result.state is SagaState.COMPENSATED
     record = logged(log, result.transaction_id)
-    assert (record.code, record.fence_credit) == (DEADLINE_EXCEEDED, False)
+    assert (record.code, record.fence_credit) == (DEADLINE_EXCEEDED, True)
     assert [(entry.operation, entry.outcome) for entry in ledger(app).trail(result.transaction_id)] == [
         ("debit", "applied"),
+        ("compensate_credit", "voided"),
         ("compensate_debit", "reversed"),
     ]
     assert balances(app) == (1_000, 1_000)
@@ -429,3 +432,31 @@ def test_a_nudge_cuts_one_backoff_short_and_is_cleared_by_it() -> None:
     compensations = [at_ms - START_MS for path, at_ms in transport.sent if path == "/compensate_debit"]
     # Lost at 0; nudged at 10 s, lost again; then the full minute, since the nudge was cleared.
     assert compensations == [0, 10_000, 70_000]
+
+
+def test_a_credit_the_deadline_kept_back_is_fenced_since_a_run_a_restored_log_forgot_may_have_sent_it() -> None:
+    app = bank()
+    alice, bob = AccountRef(URL, "alice"), AccountRef(URL, "bob")
+
+    async def scenario() -> TransferResult:
+        # The run that a log restored from a backup forgot: its debit and credit both landed.
+        forgotten = Orchestrator(
+            MemorySagaLog(), policies=POLICIES, transport=Clocked(app), now_ms=clock_ms, new_id=lambda: "t-1"
+        )
+        assert (await forgotten.transfer(alice, bob, 100)).state is SagaState.COMPLETED
+        # The restored log holds the saga as submitted: unclaimed, with a deadline.
+        log = MemorySagaLog()
+        now = clock_ms()
+        await log.submit(
+            SagaRecord("t-1", alice, bob, 100, created_at_ms=now, updated_at_ms=now, deadline_ms=now + 500)
+        )
+        # The debit's replay answers late: the deadline passes before the credit would go out.
+        late = Clocked(app, slow={"/debit": [0.9]})
+        orchestrator = Orchestrator(log, policies=POLICIES, transport=late, rng=random.Random(1), now_ms=clock_ms)
+        (claimed,) = await orchestrator.claim(1)
+        return await orchestrator.drive(claimed)
+
+    result = run_in_virtual_time(scenario())
+    assert ("compensate_credit", 200) in steps(result), "the credit is fenced before the debit is given back"
+    assert result.state is SagaState.COMPENSATED
+    assert balances(app) == (1_000, 1_000), "without the fence the forgotten credit stood and 100 were minted"

@@ -43,8 +43,9 @@ class Transfer:
         submitted_by (None | str): The name of the API token it was submitted with; null without API tokens.
         deadline (datetime.datetime | None): After this time the saga sends no new forward request; null without a
             deadline.
-        code (None | str): Why the transfer ended where it did, as a stable code; null while
-            it runs and when it completed. For example `insufficient_funds`
+        code (None | str): Why the transfer ended where it did, as a stable code; while it
+            is `COMPENSATING`, why it compensates; null while it runs
+            forward and when it completed. For example `insufficient_funds`
             (`FAILED`), `deadline_exceeded` (`FAILED` or `COMPENSATED`),
             `outcome_unknown` (`COMPENSATED`), `cancelled`, and the
             resolution (`moved_by_hand`, `nothing_to_move`) of a `RESOLVED`
