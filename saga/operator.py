@@ -83,7 +83,8 @@ def _resolve(saga: SagaRecord, action: OperatorAction) -> Effect:
             "transfer_not_awaiting_operator",
             f"only a NEEDS_ATTENTION transfer is resolved; this one is {saga.state.value}",
         )
-    assert action.resolution is not None, "a resolution names how the saga was settled"
+    if action.resolution is None:
+        raise ValueError("a resolution names how the saga was settled")
     how = action.resolution.value
     return Effect(SagaState.RESOLVED, how, f"resolved ({how}) by {action.actor}: {action.reason}")
 

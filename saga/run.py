@@ -190,7 +190,7 @@ class SagaRun:
         self._rng = rng
         self._now_ms = now_ms
         #: Set to cut the backoff before the next attempt short (an operator's retry); cleared by the pause.
-        self._nudge = nudge
+        self._nudge = nudge if nudge is not None else asyncio.Event()
         self._unlogged: list[Attempt] = []
         #: Changes made but not yet committed: only on an exclusive log, and only forward ones.
         self._deferred: list[Change] = []
@@ -296,14 +296,8 @@ class SagaRun:
             await self._pause_before(number, policy)
             answer = await self._send_to_a_replica(step, account, number, policy)
             if answer is None:
-                # Whatever this step sent before stays unknown: the workflow decides (saga/workflow.py).
-                logger.info(
-                    "%s %s: the deadline passed, no attempt %d",
-                    step,
-                    self.record.transaction_id,
-                    number,
-                    extra={"fields": {"transaction_id": self.record.transaction_id, "step": step, "attempt": number}},
-                )
+                # Whatever this step sent before stays unknown: the workflow decides (saga/workflow.py),
+                # and the state it enters says why.
                 return StepResult(None, sent_before=len(self.attempts) > attempts_before or self.resumed)
             # Only an attempt without an answer is retried, so every attempt
             # before this one ended without an answer.
@@ -322,9 +316,6 @@ class SagaRun:
         """Wait out the backoff before attempt ``number``, or until the nudge is set, whichever comes first."""
         delay = policy.delay_before(number, self._rng)
         if not delay:
-            return
-        if self._nudge is None:
-            await asyncio.sleep(delay)
             return
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(delay):
@@ -345,7 +336,6 @@ class SagaRun:
         Compensations always go out.
         """
         assert account.urls, "a service has at least one URL"
-        answer: StepAnswer | None = None
         for url in self._replicas.in_order(account.urls):
             await self._flush(step)
             await self._refuse_quarantined()
@@ -369,7 +359,8 @@ class SagaRun:
             await self._observe(account, answer.attempt.ledger_id, answer.ledger_position, mark)
             if not answer.unreachable:
                 self._replicas.reached(account.urls, url)
-                break
+                return answer
+        # Every URL refused the connection: the last one's answer stands for the attempt.
         return answer
 
     def _deadline_passed(self) -> bool:

@@ -460,3 +460,32 @@ def test_a_credit_the_deadline_kept_back_is_fenced_since_a_run_a_restored_log_fo
     assert ("compensate_credit", 200) in steps(result), "the credit is fenced before the debit is given back"
     assert result.state is SagaState.COMPENSATED
     assert balances(app) == (1_000, 1_000), "without the fence the forgotten credit stood and 100 were minted"
+
+
+def test_a_debit_the_deadline_kept_back_is_undone_when_a_run_a_restored_log_forgot_sent_it() -> None:
+    app = bank()
+    alice, bob = AccountRef(URL, "alice"), AccountRef(URL, "bob")
+
+    async def scenario() -> tuple[TransferResult, MemorySagaLog, Clocked]:
+        forgotten = Orchestrator(
+            MemorySagaLog(), policies=POLICIES, transport=Clocked(app), now_ms=clock_ms, new_id=lambda: "t-1"
+        )
+        assert (await forgotten.transfer(alice, bob, 100)).state is SagaState.COMPLETED
+        # The restored log holds the saga as submitted, and its deadline has passed by the time a run takes it up.
+        log = MemorySagaLog()
+        now = clock_ms()
+        await log.submit(SagaRecord("t-1", alice, bob, 100, created_at_ms=now, updated_at_ms=now, deadline_ms=now))
+        transport = Clocked(app)
+        orchestrator = Orchestrator(log, policies=POLICIES, transport=transport, now_ms=clock_ms)
+        (claimed,) = await orchestrator.claim(1)
+        return await orchestrator.drive(claimed), log, transport
+
+    result, log, transport = run_in_virtual_time(scenario())
+    assert [path for path, _ in transport.sent if path in FORWARD] == [], "nothing goes forward after the deadline"
+    assert steps(result) == [("compensate_credit", 200), ("compensate_debit", 200)]
+    record = logged(log, "t-1")
+    assert (record.state, record.code, record.fence_credit) == (SagaState.COMPENSATED, DEADLINE_EXCEEDED, True)
+    history = asyncio.run(log.history("t-1"))
+    (entered,) = [event for event in history if event.state is SagaState.COMPENSATING]
+    assert entered.detail == "the deadline passed; a run the log lacks may have sent the debit"
+    assert balances(app) == (1_000, 1_000)

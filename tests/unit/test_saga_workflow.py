@@ -336,6 +336,20 @@ def test_a_saga_being_recovered_is_not_resumed_again() -> None:
     asyncio.run(resume_while_running())
 
 
+class CodeWatching(ScriptedTransport):
+    """Notes the saga's code in the log as each request goes out."""
+
+    def __init__(self, app: Any, log: MemorySagaLog) -> None:
+        super().__init__(app)
+        self.log = log
+        self.codes: dict[str, str | None] = {}
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        record = await self.log.get("t-restored")
+        self.codes[request.url.path] = None if record is None else record.code
+        return await super().handle_async_request(request)
+
+
 def a_log_restored_from_before(state: SagaState) -> MemorySagaLog:
     """A log restored from a backup taken while the saga was in ``state``, by a run that went on and compensated."""
     record = SagaRecord("t-restored", AccountRef(URL, "alice"), AccountRef(URL, "bob"), 100)
@@ -354,9 +368,10 @@ def test_a_saga_whose_compensation_the_restored_log_forgot_is_compensated_again_
     ledger(app).execute("debit", "t-restored", "alice", 100)
     ledger(app).execute("compensate_debit", "t-restored", "alice", 100)
     log = a_log_restored_from_before(state)
-    transport = ScriptedTransport(app)
+    transport = CodeWatching(app, log)
     (result,) = asyncio.run(recover_with(log, transport))
     assert result.state is SagaState.COMPENSATED
+    assert transport.codes["/compensate_credit"] == "outcome_unknown", "logged with COMPENSATING, for a recovery"
     assert "/credit" not in transport.paths, "a reversed debit never leads to a credit"
     assert "/debit" not in transport.paths
     assert steps(result) == [("compensate_credit", 200), ("compensate_debit", 200)]
