@@ -71,7 +71,7 @@ def test_a_resolution_ends_the_saga_resolved_with_how_as_its_code() -> None:
         "moved_by_hand",
         "resolved (moved_by_hand) by olga: refund ref 9",
     )
-    with pytest.raises(ValueError, match="a resolution names how the saga was settled"):
+    with pytest.raises(ValueError, match=r"^a resolution names how the saga was settled$"):
         decide(saga(SagaState.NEEDS_ATTENTION), action(ActionKind.RESOLVE))
     refused = refusal(saga(SagaState.RESOLVED), taken)
     assert refused.code == "transfer_not_awaiting_operator"

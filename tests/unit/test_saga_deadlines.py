@@ -363,8 +363,25 @@ def test_a_blocked_compensation_resumed_by_a_recovery_ends_with_the_code_logged_
 # -- an operator's nudge through a compensation's backoff -----------------------------------
 
 
+def test_a_run_given_no_nudge_waits_its_backoff_out() -> None:
+    app = bank(credit_fault_rate=1.0)
+    second_apart = RetryPolicy(maximum_attempts=None, initial_interval=1.0, maximum_interval=1.0, jitter=0.0)
+    policies = RetryPolicies(debit=FAST, credit=FAST, compensation=second_apart)
+    transport = Clocked(app, {"/compensate_debit": ["drop"]})
+
+    async def scenario() -> SagaState:
+        log = MemorySagaLog()
+        run = a_run(log, transport, policies, None)
+        await log.create(run.record, SagaState.PENDING)
+        return await workflow.transfer(run)
+
+    assert run_in_virtual_time(scenario()) is SagaState.COMPENSATED
+    compensations = [at_ms for path, at_ms in transport.sent if path == "/compensate_debit"]
+    assert len(compensations) == 2
+
+
 def a_run(
-    log: MemorySagaLog, transport: httpx.AsyncBaseTransport, policies: RetryPolicies, nudge: asyncio.Event
+    log: MemorySagaLog, transport: httpx.AsyncBaseTransport, policies: RetryPolicies, nudge: asyncio.Event | None
 ) -> SagaRun:
     record = SagaRecord("t-nudged", AccountRef(URL, "alice"), AccountRef(URL, "bob"), 100)
     return SagaRun(
