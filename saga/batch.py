@@ -18,7 +18,7 @@ from saga.orchestrator import Orchestrator, fast_transport
 from saga.records import AccountRef, SagaRecord, as_urls, service_id
 from saga.retry import RetryPolicies, RetryPolicy
 from saga.run import TransferResult
-from saga.states import SagaState
+from saga.states import ENDS_IN_ORDER, SagaState
 
 Progress = Callable[[int, int], None]
 
@@ -265,14 +265,7 @@ class BatchReport:
 
 
 #: Every terminal state, in the order the report lists them; the others count as "still pending".
-_SHOWN_STATES = (
-    SagaState.COMPLETED,
-    SagaState.COMPENSATED,
-    SagaState.FAILED,
-    SagaState.NEEDS_ATTENTION,
-    SagaState.CANCELLED,
-    SagaState.RESOLVED,
-)
+_SHOWN_STATES = ENDS_IN_ORDER
 
 
 def _negatives(balances: verify.Balances) -> int:

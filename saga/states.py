@@ -26,17 +26,17 @@ class SagaState(StrEnum):
         return self in TERMINAL_STATES
 
 
-#: States no automation leaves: recovery and workers never resume them.
-TERMINAL_STATES = frozenset(
-    {
-        SagaState.COMPLETED,
-        SagaState.COMPENSATED,
-        SagaState.FAILED,
-        SagaState.NEEDS_ATTENTION,
-        SagaState.CANCELLED,
-        SagaState.RESOLVED,
-    }
+#: The terminal states, in the order reports list them.
+ENDS_IN_ORDER = (
+    SagaState.COMPLETED,
+    SagaState.COMPENSATED,
+    SagaState.FAILED,
+    SagaState.NEEDS_ATTENTION,
+    SagaState.CANCELLED,
+    SagaState.RESOLVED,
 )
+#: States no automation leaves: recovery and workers never resume them.
+TERMINAL_STATES = frozenset(ENDS_IN_ORDER)
 
 #: Terminal states that only an operator's action reaches.
 OPERATOR_STATES = frozenset({SagaState.CANCELLED, SagaState.RESOLVED})

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from typing import Any, Final, Protocol
 
 from saga.ledgers import Acceptance, LedgerMark, Quarantine
-from saga.operator import Effect
+from saga.operator import Effect, decide
 from saga.records import AccountRef, ActionKind, Attempt, Change, Event, OperatorAction, Resolution, SagaRecord
 from saga.states import TERMINAL_STATES, SagaState
 
@@ -275,6 +275,21 @@ def raised_mark(current: LedgerMark | None, mark: LedgerMark) -> LedgerMark:
     if current.ledger_id is None:
         return LedgerMark(current.service, mark.ledger_id, mark.position, current.generation)
     return LedgerMark(current.service, current.ledger_id, max(current.position, mark.position), current.generation)
+
+
+def take_action(saga: SagaRecord, action: OperatorAction) -> tuple[Event, Effect]:
+    """Apply ``action`` to ``saga`` (as read for the write that records it): the event to append, and the effect.
+
+    ActionRefused, with ``saga`` untouched, when the action does not apply.
+    A retry of a saga no one holds makes it claimable at once.
+    """
+    effect = decide(saga, action)
+    event = action_event(saga, action, effect)
+    apply_change(saga, action_change(saga, action, effect))
+    if effect.state is None and saga.owner is None:
+        # Waiting after a blocked compensation: claimable from now on.
+        saga.lease_expires_at_ms = 0
+    return event, effect
 
 
 def action_change(saga: SagaRecord, action: OperatorAction, effect: Effect) -> Change:

@@ -15,8 +15,6 @@ from saga.logs.base import (
     Overview,
     SagaLogError,
     UnknownSaga,
-    action_change,
-    action_event,
     apply_change,
     change_events,
     claim_event,
@@ -27,8 +25,8 @@ from saga.logs.base import (
     page_after,
     raised_mark,
     same_transfer,
+    take_action,
 )
-from saga.operator import decide
 from saga.records import Change, Event, OperatorAction, SagaRecord
 from saga.states import TERMINAL_STATES, SagaState
 
@@ -138,12 +136,9 @@ class MemorySagaLog:
         saga = self._sagas.get(action.transaction_id)
         if saga is None:
             raise UnknownSaga(f"no saga has the id {action.transaction_id!r}")
-        effect = decide(saga, action)
-        self._history[saga.transaction_id].append(action_event(saga, action, effect))
-        apply_change(saga, action_change(saga, action, effect))
+        event, effect = take_action(saga, action)
+        self._history[saga.transaction_id].append(event)
         if effect.state is None and saga.owner is None:
-            # Waiting after a blocked compensation: claimable from now on.
-            saga.lease_expires_at_ms = 0
             self._wake()
         if effect.state is None:
             for retry in self._retry_listeners:

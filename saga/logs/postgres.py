@@ -36,15 +36,13 @@ from saga.logs.base import (
     Overview,
     SagaLogError,
     UnknownSaga,
-    action_change,
-    action_event,
     action_row,
-    apply_change,
     event_from_row,
     key_conflict,
     same_transfer,
+    take_action,
 )
-from saga.operator import Effect, decide
+from saga.operator import Effect
 from saga.records import AccountRef, Change, Event, OperatorAction, SagaRecord
 from saga.states import SagaState
 from server.database_url import DatabaseUrl
@@ -428,12 +426,7 @@ class PostgresSagaLog:
                 if row is None:
                     raise UnknownSaga(f"no saga has the id {action.transaction_id!r}")
                 saga = _saga_from_row(row)
-                effect = decide(saga, action)
-                event = action_event(saga, action, effect)
-                apply_change(saga, action_change(saga, action, effect))
-                if effect.state is None and saga.owner is None:
-                    # Waiting after a blocked compensation: claimable from now on.
-                    saga.lease_expires_at_ms = 0
+                event, effect = take_action(saga, action)
                 await connection.execute(_ACT, *_act_arguments(saga, event, effect))
         except DATABASE_FAILURES as error:
             raise SagaLogError(f"the saga log at {self._where} failed: {_one_line(error)}") from error

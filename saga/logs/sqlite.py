@@ -32,15 +32,13 @@ from saga.logs.base import (
     Overview,
     SagaLogError,
     UnknownSaga,
-    action_change,
-    action_event,
     action_row,
-    apply_change,
     event_from_row,
     key_conflict,
     same_transfer,
+    take_action,
 )
-from saga.operator import Effect, decide
+from saga.operator import Effect
 from saga.records import AccountRef, Change, Event, OperatorAction, SagaRecord
 from saga.states import SagaState
 
@@ -953,12 +951,7 @@ def _act(connection: sqlite3.Connection, action: OperatorAction) -> tuple[SagaRe
         if row is None:
             raise UnknownSaga(f"no saga has the id {action.transaction_id!r}")
         saga = _saga_from_row(row)
-        effect = decide(saga, action)
-        event = action_event(saga, action, effect)
-        apply_change(saga, action_change(saga, action, effect))
-        if effect.state is None and saga.owner is None:
-            # Waiting after a blocked compensation: claimable from now on.
-            saga.lease_expires_at_ms = 0
+        event, effect = take_action(saga, action)
         step, code = action_row(event)
         connection.execute(
             "INSERT INTO events (transaction_id, at_ms, kind, state, step, code, detail, owner, epoch) "

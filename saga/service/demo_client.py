@@ -48,7 +48,7 @@ from saga.orchestrator import fast_transport
 from saga.records import AccountRef
 from saga.replicas import describe
 from saga.service.app import MAX_PAGE, MAX_WAIT_SECONDS
-from saga.states import SagaState
+from saga.states import ENDS_IN_ORDER, SagaState
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -463,14 +463,7 @@ class DemoReport:
         return lines
 
 
-_SHOWN_STATES = (
-    SagaState.COMPLETED,
-    SagaState.COMPENSATED,
-    SagaState.FAILED,
-    SagaState.NEEDS_ATTENTION,
-    SagaState.CANCELLED,
-    SagaState.RESOLVED,
-)
+_SHOWN_STATES = ENDS_IN_ORDER
 
 
 def _attempt_number(event: TransferEvent) -> int:
