@@ -34,8 +34,8 @@ from generated_client.transfers.models import OperatorActionRequest, Problem, Re
 from generated_client.transfers.models import Resolution as ApiResolution
 from generated_client.transfers.types import Response
 from saga.logs import SagaLog, is_shared
-from saga.logs.base import UnknownSaga
-from saga.operator import MAX_REASON_LENGTH, ActionRefused, already_taken, check_action
+from saga.logs.base import UnknownSaga, act_once
+from saga.operator import MAX_REASON_LENGTH, ActionRefused, check_action
 from saga.options import add_directory_options, whole_number
 from saga.orchestrator import wall_clock_ms
 from saga.records import ActionKind, OperatorAction, Resolution, SagaRecord
@@ -167,16 +167,15 @@ async def _on_log(
     try:
         action = OperatorAction(args.transaction_id, kind, cli_actor(), args.reason, wall_clock_ms(), resolution)
         try:
-            record = await log.act(action)
+            record, replayed = await act_once(log, action)
         except UnknownSaga:
             print(f"error: no saga in {database} has the id {args.transaction_id!r}", file=err)
             return EXIT_NOT_APPLICABLE
         except ActionRefused as refused:
-            current = await log.get(args.transaction_id)
-            if current is None or not already_taken(current, action):
-                print(f"error: {refused.code}: {refused.detail}; nothing was recorded", file=err)
-                return EXIT_NOT_APPLICABLE
-            _print_outcome(kind, _as_api(current), True, args.json, out)
+            print(f"error: {refused.code}: {refused.detail}; nothing was recorded", file=err)
+            return EXIT_NOT_APPLICABLE
+        if replayed:
+            _print_outcome(kind, _as_api(record), True, args.json, out)
             return EXIT_RECORDED
         if kind is ActionKind.RETRY and not is_shared(database):
             # No other process holds this log, so none would take the saga up: drive it here.

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from typing import Any, Final, Protocol
 
 from saga.ledgers import Acceptance, LedgerMark, Quarantine
-from saga.operator import Effect, decide
+from saga.operator import ActionRefused, Effect, already_taken, decide
 from saga.records import AccountRef, ActionKind, Attempt, Change, Event, OperatorAction, Resolution, SagaRecord
 from saga.states import TERMINAL_STATES, SagaState
 
@@ -275,6 +275,22 @@ def raised_mark(current: LedgerMark | None, mark: LedgerMark) -> LedgerMark:
     if current.ledger_id is None:
         return LedgerMark(current.service, mark.ledger_id, mark.position, current.generation)
     return LedgerMark(current.service, current.ledger_id, max(current.position, mark.position), current.generation)
+
+
+async def act_once(log: SagaLog, action: OperatorAction) -> tuple[SagaRecord, bool]:
+    """Record ``action`` on the log: the saga as it is after it, and whether the action had been taken already.
+
+    An action asked again after a lost answer (a cancel of a CANCELLED saga,
+    the same resolution of a RESOLVED one) records nothing and is no conflict.
+    Raises UnknownSaga, or ActionRefused when the action does not apply.
+    """
+    try:
+        return await log.act(action), False
+    except ActionRefused:
+        current = await log.get(action.transaction_id)
+        if current is None or not already_taken(current, action):
+            raise
+        return current, True
 
 
 def take_action(saga: SagaRecord, action: OperatorAction) -> tuple[Event, Effect]:

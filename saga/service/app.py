@@ -35,9 +35,9 @@ from saga.failures import LOG_FAILURES, one_line
 from saga.ledger_watch import LedgerWatch
 from saga.ledgers import ServiceQuarantined
 from saga.logs import IdempotencyKeyConflict, SagaLog
-from saga.logs.base import UnknownSaga
+from saga.logs.base import UnknownSaga, act_once
 from saga.metrics import AlertMetrics
-from saga.operator import MAX_REASON_LENGTH, ActionRefused, already_taken, check_action
+from saga.operator import MAX_REASON_LENGTH, ActionRefused, check_action
 from saga.orchestrator import MAX_AMOUNT, InvalidTransfer, validate, wall_clock_ms
 from saga.records import ActionKind, OperatorAction, Resolution, SagaRecord
 from saga.redact import redact
@@ -473,17 +473,14 @@ def create_transfers_app(
         except ValueError as error:
             raise Problem(422, "invalid_request", f"reason: {error}") from None
         try:
-            record = await log.act(action)
+            record, replayed = await act_once(log, action)
         except UnknownSaga:
             raise Problem(404, "unknown_transfer", f"no transfer has the id {action.transaction_id!r}") from None
         except ActionRefused as refused:
-            current = await _read(action.transaction_id)
-            if already_taken(current, action):
-                return _json(present.transfer(current), 200, {"Idempotent-Replayed": "true"})
             raise Problem(409, refused.code, f"nothing was recorded: {refused.detail}") from None
         except LOG_FAILURES as error:
             raise _log_unavailable(error) from None
-        return _json(present.transfer(record))
+        return _json(present.transfer(record), 200, {"Idempotent-Replayed": "true"} if replayed else None)
 
     def operator(request: Request, transaction_id: str) -> str:
         """The operator's name; Problem 403 for anyone else."""
