@@ -319,11 +319,13 @@ async def run(
     if settle is not None:
         await settle()
     after: dict[str, dict[str, int]] = {}
+    opened: dict[str, dict[str, int]] = {}
     balances_read = True
     try:
         after = await services.snapshot(orchestrator, service_urls)
+        opened = await services.opened_between(orchestrator, service_urls, before, after)
         if not exclusive:
-            after = await _settled(orchestrator, service_urls, verify.total(before), after)
+            after, opened = await _settled(orchestrator, service_urls, before, after, opened)
     except (services.ServiceUnavailable, LedgerUntrusted, *LOG_FAILURES) as error:
         balances_read = False
         after = {}
@@ -357,9 +359,9 @@ async def run(
     if not report.judged:
         return report
     if exclusive:
-        report.violations = verify.check(before, after, ends, trails)
+        report.violations = verify.check(before, after, ends, trails, opened=opened)
         return report
-    judgement = verify.judge_shared(before, after, ends, trails)
+    judgement = verify.judge_shared(before, after, ends, trails, opened)
     report.violations, report.other_traffic = judgement.violations, judgement.other_traffic
     return report
 
@@ -444,25 +446,27 @@ async def _transfer_each(
 async def _settled(
     orchestrator: Orchestrator,
     service_urls: Sequence[str | Iterable[str]],
-    total_before: int,
+    before: verify.Balances,
     after: dict[str, dict[str, int]],
+    opened: dict[str, dict[str, int]],
     *,
     patience: float = 3.0,
     interval: float = 0.1,
-) -> dict[str, dict[str, int]]:
-    """Balances read again until their total is back to ``total_before``, for at most ``patience`` seconds.
+) -> tuple[dict[str, dict[str, int]], dict[str, dict[str, int]]]:
+    """Balances (and the accounts opened since ``before``) read again until their total is back, for a while.
 
     Another process's transfer between its debit and its credit holds money
     out of every total for a moment: a snapshot taken then is no evidence of
     lost money. Money really lost or minted stays so, and is reported after
-    the wait.
+    the wait. Money brought in by an account opened meanwhile is counted as such.
     """
     for _ in range(round(patience / interval)):
-        if verify.total(after) == total_before:
+        if verify.total(after) == verify.total(before) + verify.brought_in(opened):
             break
         await asyncio.sleep(interval)
         after = await services.snapshot(orchestrator, service_urls)
-    return after
+        opened = await services.opened_between(orchestrator, service_urls, before, after)
+    return after, opened
 
 
 async def _submit_and_drive(

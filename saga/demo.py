@@ -259,7 +259,10 @@ async def _run(
         timelines = dict(zip(ids, await api_client.each(ids, args.concurrency, api.events), strict=True))
 
         after = await services.snapshot(reader, banks.values())
+        opened = await services.opened_between(reader, banks.values(), before, after)
         ends = api_client.saga_ends(finals, banks)
         trails = await services.trails(reader, ends)
-    violations = api_client.answer_violations(sent, finals, listed) + verify.check(before, after, ends, trails)
+    violations = api_client.answer_violations(sent, finals, listed) + verify.check(
+        before, after, ends, trails, opened=opened
+    )
     return api_client.DemoReport(sent, finals, listed, timelines, banks, before, after, seconds, violations)

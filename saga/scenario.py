@@ -294,6 +294,7 @@ async def _recover_and_judge(
             seconds = loop.time() - started
             records = await log.sagas()
             after = await services.snapshot(orchestrator, urls.values())
+            opened = await services.opened_between(orchestrator, urls.values(), before, after)
             ends = [verify.SagaEnd.of(r) for r in records]
             trails = await services.trails(orchestrator, ends)
     finally:
@@ -304,7 +305,7 @@ async def _recover_and_judge(
         or TransferResult(r.transaction_id, r.state, r.source, r.target, r.amount, (), r.last_error)
         for r in records
     ]
-    violations = verify.check(before, after, ends, trails)
+    violations = verify.check(before, after, ends, trails, opened=opened)
     return batch.BatchReport(results, before, after, seconds, violations, recovered=recovered, audited=True)
 
 

@@ -20,7 +20,7 @@ from saga.orchestrator import Orchestrator
 from saga.records import as_urls, service_id
 from saga.replicas import describe, first_reachable
 from saga.steps import ledger_position
-from saga.verify import SagaEnd, TrailItem
+from saga.verify import Balances, SagaEnd, TrailItem
 
 
 class ServiceUnavailable(Exception):
@@ -37,6 +37,10 @@ async def balances(orchestrator: Orchestrator, service: str | Iterable[str]) -> 
     The read also tells the service's ledger position: a ledger that went
     back in time is quarantined here (LedgerWentBack), before any saga runs.
     """
+    return {account.user_id: account.balance for account in (await _accounts(orchestrator, service)).accounts}
+
+
+async def _accounts(orchestrator: Orchestrator, service: str | Iterable[str]) -> AccountList:
     urls = as_urls(service)
     where = ",".join(urls)
     mark = await orchestrator.watch.mark(service_id(urls))
@@ -58,7 +62,29 @@ async def balances(orchestrator: Orchestrator, service: str | Iterable[str]) -> 
     ledger_id, position = response.headers.get("ledger-id"), ledger_position(response.headers)
     if ledger_id is not None and position is not None:
         await orchestrator.watch.observe(service_id(urls), ledger_id, position, mark, None)
-    return {account.user_id: account.balance for account in answer.accounts}
+    return answer
+
+
+async def opened_between(
+    orchestrator: Orchestrator, services: Iterable[str | Iterable[str]], before: Balances, after: Balances
+) -> dict[str, dict[str, int]]:
+    """The opening balance of each account in ``after`` that ``before`` lacks, by service: money brought in.
+
+    Only a service with such an account is read again; an account opened
+    after ``after`` was read is left out, as ``after`` does not hold it.
+    """
+    opened: dict[str, dict[str, int]] = {}
+    for service in services:
+        urls = as_urls(service)
+        key = service_id(urls)
+        new = set(after.get(key, {})) - set(before.get(key, {}))
+        if not new or key in opened:
+            continue
+        listed = await _accounts(orchestrator, urls)
+        opened[key] = {
+            account.user_id: account.opening_balance for account in listed.accounts if account.user_id in new
+        }
+    return opened
 
 
 async def snapshot(orchestrator: Orchestrator, services: Iterable[str | Iterable[str]]) -> dict[str, dict[str, int]]:

@@ -25,6 +25,18 @@ from saga.states import SagaState
 Balances = Mapping[str, Mapping[str, int]]
 """service identity (its URL, or its URLs as :func:`saga.records.service_id` joins them) -> user_id -> balance"""
 
+Openings = Mapping[str, Mapping[str, int]]
+"""service identity -> user_id -> opening balance, of the accounts an operator opened between two readings.
+
+Their money was brought into the ledgers, not moved by a transfer: a check
+of conservation counts it as brought in, and predicts each such account from
+its opening balance.
+"""
+
+
+def brought_in(opened: Openings | None) -> int:
+    return 0 if opened is None else sum(sum(accounts.values()) for accounts in opened.values())
+
 
 @dataclass(frozen=True, slots=True)
 class TrailItem:
@@ -91,17 +103,22 @@ def check(
     trails: Mapping[tuple[str, str], Sequence[TrailItem]] | None = None,
     *,
     exclusive: bool = True,
+    opened: Openings | None = None,
 ) -> list[Violation]:
     """Every violated invariant; an empty list means the money is exactly where it should be.
 
     ``trails`` maps (service identity, transaction_id) to that service's audit
     trail. ``exclusive`` says these sagas were the only traffic, so each
-    balance can be predicted exactly from the sagas' end states.
+    balance can be predicted exactly from the sagas' end states. ``opened``
+    names the accounts opened after ``before`` was read: their opening
+    balances are money brought in, so the total may grow by exactly that.
     """
     violations: list[Violation] = []
-    if total(after) != total(before):
+    if total(after) != total(before) + brought_in(opened):
         by_hand = [saga.transaction_id for saga in sagas if saga.moved_by_hand]
         detail = f"total was {total(before)}, is {total(after)} ({total(after) - total(before):+d})"
+        if opened:
+            detail += f"; {brought_in(opened)} was brought in by accounts opened since"
         if by_hand:
             detail += (
                 f"; {len(by_hand)} sagas were settled with money moved by hand outside them (moved_by_hand): "
@@ -131,7 +148,7 @@ def check(
             )
         )
     if exclusive:
-        violations += _check_exact_balances(before, after, sagas, trails)
+        violations += _check_exact_balances(before, after, sagas, trails, opened)
     if trails is not None:
         violations += check_trails(sagas, trails)
     return violations
@@ -152,6 +169,7 @@ def judge_shared(
     after: Balances,
     sagas: Sequence[SagaEnd],
     trails: Mapping[tuple[str, str], Sequence[TrailItem]] | None,
+    opened: Openings | None = None,
 ) -> Judgement:
     """:func:`check` for sagas that may share their accounts with traffic of others (a live service).
 
@@ -163,8 +181,8 @@ def judge_shared(
     state. Without trails (no audit) nothing vouches for the sagas, and the
     balances are compared as for :func:`check`.
     """
-    violations = check(before, after, sagas, trails, exclusive=False)
-    mismatches = _check_exact_balances(before, after, sagas, trails)
+    violations = check(before, after, sagas, trails, exclusive=False, opened=opened)
+    mismatches = _check_exact_balances(before, after, sagas, trails, opened)
     if not mismatches:
         return Judgement(violations)
     if trails is None or violations:
@@ -177,8 +195,12 @@ def _check_exact_balances(
     after: Balances,
     sagas: Sequence[SagaEnd],
     trails: Mapping[tuple[str, str], Sequence[TrailItem]] | None = None,
+    opened: Openings | None = None,
 ) -> list[Violation]:
     expected = {url: dict(accounts) for url, accounts in before.items()}
+    for url, accounts in (opened or {}).items():
+        for user, opening_balance in accounts.items():
+            expected.setdefault(url, {})[user] = opening_balance
     for saga in sagas:
         if saga.state is SagaState.COMPLETED:
             expected[saga.source.service_url][saga.source.user_id] -= saga.amount

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import socket
 import sys
@@ -17,7 +18,14 @@ from server.app import create_app
 from server.database_url import DatabaseUrlError, parse_database_url
 from server.edge import EdgeLimits, guarded_protocol, is_loopback
 from server.logformat import LOG_FORMATS, configure_logging
-from server.settings import DEMO_ACCOUNTS, ConfigurationError, Settings, load_accounts
+from server.settings import (
+    DEMO_ACCOUNTS,
+    DEMO_CREDIT_FAULT_RATE,
+    ConfigurationError,
+    Settings,
+    load_accounts,
+    parse_named_tokens,
+)
 from server.stores import StoreError, open_store
 
 
@@ -39,14 +47,17 @@ def build_parser() -> argparse.ArgumentParser:
         "--accounts",
         type=Path,
         default=_env("FILE"),
-        help='JSON object {"alice": 100000, ...} in minor units (ACCOUNTS_FILE); '
-        "default: alice, bob and charlie with 100000 each",
+        help='JSON object {"alice": 100000, ...} in minor units, opened where they do not exist (ACCOUNTS_FILE); '
+        "default: on the memory database alice, bob and charlie with 100000 each, on a durable one none "
+        "(open accounts with POST /accounts)",
     )
+    fault_rate = _env("CREDIT_FAULT_RATE")
     parser.add_argument(
         "--credit-fault-rate",
         type=float,
-        default=float(_env("CREDIT_FAULT_RATE", "0.3") or 0.3),
-        help="probability that /credit answers 500 before applying (ACCOUNTS_CREDIT_FAULT_RATE, default 0.3)",
+        default=None if fault_rate is None else float(fault_rate),
+        help=f"probability that /credit answers 500 before applying (ACCOUNTS_CREDIT_FAULT_RATE); default "
+        f"{DEMO_CREDIT_FAULT_RATE:g} on the memory database, the demo, and 0 on a durable one",
     )
     parser.add_argument(
         "--credit-fault-after-commit-rate",
@@ -73,6 +84,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="this process's name in every log line (ACCOUNTS_REPLICA_ID; default HOST:PORT)",
     )
     parser.add_argument("--token", default=_env("TOKEN"), help="require Authorization: Bearer TOKEN (ACCOUNTS_TOKEN)")
+    parser.add_argument(
+        "--operator-token",
+        action="append",
+        default=[flag for flag in (_env("OPERATOR_TOKENS") or "").split(",") if flag],
+        metavar="NAME=SECRET",
+        help="an operator's bearer token: accepted wherever --token is, and the only one that may open an account "
+        "(POST /accounts), recorded by NAME; repeat for each operator (ACCOUNTS_OPERATOR_TOKENS, comma-separated)",
+    )
     defaults = EdgeLimits()
     parser.add_argument(
         "--max-body-bytes",
@@ -155,10 +174,18 @@ def main(argv: Sequence[str] | None = None) -> int:
             keep_alive_timeout=args.keep_alive_timeout,
             max_connections=args.max_connections,
         )
-        accounts = load_accounts(args.accounts) if args.accounts else dict(DEMO_ACCOUNTS)
+        durable = database.kind != "memory"
+        # A durable ledger holds real money: no one is given any that was not asked for.
+        demo_accounts = {} if durable else dict(DEMO_ACCOUNTS)
+        accounts = load_accounts(args.accounts) if args.accounts else demo_accounts
+        if args.credit_fault_rate is not None:
+            credit_fault_rate = args.credit_fault_rate
+        else:
+            # The brief's 30% failing credits are the demo's; a durable ledger fails only when asked to.
+            credit_fault_rate = 0.0 if durable else DEMO_CREDIT_FAULT_RATE
         settings = Settings(
             accounts=accounts,
-            credit_fault_rate=args.credit_fault_rate,
+            credit_fault_rate=credit_fault_rate,
             credit_fault_after_commit_rate=args.credit_fault_after_commit_rate,
             fault_seed=args.fault_seed,
             token=args.token or None,
@@ -167,6 +194,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             replica_id=replica_id,
             max_body_bytes=limits.max_body_bytes,
             metrics_public=args.metrics_public,
+            operator_tokens=parse_named_tokens(args.operator_token),
         )
     except (ConfigurationError, DatabaseUrlError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
@@ -185,6 +213,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
 
 
+startup_log = logging.getLogger("server.startup")
+
+
+def describe_start(settings: Settings, ledger_id: str) -> str:
+    """The first line a service logs: what it serves, with what faults, and who may call it."""
+    seed = "" if settings.fault_seed is None else f", seed {settings.fault_seed}"
+    auth = "on (bearer token required)" if settings.token is not None else "off (any caller)"
+    operators = len(settings.operator_tokens)
+    return (
+        f"accounts service: store {settings.database}, ledger {ledger_id}; "
+        f"credit faults {settings.credit_fault_rate:g} before commit, "
+        f"{settings.credit_fault_after_commit_rate:g} after commit{seed}; "
+        f"auth {auth}; {operators} operator token{'' if operators == 1 else 's'}"
+    )
+
+
 async def _serve(
     settings: Settings, limits: EdgeLimits, args: argparse.Namespace, listener: socket.socket | None
 ) -> int:
@@ -193,6 +237,7 @@ async def _serve(
     # with one line instead of a traceback from inside the server.
     store = await open_store(settings.database, settings.accounts)
     try:
+        startup_log.info(describe_start(settings, store.ledger_id))
         app = create_app(settings, store)
         options: dict[str, Any] = {
             "log_level": args.log_level,

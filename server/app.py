@@ -6,7 +6,7 @@ import contextlib
 import hmac
 import json
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from decimal import Decimal
 from typing import Annotated, Any
@@ -15,8 +15,10 @@ from fastapi import FastAPI, Header, Path, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictInt
+from starlette.applications import Starlette
 from starlette.convertors import Convertor, register_url_convertor
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from server.contract import TRANSACTION_ID_PATTERN, USER_ID_PATTERN, load_contract
@@ -29,6 +31,7 @@ from server.ledger import (
     CREDIT,
     DEBIT,
     MAX_AMOUNT,
+    MAX_BALANCE,
     Entry,
     IdempotencyKeyReused,
     Operation,
@@ -40,12 +43,19 @@ from server.metrics import (
     ServiceMetrics,
     store_kind,
 )
+from server.openings import MAX_REASON_LENGTH, Opening, OpeningKeyReused, OpeningRequest
 from server.problems import PROBLEM_CONTENT_TYPE, ErrorCode, problem_body
 from server.settings import Settings
 from server.stores import LedgerStore, StorageUnavailable, open_store
 from server.stores.memory import MemoryStore
 
 request_log = logging.getLogger("server.requests")
+opening_log = logging.getLogger("server.openings")
+
+OPENING_REFUSALS: dict[str, str] = {
+    "account_exists": "an account with user_id {user_id!r} exists: an opening never adds money to it",
+    "balance_limit_exceeded": "the opening balance of {user_id!r} is above the ledger's balance limit",
+}
 
 CONTRACT_PATH_PREFIXES = ("/debit", "/credit", "/compensate_", "/accounts", "/transactions/")
 
@@ -77,10 +87,7 @@ def _problems(*statuses: int) -> dict[int | str, dict[str, Any]]:
     return {status: {"content": {PROBLEM_CONTENT_TYPE: {}}} for status in statuses}
 
 
-_LARGEST_AMOUNT_DIGITS = len(str(MAX_AMOUNT))
-
-
-def integral_number(value: object) -> object:
+def integral_number(value: object, largest: int = MAX_AMOUNT) -> object:
     """Turn 2500.0 and 1e3 into integers: JSON Schema, and so the contract, counts them as integers.
 
     The body's numbers arrive as exact decimals (see server.edge), so
@@ -94,13 +101,18 @@ def integral_number(value: object) -> object:
     if (
         isinstance(value, Decimal)
         and value.is_finite()
-        and value.adjusted() <= _LARGEST_AMOUNT_DIGITS
+        and value.adjusted() <= len(str(largest))
         and value == value.to_integral_value()
     ):
         return int(value)
-    if isinstance(value, float) and value.is_integer() and abs(value) <= MAX_AMOUNT * 10:
+    if isinstance(value, float) and value.is_integer() and abs(value) <= largest * 10:
         return int(value)
     return value
+
+
+def integral_balance(value: object) -> object:
+    """:func:`integral_number` for a balance, which may be larger than any amount."""
+    return integral_number(value, MAX_BALANCE)
 
 
 class LedgerRequest(BaseModel):
@@ -110,6 +122,18 @@ class LedgerRequest(BaseModel):
     amount: Annotated[
         StrictInt, Field(ge=1, le=MAX_AMOUNT, description="Minor units (cents)."), BeforeValidator(integral_number)
     ]
+
+
+#: One line with something in it: no control characters but the tab (the contract's pattern).
+REASON_PATTERN = r"^[^\x00-\x08\x0a-\x1f\x7f]*[^\s\x00-\x1f\x7f][^\x00-\x08\x0a-\x1f\x7f]*$"
+
+
+class OpenAccountRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    user_id: Annotated[str, Field(min_length=1, max_length=64, pattern=USER_ID_PATTERN)]
+    opening_balance: Annotated[StrictInt, Field(ge=0, le=MAX_BALANCE), BeforeValidator(integral_balance)]
+    reason: Annotated[str, Field(min_length=1, max_length=MAX_REASON_LENGTH, pattern=REASON_PATTERN)]
 
 
 class _AnyTextConvertor(Convertor[str]):
@@ -172,8 +196,28 @@ def problem_response(problem: Problem, headers: dict[str, str] | None = None) ->
     return Response(body, status_code=problem.status, media_type=PROBLEM_CONTENT_TYPE, headers=headers)
 
 
-def json_response(payload: object, headers: dict[str, str] | None = None) -> Response:
-    return Response(json.dumps(payload, separators=(",", ":")), media_type="application/json", headers=headers)
+def json_response(payload: object, headers: dict[str, str] | None = None, *, status_code: int = 200) -> Response:
+    return Response(
+        json.dumps(payload, separators=(",", ":")),
+        status_code=status_code,
+        media_type="application/json",
+        headers=headers,
+    )
+
+
+def opening_view(opening: Opening) -> dict[str, Any]:
+    view: dict[str, Any] = {
+        "transaction_id": opening.transaction_id,
+        "user_id": opening.user_id,
+        "opening_balance": opening.opening_balance,
+        "operator": opening.operator,
+        "reason": opening.reason,
+        "recorded_at": opening.recorded_at,
+        "status": opening.status,
+    }
+    if opening.rejection is not None:
+        view["code"] = opening.rejection
+    return view
 
 
 class RequestLog:
@@ -208,25 +252,64 @@ def _log_of(request: Request) -> RequestLog:
     return log
 
 
-def bearer_authorized(scope: Scope, token: str | None) -> bool:
-    """Whether the request carries the bearer token; every request does when the service has none."""
-    if token is None:
-        return True
+def presented_bearer(scope: Scope) -> bytes | None:
+    """The token of the request's one ``Authorization: Bearer`` header; None without exactly one such header."""
     presented = [value for name, value in scope["headers"] if name == b"authorization"]
     if len(presented) != 1:
         # Two Authorization headers are ambiguous, whatever they hold.
-        return False
+        return None
     scheme, _, credentials = presented[0].partition(b" ")
     # The scheme is case-insensitive (RFC 9110 section 11.1); the token is not.
-    return scheme.lower() == b"bearer" and hmac.compare_digest(credentials.strip(b" "), token.encode())
+    return credentials.strip(b" ") if scheme.lower() == b"bearer" else None
+
+
+def bearer_authorized(scope: Scope, tokens: tuple[str, ...] | None) -> bool:
+    """Whether the request carries one of the bearer tokens; every request does when the service asks for none."""
+    if tokens is None:
+        return True
+    presented = presented_bearer(scope)
+    if presented is None:
+        return False
+    # Every token is compared, so the time taken does not tell which one came close.
+    matched = [hmac.compare_digest(presented, token.encode()) for token in tokens]
+    return any(matched)
+
+
+def operator_named(scope: Scope, operator_tokens: Mapping[str, str], transaction_id: str) -> str:
+    """The name of the operator whose token the request carries; Problem 401 or 403 when it carries none."""
+    presented = presented_bearer(scope)
+    if presented is None:
+        raise Problem(
+            401,
+            "unauthorized",
+            "opening an account requires Authorization: Bearer <operator token>",
+            transaction_id,
+            {"WWW-Authenticate": "Bearer"},
+        )
+    if not operator_tokens:
+        raise Problem(
+            403,
+            "operator_only",
+            "only an operator may open an account, and this service was started without --operator-token",
+            transaction_id,
+        )
+    found = None
+    for name, secret in operator_tokens.items():
+        if hmac.compare_digest(presented, secret.encode()):
+            found = name
+    if found is None:
+        raise Problem(403, "operator_only", "only an operator may open an account", transaction_id)
+    return found
 
 
 class BearerTokenMiddleware:
     """Refuses contract operations (and ``also_guarded`` paths, such as /metrics) without the bearer token."""
 
-    def __init__(self, app: ASGIApp, token: str, log: RequestLog, also_guarded: tuple[str, ...] = ()) -> None:
+    def __init__(
+        self, app: ASGIApp, tokens: tuple[str, ...], log: RequestLog, also_guarded: tuple[str, ...] = ()
+    ) -> None:
         self.app = app
-        self.token = token
+        self.tokens = tokens
         self.log = log
         self.guarded = CONTRACT_PATH_PREFIXES + also_guarded
 
@@ -234,7 +317,7 @@ class BearerTokenMiddleware:
         if (
             scope["type"] == "http"
             and scope["path"].startswith(self.guarded)
-            and not bearer_authorized(scope, self.token)
+            and not bearer_authorized(scope, self.tokens)
         ):
             self.log(None, scope["path"], 401, "unauthorized")
             response = problem_response(
@@ -282,16 +365,18 @@ class LedgerPositionMiddleware:
     learn how far the ledger has come.
     """
 
-    def __init__(self, app: ASGIApp, position: Callable[[], Awaitable[int | None]], token: str | None) -> None:
+    def __init__(
+        self, app: ASGIApp, position: Callable[[], Awaitable[int | None]], tokens: tuple[str, ...] | None
+    ) -> None:
         self.app = app
         self.position = position
-        self.token = token
+        self.tokens = tokens
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if (
             scope["type"] != "http"
             or not scope["path"].startswith(CONTRACT_PATH_PREFIXES)
-            or not bearer_authorized(scope, self.token)
+            or not bearer_authorized(scope, self.tokens)
         ):
             await self.app(scope, receive, send)
             return
@@ -404,10 +489,11 @@ def create_app(settings: Settings | None = None, store: LedgerStore | None = Non
     app.state.request_log = log
     app.state.metrics = metrics
     # Added last, so it runs first: a refused request costs no body read and no token check.
-    if settings.token is not None:
+    accepted_tokens = settings.accepted_tokens
+    if accepted_tokens is not None:
         app.add_middleware(
             BearerTokenMiddleware,
-            token=settings.token,
+            tokens=accepted_tokens,
             log=log,
             also_guarded=() if settings.metrics_public else ("/metrics",),
         )
@@ -417,7 +503,7 @@ def create_app(settings: Settings | None = None, store: LedgerStore | None = Non
         on_refusal=lambda path, status, code: log(None, path, status, code),
     )
     # Outside the refusals above, so that they carry the position too.
-    app.add_middleware(LedgerPositionMiddleware, position=slot.position, token=settings.token)
+    app.add_middleware(LedgerPositionMiddleware, position=slot.position, tokens=accepted_tokens)
     # Outermost, so that every answer carries it, the refusals above included.
     app.add_middleware(LedgerIdMiddleware, ledger_id=slot.ledger_id)
     # Outside everything else, so that the time of a refused request is measured too.
@@ -467,9 +553,47 @@ def create_app(settings: Settings | None = None, store: LedgerStore | None = Non
     @app.get("/accounts", operation_id="listAccounts", response_model=None, responses=_problems(400, 401, 500, 503))
     async def list_accounts(transaction_id: TransactionIdHeader) -> Response:
         found, position = await slot.store.accounts_with_position()
-        accounts = [{"user_id": account.user_id, "balance": account.balance} for account in found]
+        accounts = [
+            {"user_id": account.user_id, "balance": account.balance, "opening_balance": account.opening_balance}
+            for account in found
+        ]
         log(transaction_id, "list_accounts", 200, "read")
         return json_response({"accounts": accounts}, _position_header(position))
+
+    async def open_account(body: OpenAccountRequest, transaction_id: TransactionIdHeader, request: Request) -> Response:
+        operator = operator_named(request.scope, settings.operator_tokens, transaction_id)
+        asked = OpeningRequest(transaction_id, body.user_id, body.opening_balance, operator, body.reason)
+        try:
+            opening, replayed = await slot.store.open_account(asked)
+        except OpeningKeyReused as error:
+            raise Problem(422, "idempotency_key_reused", str(error), transaction_id) from None
+        headers = {"Idempotent-Replayed": "true"} if replayed else {}
+        if opening.rejection is not None:
+            log(transaction_id, "open_account", opening.status, opening.rejection, replayed)
+            detail = OPENING_REFUSALS[opening.rejection].format(user_id=opening.user_id)
+            return problem_response(Problem(409, opening.rejection, detail, transaction_id), headers)
+        log(transaction_id, "open_account", 201, "opened", replayed)
+        if not replayed:
+            opening_log.info(
+                "account %s opened with %d by operator %s: %s",
+                opening.user_id,
+                opening.opening_balance,
+                opening.operator,
+                opening.reason,
+                extra={"fields": {"transaction_id": transaction_id}},
+            )
+        return json_response(opening_view(opening), headers, status_code=201)
+
+    app.router.add_api_route(
+        "/accounts",
+        open_account,
+        methods=["POST"],
+        operation_id="openAccount",
+        status_code=201,
+        response_model=None,
+        responses=_problems(400, 401, 403, 409, 413, 422, 500, 503),
+        route_class_override=ExactJsonRoute,
+    )
 
     # ``:anytext`` lets a user_id with an encoded slash or line break reach
     # the validator, which answers 422, instead of the router's undocumented 404.
@@ -501,9 +625,12 @@ def create_app(settings: Settings | None = None, store: LedgerStore | None = Non
         correlation_id: TransactionIdHeader,
     ) -> Response:
         found, position = await slot.store.trail_with_position(transaction_id)
-        entries = [_trail_entry(entry) for entry in found]
+        trail: dict[str, Any] = {"transaction_id": transaction_id, "entries": [_trail_entry(entry) for entry in found]}
+        opening = await slot.store.opening(transaction_id)
+        if opening is not None:
+            trail["opening"] = opening_view(opening)
         log(correlation_id, "get_transaction", 200, "read")
-        return json_response({"transaction_id": transaction_id, "entries": entries}, _position_header(position))
+        return json_response(trail, _position_header(position))
 
     @app.get("/healthz", include_in_schema=False)
     async def healthz() -> dict[str, str]:
@@ -628,9 +755,26 @@ def describe_validation_errors(errors: Sequence[Any]) -> str:
     return "; ".join(parts) or "invalid request"
 
 
+def allowed_methods(app: Starlette, path: str) -> str:
+    """Every method some route answers on ``path``.
+
+    Starlette's own 405 names the methods of the first matching route alone:
+    Allow: GET for /accounts, which also answers POST.
+    """
+    methods = {
+        method
+        for route in app.routes
+        if isinstance(route, Route) and route.methods and route.path_regex.match(path)
+        for method in route.methods
+    }
+    return ", ".join(sorted(methods))
+
+
 async def _on_http_exception(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, StarletteHTTPException)
     headers = dict(exc.headers) if exc.headers else None
+    if exc.status_code == 405:
+        headers = {**(headers or {}), "Allow": allowed_methods(request.app, request.url.path)}
     problem = Problem(exc.status_code, "invalid_request", str(exc.detail))
     _log_of(request)(None, request.url.path, exc.status_code, "invalid_request")
     return problem_response(problem, headers)
@@ -650,7 +794,9 @@ async def _on_unexpected_error(request: Request, exc: Exception) -> Response:
     ledger_id = slot.ledger_id()
     if ledger_id is not None:
         headers["Ledger-Id"] = ledger_id
-    if request.url.path.startswith(CONTRACT_PATH_PREFIXES) and bearer_authorized(request.scope, settings.token):
+    if request.url.path.startswith(CONTRACT_PATH_PREFIXES) and bearer_authorized(
+        request.scope, settings.accepted_tokens
+    ):
         # The answer to one unexpected error must not be lost to a second.
         with contextlib.suppress(Exception):
             position = await slot.position()

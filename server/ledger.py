@@ -147,6 +147,8 @@ class Entry:
 class Account:
     user_id: str
     balance: int
+    #: The money the account was opened with: brought into the ledger, not moved by a transfer.
+    opening_balance: int
 
 
 def replayed(
@@ -335,7 +337,10 @@ class Ledger:
         return self._balances.get(user_id)
 
     def accounts(self) -> list[Account]:
-        return [Account(user_id, self._balances[user_id]) for user_id in sorted(self._balances)]
+        return [
+            Account(user_id, self._balances[user_id], self._initial.get(user_id, 0))
+            for user_id in sorted(self._balances)
+        ]
 
     def total(self) -> int:
         return sum(self._balances.values())

@@ -15,6 +15,7 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from server.ledger import Account, Entry, Operation
+from server.openings import Opening, OpeningRequest
 from server.stores import Execution, LedgerStore, PositionedExecution, StorageUnavailable
 
 METRICS_CONTENT_TYPE = CONTENT_TYPE_LATEST
@@ -202,6 +203,12 @@ class MeasuredStore:
 
     async def trail_with_position(self, transaction_id: str) -> tuple[list[Entry], int]:
         return await self._measured("trail", lambda: self.store.trail_with_position(transaction_id))
+
+    async def open_account(self, request: OpeningRequest) -> tuple[Opening, bool]:
+        return await self._measured("open_account", lambda: self.store.open_account(request))
+
+    async def opening(self, transaction_id: str) -> Opening | None:
+        return await self._measured("trail", lambda: self.store.opening(transaction_id))
 
     async def close(self) -> None:
         await self.store.close()

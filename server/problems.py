@@ -23,6 +23,8 @@ ErrorCode = Literal[
     "request_too_large",
     "service_overloaded",
     "request_header_too_large",
+    "operator_only",
+    "account_exists",
 ]
 
 PROBLEM_CONTENT_TYPE: Final = "application/problem+json"
@@ -45,6 +47,8 @@ TITLES: Final[dict[str, str]] = {
     "request_too_large": "Request too large",
     "service_overloaded": "Service overloaded",
     "request_header_too_large": "Request header fields too large",
+    "operator_only": "Operators only",
+    "account_exists": "Account exists",
 }
 
 

@@ -38,7 +38,7 @@ class ServerProcess:
         self,
         accounts: Mapping[str, int] | None = None,
         *,
-        credit_fault_rate: float = 0.0,
+        credit_fault_rate: float | None = 0.0,
         credit_fault_after_commit_rate: float = 0.0,
         fault_seed: int | None = None,
         token: str | None = None,
@@ -76,13 +76,14 @@ class ServerProcess:
             "server",
             "--fd",
             str(fd),
-            "--credit-fault-rate",
-            str(self.credit_fault_rate),
             "--credit-fault-after-commit-rate",
             str(self.credit_fault_after_commit_rate),
             "--log-level",
             self.log_level,
         ]
+        if self.credit_fault_rate is not None:
+            # None leaves the service's own default: faults on the memory database only.
+            command += ["--credit-fault-rate", str(self.credit_fault_rate)]
         if self.accounts is not None:
             accounts_file = workdir / "accounts.json"
             accounts_file.write_text(json.dumps(self.accounts), encoding="utf-8")

@@ -14,6 +14,8 @@ from server.ledger import MAX_BALANCE
 
 USER_ID_PATTERN = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 DEMO_ACCOUNTS: Mapping[str, int] = MappingProxyType({"alice": 100_000, "bob": 100_000, "charlie": 100_000})
+#: The brief's demo: about 30% of new credits fail with a 500, on the memory database only.
+DEMO_CREDIT_FAULT_RATE = 0.3
 
 
 class ConfigurationError(ValueError):
@@ -23,7 +25,7 @@ class ConfigurationError(ValueError):
 @dataclass(frozen=True)
 class Settings:
     accounts: Mapping[str, int] = field(default_factory=lambda: dict(DEMO_ACCOUNTS))
-    credit_fault_rate: float = 0.3
+    credit_fault_rate: float = DEMO_CREDIT_FAULT_RATE
     credit_fault_after_commit_rate: float = 0.0
     fault_seed: int | None = None
     token: str | None = None
@@ -36,9 +38,12 @@ class Settings:
     replica_id: str | None = None
     #: With a token set, /metrics needs it too, unless this is true.
     metrics_public: bool = False
+    #: Operator name -> bearer token: accepted wherever ``token`` is, and the
+    #: only credential that may open an account (POST /accounts).
+    operator_tokens: Mapping[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        validate_accounts(self.accounts)
+        validate_accounts(self.accounts, allow_none=True)
         for name in ("credit_fault_rate", "credit_fault_after_commit_rate"):
             rate = getattr(self, name)
             if not 0.0 <= rate <= 1.0:
@@ -47,10 +52,27 @@ class Settings:
             raise ConfigurationError(f"max_body_bytes must be at least 1, got {self.max_body_bytes}")
         if self.token is not None and not self.token:
             raise ConfigurationError("token must not be empty")
+        secrets = list(self.operator_tokens.values())
+        if any(not secret for secret in secrets) or any(not name for name in self.operator_tokens):
+            raise ConfigurationError("an operator token is NAME=SECRET, both non-empty")
+        if len(set(secrets)) != len(secrets) or self.token in secrets:
+            raise ConfigurationError("two credentials have the same secret: each operator token must be its own")
+
+    @property
+    def accepted_tokens(self) -> tuple[str, ...] | None:
+        """The bearer tokens a request may carry; None when the service asks for none."""
+        if self.token is None:
+            return None
+        return (self.token, *self.operator_tokens.values())
 
 
-def validate_accounts(accounts: Mapping[str, int]) -> None:
-    if not accounts:
+def validate_accounts(accounts: Mapping[str, int], *, allow_none: bool = False) -> None:
+    """Raise ConfigurationError unless every user_id and balance is valid.
+
+    A service may start with no accounts (it opens them through POST
+    /accounts); an accounts file that lists none is a mistake.
+    """
+    if not accounts and not allow_none:
         raise ConfigurationError("at least one account is needed")
     for user_id, balance in accounts.items():
         if not isinstance(user_id, str) or not USER_ID_PATTERN.fullmatch(user_id):
@@ -60,6 +82,19 @@ def validate_accounts(accounts: Mapping[str, int]) -> None:
                 f"balance of {user_id!r} must be an integer number of minor units from 0 to {MAX_BALANCE}, "
                 f"got {balance!r}"
             )
+
+
+def parse_named_tokens(flags: list[str], option: str = "--operator-token") -> dict[str, str]:
+    """``NAME=SECRET`` flags as name -> secret; ConfigurationError names the bad one."""
+    tokens: dict[str, str] = {}
+    for flag in flags:
+        name, separator, secret = flag.partition("=")
+        if not separator or not name or not secret:
+            raise ConfigurationError(f"{option} expects NAME=SECRET, got {name or flag!r}=…")
+        if name in tokens:
+            raise ConfigurationError(f"{option} names {name!r} twice")
+        tokens[name] = secret
+    return tokens
 
 
 def load_accounts(path: Path) -> dict[str, int]:

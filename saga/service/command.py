@@ -31,6 +31,7 @@ from saga.service.settings import DEFAULT_STUCK_AFTER_SECONDS, TransfersSettings
 from saga.service.waiting import EndWatch
 from saga.worker import Worker
 from server.edge import EdgeLimits, guarded_protocol, is_loopback
+from server.settings import ConfigurationError, parse_named_tokens
 
 logger = logging.getLogger("saga")
 
@@ -112,15 +113,10 @@ def add_serve_command(commands: Any) -> None:
 
 
 def _tokens(flags: list[str], option: str = "--api-token") -> dict[str, str]:
-    tokens: dict[str, str] = {}
-    for flag in flags:
-        name, sep, secret = flag.partition("=")
-        if not sep or not name or not secret:
-            raise ServeError(f"{option} expects NAME=SECRET, got {name or flag!r}=…")
-        if name in tokens:
-            raise ServeError(f"{option} names {name!r} twice")
-        tokens[name] = secret
-    return tokens
+    try:
+        return parse_named_tokens(flags, option)
+    except ConfigurationError as error:
+        raise ServeError(str(error)) from None
 
 
 def run_serve(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:

@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Mapping
+from datetime import UTC, datetime
 from typing import Protocol
 
 from server.database_url import DatabaseUrl
 from server.ledger import MAX_BALANCE, Account, Entry, Operation
+from server.openings import Opening, OpeningRequest
 
 
 class StoreError(Exception):
@@ -43,6 +45,11 @@ def new_ledger_id() -> str:
     return str(uuid.uuid4())
 
 
+def utc_now() -> str:
+    """Now, as ISO 8601 UTC with milliseconds: how every store stamps an audit record."""
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
 class LedgerStore(Protocol):
     #: Made when the store is created and kept as long as the store: a
     #: different id means a different ledger, one that remembers nothing of the old.
@@ -67,6 +74,18 @@ class LedgerStore(Protocol):
         Reading it after the write makes the answer at least every position
         any process on this store answered before the request arrived.
         """
+
+    async def open_account(self, request: OpeningRequest) -> tuple[Opening, bool]:
+        """Open an account with money brought in, or replay the answer recorded under the transaction id.
+
+        Returns (opening, replayed). The account, its opening balance and the
+        audit record are written in one unit of work. Raises OpeningKeyReused
+        for the same id with another user or balance, and StorageUnavailable
+        when the database fails.
+        """
+
+    async def opening(self, transaction_id: str) -> Opening | None:
+        """The opening recorded under ``transaction_id``, if any: part of its audit trail."""
 
     async def position(self) -> int:
         """The ledger's position: how far its record has come, 0 before the first entry.

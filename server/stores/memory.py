@@ -9,18 +9,39 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from server.ledger import MAX_BALANCE, Account, Entry, Ledger, Operation
-from server.stores import Execution, PositionedExecution, new_ledger_id
+from server.openings import Opening, OpeningRequest, decide_opening
+from server.stores import Execution, PositionedExecution, new_ledger_id, utc_now
 
 
 class MemoryStore:
-    def __init__(self, ledger: Ledger, ledger_id: str | None = None) -> None:
+    def __init__(self, ledger: Ledger, ledger_id: str | None = None, *, max_balance: int = MAX_BALANCE) -> None:
         self.ledger = ledger
         #: New with every store: a process that restarts on the memory store is a new ledger.
         self.ledger_id = ledger_id or new_ledger_id()
+        self._max_balance = max_balance
+        self._openings: dict[str, Opening] = {}
 
     @classmethod
     def create(cls, accounts: Mapping[str, int], *, max_balance: int = MAX_BALANCE) -> MemoryStore:
-        return cls(Ledger(accounts, max_balance=max_balance))
+        return cls(Ledger(accounts, max_balance=max_balance), max_balance=max_balance)
+
+    async def open_account(self, request: OpeningRequest) -> tuple[Opening, bool]:
+        # No await between the read and the write: no other request can open the account in between.
+        opening, replayed = decide_opening(
+            request,
+            account_exists=self.ledger.balance(request.user_id) is not None,
+            recorded=self._openings.get(request.transaction_id),
+            max_balance=self._max_balance,
+            now=utc_now(),
+        )
+        if not replayed:
+            self._openings[request.transaction_id] = opening
+            if opening.opened:
+                self.ledger.open_account(request.user_id, request.opening_balance)
+        return opening, replayed
+
+    async def opening(self, transaction_id: str) -> Opening | None:
+        return self._openings.get(transaction_id)
 
     async def execute(
         self, operation: Operation, transaction_id: str, user_id: str, amount: int, *, apply_new: bool = True

@@ -45,6 +45,7 @@ when a restore (pg_restore sets it from the dump) takes the whole ledger back.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Final, TypeVar
 
@@ -63,6 +64,7 @@ from server.ledger import (
     Outcome,
     RejectionCode,
 )
+from server.openings import Opening, OpeningRequest, decide_opening
 from server.stores import (
     Execution,
     PositionedExecution,
@@ -70,6 +72,7 @@ from server.stores import (
     StoreError,
     check_opening,
     new_ledger_id,
+    utc_now,
 )
 from server.stores.migrations import pending
 
@@ -129,8 +132,8 @@ _BALANCE_AT_POSITION = (
 )
 _ACCOUNTS_AT_POSITION = """
 WITH position AS MATERIALIZED (SELECT current_ledger_position() AS ledger_position)
-SELECT position.ledger_position, a.user_id, a.balance
-FROM position LEFT JOIN accounts a ON true
+SELECT position.ledger_position, a.user_id, a.balance, coalesce(o.balance, 0) AS opening_balance
+FROM position LEFT JOIN accounts a ON true LEFT JOIN opening_balances o ON o.user_id = a.user_id
 ORDER BY a.user_id
 """
 _TRAIL_AT_POSITION = f"""
@@ -236,7 +239,11 @@ class PostgresStore:
 
     async def accounts_with_position(self) -> tuple[list[Account], int]:
         rows = await self._fetch(_ACCOUNTS_AT_POSITION, what="accounts")
-        accounts = [Account(row["user_id"], row["balance"]) for row in rows if row["user_id"] is not None]
+        accounts = [
+            Account(row["user_id"], row["balance"], row["opening_balance"])
+            for row in rows
+            if row["user_id"] is not None
+        ]
         return accounts, int(rows[0]["ledger_position"])
 
     async def trail_with_position(self, transaction_id: str) -> tuple[list[Entry], int]:
@@ -249,8 +256,12 @@ class PostgresStore:
         return None if row is None else int(row["balance"])
 
     async def accounts(self) -> list[Account]:
-        rows = await self._fetch("SELECT user_id, balance FROM accounts ORDER BY user_id", what="accounts")
-        return [Account(row["user_id"], row["balance"]) for row in rows]
+        rows = await self._fetch(
+            "SELECT a.user_id, a.balance, coalesce(o.balance, 0) AS opening_balance FROM accounts a "
+            "LEFT JOIN opening_balances o ON o.user_id = a.user_id ORDER BY a.user_id",
+            what="accounts",
+        )
+        return [Account(row["user_id"], row["balance"], row["opening_balance"]) for row in rows]
 
     async def trail(self, transaction_id: str) -> list[Entry]:
         rows = await self._fetch(
@@ -302,6 +313,15 @@ class PostgresStore:
         )
         if orphans:
             raise InvariantViolation(f"{_entry(orphans[0]['transaction_id'], orphans[0])!r} reverses nothing")
+
+    async def open_account(self, request: OpeningRequest) -> tuple[Opening, bool]:
+        return await self._on_a_connection(
+            lambda connection: _open_account(connection, request, self._max_balance), "open_account"
+        )
+
+    async def opening(self, transaction_id: str) -> Opening | None:
+        row = await self._fetch_row(_OPENING, transaction_id, what="trail")
+        return None if row is None else _opening(row)
 
     async def close(self) -> None:
         await self._pool.close()
@@ -407,6 +427,72 @@ async def _set_up(
         return ledger_id
     finally:
         await connection.execute("SELECT pg_advisory_unlock($1)", SETUP_LOCK_KEY)
+
+
+_OPENING_COLUMNS: Final = "transaction_id, user_id, opening_balance, operator, reason, recorded_at, rejection"
+_OPENING: Final = f"SELECT {_OPENING_COLUMNS} FROM account_openings WHERE transaction_id = $1"
+
+
+async def _open_account(
+    connection: asyncpg.pool.PoolConnectionProxy, request: OpeningRequest, max_balance: int
+) -> tuple[Opening, bool]:
+    """Decide and record one opening in one transaction.
+
+    The id lock (the form ledger_execute takes) makes a repeat of the same
+    opening wait for the first and replay it. Two openings of one user under
+    different ids meet at the accounts table's key: the second finds the row
+    the first inserted and is refused as account_exists.
+    """
+    async with connection.transaction():
+        await connection.execute("SELECT pg_advisory_xact_lock(1, hashtext($1))", request.transaction_id)
+        recorded = await connection.fetchrow(_OPENING, request.transaction_id)
+        exists = await connection.fetchval("SELECT EXISTS (SELECT 1 FROM accounts WHERE user_id = $1)", request.user_id)
+        opening, replayed = decide_opening(
+            request,
+            account_exists=bool(exists),
+            recorded=None if recorded is None else _opening(recorded),
+            max_balance=max_balance,
+            now=utc_now(),
+        )
+        if replayed:
+            return opening, True
+        if opening.opened:
+            inserted = await connection.fetchval(
+                "INSERT INTO accounts (user_id, balance) VALUES ($1, $2) ON CONFLICT (user_id) DO NOTHING RETURNING 1",
+                opening.user_id,
+                opening.opening_balance,
+            )
+            if inserted is None:
+                opening = dataclasses.replace(opening, rejection="account_exists")
+            else:
+                await connection.execute(
+                    "INSERT INTO opening_balances (user_id, balance) VALUES ($1, $2)",
+                    opening.user_id,
+                    opening.opening_balance,
+                )
+        await connection.execute(
+            f"INSERT INTO account_openings ({_OPENING_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            opening.transaction_id,
+            opening.user_id,
+            opening.opening_balance,
+            opening.operator,
+            opening.reason,
+            opening.recorded_at,
+            opening.rejection,
+        )
+        return opening, False
+
+
+def _opening(row: asyncpg.Record) -> Opening:
+    return Opening(
+        row["transaction_id"],
+        row["user_id"],
+        row["opening_balance"],
+        row["operator"],
+        row["reason"],
+        row["recorded_at"],
+        row["rejection"],
+    )
 
 
 def _entry(transaction_id: str, row: asyncpg.Record) -> Entry:

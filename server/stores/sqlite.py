@@ -43,6 +43,7 @@ from server.ledger import (
     decide,
     replayed,
 )
+from server.openings import Opening, OpeningRequest, decide_opening
 from server.stores import (
     Execution,
     PositionedExecution,
@@ -50,6 +51,7 @@ from server.stores import (
     StoreError,
     check_opening,
     new_ledger_id,
+    utc_now,
 )
 from server.stores.migrations import pending
 
@@ -239,6 +241,17 @@ class SqliteStore:
             if is_storage_failure(error):
                 raise _unavailable(self.path, error) from error
             raise
+
+    async def open_account(self, request: OpeningRequest) -> tuple[Opening, bool]:
+        if self._closed:
+            raise StorageUnavailable(f"the SQLite store {self.path} is closed")
+        # On the writer's own thread, so it takes its turn between group commits.
+        return await asyncio.get_running_loop().run_in_executor(
+            self._writer, _open_account, self._writer_connection, request, self._max_balance, self.path
+        )
+
+    async def opening(self, transaction_id: str) -> Opening | None:
+        return await self._read(lambda connection: _opening_under(connection, transaction_id))
 
     async def balance(self, user_id: str) -> int | None:
         return await self._read(lambda connection: _balance(connection, user_id))
@@ -486,8 +499,69 @@ def _balance(connection: sqlite3.Connection, user_id: str) -> int | None:
 
 
 def _accounts(connection: sqlite3.Connection) -> list[Account]:
-    rows = connection.execute("SELECT user_id, balance FROM accounts ORDER BY user_id").fetchall()
-    return [Account(user_id, balance) for user_id, balance in rows]
+    rows = connection.execute(
+        "SELECT a.user_id, a.balance, coalesce(o.balance, 0) FROM accounts a "
+        "LEFT JOIN opening_balances o ON o.user_id = a.user_id ORDER BY a.user_id"
+    ).fetchall()
+    return [Account(user_id, balance, opening_balance) for user_id, balance, opening_balance in rows]
+
+
+_OPENING_COLUMNS: Final = "transaction_id, user_id, opening_balance, operator, reason, recorded_at, rejection"
+
+
+def _opening_under(connection: sqlite3.Connection, transaction_id: str) -> Opening | None:
+    row = connection.execute(
+        f"SELECT {_OPENING_COLUMNS} FROM account_openings WHERE transaction_id = ?", (transaction_id,)
+    ).fetchone()
+    return None if row is None else Opening(*row)
+
+
+def _open_account(
+    connection: sqlite3.Connection, request: OpeningRequest, max_balance: int, path: Path
+) -> tuple[Opening, bool]:
+    """Decide and record one opening in its own write transaction, on the writer thread."""
+    try:
+        connection.execute("BEGIN IMMEDIATE")
+        try:
+            opening, replayed = decide_opening(
+                request,
+                account_exists=_balance(connection, request.user_id) is not None,
+                recorded=_opening_under(connection, request.transaction_id),
+                max_balance=max_balance,
+                now=utc_now(),
+            )
+            if not replayed:
+                connection.execute(
+                    f"INSERT INTO account_openings ({_OPENING_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    (
+                        opening.transaction_id,
+                        opening.user_id,
+                        opening.opening_balance,
+                        opening.operator,
+                        opening.reason,
+                        opening.recorded_at,
+                        opening.rejection,
+                    ),
+                )
+                if opening.opened:
+                    connection.execute(
+                        "INSERT INTO accounts (user_id, balance) VALUES (?, ?)",
+                        (opening.user_id, opening.opening_balance),
+                    )
+                    connection.execute(
+                        "INSERT INTO opening_balances (user_id, balance) VALUES (?, ?)",
+                        (opening.user_id, opening.opening_balance),
+                    )
+        except BaseException:
+            _rollback(connection)
+            raise
+        connection.execute("COMMIT")
+    except sqlite3.Error as error:
+        _rollback(connection)
+        if is_storage_failure(error):
+            raise _unavailable(path, error) from error
+        raise
+    return opening, replayed
 
 
 def _entries_under(connection: sqlite3.Connection, transaction_id: str) -> list[Entry]:

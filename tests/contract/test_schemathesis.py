@@ -41,10 +41,23 @@ EXAMPLES = settings(
 STATEFUL = settings(EXAMPLES, max_examples=8, stateful_step_count=6)
 
 
+#: Sent with every request: the service asks no token of callers, and this
+#: one is an operator's, so that POST /accounts is driven past 401 and 403.
+OPERATOR_TOKEN = "contract-operator-secret"
+AS_OPERATOR = {"Authorization": f"Bearer {OPERATOR_TOKEN}"}
+
+
 def contract_schema(config: str, *, credit_fault_rate: float) -> OpenApiSchema:
     """The committed contract, driven against a fresh in-process app."""
     schema = schemathesis.openapi.from_path(CONTRACT, config=schemathesis.Config.from_path(HERE / config))
-    schema.app = create_app(Settings(accounts=ACCOUNTS, credit_fault_rate=credit_fault_rate, log_requests=False))
+    schema.app = create_app(
+        Settings(
+            accounts=ACCOUNTS,
+            credit_fault_rate=credit_fault_rate,
+            log_requests=False,
+            operator_tokens={"contract": OPERATOR_TOKEN},
+        )
+    )
     return schema
 
 
@@ -55,20 +68,33 @@ faulted_schema = contract_schema("schemathesis-credit-faults.toml", credit_fault
 @schema.parametrize()
 @EXAMPLES
 def test_every_operation_meets_the_contract(case: schemathesis.Case[Any]) -> None:
-    case.call_and_validate()
+    case.call_and_validate(headers=AS_OPERATOR)
 
 
 @faulted_schema.parametrize()
 @EXAMPLES
 def test_every_operation_meets_the_contract_with_credit_faults(case: schemathesis.Case[Any]) -> None:
-    case.call_and_validate()
+    case.call_and_validate(headers=AS_OPERATOR)
 
 
-class TestLinkedCalls(schema.as_state_machine().TestCase):  # type: ignore[misc]
+class AsOperator:
+    def get_call_kwargs(self, case: schemathesis.Case[Any]) -> dict[str, Any]:
+        return {"headers": AS_OPERATOR}
+
+
+class LinkedCalls(AsOperator, schema.as_state_machine()):  # type: ignore[misc]
+    pass
+
+
+class LinkedCallsWithCreditFaults(AsOperator, faulted_schema.as_state_machine()):  # type: ignore[misc]
+    pass
+
+
+class TestLinkedCalls(LinkedCalls.TestCase):  # type: ignore[misc,name-defined]
     settings = STATEFUL
 
 
-class TestLinkedCallsWithCreditFaults(faulted_schema.as_state_machine().TestCase):  # type: ignore[misc]
+class TestLinkedCallsWithCreditFaults(LinkedCallsWithCreditFaults.TestCase):  # type: ignore[misc,name-defined]
     settings = STATEFUL
 
 

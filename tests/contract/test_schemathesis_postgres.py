@@ -14,9 +14,7 @@ pytestmark = pytest.mark.integration
 
 
 def test_a_postgresql_backed_service_meets_the_contract(pg_dsn: str) -> None:
-    args = build_parser().parse_args(
-        ["--database", pg_dsn, "--faults-off-only", "--max-examples", "12", "--workers", "2"]
-    )
+    args = build_parser().parse_args(["--database", pg_dsn, "--faults-off-only", "--max-examples", "12"])
     outcome = execute(RUNS[0], 1, 1, args)
     assert outcome.passed, (outcome.returncode, outcome.problems)
     assert outcome.links, "the stateful phase followed no link"

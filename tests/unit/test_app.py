@@ -402,7 +402,12 @@ def test_reads() -> None:
             )
 
     listing, alice, unknown, malformed, trail, empty, headerless = run(scenario())
-    assert listing.json() == {"accounts": [{"user_id": "alice", "balance": 960}, {"user_id": "bob", "balance": 1_000}]}
+    assert listing.json() == {
+        "accounts": [
+            {"user_id": "alice", "balance": 960, "opening_balance": 1_000},
+            {"user_id": "bob", "balance": 1_000, "opening_balance": 1_000},
+        ]
+    }
     assert alice.json() == {"user_id": "alice", "balance": 960}
     assert (unknown.status_code, unknown.json()["code"]) == (404, "unknown_user")
     assert (malformed.status_code, malformed.json()["code"]) == (422, "invalid_request")

@@ -384,7 +384,7 @@ def test_another_body_under_a_used_id_is_refused_and_names_what_was_recorded(sto
 def test_accounts_open_at_zero_and_at_the_limit_and_are_listed_in_order(store_name: str, tmp_path: Path) -> None:
     async def scenario() -> None:
         async with STORES[store_name]({"zoe": MAX_BALANCE, "adam": 0}, tmp_path) as store:
-            assert await store.accounts() == [Account("adam", 0), Account("zoe", MAX_BALANCE)]
+            assert await store.accounts() == [Account("adam", 0, 0), Account("zoe", MAX_BALANCE, MAX_BALANCE)]
             assert await store.balance("nobody") is None
             await store.check_invariants()
 
@@ -451,7 +451,7 @@ def test_the_memory_store_reloads_balances_replays_and_fences_from_its_record() 
         applied = await store.execute(DEBIT, "t1", "a", 100)
         await store.execute(COMPENSATE_CREDIT, "t2", "b", 50)
         store.reload()
-        assert await store.accounts() == [Account("a", 400), Account("b", 0)]
+        assert await store.accounts() == [Account("a", 400, 500), Account("b", 0, 0)]
         assert await store.execute(DEBIT, "t1", "a", 100) == (applied[0] if applied else None, True)
         late = await store.execute(CREDIT, "t2", "b", 50)
         assert late is not None

@@ -65,3 +65,24 @@ def test_an_unfinished_saga_is_not_excused_either() -> None:
     judgement = verify.judge_shared(BEFORE, after, [ALICE_TO_BOB, pending], TRAILS)
     assert judgement.other_traffic == ()
     assert "every saga terminal" in {violation.invariant for violation in judgement.violations}
+
+
+def test_money_brought_in_by_an_opened_account_is_counted_as_brought_in_not_minted() -> None:
+    # While the saga ran, an operator opened dora with 700: the total grew by exactly that.
+    after = {BANK: {"alice": 900, "bob": 1_100, "carol": 1_000, "dora": 700}}
+    opened = {BANK: {"dora": 700}}
+    assert verify.check(BEFORE, after, [ALICE_TO_BOB], TRAILS, opened=opened) == []
+    assert verify.judge_shared(BEFORE, after, [ALICE_TO_BOB], TRAILS, opened) == verify.Judgement([])
+
+
+def test_an_opened_account_holding_more_than_it_was_opened_with_is_minted_money() -> None:
+    after = {BANK: {"alice": 900, "bob": 1_100, "carol": 1_000, "dora": 750}}
+    violations = verify.check(BEFORE, after, [ALICE_TO_BOB], TRAILS, opened={BANK: {"dora": 700}})
+    assert {violation.invariant for violation in violations} == {"money conserved", "balances match the sagas"}
+    assert "700 was brought in by accounts opened since" in violations[0].detail
+
+
+def test_a_new_account_not_counted_as_opened_is_minted_money() -> None:
+    after = {BANK: {"alice": 900, "bob": 1_100, "carol": 1_000, "dora": 700}}
+    violations = verify.check(BEFORE, after, [ALICE_TO_BOB], TRAILS)
+    assert {violation.invariant for violation in violations} == {"money conserved", "balances match the sagas"}

@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING, Any, Self, TypeVar
 from attrs import define as _attrs_define
 
 if TYPE_CHECKING:
-    from ..models.account import Account
+    from ..models.listed_account import ListedAccount
 
 
 T = TypeVar("T", bound="AccountList")
@@ -16,10 +16,10 @@ T = TypeVar("T", bound="AccountList")
 class AccountList:
     """
     Attributes:
-        accounts (list[Account]):
+        accounts (list[ListedAccount]):
     """
 
-    accounts: list[Account]
+    accounts: list[ListedAccount]
 
     def to_dict(self) -> dict[str, Any]:
         accounts = []
@@ -39,13 +39,13 @@ class AccountList:
 
     @classmethod
     def from_dict(cls, src_dict: Mapping[str, Any]) -> Self:
-        from ..models.account import Account
+        from ..models.listed_account import ListedAccount
 
         d = dict(src_dict)
         accounts = []
         _accounts = d.pop("accounts")
         for accounts_item_data in _accounts:
-            accounts_item = Account.from_dict(accounts_item_data)
+            accounts_item = ListedAccount.from_dict(accounts_item_data)
 
             accounts.append(accounts_item)
 

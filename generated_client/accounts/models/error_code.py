@@ -2,6 +2,7 @@ from enum import StrEnum
 
 
 class ErrorCode(StrEnum):
+    ACCOUNT_EXISTS = "account_exists"
     BALANCE_LIMIT_EXCEEDED = "balance_limit_exceeded"
     IDEMPOTENCY_KEY_REUSED = "idempotency_key_reused"
     INJECTED_FAULT = "injected_fault"
@@ -10,6 +11,7 @@ class ErrorCode(StrEnum):
     INVALID_REQUEST = "invalid_request"
     INVALID_TRANSACTION_ID = "invalid_transaction_id"
     MISSING_TRANSACTION_ID = "missing_transaction_id"
+    OPERATOR_ONLY = "operator_only"
     REQUEST_HEADER_TOO_LARGE = "request_header_too_large"
     REQUEST_TOO_LARGE = "request_too_large"
     REVERSAL_EXCEEDS_BALANCE_LIMIT = "reversal_exceeds_balance_limit"
