@@ -25,8 +25,8 @@ others). A run also fails if the links below were never followed (after up
 to two more stateful-only passes), or if the server logged a traceback. Exits
 0 only if both runs pass.
 
-With ``--url``, one run against a service that is already running (the
-compose ``contract`` service uses this): its fault rate is unknown, so it gets
+With ``--url``, one run against a service that is already running (a
+deployed one, say): its fault rate is unknown, so it gets
 the second run's configuration. ``--database`` starts the local services on
 that database (a PostgreSQL URL, say) instead of memory; ``--faults-off-only``
 keeps the first run alone. ``--token`` sends a bearer token, and starts

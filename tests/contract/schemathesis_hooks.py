@@ -1,7 +1,7 @@
 """Schemathesis checks of the accounts service beyond the built-in ones.
 
 Loaded by the schemathesis CLI through ``SCHEMATHESIS_HOOKS=<path of this file>``
-(see run_schemathesis.py and docker-compose.yml), and imported by
+(see run_schemathesis.py), and imported by
 test_schemathesis.py.
 """
 

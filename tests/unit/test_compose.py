@@ -1,10 +1,10 @@
-"""docker-compose.yml without a Docker engine: valid by the Compose Specification,
-and everything it runs exists in this repository and accepts the flags it is given."""
+"""docker-compose.yml without a Docker engine: valid by the Compose Specification; every command an entry
+point of the image, read by its real argument parser; every Prometheus target a service of the file, on the
+port its command serves; and the rules Prometheus loads the mounted file that the README shows."""
 
 from __future__ import annotations
 
 import re
-import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -15,21 +15,35 @@ import httpx
 import pytest
 import yaml
 
-from saga.replicas import parse_urls
-from server.__main__ import build_parser as server_parser
+from saga.directory import directory_from
 from server.database_url import parse_database_url
-from server.settings import DEMO_ACCOUNTS, load_accounts
+from server.settings import load_accounts
 from tests.conftest import StartServer
-from tests.contract.run_schemathesis import build_parser as contract_parser
+from tests.support.compose import (
+    COMPOSE_FILE,
+    PYPROJECT,
+    BindMount,
+    ComposeError,
+    bind_mounts,
+    command,
+    entry_point,
+    interpolate,
+    load,
+    parse_command,
+    raw_document,
+    variables,
+)
+from tests.unit.test_alert_rules import RULES_FILE
 
-ROOT = Path(__file__).resolve().parents[2]
-COMPOSE_FILE = ROOT / "docker-compose.yml"
+ROOT = COMPOSE_FILE.parent
 DOCKERFILE = ROOT / "Dockerfile"
 #: Each bank is two replicas over one database.
 REPLICAS = {"bank-a": ("bank-a-1", "bank-a-2"), "bank-b": ("bank-b-1", "bank-b-2")}
 BANK_SERVICES = tuple(name for names in REPLICAS.values() for name in names)
-TRANSFERS_REPLICAS = ("transfers-1", "transfers-2")
+API_REPLICAS = ("transfers-1", "transfers-2")
+WORKERS = ("transfers-worker-1", "transfers-worker-2")
 INIT_SCRIPT = "/docker-entrypoint-initdb.d/"
+PROMETHEUS_CONFIG = ROOT / "instances" / "compose" / "prometheus.yml"
 
 
 def check_compose_spec(path: Path) -> subprocess.CompletedProcess[str]:
@@ -44,9 +58,7 @@ def check_compose_spec(path: Path) -> subprocess.CompletedProcess[str]:
 
 @pytest.fixture(scope="module")
 def compose() -> dict[str, Any]:
-    document = yaml.safe_load(COMPOSE_FILE.read_text(encoding="utf-8"))
-    assert isinstance(document, dict)
-    return document
+    return load()
 
 
 @pytest.fixture(scope="module")
@@ -56,34 +68,33 @@ def services(compose: dict[str, Any]) -> dict[str, Any]:
     return services
 
 
-def workdir() -> str:
-    directives = [line.split() for line in DOCKERFILE.read_text(encoding="utf-8").splitlines()]
-    (directory,) = [words[1] for words in directives if words[:1] == ["WORKDIR"]]
-    return directory
+def built(services: dict[str, Any]) -> list[str]:
+    """The services that run the project's image."""
+    return [name for name, service in services.items() if "build" in service]
 
 
-def in_repo(container_path: str) -> Path:
-    """The repository file that the image holds at ``container_path`` (the Dockerfile copies the repo to WORKDIR)."""
-    root = workdir().rstrip("/") + "/"
-    relative = container_path.removeprefix(root) if container_path.startswith("/") else container_path
-    assert not relative.startswith("/"), f"{container_path} is not inside the image's copy of the repository"
-    return ROOT / relative
+def args_of(services: dict[str, Any], name: str, script: str, subcommand: str | None = None) -> Any:
+    point, args = parse_command(services[name])
+    assert point.script == script, name
+    if subcommand is not None:
+        assert args.command == subcommand, name
+    return args
 
 
-def command(service: dict[str, Any]) -> list[str]:
-    value = service["command"]
-    return shlex.split(value) if isinstance(value, str) else [str(word) for word in value]
+def created_databases(services: dict[str, Any]) -> set[str]:
+    created = set()
+    for target, mount in bind_mounts(services["postgres"]).items():
+        if target.startswith(INIT_SCRIPT):
+            created |= set(re.findall(r"CREATE DATABASE (\w+)", mount.source.read_text(encoding="utf-8")))
+    return created
 
 
-def server_args(service: dict[str, Any]) -> Any:
-    words = command(service)
-    assert words[:3] == ["python", "-m", "server"]
-    return server_parser().parse_args(words[3:])
-
-
-def token_of(service: dict[str, Any]) -> str:
-    words = command(service)
-    return words[words.index("--token") + 1]
+def listening_port(services: dict[str, Any], name: str) -> int:
+    """The port on which the service's command serves HTTP: its API's, or a worker's metrics."""
+    _, args = parse_command(services[name])
+    port = args.metrics_port if getattr(args, "command", None) == "worker" else args.port
+    assert isinstance(port, int), name
+    return port
 
 
 # -- the file itself ----------------------------------------------------------------
@@ -102,96 +113,178 @@ def test_the_validation_catches_a_misspelt_key(tmp_path: Path) -> None:
     assert "helthcheck" in result.stdout
 
 
-def test_the_services_are_the_database_two_replicas_per_bank_the_saga_the_contract_run_and_the_transfers_service(
+def test_the_services_are_the_database_two_replicas_per_bank_two_api_replicas_two_workers_and_prometheus(
     services: dict[str, Any],
 ) -> None:
-    assert set(services) == {"postgres", *BANK_SERVICES, "saga", "contract", *TRANSFERS_REPLICAS, "transfers-worker"}
+    assert set(services) == {"postgres", *BANK_SERVICES, *API_REPLICAS, *WORKERS, "prometheus"}
+
+
+def test_every_secret_comes_from_the_environment_with_a_placeholder_the_header_names() -> None:
+    found = variables(raw_document())
+    assert found
+    header = COMPOSE_FILE.read_text(encoding="utf-8").split("\nname:", 1)[0]
+    defaults: dict[str, set[str]] = {}
+    for name, operator, default in found:
+        assert operator == ":-", name
+        assert "change-me" in default, name
+        assert re.search(rf"^#\s+{name}\s", header, re.MULTILINE), f"the header does not name {name}"
+        defaults.setdefault(name, set()).add(default)
+    assert {name: len(values) for name, values in defaults.items()} == dict.fromkeys(defaults, 1)
+
+
+def test_the_environment_replaces_the_placeholders() -> None:
+    chosen = {"POSTGRES_PASSWORD": "pw-1", "ACCOUNTS_TOKEN": "tok-2", "PROMETHEUS_API_TOKEN": "prom-3"}
+    services = load(environment=chosen)["services"]
+    assert services["postgres"]["environment"]["POSTGRES_PASSWORD"] == "pw-1"
+    bank = args_of(services, "bank-a-1", "accounts-service")
+    assert urlsplit(bank.database).password == "pw-1"
+    assert bank.token == "tok-2"
+    assert "prometheus=prom-3" in args_of(services, "transfers-1", "saga", "serve").api_token
+    assert load(environment=chosen)["configs"]["prometheus-api-token"]["content"] == "prom-3"
+    assert "change-me" not in str(services["postgres"]) + str(command(services["bank-a-1"]))
+
+
+def test_the_interpolation_refuses_a_variable_without_a_default() -> None:
+    with pytest.raises(ComposeError, match="default"):
+        interpolate({"password": "${POSTGRES_PASSWORD}"}, {})
+    with pytest.raises(ComposeError, match="default"):
+        interpolate(["${TOKEN:?required}"], {})
+    assert interpolate("$${TOKEN:-x}", {}) == "${TOKEN:-x}"
 
 
 # -- the image ------------------------------------------------------------------------
 
 
-def test_every_service_but_the_database_is_built_from_the_repositorys_dockerfile(services: dict[str, Any]) -> None:
-    assert "build" not in services["postgres"]
-    assert services["postgres"]["image"].startswith("postgres:")
-    for name, service in services.items():
-        if name == "postgres":
-            continue
-        build = service["build"]
+def test_the_projects_services_build_the_repositorys_dockerfile_tagged_with_the_projects_version(
+    services: dict[str, Any],
+) -> None:
+    import tomllib
+
+    version = tomllib.loads(PYPROJECT.read_text(encoding="utf-8"))["project"]["version"]
+    assert set(built(services)) == {*BANK_SERVICES, *API_REPLICAS, *WORKERS}
+    for name in built(services):
+        build = services[name]["build"]
         context = build if isinstance(build, str) else build["context"]
         dockerfile = "Dockerfile" if isinstance(build, str) else build.get("dockerfile", "Dockerfile")
         assert (ROOT / context).resolve() == ROOT, name
         assert (ROOT / context / dockerfile).is_file(), name
+        assert services[name]["image"] == f"transfer-saga:{version}", name
 
 
-def test_the_image_installs_the_pinned_requirements_and_copies_the_repository() -> None:
-    lines = [line.strip() for line in DOCKERFILE.read_text(encoding="utf-8").splitlines()]
-    assert lines[lines.index("COPY requirements.txt ./") + 1] == "RUN pip install -r requirements.txt"
-    assert (ROOT / "requirements.txt").is_file()
-    assert "COPY . ./" in lines
-    dockerignore = (ROOT / ".dockerignore").read_text(encoding="utf-8").splitlines()
-    assert {".venv", ".git"} <= set(dockerignore)
+def test_the_other_images_are_pinned_to_an_exact_version(services: dict[str, Any]) -> None:
+    for name, service in services.items():
+        if "build" in service:
+            continue
+        _, _, tag = service["image"].rpartition(":")
+        assert re.fullmatch(r"v?[0-9]+\.[0-9]+(\.[0-9]+)?", tag), f"{name}: {service['image']}"
+
+
+def test_a_command_runs_as_it_is_written_since_the_image_sets_no_entrypoint() -> None:
+    directives = [line.split(maxsplit=1)[0].upper() for line in DOCKERFILE.read_text().splitlines() if line.strip()]
+    assert "ENTRYPOINT" not in directives
+
+
+def test_every_command_of_the_projects_image_is_an_entry_point_that_accepts_its_arguments(
+    services: dict[str, Any],
+) -> None:
+    scripts = {name: parse_command(services[name])[0].script for name in built(services)}
+    assert {scripts[name] for name in BANK_SERVICES} == {"accounts-service"}
+    assert {scripts[name] for name in (*API_REPLICAS, *WORKERS)} == {"saga"}
+
+
+def test_the_entry_point_check_refuses_a_command_that_is_not_an_entry_point_or_a_renamed_flag(
+    services: dict[str, Any],
+) -> None:
+    bank = services["bank-a-1"]
+    with pytest.raises(ComposeError, match=r"not a \[project\.scripts\] entry point"):
+        parse_command({**bank, "command": ["python", "-m", "server", *command(bank)[1:]]})
+    renamed = [word.replace("--metrics-public", "--public-metrics") for word in command(bank)]
+    with pytest.raises(ComposeError, match="--public-metrics"):
+        parse_command({**bank, "command": renamed})
+    # A prefix parses, as argparse takes it for the flag it begins; it is refused all the same.
+    abbreviated = [word.replace("--metrics-public", "--metrics-pub") for word in command(bank)]
+    with pytest.raises(ComposeError, match="--metrics-pub is not a flag of accounts-service"):
+        parse_command({**bank, "command": abbreviated})
+    worker = services[WORKERS[0]]
+    renamed = [word.replace("--metrics-host", "--metrics-address") for word in command(worker)]
+    with pytest.raises(ComposeError, match="--metrics-address"):
+        parse_command({**worker, "command": renamed})
+
+
+def test_the_entry_points_name_the_modules_whose_parsers_read_the_commands() -> None:
+    assert entry_point("accounts-service").module == "server.__main__"
+    assert entry_point("saga").module == "saga.cli"
+
+
+def test_every_path_a_command_reads_is_mounted_read_only_from_the_repository(services: dict[str, Any]) -> None:
+    for name in built(services):
+        mounts = bind_mounts(services[name])
+        for word in command(services[name]):
+            if "/" not in word or "://" in word:
+                continue
+            assert word in mounts, f"{name} reads {word}, which the image does not hold"
+            assert mounts[word].read_only, name
+            assert mounts[word].source.is_file(), name
+            assert mounts[word].source.is_relative_to(ROOT), name
 
 
 # -- the banks ------------------------------------------------------------------------
 
 
-def test_the_banks_run_the_server_on_port_8000_with_their_share_of_the_demo_accounts(
+def test_the_banks_serve_on_port_8000_their_mounted_accounts_without_injected_faults(
     services: dict[str, Any],
 ) -> None:
-    assert (ROOT / "server" / "__main__.py").is_file()
-    shares = {}
     for bank, replicas in REPLICAS.items():
-        (share,) = {str(server_args(services[name]).accounts) for name in replicas}
+        files = set()
         for name in replicas:
-            args = server_args(services[name])
+            args = args_of(services, name, "accounts-service")
             assert (args.host, args.port) == ("0.0.0.0", 8000), name
-        shares[bank] = load_accounts(in_repo(share))
-    assert not set(shares["bank-a"]) & set(shares["bank-b"])
-    assert {**shares["bank-a"], **shares["bank-b"]} == dict(DEMO_ACCOUNTS)
+            assert args.credit_fault_rate == 0, name
+            assert not args.credit_fault_after_commit_rate, name
+            mount: BindMount = bind_mounts(services[name])[str(args.accounts)]
+            files.add(mount.source)
+            assert "ports" not in services[name], f"{name} is reached through the transfers service only"
+        (accounts_file,) = files
+        assert accounts_file == ROOT / "instances" / "accounts" / f"{bank}.json"
+        assert load_accounts(accounts_file), bank
 
 
 def test_the_replicas_of_a_bank_share_one_database_and_the_banks_do_not(services: dict[str, Any]) -> None:
     databases = {}
     for bank, replicas in REPLICAS.items():
-        urls = {server_args(services[name]).database for name in replicas}
+        urls = {args_of(services, name, "accounts-service").database for name in replicas}
         assert len(urls) == 1, bank
         (url,) = urls
-        parsed = parse_database_url(url)
-        assert parsed.kind == "postgresql", bank
+        assert parse_database_url(url).kind == "postgresql", bank
         assert urlsplit(url).hostname == "postgres", bank
         databases[bank] = urlsplit(url).path.lstrip("/")
     assert len(set(databases.values())) == len(REPLICAS)
-    created = set()
-    for volume in services["postgres"]["volumes"]:
-        source, target, *_ = volume.split(":")
-        if target.startswith(INIT_SCRIPT):
-            created |= set(re.findall(r"CREATE DATABASE (\w+)", (ROOT / source).read_text(encoding="utf-8")))
-    assert set(databases.values()) <= created
+    assert set(databases.values()) <= created_databases(services)
 
 
 def test_every_replica_has_a_name_of_its_own_and_waits_for_the_database(services: dict[str, Any]) -> None:
-    names = [services[name]["environment"]["ACCOUNTS_REPLICA_ID"] for name in BANK_SERVICES]
+    names = [args_of(services, name, "accounts-service").replica_id for name in BANK_SERVICES]
     assert names == list(BANK_SERVICES)
     for name in BANK_SERVICES:
         assert services[name]["depends_on"] == {"postgres": {"condition": "service_healthy"}}, name
 
 
-def test_every_bank_requires_the_one_token_the_saga_and_the_contract_run_send(services: dict[str, Any]) -> None:
-    tokens = {services[name]["environment"]["ACCOUNTS_TOKEN"] for name in BANK_SERVICES}
+def test_every_bank_requires_the_one_token_the_transfers_service_and_its_workers_send(
+    services: dict[str, Any],
+) -> None:
+    tokens = {args_of(services, name, "accounts-service").token for name in BANK_SERVICES}
     assert len(tokens) == 1
     (token,) = tokens
     assert token
-    assert token_of(services["saga"]) == token
-    assert token_of(services["contract"]) == token
+    for name in (*API_REPLICAS, *WORKERS):
+        assert parse_command(services[name])[1].token == token, name
 
 
 def test_the_bank_health_check_asks_healthz_on_the_servers_port(services: dict[str, Any]) -> None:
     for name in BANK_SERVICES:
         test = services[name]["healthcheck"]["test"]
-        port = server_args(services[name]).port
         assert test[0] == "CMD", name
-        assert f"http://127.0.0.1:{port}/healthz" in " ".join(test), name
+        assert f"http://127.0.0.1:{listening_port(services, name)}/healthz" in " ".join(test), name
 
 
 def test_the_bank_health_check_passes_on_a_live_server_and_fails_without_one(
@@ -206,131 +299,201 @@ def test_the_bank_health_check_passes_on_a_live_server_and_fails_without_one(
     assert subprocess.run([sys.executable, *healthy], capture_output=True, check=False).returncode != 0
 
 
-def test_a_bank_serves_its_accounts_file_and_requires_the_token(
-    services: dict[str, Any], start_server: StartServer
+def test_a_bank_on_postgresql_with_the_files_flags_serves_its_accounts_to_the_token_and_metrics_to_anyone(
+    services: dict[str, Any], start_server: StartServer, pg_dsn: str
 ) -> None:
     bank = services["bank-a-1"]
-    token = bank["environment"]["ACCOUNTS_TOKEN"]
-    accounts_file = in_repo(str(server_args(bank).accounts))
-    server = start_server(token=token, extra_args=["--accounts", str(accounts_file)])
+    args = args_of(services, "bank-a-1", "accounts-service")
+    mounts = bind_mounts(bank)
+    # Its flags but where it listens (the test server's own port), on a database of the test server.
+    words = command(bank)[1:]
+    listening = {"--host", "--port"}
+    kept = [word for index, word in enumerate(words) if word not in listening and words[index - 1] not in listening]
+    local = {args.database: pg_dsn, **{target: str(mount.source) for target, mount in mounts.items()}}
+    flags = [local.get(word, word) for word in kept]
+    server = start_server(token=args.token, extra_args=flags)
     headers = {"transaction_id": "compose-check"}
     with httpx.Client(base_url=server.url) as client:
         refused = client.get("/accounts", headers=headers)
-        listing = client.get("/accounts", headers={**headers, "Authorization": f"Bearer {token}"})
+        listing = client.get("/accounts", headers={**headers, "Authorization": f"Bearer {args.token}"})
+        metrics = client.get("/metrics")
     assert refused.status_code == 401
     assert {account["user_id"]: account["balance"] for account in listing.json()["accounts"]} == load_accounts(
-        accounts_file
+        mounts[str(args.accounts)].source
     )
-
-
-# -- the saga and the contract run ------------------------------------------------
-
-
-def urls_of(words: list[str], *flags: str) -> list[str]:
-    return [words[words.index(flag) + 1] for flag in flags]
-
-
-def assert_names_a_bank(url: str, services: dict[str, Any]) -> None:
-    parts = urlsplit(url)
-    assert parts.hostname in BANK_SERVICES, url
-    assert parts.port == server_args(services[parts.hostname]).port, url
-
-
-def test_the_saga_runs_a_batch_from_bank_a_to_bank_b_with_flags_it_accepts(services: dict[str, Any]) -> None:
-    saga = services["saga"]
-    words = command(saga)
-    assert words[:4] == ["python", "-m", "saga", "batch"]
-    assert (ROOT / "saga" / "__main__.py").is_file()
-    usage = subprocess.run(
-        [sys.executable, "-m", "saga", "batch", "--help"], capture_output=True, text=True, check=True, cwd=ROOT
-    ).stdout
-    flags = [word for word in words[4:] if word.startswith("--")]
-    assert flags
-    assert [flag for flag in flags if flag not in usage] == []
-    source, target = urls_of(words, "--source-url", "--target-url")
-    source_urls, target_urls = parse_urls(source), parse_urls(target)
-    assert tuple(urlsplit(url).hostname for url in source_urls) == REPLICAS["bank-a"]
-    assert tuple(urlsplit(url).hostname for url in target_urls) == REPLICAS["bank-b"]
-    for url in (*source_urls, *target_urls):
-        assert_names_a_bank(url, services)
-    assert {name: condition["condition"] for name, condition in saga["depends_on"].items()} == dict.fromkeys(
-        BANK_SERVICES, "service_healthy"
-    )
-    (database,) = urls_of(words, "--db")
-    mounts = {volume.split(":")[1] for volume in saga["volumes"]}
-    assert str(Path(database).parent) in mounts
-
-
-def test_the_contract_run_tests_bank_a_after_the_saga_with_flags_it_accepts(services: dict[str, Any]) -> None:
-    contract = services["contract"]
-    words = command(contract)
-    assert words[0] == "python"
-    script = in_repo(words[1])
-    assert script == ROOT / "tests" / "contract" / "run_schemathesis.py"
-    assert script.is_file()
-    args = contract_parser().parse_args(words[2:])
-    assert_names_a_bank(args.url, services)
-    assert urlsplit(args.url).hostname == "bank-a-1"
-    assert contract["depends_on"] == {
-        "bank-a-1": {"condition": "service_healthy"},
-        "saga": {"condition": "service_completed_successfully"},
-    }
+    assert metrics.status_code == 200
+    assert "accounts_requests_total" in metrics.text
 
 
 # -- the transfers service -------------------------------------------------------------
 
 
-def saga_args(service: dict[str, Any], subcommand: str) -> Any:
-    from saga.cli import build_parser as saga_parser
-
-    words = command(service)
-    assert words[:4] == ["python", "-m", "saga", subcommand]
-    return saga_parser().parse_args(words[3:])
-
-
-def test_two_transfers_replicas_and_a_worker_share_one_postgresql_saga_log(services: dict[str, Any]) -> None:
-    replicas = [saga_args(services[name], "serve") for name in TRANSFERS_REPLICAS]
-    worker = saga_args(services["transfers-worker"], "worker")
-    databases = {args.db for args in [*replicas, worker]}
+def test_two_api_replicas_and_two_workers_share_one_postgresql_saga_log(services: dict[str, Any]) -> None:
+    replicas = [args_of(services, name, "saga", "serve") for name in API_REPLICAS]
+    workers = [args_of(services, name, "saga", "worker") for name in WORKERS]
+    databases = {args.db for args in [*replicas, *workers]}
     assert len(databases) == 1
     (database,) = databases
     assert parse_database_url(database).kind == "postgresql"
     assert urlsplit(database).hostname == "postgres"
-    created = set()
-    for volume in services["postgres"]["volumes"]:
-        source, target, *_ = volume.split(":")
-        if target.startswith(INIT_SCRIPT):
-            created |= set(re.findall(r"CREATE DATABASE (\w+)", (ROOT / source).read_text(encoding="utf-8")))
-    assert urlsplit(database).path.lstrip("/") in created
-    assert [args.no_drive for args in replicas] == [False, True]
+    assert urlsplit(database).path.lstrip("/") in created_databases(services)
+    bank_databases = {args_of(services, name, "accounts-service").database for name in BANK_SERVICES}
+    assert database not in bank_databases
+    # The API replicas only answer; the workers drive every saga.
+    assert [args.no_drive for args in replicas] == [True, True]
+    assert len({args.worker_id for args in workers}) == len(WORKERS)
 
 
 def test_the_transfers_service_names_each_bank_with_both_its_replicas(services: dict[str, Any]) -> None:
-    from saga.directory import directory_from
-
-    for name in (*TRANSFERS_REPLICAS, "transfers-worker"):
-        args = saga_args(services[name], "serve" if name != "transfers-worker" else "worker")
+    for name in (*API_REPLICAS, *WORKERS):
+        _, args = parse_command(services[name])
         directory = directory_from(args.service, args.services)
         assert directory.names == ["bank-a", "bank-b"], name
         for bank, replicas in REPLICAS.items():
             urls = directory.urls(bank)
             assert tuple(urlsplit(url).hostname for url in urls) == replicas, name
             for url in urls:
-                assert_names_a_bank(url, services)
-        assert args.token == token_of(services["saga"]), name
+                host = urlsplit(url).hostname
+                assert host is not None
+                assert urlsplit(url).port == listening_port(services, host), url
 
 
-def test_the_transfers_replicas_listen_on_8080_need_an_api_token_and_are_ready_when_their_log_is(
+def test_the_api_replicas_listen_on_8080_need_tokens_and_are_ready_when_their_log_is(
     services: dict[str, Any],
 ) -> None:
     published = set()
-    for name in TRANSFERS_REPLICAS:
+    for name in API_REPLICAS:
         service = services[name]
-        args = saga_args(service, "serve")
+        args = args_of(services, name, "saga", "serve")
         assert (args.host, args.port) == ("0.0.0.0", 8080), name
-        assert args.api_token, name
+        assert {token.partition("=")[0] for token in args.api_token} == {"shop", "prometheus"}, name
+        assert [token.partition("=")[0] for token in args.operator_token] == ["operator"], name
         assert f"http://127.0.0.1:{args.port}/readyz" in " ".join(service["healthcheck"]["test"]), name
         assert set(service["depends_on"]) == {"postgres", *BANK_SERVICES}, name
         (port,) = service["ports"]
-        published.add(port.rsplit(":", 2)[-2])
+        address, published_port, container_port = port.split(":")
+        assert (address, container_port) == ("127.0.0.1", str(args.port)), name
+        published.add(published_port)
     assert published == {"8080", "8081"}
+
+
+def test_the_workers_serve_their_metrics_beyond_loopback_and_are_healthy_while_they_do(
+    services: dict[str, Any],
+) -> None:
+    for name in WORKERS:
+        args = args_of(services, name, "saga", "worker")
+        assert args.metrics_host == "0.0.0.0", name
+        assert args.metrics_port > 0, name
+        assert f"http://127.0.0.1:{args.metrics_port}/metrics" in " ".join(services[name]["healthcheck"]["test"])
+        assert "ports" not in services[name], name
+
+
+# -- Prometheus ----------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def prometheus(services: dict[str, Any]) -> dict[str, Any]:
+    service = services["prometheus"]
+    assert isinstance(service, dict)
+    return service
+
+
+@pytest.fixture(scope="module")
+def prometheus_config(prometheus: dict[str, Any]) -> dict[str, Any]:
+    """The configuration Prometheus reads: the file mounted where its --config.file points."""
+    (config_path,) = [flag.split("=", 1)[1] for flag in prometheus["command"] if flag.startswith("--config.file=")]
+    mount = bind_mounts(prometheus)[config_path]
+    assert mount.read_only
+    assert mount.source == PROMETHEUS_CONFIG
+    document = yaml.safe_load(mount.source.read_text(encoding="utf-8"))
+    assert isinstance(document, dict)
+    return document
+
+
+def config_files(prometheus: dict[str, Any], compose: dict[str, Any]) -> dict[str, str]:
+    """The files that Compose writes into the Prometheus container from ``configs``, by their path there."""
+    files = {}
+    for entry in prometheus.get("configs", []):
+        config = compose["configs"][entry["source"]]
+        files[entry.get("target", "/" + entry["source"])] = config["content"]
+    return files
+
+
+def targets(prometheus_config: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Every scrape target, with the scrape configuration that scrapes it."""
+    found = {}
+    for job in prometheus_config["scrape_configs"]:
+        for group in job["static_configs"]:
+            for target in group["targets"]:
+                assert target not in found, target
+                found[target] = job
+    return found
+
+
+def test_the_rules_prometheus_loads_are_the_mounted_file_that_the_readme_shows(
+    prometheus: dict[str, Any], prometheus_config: dict[str, Any]
+) -> None:
+    mounts = bind_mounts(prometheus)
+    rule_files = prometheus_config["rule_files"]
+    assert rule_files
+    assert [mounts[path].source for path in rule_files] == [RULES_FILE]
+    assert all(mounts[path].read_only for path in rule_files)
+
+
+def test_prometheus_scrapes_every_process_of_the_projects_image_on_the_port_it_serves(
+    services: dict[str, Any], prometheus_config: dict[str, Any]
+) -> None:
+    scraped = {}
+    for target, job in targets(prometheus_config).items():
+        host, _, port = target.rpartition(":")
+        assert host in services, f"{target} is not a service of the Compose file"
+        assert int(port) == listening_port(services, host), target
+        assert job.get("metrics_path", "/metrics") == "/metrics", target
+        assert job.get("scheme", "http") == "http", target
+        scraped[host] = job["job_name"]
+    assert set(scraped) == set(built(services))
+    jobs = {bank: scraped[bank] for bank in BANK_SERVICES}, {api: scraped[api] for api in API_REPLICAS}
+    assert [len(set(job.values())) for job in jobs] == [1, 1]
+
+
+def test_prometheus_may_read_every_target_the_banks_openly_and_the_api_with_a_caller_token_of_its_own(
+    services: dict[str, Any], compose: dict[str, Any], prometheus: dict[str, Any], prometheus_config: dict[str, Any]
+) -> None:
+    files = config_files(prometheus, compose)
+    for target, job in targets(prometheus_config).items():
+        host = target.rpartition(":")[0]
+        point, args = parse_command(services[host])
+        if point.script == "accounts-service":
+            assert args.metrics_public, f"{host} would refuse Prometheus, which sends no token"
+            assert "authorization" not in job, host
+        elif args.command == "serve":
+            authorization = job["authorization"]
+            assert authorization.get("type", "Bearer") == "Bearer"
+            sent = files[authorization["credentials_file"]]
+            callers = {name: secret for name, _, secret in (flag.partition("=") for flag in args.api_token)}
+            assert callers.get("prometheus") == sent, host
+        else:
+            assert args.command == "worker", host
+            assert "authorization" not in job, host
+
+
+def test_the_prometheus_files_hold_no_secret_and_no_variable() -> None:
+    for path in (PROMETHEUS_CONFIG, RULES_FILE):
+        text = path.read_text(encoding="utf-8")
+        assert "${" not in text, path
+        assert "change-me" not in text, path
+    assert "credentials:" not in PROMETHEUS_CONFIG.read_text(encoding="utf-8")
+
+
+def test_prometheus_keeps_its_data_in_a_volume_and_publishes_on_loopback_only(prometheus: dict[str, Any]) -> None:
+    storage = [flag.split("=", 1)[1] for flag in prometheus["command"] if flag.startswith("--storage.tsdb.path=")]
+    assert storage
+    assert any(volume.split(":")[1] == storage[0] and not volume.startswith(".") for volume in prometheus["volumes"])
+    assert all(port.startswith("127.0.0.1:") for port in prometheus["ports"])
+
+
+def test_only_the_api_and_prometheus_are_published_and_only_on_loopback(services: dict[str, Any]) -> None:
+    published = {name for name, service in services.items() if service.get("ports")}
+    assert published == {*API_REPLICAS, "prometheus"}
+    for name in published:
+        assert all(str(port).startswith("127.0.0.1:") for port in services[name]["ports"]), name
