@@ -77,5 +77,5 @@ bench: $(STAMP) ## throughput and latency side by side, what each ledger store c
 	$(PY) -m evaluation.bench_header_flood
 
 clean: ## remove the venv, caches and local databases
-	rm -rf $(VENV) mutants .mypy_cache .ruff_cache .pytest_cache .hypothesis saga.db saga.db-wal saga.db-shm
+	rm -rf $(VENV) transfer_saga.egg-info build mutants .mypy_cache .ruff_cache .pytest_cache .hypothesis saga.db saga.db-wal saga.db-shm
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +
