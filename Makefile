@@ -1,27 +1,43 @@
-# Every target creates .venv and installs the pinned requirements on first use.
+# Every target creates .venv on first use and installs what it needs there:
+# the project itself (editable, so `saga` and `accounts-service` are on
+# .venv/bin) with its pinned runtime dependencies, and, for the development
+# targets, the pinned dev group too (requirements.txt). A stamp per layer:
+# a second run installs nothing.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 PY := $(BIN)/python
+PIP := $(BIN)/pip --quiet --disable-pip-version-check
+RUNTIME := $(VENV)/.installed-runtime
 STAMP := $(VENV)/.installed-requirements
 
 .DEFAULT_GOAL := help
-.PHONY: help venv run serve test lint typecheck check-generated generate contract evaluate mutation bench simulate clean
+.PHONY: help venv requirements run serve test lint typecheck check-generated generate contract evaluate mutation bench simulate clean
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  make %-16s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
-$(STAMP): requirements.txt
+$(RUNTIME): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --disable-pip-version-check -r requirements.txt
+	$(PIP) install --editable .
+	touch $(RUNTIME)
+
+$(STAMP): $(RUNTIME) requirements.txt
+	$(PIP) install -r requirements.txt
 	touch $(STAMP)
 
-venv: $(STAMP)
+venv: $(STAMP) ## the development environment in .venv: the project, its runtime and the dev group
 
-run: $(STAMP) ## the demo: two live accounts services, transfers through the saga, and a verified report
+requirements: ## rewrite requirements.txt: the runtime dependencies and the dev group of pyproject.toml, pinned
+	{ echo '# Written by make requirements: the runtime dependencies and the dev group of pyproject.toml. Edit those.'; \
+	  $(PYTHON) -c 'import tomllib; project = tomllib.load(open("pyproject.toml", "rb")); print(*sorted(project["project"]["dependencies"] + project["dependency-groups"]["dev"], key=str.lower), sep="\n")'; \
+	} > requirements.txt.new
+	mv requirements.txt.new requirements.txt
+
+run: $(RUNTIME) ## the demo: two live accounts services, transfers through the saga, and a verified report
 	$(PY) -m saga demo
 
-serve: $(STAMP) ## run one accounts service on 127.0.0.1:8000 (demo accounts, 30% credit faults)
+serve: $(RUNTIME) ## run one accounts service on 127.0.0.1:8000 (demo accounts, 30% credit faults)
 	$(PY) -m server --host 127.0.0.1 --port 8000
 
 test: $(STAMP) lint typecheck check-generated ## lint, types, client freshness, and every test
@@ -44,7 +60,7 @@ contract: $(STAMP) ## schemathesis CLI against live services with both contracts
 	$(PY) tests/contract/run_schemathesis.py
 	$(PY) tests/contract/run_schemathesis_transfers.py
 
-simulate: $(STAMP) ## deterministic fault simulation: 50 seeds x 1,000 transfers, with a table of faults and violations
+simulate: $(RUNTIME) ## deterministic fault simulation: 50 seeds x 1,000 transfers, with a table of faults and violations
 	$(PY) -m saga simulate --seed 1 --seeds 50 --transfers 1000 --jobs 2
 
 evaluate: $(STAMP) ## tests, every scenario, and every known-bad patch; writes evaluation/reports/
@@ -61,5 +77,5 @@ bench: $(STAMP) ## throughput and latency side by side, what each ledger store c
 	$(PY) -m evaluation.bench_header_flood
 
 clean: ## remove the venv, caches and local databases
-	rm -rf $(VENV) mutants .mypy_cache .ruff_cache .pytest_cache .hypothesis saga.db saga.db-wal saga.db-shm
+	rm -rf $(VENV) transfer_saga.egg-info build mutants .mypy_cache .ruff_cache .pytest_cache .hypothesis saga.db saga.db-wal saga.db-shm
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +

@@ -8,7 +8,8 @@ from typing import Any
 
 import yaml
 
-CONTRACT_PATH = Path(__file__).resolve().parent.parent / "openapi" / "openapi.yaml"
+# openapi/openapi.yaml, through the link beside this module, so that an installed package carries its own copy.
+CONTRACT_PATH = Path(__file__).resolve().parent / "openapi.yaml"
 
 
 @cache

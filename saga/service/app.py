@@ -52,7 +52,8 @@ from server.edge import RETRY_AFTER_SECONDS, RequestGuardMiddleware, parse_json_
 
 request_log = logging.getLogger("saga.api")
 
-CONTRACT_PATH: Final = Path(__file__).resolve().parents[2] / "openapi" / "transfers.yaml"
+#: openapi/transfers.yaml, through the link beside this module, so that an installed package carries its own copy.
+CONTRACT_PATH: Final = Path(__file__).resolve().parent / "transfers.yaml"
 PROBLEM_CONTENT_TYPE: Final = "application/problem+json"
 #: The longest ``?wait`` the contract allows, in seconds.
 MAX_WAIT_SECONDS: Final = 30

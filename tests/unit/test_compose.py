@@ -228,6 +228,19 @@ def test_every_path_a_command_reads_is_mounted_read_only_from_the_repository(ser
             assert mounts[word].source.is_relative_to(ROOT), name
 
 
+def test_the_image_installs_the_package_on_its_pinned_runtime_alone() -> None:
+    dockerfile = DOCKERFILE.read_text(encoding="utf-8")
+    image = dockerfile.split("\nFROM ")[-1]
+    assert '["project"]["dependencies"]' in image
+    assert "pip install --no-deps /wheels/*.whl" in image
+    # The repository is copied into the wheel's build stage only, and the dev group never reaches the image.
+    assert "COPY . " not in image
+    assert "requirements.txt" not in dockerfile
+    assert image.rstrip().splitlines()[-1] == 'CMD ["accounts-service", "--host", "0.0.0.0", "--port", "8000"]'
+    dockerignore = (ROOT / ".dockerignore").read_text(encoding="utf-8").splitlines()
+    assert {".venv", ".git"} <= set(dockerignore)
+
+
 # -- the banks ------------------------------------------------------------------------
 
 
