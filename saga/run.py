@@ -351,6 +351,7 @@ class SagaRun:
                 number=number,
                 request_timeout=policy.request_timeout,
                 url=url,
+                sent_at_ms=self._now_ms(),
             )
             self._unlogged.append(answer.attempt)
             self.attempts.append(answer.attempt)

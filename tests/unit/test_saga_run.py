@@ -200,12 +200,13 @@ def test_a_saga_recovered_from_pending_on_an_exclusive_log_logs_debiting_with_it
     claimed = 10**9
     by_this_run = [(summary(event), event.at_ms, event.owner, event.epoch) for event in history(log)[3:]]
     assert by_this_run == [
-        # Entered before the debit was sent, committed with the state the debit led to.
+        # Entered before the debit was sent, committed with the state the debit led to; each
+        # attempt at the time its request went out, although it was committed later.
         ("DEBITING", claimed + 1, "orchestrator-2", 1),
         ("debit #1: 200", claimed + 2, "orchestrator-2", 1),
-        ("CREDITING", claimed + 2, "orchestrator-2", 1),
-        ("credit #1: 200", claimed + 4, "orchestrator-2", 1),
-        ("COMPLETED", claimed + 4, "orchestrator-2", 1),
+        ("CREDITING", claimed + 3, "orchestrator-2", 1),
+        ("credit #1: 200", claimed + 5, "orchestrator-2", 1),
+        ("COMPLETED", claimed + 6, "orchestrator-2", 1),
     ]
     assert [event.detail for event in history(log)] == [None] * 8
     assert (ledger(app).balance("alice"), ledger(app).balance("bob")) == (900, 1_100)
