@@ -15,13 +15,13 @@ from collections.abc import Callable, Coroutine, Sequence
 from datetime import datetime, timedelta
 from pathlib import Path
 from types import FrameType
-from typing import Any, NoReturn, TextIO, TypeVar
+from typing import Any, NoReturn, TextIO, TypeVar, cast
 
 from generated_client.accounts.api.accounts import get_account
 from generated_client.accounts.models import Account
 from generated_client.transfers.models import AccountAt
 from saga import batch, console, recovery, remote, services
-from saga.deadlines import MAX_AHEAD, deadline_problem, epoch_ms
+from saga.deadlines import MAX_AHEAD, deadline_problem, epoch_ms, iso_time
 from saga.directory import SERVICE_NAME, ServiceDirectory, directory_from
 from saga.failures import LOG_FAILURES, what_failed
 from saga.ledgers import LedgerUntrusted, Quarantine, ServiceQuarantined
@@ -30,12 +30,15 @@ from saga.logs import IdempotencyKeyConflict, SagaLog, SagaLogError, is_shared
 from saga.logs import open_log as open_any_log
 from saga.metrics import MetricsEndpointError, observed, serving_metrics
 from saga.options import (
+    DEFAULT_DB,
     MAX_ATTEMPTS,
     MAX_CONCURRENCY,
     MAX_SEED,
     MAX_TRANSFERS,
+    add_db_option,
     add_directory_options,
     add_operating_options,
+    given_db,
     whole_number,
 )
 from saga.orchestrator import MAX_AMOUNT, InvalidTransfer, Orchestrator, default_owner, validate, wall_clock_ms
@@ -134,6 +137,11 @@ def deadline_from(args: argparse.Namespace, now_ms: int) -> int | None:
 _TRANSACTION_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 _USER_ID = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 MAX_IDEMPOTENCY_KEY = 255
+#: The most transfers on one page of the transfers service's list, and how many when not told.
+MAX_PAGE = 500
+API_PAGE = 50
+#: As many sagas as a log holds: the limit of a read meant to have none.
+_EVERY = 2**62
 IDEMPOTENCY_KEY_RULE = "1-255 printable ASCII characters, neither starting nor ending with a space"
 
 
@@ -157,6 +165,15 @@ def _idempotency_key(text: str) -> str:
     return text
 
 
+def _account(text: str) -> tuple[str | None, str]:
+    service, sep, user_id = text.rpartition(":")
+    if not _USER_ID.fullmatch(user_id) or (sep and not SERVICE_NAME.fullmatch(service)):
+        raise argparse.ArgumentTypeError(
+            f"an account is a user_id, or SERVICE:USER_ID, each 1-64 of A-Z a-z 0-9 _ . -, got {shown(text)}"
+        )
+    return (service if sep else None), user_id
+
+
 def _worker_name(text: str) -> str:
     if not 1 <= len(text) <= 200 or not all(" " < character <= "~" for character in text):
         raise argparse.ArgumentTypeError(
@@ -165,14 +182,42 @@ def _worker_name(text: str) -> str:
     return text
 
 
-DB_HELP = "the saga log: a SQLite file (a path or sqlite:///…), or postgresql://… shared by many workers"
-
-
 def _lease_seconds(text: str) -> float:
     value = _seconds(text)
     if value < 0.1:
         raise argparse.ArgumentTypeError(f"expected at least 0.1 seconds, got {text}")
     return value
+
+
+DEFAULT_REQUEST_TIMEOUT = 5.0
+DEFAULT_COMPENSATION_ATTEMPTS = 200
+
+
+def default_policies() -> RetryPolicies:
+    """The retry policies of a command given no retry option."""
+    defaults = argparse.Namespace(
+        max_credit_attempts=None,
+        request_timeout=DEFAULT_REQUEST_TIMEOUT,
+        max_compensation_attempts=DEFAULT_COMPENSATION_ATTEMPTS,
+    )
+    return policies_from(defaults)
+
+
+def compensation_help() -> str:
+    """--max-compensation-attempts's help, with the longest a compensation can take under the default policies."""
+    compensation = default_policies().compensation
+    attempts, longest = compensation.maximum_attempts, compensation.longest_step()
+    assert attempts is not None
+    assert longest is not None
+    longest_backoff = compensation.longest_delay_before(attempts)
+    return (
+        "attempts per compensation in this run; a saga whose compensation cannot finish stays in COMPENSATING for "
+        f"the next recover ({attempts}: with one URL per service, a compensation gives up after "
+        f"at most {longest / 60:.1f} minutes of requests and backoffs, every request out for the whole "
+        f"--request-timeout of {DEFAULT_REQUEST_TIMEOUT:g} s and every backoff at its longest, {longest_backoff:g} s; "
+        "a transfer has up to two compensations; a deadline ends the retries of the debit and the credit, never "
+        "those of a compensation)"
+    )
 
 
 def retry_options(command: argparse.ArgumentParser) -> None:
@@ -185,15 +230,15 @@ def retry_options(command: argparse.ArgumentParser) -> None:
     command.add_argument(
         "--request-timeout",
         type=_seconds,
-        default=5.0,
-        help="seconds before a request counts as lost; every timeout of the HTTP client follows it (5)",
+        default=DEFAULT_REQUEST_TIMEOUT,
+        help=f"seconds before a request counts as lost; every timeout of the HTTP client follows it "
+        f"({DEFAULT_REQUEST_TIMEOUT:g})",
     )
     command.add_argument(
         "--max-compensation-attempts",
         type=whole_number(1, MAX_ATTEMPTS),
-        default=200,
-        help="attempts per compensation in this run; a saga whose compensation cannot finish stays in "
-        "COMPENSATING for the next recover (200, about six minutes at the capped backoff)",
+        default=DEFAULT_COMPENSATION_ATTEMPTS,
+        help=compensation_help(),
     )
 
 
@@ -211,7 +256,7 @@ def build_parser() -> argparse.ArgumentParser:
         command.add_argument("--target-url", help="the accounts service of the target account" + several)
 
     def common(command: argparse.ArgumentParser) -> None:
-        command.add_argument("--db", default=None, help=DB_HELP + " (SAGA_DB; saga.db)")
+        add_db_option(command)
         command.add_argument("--token", default=os.environ.get("SAGA_TOKEN"), help="bearer token (SAGA_TOKEN)")
         command.add_argument("--json", action="store_true", help="print one JSON object as the last line")
 
@@ -250,7 +295,7 @@ def build_parser() -> argparse.ArgumentParser:
     def api_options(command: argparse.ArgumentParser) -> None:
         command.add_argument(
             "--api",
-            default=os.environ.get("SAGA_API"),
+            default=None,
             metavar="URL",
             help="go through the transfers service at URL (python -m saga serve) instead of a log (SAGA_API)",
         )
@@ -270,7 +315,7 @@ def build_parser() -> argparse.ArgumentParser:
     submission.add_argument("--amount", type=_amount, required=True, help="minor units (cents)")
     add_deadline_options(submission)
     services_options(submission)
-    submission.add_argument("--db", default=None, help=DB_HELP + " (SAGA_DB; saga.db)")
+    add_db_option(submission)
     api_options(submission)
     submission.add_argument(
         "--idempotency-key",
@@ -281,7 +326,7 @@ def build_parser() -> argparse.ArgumentParser:
     submission.add_argument("--json", action="store_true")
 
     work = commands.add_parser("worker", help="drive the log's sagas, with any other workers, until SIGTERM or SIGINT")
-    work.add_argument("--db", default=None, help=DB_HELP + " (SAGA_DB; saga.db)")
+    add_db_option(work)
     work.add_argument("--token", default=os.environ.get("SAGA_TOKEN"))
     work.add_argument(
         "--concurrency", type=whole_number(1, MAX_CONCURRENCY), default=16, help="sagas driven at once (16)"
@@ -301,7 +346,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_operating_options(work)
 
     recover = commands.add_parser("recover", help="resume every unfinished saga in the log that no worker holds")
-    recover.add_argument("--db", required=True, help=DB_HELP)
+    add_db_option(recover)
     recover.add_argument("--token", default=os.environ.get("SAGA_TOKEN"))
     recover.add_argument("--json", action="store_true")
     add_directory_options(recover, "sent to in place of the URLs logged for sagas that name it")
@@ -310,7 +355,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     show = commands.add_parser("show", help="one saga's history")
     show.add_argument("transaction_id", type=_transaction_id)
-    show.add_argument("--db", default=None, help=DB_HELP + " (SAGA_DB; saga.db)")
+    add_db_option(show)
     api_options(show)
     show.add_argument("--json", action="store_true")
     show.add_argument(
@@ -320,17 +365,28 @@ def build_parser() -> argparse.ArgumentParser:
 
     listing = commands.add_parser("list", help="the sagas in the log, or a page of them from the transfers service")
     listing.add_argument("--state", choices=[state.value for state in SagaState])
-    listing.add_argument("--db", default=None, help=DB_HELP + " (SAGA_DB; saga.db)")
+    add_db_option(listing)
     api_options(listing)
     listing.add_argument(
-        "--limit", type=whole_number(1, 500), default=50, help="under --api: transfers on the page, newest first (50)"
+        "--account",
+        type=_account,
+        metavar="USER_ID",
+        help="only the sagas with this account at either end: a user_id, or SERVICE:USER_ID for a named service "
+        "(a log only)",
+    )
+    listing.add_argument(
+        "--limit",
+        type=whole_number(1, MAX_PAGE),
+        default=None,
+        help=f"only the newest this many, listed oldest first as without it (a log: all; under --api: the "
+        f"transfers on the page, newest first, {API_PAGE})",
     )
     listing.add_argument("--after", help="under --api: the cursor a previous page printed, for the next page")
     listing.add_argument("--json", action="store_true")
 
     timeline = commands.add_parser("events", help="one transfer's timeline: every state change and request")
     timeline.add_argument("transaction_id", type=_transaction_id)
-    timeline.add_argument("--db", default=None, help=DB_HELP + " (SAGA_DB; saga.db)")
+    add_db_option(timeline)
     api_options(timeline)
     timeline.add_argument("--json", action="store_true")
     from saga.demo import add_demo_command
@@ -460,6 +516,7 @@ async def cmd_transfer(args: argparse.Namespace, out: TextIO, err: TextIO) -> in
     transaction_id = str(uuid.uuid4())
     failure = None
     log = await open_log(default_db(args))
+    waits = console.WaitLines(err, own=transaction_id)
     try:
         async with Orchestrator(
             observed(log, args),
@@ -467,6 +524,7 @@ async def cmd_transfer(args: argparse.Namespace, out: TextIO, err: TextIO) -> in
             token=args.token,
             concurrency=8,
             new_id=lambda: transaction_id,
+            waits=waits,
         ) as orchestrator:
             await require_account(orchestrator, source)
             await require_account(orchestrator, target)
@@ -486,6 +544,7 @@ async def cmd_transfer(args: argparse.Namespace, out: TextIO, err: TextIO) -> in
             except LOG_FAILURES as error:
                 failure = what_failed(error)
     finally:
+        waits.close()
         await close_log(log)
     if failure is not None:
         return transfer_cut_off(args, transaction_id, source, target, failure, out, err)
@@ -536,8 +595,25 @@ def transfer_cut_off(
     return EXIT_SAGA_DID_NOT_COMPLETE
 
 
+def settle_api_or_log(args: argparse.Namespace) -> None:
+    """Whether a command that takes both goes through the transfers service (``args.api``, else None) or a log.
+
+    A flag beats the environment; two flags, or SAGA_API and SAGA_DB with
+    neither flag, are refused: the command would have to ignore one.
+    """
+    if args.api and args.db:
+        raise UsageError("give --api or --db, not both")
+    if args.api or args.db:
+        return
+    api, db = os.environ.get("SAGA_API"), os.environ.get("SAGA_DB")
+    if api and db:
+        raise UsageError("SAGA_API and SAGA_DB are both set: choose with --api URL or --db LOG")
+    args.api = api or None
+
+
 def default_db(args: argparse.Namespace) -> str:
-    return str(args.db or os.environ.get("SAGA_DB", "saga.db"))
+    """The saga log of a command that reads or writes one: --db, else SAGA_DB, else saga.db."""
+    return given_db(args) or DEFAULT_DB
 
 
 def run_scenario(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
@@ -645,14 +721,17 @@ def directory_of(args: argparse.Namespace) -> ServiceDirectory:
 async def cmd_recover(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     """Resume what no live process holds; exit 3 while any saga waits in NEEDS_ATTENTION, 1 while any stays open."""
     directory = directory_of(args)
-    log = await open_log(args.db, create=False)
+    log = await open_log(default_db(args), create=False)
+    waits = None if args.quiet else console.WaitLines(err)
     try:
         async with Orchestrator(
-            observed(log, args), policies=policies_from(args), token=args.token, directory=directory
+            observed(log, args), policies=policies_from(args), token=args.token, directory=directory, waits=waits
         ) as orchestrator:
             outcome = await recovery.recover(orchestrator)
             quarantined = await quarantines_of(log, err)
     finally:
+        if waits is not None:
+            waits.close()
         await close_log(log)
     recovered = outcome.results
     if args.json:
@@ -708,7 +787,7 @@ def transfers_api(args: argparse.Namespace) -> remote.TransfersApi:
 
 
 def submit_through_api(args: argparse.Namespace, out: TextIO) -> int:
-    if args.url or args.source_url or args.target_url or args.db:
+    if args.url or args.source_url or args.target_url:
         raise UsageError("--api names services by name: give --from SERVICE:USER_ID and --to SERVICE:USER_ID, no URL")
     source, target = api_account(args.source, "--from"), api_account(args.target, "--to")
     api = transfers_api(args)
@@ -879,6 +958,11 @@ def saga_json(record: SagaRecord) -> dict[str, Any]:
         "epoch": record.epoch,
         "deadline_ms": record.deadline_ms,
         "code": record.code,
+        "idempotency_key": record.idempotency_key,
+        "submitted_by": record.submitted_by,
+        "created_at": iso_time(record.created_at_ms),
+        "updated_at": iso_time(record.updated_at_ms),
+        "deadline": None if record.deadline_ms is None else iso_time(record.deadline_ms),
     }
 
 
@@ -891,7 +975,7 @@ def show_through_api(args: argparse.Namespace, out: TextIO) -> int:
         print(json.dumps({**shown, "events": events}), file=out)
         return EXIT_OK
     print(remote.transfer_line(shown), file=out)
-    print(f"  idempotency key {shown['idempotency_key']!r}, submitted by {shown['submitted_by'] or '-'}", file=out)
+    print(remote.key_line(shown["idempotency_key"], shown["submitted_by"]), file=out)
     for event in events:
         print(remote.event_line(event), file=out)
     return EXIT_OK
@@ -905,7 +989,8 @@ async def cmd_show(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     if args.json:
         events = []
         for event in history:
-            item: dict[str, Any] = {"at_ms": event.at_ms, "kind": event.kind}
+            # For an attempt, the time its request was sent.
+            item: dict[str, Any] = {"at_ms": event.at_ms, "at": iso_time(event.at_ms), "kind": event.kind}
             if event.state is not None:
                 item["state"] = event.state.value
             if event.attempt is not None:
@@ -931,6 +1016,7 @@ async def cmd_show(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         print(json.dumps(shown), file=out)
         return EXIT_OK
     print(f"{record.transaction_id}: {record.state}, {record.amount} from {record.source} to {record.target}", file=out)
+    print(remote.key_line(record.idempotency_key, record.submitted_by), file=out)
     for event in history:
         if event.attempt is not None:
             attempt = event.attempt
@@ -942,9 +1028,15 @@ async def cmd_show(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
                 line += f" (ledger {attempt.ledger_id})"
         elif event.kind == "claim":
             line = f"claimed by {event.owner} at epoch {event.epoch}"
+        elif event.action is not None:
+            action = event.action
+            how = f" ({action.resolution})" if action.resolution else ""
+            led_to = f" -> {event.state}" if event.state else ""
+            line = f"{action.kind}{how} by {action.actor}{led_to}: {action.reason}"
         else:
             line = f"-> {event.state}" + (f" ({event.detail})" if event.detail else "")
-        print(f"  {event.at_ms}  {line}", file=out)
+        # An attempt's time is when its request was sent.
+        print(f"  {iso_time(event.at_ms)}  {line}", file=out)
     for trail in trails or []:
         print("\n".join(trail.lines()), file=out)
     return EXIT_OK
@@ -952,22 +1044,27 @@ async def cmd_show(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
 
 async def cmd_list(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     if args.api:
-        transfers, next_cursor = transfers_api(args).page(args.state, args.limit, args.after)
+        if args.account is not None:
+            raise UsageError("--account reads a saga log (--db): the transfers service lists by state only")
+        transfers, next_cursor = transfers_api(args).page(args.state, args.limit or API_PAGE, args.after)
         if args.json:
             print(json.dumps({"transfers": transfers, "next": next_cursor}), file=out)
             return EXIT_OK
         for shown in transfers:
             print(
-                f"{shown['transaction_id']}  {shown['state']:<12} {shown['amount']:>12}  "
+                f"{shown['transaction_id']}  {shown['created_at']}  {shown['state']:<12} {shown['amount']:>12}  "
                 f"{remote.account_text(shown['source'])} -> {remote.account_text(shown['target'])}",
                 file=out,
             )
         more = f"; next page: --after {next_cursor}" if next_cursor else ""
         print(f"{len(transfers)} transfers{more}", file=out)
         return EXIT_OK
+    if args.after is not None:
+        raise UsageError("--after pages through the transfers service (--api); a log lists the newest with --limit")
+    state = SagaState(args.state) if args.state else None
     log = await open_log(default_db(args), create=False, exclusive=False)
     try:
-        records = await log.sagas(SagaState(args.state) if args.state else None)
+        records = await listed(log, state, args.account, args.limit)
     finally:
         await log.close()
     if args.json:
@@ -975,11 +1072,27 @@ async def cmd_list(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         return EXIT_OK
     for record in records:
         print(
-            f"{record.transaction_id}  {record.state:<12} {record.amount:>12}  {record.source} -> {record.target}",
+            f"{record.transaction_id}  {iso_time(record.created_at_ms)}  {record.state:<12} {record.amount:>12}  "
+            f"{record.source} -> {record.target}",
             file=out,
         )
     print(f"{len(records)} sagas", file=out)
     return EXIT_OK
+
+
+async def listed(
+    log: SagaLog, state: SagaState | None, account: tuple[str | None, str] | None, limit: int | None
+) -> list[SagaRecord]:
+    """The sagas ``list`` shows, oldest first: in ``state``, with ``account`` at either end, the newest ``limit``."""
+    if account is None:
+        if limit is None:
+            return await log.sagas(state)
+        return (await log.page(state=state, limit=limit))[::-1]
+    service, user_id = account
+    # The log reads an account's sagas newest first, in any state: the state is sorted out here.
+    newest = await log.by_account(user_id, service=service, limit=limit if state is None and limit else _EVERY)
+    chosen = [record for record in newest if state is None or record.state is state]
+    return chosen[:limit][::-1]
 
 
 async def cmd_events(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
@@ -1032,6 +1145,12 @@ COMMANDS: dict[str, Callable[[argparse.Namespace, TextIO, TextIO], Coroutine[Any
 
 def _main(argv: Sequence[str] | None, out: TextIO, err: TextIO) -> int:
     args = build_parser().parse_args(argv)
+    if hasattr(args, "api") and hasattr(args, "db"):
+        try:
+            settle_api_or_log(args)
+        except UsageError as error:
+            print(f"error: {error}", file=err)
+            return EXIT_BAD_INPUT
     if args.command == "worker":
         take_stop_signals_early()
     configure_saga_logging(args, err)
@@ -1083,18 +1202,63 @@ def _main(argv: Sequence[str] | None, out: TextIO, err: TextIO) -> int:
         return 130
 
 
+class UnreadStream:
+    """A stream whose reader may stop reading early (``| head -1``): what is written after that goes nowhere.
+
+    Nothing is raised to the command, which carries on to its end and its
+    own exit status; only its output is cut short.
+    """
+
+    def __init__(self, stream: TextIO) -> None:
+        self.stream = stream
+        self.reader_left = False
+
+    def write(self, text: str) -> int:
+        if not self.reader_left:
+            try:
+                self.stream.write(text)
+            except BrokenPipeError:
+                self.drop_the_rest()
+        return len(text)
+
+    def flush(self) -> None:
+        if not self.reader_left:
+            try:
+                self.stream.flush()
+            except BrokenPipeError:
+                self.drop_the_rest()
+
+    def isatty(self) -> bool:
+        return self.stream.isatty()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.stream, name)
+
+    def drop_the_rest(self) -> None:
+        """Write nothing more: the reader has left."""
+        self.reader_left = True
+        # What the stream still holds would fail again when Python flushes it at exit, with a message.
+        with contextlib.suppress(OSError, ValueError, AttributeError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), self.stream.fileno())
+
+
 def main(argv: Sequence[str] | None = None, out: TextIO = sys.stdout, err: TextIO = sys.stderr) -> int:
-    given_out = out
+    """Run one command; its exit status.
+
+    A reader that stops reading early (``| head -1``) ends no command and
+    changes nothing but what is printed: no traceback, no message, and the
+    command's own exit status (0 for a listing; 1 for a transfer that did
+    not complete), never the 141 of a process killed by SIGPIPE. So a
+    script under ``set -o pipefail`` does not fail on ``saga list | head -1``.
+    """
     # Every line written, from an error to a log line or a report, has the credentials of its URLs masked.
-    out, err = redacting(out), redacting(err)
+    out = redacting(cast(TextIO, UnreadStream(out)))
+    err = redacting(cast(TextIO, UnreadStream(err)))
     try:
         code = _main(argv, out, err)
-        # Flushed here, so that a reader who stopped early is met below and not at exit.
-        out.flush()
-        return code
     except BrokenPipeError:
-        # Whoever read the output stopped reading (`| head`): what is left has nowhere to go.
-        if given_out is sys.stdout:
-            with contextlib.suppress(OSError):
-                os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        # Written past ``out`` and ``err``, straight to a standard stream whose reader left.
+        UnreadStream(sys.stdout).drop_the_rest()
         return EXIT_OK
+    out.flush()
+    return code

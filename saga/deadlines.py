@@ -1,4 +1,4 @@
-"""A transfer's deadline: an aware time, ahead of now and at most a year ahead.
+"""A transfer's deadline: an aware time, ahead of now and at most a year ahead; and times as the CLI and API show them.
 
 After it the saga sends no new forward request (see saga/workflow.py). The
 same rule holds for the API, the CLI and the simulator; a deadline further
@@ -18,6 +18,12 @@ _MILLISECOND: Final = timedelta(milliseconds=1)
 def epoch_ms(moment: datetime) -> int:
     """An aware time as whole milliseconds since the epoch, in integer arithmetic (finer parts dropped)."""
     return (moment - _EPOCH) // _MILLISECOND
+
+
+def iso_time(at_ms: int) -> str:
+    """Milliseconds since the epoch as ISO 8601 in UTC, to the millisecond, as the transfers API writes times."""
+    whole = datetime.fromtimestamp(at_ms // 1000, UTC)
+    return whole.strftime("%Y-%m-%dT%H:%M:%S") + f".{at_ms % 1000:03d}Z"
 
 
 def deadline_problem(deadline: datetime, now_ms: int) -> str | None:

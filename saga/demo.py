@@ -25,7 +25,15 @@ from typing import TYPE_CHECKING, TextIO
 
 from saga import batch, console, services, verify
 from saga.log import MemorySagaLog
-from saga.options import MAX_CONCURRENCY, MAX_SEED, MAX_TRANSFERS, add_output_options, whole_number
+from saga.options import (
+    MAX_CONCURRENCY,
+    MAX_SEED,
+    MAX_TRANSFERS,
+    add_db_option,
+    add_output_options,
+    given_db,
+    whole_number,
+)
 from saga.orchestrator import Orchestrator
 
 if TYPE_CHECKING:
@@ -50,9 +58,7 @@ def add_demo_command(commands: argparse._SubParsersAction[argparse.ArgumentParse
     )
     demo.add_argument("--seed", type=whole_number(-MAX_SEED, MAX_SEED), default=None)
     demo.add_argument("--credit-fault-rate", type=float, default=0.3)
-    demo.add_argument(
-        "--db", type=Path, default=None, help="the transfers service's saga log (default: a temporary file)"
-    )
+    add_db_option(demo, what="the transfers service's saga log", otherwise="a temporary file")
     demo.add_argument(
         "--no-restart",
         action="store_true",
@@ -88,11 +94,12 @@ def run_demo(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
 
         with bank(BANK_A, "bank-a") as bank_a, bank(BANK_B, "bank-b") as bank_b:
             banks = {"bank-a": bank_a.url, "bank-b": bank_b.url}
-            db = args.db or folder / "saga.db"
+            given = given_db(args)
+            db = given or folder / "saga.db"
             with TransfersProcess(banks, db=db) as service:
                 say(
                     f"bank A at {bank_a.url}, bank B at {bank_b.url}, the transfers service at {service.url}",
-                    f"ledgers and saga log in {folder if args.db is None else f'{folder} and {db}'}",
+                    f"ledgers and saga log in {folder if given is None else f'{folder} and {db}'}",
                 )
                 if not args.no_restart:
                     crashes = [

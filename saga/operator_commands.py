@@ -36,7 +36,7 @@ from generated_client.transfers.types import Response
 from saga.logs import SagaLog, is_shared
 from saga.logs.base import UnknownSaga, act_once
 from saga.operator import MAX_REASON_LENGTH, ActionRefused, check_action
-from saga.options import add_directory_options, whole_number
+from saga.options import add_db_option, add_directory_options, whole_number
 from saga.orchestrator import wall_clock_ms
 from saga.records import ActionKind, OperatorAction, Resolution, SagaRecord
 from saga.remote import transfer_line
@@ -53,7 +53,7 @@ HELP = {
 
 
 def add_operator_commands(commands: Any) -> None:
-    from saga.cli import DB_HELP, _transaction_id, retry_options
+    from saga.cli import _transaction_id, retry_options
 
     for kind in ActionKind:
         command = commands.add_parser(kind.value, help=HELP[kind])
@@ -69,10 +69,10 @@ def add_operator_commands(commands: Any) -> None:
         command.add_argument(
             "--reason", required=True, help=f"why, in one line of at most {MAX_REASON_LENGTH} characters; recorded"
         )
-        command.add_argument("--db", default=None, help=DB_HELP + " (SAGA_DB; saga.db)")
+        add_db_option(command)
         command.add_argument(
             "--api",
-            default=os.environ.get("SAGA_API"),
+            default=None,
             metavar="URL",
             help="act through the transfers service at URL instead of on a log (SAGA_API)",
         )
@@ -188,11 +188,17 @@ async def _on_log(
 
 async def _drive_now(args: argparse.Namespace, log: SagaLog, record: SagaRecord, err: TextIO) -> SagaRecord:
     from saga.cli import policies_from
+    from saga.console import WaitLines
     from saga.directory import directory_from
     from saga.orchestrator import Orchestrator
 
+    waits = WaitLines(err, own=record.transaction_id)
     async with Orchestrator(
-        log, policies=policies_from(args), token=args.token, directory=directory_from(args.service, args.services)
+        log,
+        policies=policies_from(args),
+        token=args.token,
+        directory=directory_from(args.service, args.services),
+        waits=waits,
     ) as orchestrator:
         try:
             async with asyncio.timeout(args.within):
@@ -202,6 +208,8 @@ async def _drive_now(args: argparse.Namespace, log: SagaLog, record: SagaRecord,
         else:
             ended = f"retried: {result.state}"
             print(f"{ended} ({result.error})" if result.error else ended, file=err)
+        finally:
+            waits.close()
     after = await log.get(record.transaction_id)
     assert after is not None
     return after

@@ -7,6 +7,7 @@ scenario, simulation, worker) take them without importing the CLI itself.
 from __future__ import annotations
 
 import argparse
+import os
 import re
 from collections.abc import Callable
 from pathlib import Path
@@ -118,3 +119,19 @@ def add_directory_options(command: argparse.ArgumentParser, purpose: str) -> Non
         default=None,
         help="a JSON file of service name to a URL or a list of URLs; a name given twice is refused",
     )
+
+
+DB_HELP = "the saga log: a SQLite file (a path or sqlite:///…), or postgresql://… shared by many workers"
+#: The saga log of a command given neither --db nor SAGA_DB.
+DEFAULT_DB = "saga.db"
+
+
+def add_db_option(command: argparse.ArgumentParser, *, what: str = DB_HELP, otherwise: str = DEFAULT_DB) -> None:
+    """--db, whose default is SAGA_DB on every command (see :func:`given_db`); ``otherwise``: the default after it."""
+    command.add_argument("--db", default=None, help=f"{what} (SAGA_DB; {otherwise})")
+
+
+def given_db(args: argparse.Namespace) -> str | None:
+    """The saga log the command was given: --db, else SAGA_DB; None when neither names one."""
+    flag: str | None = args.db
+    return flag or os.environ.get("SAGA_DB") or None

@@ -28,6 +28,7 @@ from saga.retry import RetryPolicies
 from saga.run import CompensationBlocked, SagaRun, TransferResult
 from saga.states import SagaState
 from saga.steps import AnyClient
+from saga.waits import WaitObserver
 
 logger = logging.getLogger("saga")
 
@@ -73,7 +74,8 @@ class Orchestrator:
     ``transport`` is shared by every service's client, so all sagas share one
     connection pool; by default it is :func:`fast_transport`. ``new_id``,
     ``rng`` and ``now_ms`` exist so that a simulation can make runs
-    reproducible.
+    reproducible. ``waits`` is told what every run waits on, as it happens
+    (saga/waits.py).
 
     Every saga it drives it holds by a lease in the log (``owner``, an epoch,
     ``lease_seconds``), renewed in the background while it drives; every
@@ -98,6 +100,7 @@ class Orchestrator:
         lease_seconds: float = DEFAULT_LEASE_SECONDS,
         directory: ServiceDirectory | None = None,
         blocked_wait_seconds: float = DEFAULT_BLOCKED_WAIT_SECONDS,
+        waits: WaitObserver | None = None,
     ) -> None:
         if concurrency < 1:
             raise ValueError("concurrency must be at least 1")
@@ -132,6 +135,8 @@ class Orchestrator:
         self.blocked_wait_ms = max(0, round(blocked_wait_seconds * 1000))
         #: transaction_id -> the event that wakes its run from a backoff (see retry_now).
         self._nudges: dict[str, asyncio.Event] = {}
+        #: Told what every run waits on, as it happens (saga/waits.py).
+        self.waits = waits
 
     # -- public API ---------------------------------------------------------------
 
@@ -304,6 +309,7 @@ class Orchestrator:
             self.replicas,
             self.watch,
             nudge=nudge,
+            waits=self.waits,
         )
         error = None
         blocked = False

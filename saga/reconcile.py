@@ -46,13 +46,13 @@ from typing import Any, TextIO
 from generated_client.accounts.api.accounts import list_accounts
 from generated_client.accounts.models import AccountList
 from saga import verify
+from saga.deadlines import iso_time
 from saga.directory import ServiceDirectory, directory_from
 from saga.ledgers import LedgerMark, went_back
 from saga.log import MemorySagaLog, SagaLog, SagaLogError
-from saga.options import add_directory_options, whole_number
+from saga.options import add_db_option, add_directory_options, whole_number
 from saga.orchestrator import Orchestrator
 from saga.records import AccountRef, ActionKind, SagaRecord
-from saga.recovery import iso_time
 from saga.replicas import describe, first_reachable
 from saga.retry import RetryPolicies, RetryPolicy
 from saga.services import trail
@@ -308,7 +308,7 @@ def add_reconcile_command(commands: Any) -> None:
         "reconcile",
         help="compare every saga that ended with the services' audit trails; or lift a quarantine (--accept)",
     )
-    command.add_argument("--db", default=None, help="the saga log (SAGA_DB; saga.db)")
+    add_db_option(command)
     command.add_argument(
         "--since",
         default=DEFAULT_WINDOW,

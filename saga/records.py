@@ -162,6 +162,10 @@ class Attempt:
     url: str | None = None
     #: The Ledger-Id the service answered with: the ledger that decided, or None without an answer.
     ledger_id: str | None = None
+    #: When the request went out (ms since the epoch, on the run's clock): the time its history event
+    #: carries, however much later the attempt was committed. None for an attempt made without a clock at
+    #: hand, which the log stamps with its commit's time. Not part of what makes two records one attempt.
+    sent_at_ms: int | None = field(default=None, compare=False)
 
     @property
     def succeeded(self) -> bool:

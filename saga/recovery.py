@@ -13,9 +13,9 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any
 
+from saga.deadlines import iso_time
 from saga.failures import LOG_FAILURES, what_failed
 from saga.orchestrator import Orchestrator, wall_clock_ms
 from saga.records import SagaRecord
@@ -24,11 +24,6 @@ from saga.states import SagaState
 
 #: As many as one claim may take: every claimable saga.
 _ALL = 1_000_000_000
-
-
-def iso_time(at_ms: int) -> str:
-    """Milliseconds since the epoch as ISO 8601 in UTC, as the transfers API writes times."""
-    return datetime.fromtimestamp(at_ms / 1000, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 @dataclass

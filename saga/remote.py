@@ -168,6 +168,12 @@ def transfer_line(shown: dict[str, Any]) -> str:
     )
 
 
+def key_line(idempotency_key: str | None, submitted_by: str | None) -> str:
+    """Under a transfer's first line: the key it was submitted under and by whom, ``-`` for none."""
+    key = "-" if idempotency_key is None else repr(idempotency_key)
+    return f"  idempotency key {key}, submitted by {submitted_by or '-'}"
+
+
 def event_line(event: dict[str, Any]) -> str:
     if event["kind"] == "attempt":
         answer = f"{event.get('status') or event.get('error')} {event.get('code') or ''}".rstrip()

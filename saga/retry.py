@@ -44,10 +44,33 @@ class RetryPolicy:
         """Seconds to wait before attempt number ``attempt`` (no wait before the first)."""
         if attempt <= 1:
             return 0.0
-        base = min(self.initial_interval * self.backoff_coefficient ** (attempt - 2), self.maximum_interval)
+        base = self._capped(attempt)
         if self.jitter:
             base *= 1 + rng.uniform(-self.jitter, self.jitter)
         return max(base, 0.0)
+
+    def longest_delay_before(self, attempt: int) -> float:
+        """The most :meth:`delay_before` can wait before attempt ``attempt``: all the jitter added."""
+        if attempt <= 1:
+            return 0.0
+        return self._capped(attempt) * (1 + self.jitter)
+
+    def longest_step(self, urls: int = 1) -> float | None:
+        """Seconds one step may take at most: every attempt's request out at each of the service's ``urls`` for
+        the whole request timeout, and every backoff at its longest. None when any number of attempts is allowed.
+        """
+        if self.maximum_attempts is None:
+            return None
+        backoffs = sum(self.longest_delay_before(attempt) for attempt in range(2, self.maximum_attempts + 1))
+        return self.maximum_attempts * urls * self.request_timeout + backoffs
+
+    def _capped(self, attempt: int) -> float:
+        try:
+            grown = self.initial_interval * self.backoff_coefficient ** (attempt - 2)
+        except OverflowError:
+            # Far past the cap: the power no longer fits a float.
+            return self.maximum_interval
+        return min(grown, self.maximum_interval)
 
 
 @dataclass(frozen=True)

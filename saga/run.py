@@ -31,6 +31,7 @@ from saga.steps import (
     ledger_position,
     send,
 )
+from saga.waits import Backoff, NoWaits, RequestOut, WaitObserver
 
 logger = logging.getLogger("saga")
 
@@ -165,7 +166,8 @@ class SagaRun:
     before each one, after any backoff, and a step it stops ends
     :attr:`StepResult.expired`. Compensations always go out. ``nudge``, when
     set (an operator asked for a retry), cuts the backoff before the next
-    attempt short.
+    attempt short. ``waits`` is told of every request as it goes out and
+    comes back, and of every backoff (saga/waits.py).
     """
 
     def __init__(
@@ -180,6 +182,7 @@ class SagaRun:
         watch: LedgerWatch | None = None,
         *,
         nudge: asyncio.Event | None = None,
+        waits: WaitObserver | None = None,
     ) -> None:
         self.record = record
         self._log = log
@@ -191,6 +194,7 @@ class SagaRun:
         self._now_ms = now_ms
         #: Set to cut the backoff before the next attempt short (an operator's retry); cleared by the pause.
         self._nudge = nudge if nudge is not None else asyncio.Event()
+        self._waits = waits or NoWaits()
         self._unlogged: list[Attempt] = []
         #: Changes made but not yet committed: only on an exclusive log, and only forward ones.
         self._deferred: list[Change] = []
@@ -293,7 +297,6 @@ class SagaRun:
         number = 0
         while True:
             number += 1
-            await self._pause_before(number, policy)
             answer = await self._send_to_a_replica(step, account, number, policy)
             if answer is None:
                 # Whatever this step sent before stays unknown: the workflow decides (saga/workflow.py),
@@ -311,10 +314,12 @@ class SagaRun:
                 number,
                 extra={"fields": {"transaction_id": self.record.transaction_id, "step": step, "attempt": number}},
             )
+            delay = policy.delay_before(number + 1, self._rng)
+            self._waits.backing_off(Backoff(self.record.transaction_id, answer.attempt, policy.maximum_attempts, delay))
+            await self._pause(delay)
 
-    async def _pause_before(self, number: int, policy: RetryPolicy) -> None:
-        """Wait out the backoff before attempt ``number``, or until the nudge is set, whichever comes first."""
-        delay = policy.delay_before(number, self._rng)
+    async def _pause(self, delay: float) -> None:
+        """Wait out a backoff of ``delay`` seconds, or until the nudge is set, whichever comes first."""
         if not delay:
             return
         with contextlib.suppress(TimeoutError):
@@ -342,6 +347,10 @@ class SagaRun:
             mark = await self._watch.mark(account.service_key)
             if step in (DEBIT, CREDIT) and self._deadline_passed():
                 return None
+            request = RequestOut(
+                self.record.transaction_id, step, number, policy.maximum_attempts, url, policy.request_timeout
+            )
+            self._waits.sending(request)
             answer = await send(
                 self._clients(url),
                 step,
@@ -351,7 +360,9 @@ class SagaRun:
                 number=number,
                 request_timeout=policy.request_timeout,
                 url=url,
+                sent_at_ms=self._now_ms(),
             )
+            self._waits.answered(request)
             self._unlogged.append(answer.attempt)
             self.attempts.append(answer.attempt)
             if answer.attempt.ledger_id is not None:
@@ -416,7 +427,7 @@ class SagaRun:
         number = 0
         while True:
             number += 1
-            await self._pause_before(number, policy)
+            await self._pause(policy.delay_before(number, self._rng))
             operations = await self._read_trail(account, policy.request_timeout)
             if operations is not None or not policy.allows(number + 1):
                 return operations

@@ -25,10 +25,12 @@ from typing import Any, TextIO
 
 from saga import batch, console, services, verify
 from saga.log import MemorySagaLog, SagaLogError, SqliteSagaLog, count_sagas
+from saga.options import given_db
 from saga.orchestrator import Orchestrator
 from saga.retry import RetryPolicies, RetryPolicy
 from saga.run import TransferResult
 from saga.states import SagaState
+from server.database_url import DatabaseUrlError, parse_database_url
 
 
 class ScenarioError(ValueError):
@@ -343,11 +345,25 @@ def override(scenario: Scenario, args: argparse.Namespace) -> Scenario:
     return replace(scenario, **changes)
 
 
+def scenario_log(args: argparse.Namespace) -> Path | None:
+    """The SQLite file --db or SAGA_DB names for the scenario's sagas; None for a scratch one."""
+    given = given_db(args)
+    if given is None:
+        return None
+    try:
+        parsed = parse_database_url(given)
+    except DatabaseUrlError as error:
+        raise ScenarioError(str(error)) from None
+    if parsed.path is None:
+        raise ScenarioError(f"a scenario keeps its sagas in a SQLite file, and --db or SAGA_DB names {parsed.kind}")
+    return parsed.path
+
+
 def run_scenario_command(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     scenario = override(load(args.scenario), args)
     print(f"scenario {scenario.name}: {scenario.description}", file=err)
     with tempfile.TemporaryDirectory(prefix="saga-scenario-") as scratch:
-        db = Path(args.db) if args.db else Path(scratch) / "saga.db"
+        db = scenario_log(args) or Path(scratch) / "saga.db"
         show_progress = not args.quiet and (args.progress or (err.isatty() and not args.json))
         with console.progress(err, show=show_progress) as progress:
             outcome = run(scenario, db, progress)

@@ -105,15 +105,20 @@ async def send(
     number: int,
     request_timeout: float,
     url: str | None = None,
+    sent_at_ms: int | None = None,
 ) -> StepAnswer:
-    """Send one request of ``step`` through ``client`` (whose base URL is ``url``) and classify its answer."""
+    """Send one request of ``step`` through ``client`` (whose base URL is ``url``) and classify its answer.
+
+    ``sent_at_ms`` is when the request goes out on the caller's clock, for the attempt's record.
+    """
     clock = asyncio.get_running_loop().time
     started = clock()
 
     def attempt(
         status: int | None, code: str | None = None, error: str | None = None, ledger_id: str | None = None
     ) -> Attempt:
-        return Attempt(step, number, status, code, int((clock() - started) * 1_000_000), error, url, ledger_id)
+        latency_us = int((clock() - started) * 1_000_000)
+        return Attempt(step, number, status, code, latency_us, error, url, ledger_id, sent_at_ms)
 
     try:
         async with asyncio.timeout(request_timeout):

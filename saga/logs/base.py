@@ -22,7 +22,7 @@ clock that is wrong costs time, never money.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Final, Protocol
 
 from saga.ledgers import Acceptance, LedgerMark, Quarantine
@@ -228,10 +228,18 @@ def apply_change(saga: SagaRecord, change: Change) -> None:
 
 def change_events(change: Change) -> list[Event]:
     tid, at_ms, owner, epoch = change.transaction_id, change.at_ms, change.owner, change.epoch
-    events = [Event(tid, at_ms, "attempt", attempt=attempt, owner=owner, epoch=epoch) for attempt in change.attempts]
+    events = []
+    for attempt in change.attempts:
+        sent = sent_at(change, attempt)
+        events.append(Event(tid, sent, "attempt", attempt=replace(attempt, sent_at_ms=sent), owner=owner, epoch=epoch))
     if change.state is not None:
         events.append(Event(tid, at_ms, "state", state=change.state, detail=change.error, owner=owner, epoch=epoch))
     return events
+
+
+def sent_at(change: Change, attempt: Attempt) -> int:
+    """The time an attempt's event carries: when its request went out, else (no clock said) the commit's time."""
+    return change.at_ms if attempt.sent_at_ms is None else attempt.sent_at_ms
 
 
 def copy_record(saga: SagaRecord) -> SagaRecord:
@@ -417,7 +425,7 @@ def event_from_row(transaction_id: str, row: Sequence[Any]) -> Event:
     at_ms, kind, state, step, number, status, code, latency_us, detail, url, owner, epoch, ledger_id = row
     attempt = action = None
     if kind == "attempt":
-        attempt = Attempt(step, number, status, code, latency_us, detail, url, ledger_id)
+        attempt = Attempt(step, number, status, code, latency_us, detail, url, ledger_id, at_ms)
         detail = None
     elif kind == "action":
         resolution = Resolution(code) if code else None

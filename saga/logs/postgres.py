@@ -40,6 +40,7 @@ from saga.logs.base import (
     event_from_row,
     key_conflict,
     same_transfer,
+    sent_at,
     take_action,
 )
 from saga.operator import Effect
@@ -100,7 +101,7 @@ WITH fenced AS (
         last_error = coalesce($6, last_error),
         updated_at_ms = $2,
         -- A terminal state says why itself, with no code of the state before it left over.
-        code = CASE WHEN $3 IN ({_TERMINAL}) THEN $19 ELSE coalesce($19, code) END,
+        code = CASE WHEN $3 IN ({_TERMINAL}) THEN $20 ELSE coalesce($20, code) END,
         -- A terminal state ends the lease with the saga.
         owner = CASE WHEN coalesce($3, state) IN ({_TERMINAL}) THEN NULL ELSE owner END,
         lease_expires_at_ms = CASE WHEN coalesce($3, state) IN ({_TERMINAL}) THEN 0 ELSE lease_expires_at_ms END
@@ -109,11 +110,12 @@ WITH fenced AS (
 ), written AS (
     INSERT INTO saga_events (transaction_id, at_ms, kind, state, step, attempt, status, code, latency_us, detail, url,
                              owner, epoch, ledger_id)
-    SELECT fenced.transaction_id, $2, e.kind, e.state, e.step, e.attempt, e.status, e.code, e.latency_us, e.detail,
-           e.url, $8, $7::bigint, e.ledger_id
+    SELECT fenced.transaction_id, e.at_ms, e.kind, e.state, e.step, e.attempt, e.status, e.code, e.latency_us,
+           e.detail, e.url, $8, $7::bigint, e.ledger_id
     FROM fenced CROSS JOIN unnest($9::text[], $10::text[], $11::text[], $12::int[], $13::int[], $14::text[],
-                                  $15::bigint[], $16::text[], $17::text[], $18::text[])
-         WITH ORDINALITY AS e(kind, state, step, attempt, status, code, latency_us, detail, url, ledger_id, position)
+                                  $15::bigint[], $16::text[], $17::text[], $18::text[], $19::bigint[])
+         WITH ORDINALITY AS e(kind, state, step, attempt, status, code, latency_us, detail, url, ledger_id, at_ms,
+                              position)
     ORDER BY e.position
 )
 SELECT count(*) FROM fenced
@@ -582,13 +584,25 @@ def _insert_arguments(saga: SagaRecord) -> tuple[Any, ...]:
 
 def _commit_arguments(change: Change) -> tuple[Any, ...]:
     rows: list[tuple[Any, ...]] = [
-        ("attempt", None, a.step, a.number, a.status, a.code, a.latency_us, a.error, a.url, a.ledger_id)
+        (
+            "attempt",
+            None,
+            a.step,
+            a.number,
+            a.status,
+            a.code,
+            a.latency_us,
+            a.error,
+            a.url,
+            a.ledger_id,
+            sent_at(change, a),
+        )
         for a in change.attempts
     ]
     if change.state is not None:
-        rows.append(("state", change.state.value, None, None, None, None, None, change.error, None, None))
+        rows.append(("state", change.state.value, None, None, None, None, None, change.error, None, None, change.at_ms))
     # One array per column, as unnest() in _COMMIT reads them back into rows.
-    columns = [list(column) for column in zip(*rows, strict=True)] if rows else [[] for _ in range(10)]
+    columns = [list(column) for column in zip(*rows, strict=True)] if rows else [[] for _ in range(11)]
     return (
         change.transaction_id,
         change.at_ms,

@@ -36,6 +36,7 @@ from saga.logs.base import (
     event_from_row,
     key_conflict,
     same_transfer,
+    sent_at,
     take_action,
 )
 from saga.operator import Effect
@@ -798,7 +799,7 @@ def _change_statements(change: Change) -> list[_Statement]:
                 "url, owner, epoch, ledger_id) VALUES (?, ?, 'attempt', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     change.transaction_id,
-                    change.at_ms,
+                    sent_at(change, attempt),
                     attempt.step,
                     attempt.number,
                     attempt.status,

@@ -23,7 +23,7 @@ import uvloop
 from saga.directory import directory_from
 from saga.logs import SagaLogError, is_shared
 from saga.metrics import ObservedSagaLog, SagaMetrics
-from saga.options import MAX_CONCURRENCY, add_directory_options, add_output_options, whole_number
+from saga.options import MAX_CONCURRENCY, add_db_option, add_directory_options, add_output_options, whole_number
 from saga.orchestrator import DEFAULT_LEASE_SECONDS, Orchestrator
 from saga.run import TransferResult
 from saga.service.app import create_transfers_app
@@ -43,7 +43,7 @@ class ServeError(Exception):
 
 
 def add_serve_command(commands: Any) -> None:
-    from saga.cli import DB_HELP, _lease_seconds, _seconds, _worker_name, retry_options
+    from saga.cli import _lease_seconds, _seconds, _worker_name, retry_options
 
     serve = commands.add_parser(
         "serve", help="the transfers service: the saga behind its HTTP contract (openapi/transfers.yaml)"
@@ -51,7 +51,7 @@ def add_serve_command(commands: Any) -> None:
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on (127.0.0.1)")
     serve.add_argument("--port", type=whole_number(0, 65535), default=DEFAULT_PORT, help="port (8080)")
     serve.add_argument("--fd", type=int, default=None, help="serve on this inherited, bound socket instead")
-    serve.add_argument("--db", default=None, help=DB_HELP + " (SAGA_DB; saga.db)")
+    add_db_option(serve)
     add_directory_options(serve, "that requests may name")
     serve.add_argument(
         "--api-token",

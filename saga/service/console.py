@@ -64,6 +64,7 @@ from generated_client.accounts import AuthenticatedClient, Client
 from generated_client.accounts.api.accounts import get_transaction
 from generated_client.accounts.models import Problem, TransactionTrail
 from generated_client.accounts.types import Response as AccountsResponse
+from saga.deadlines import iso_time
 from saga.directory import ServiceDirectory
 from saga.failures import LOG_FAILURES, one_line
 from saga.logs import SagaLog
@@ -73,7 +74,7 @@ from saga.reconcile import judge_saga as judge_against_trails
 from saga.records import AccountRef, ActionKind, OperatorAction, Resolution, SagaRecord
 from saga.redact import redact
 from saga.replicas import Replicas, describe, first_reachable
-from saga.service.presenting import Presenter, iso_time
+from saga.service.presenting import Presenter
 from saga.service.settings import CONSOLE_PREFIX, Role, TokenBook, TransfersSettings
 from saga.states import SagaState
 from saga.verify import TrailItem

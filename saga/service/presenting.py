@@ -2,18 +2,12 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from typing import Any
 
+from saga.deadlines import iso_time
 from saga.directory import ServiceDirectory
 from saga.records import AccountRef, Event, SagaRecord
 from saga.redact import redact
-
-
-def iso_time(at_ms: int) -> str:
-    """Milliseconds since the epoch as ISO 8601 in UTC, to the millisecond."""
-    whole = datetime.fromtimestamp(at_ms // 1000, UTC)
-    return whole.strftime("%Y-%m-%dT%H:%M:%S") + f".{at_ms % 1000:03d}Z"
 
 
 class Presenter:

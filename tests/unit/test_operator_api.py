@@ -9,11 +9,11 @@ from typing import Any
 import httpx
 import pytest
 
+from saga.deadlines import iso_time
 from saga.directory import ServiceDirectory
 from saga.logs import MemorySagaLog
 from saga.records import AccountRef, Change, SagaRecord
 from saga.service import TransfersSettings, create_transfers_app
-from saga.service.presenting import iso_time
 from saga.service.waiting import EndWatch
 from saga.states import SagaState
 from tests.support.inprocess import asgi_client

@@ -55,6 +55,35 @@ def test_a_full_jitter_may_bring_a_delay_down_to_zero_and_never_below() -> None:
     assert policy.delay_before(2, FixedDraw(1.0)) == 2.0
 
 
+def test_a_delay_far_past_the_cap_is_the_cap_where_the_power_would_overflow_a_float() -> None:
+    policy = RetryPolicy(initial_interval=0.02, backoff_coefficient=2.0, maximum_interval=2.0, jitter=0.0)
+    assert policy.delay_before(1_026, FixedDraw(0.5)) == 2.0
+    assert policy.delay_before(1_000_000, FixedDraw(0.5)) == 2.0
+    assert policy.longest_delay_before(1_000_000) == 2.0
+
+
+def test_the_longest_delay_is_the_capped_one_with_all_the_jitter_added() -> None:
+    policy = RetryPolicy(initial_interval=1.0, backoff_coefficient=2.0, maximum_interval=4.0, jitter=0.25)
+    assert [policy.longest_delay_before(attempt) for attempt in range(0, 6)] == [0.0, 0.0, 1.25, 2.5, 5.0, 5.0]
+    assert policy.longest_delay_before(4) == policy.delay_before(4, FixedDraw(1.0))
+
+
+def test_the_longest_step_is_every_request_timing_out_at_every_url_and_every_backoff_at_its_longest() -> None:
+    policy = RetryPolicy(
+        maximum_attempts=4,
+        initial_interval=1.0,
+        backoff_coefficient=2.0,
+        maximum_interval=3.0,
+        jitter=0.5,
+        request_timeout=10.0,
+    )
+    # Backoffs before attempts 2, 3 and 4: 1, 2 and 3 (capped) seconds, each with half of itself added.
+    assert policy.longest_step() == 4 * 10.0 + 1.5 + 3.0 + 4.5
+    assert policy.longest_step(urls=3) == 4 * 3 * 10.0 + 1.5 + 3.0 + 4.5
+    assert RetryPolicy(maximum_attempts=1, request_timeout=2.0).longest_step() == 2.0
+    assert RetryPolicy(maximum_attempts=None).longest_step() is None
+
+
 def test_attempts_are_allowed_up_to_the_maximum_or_without_end() -> None:
     assert [RetryPolicy(maximum_attempts=1).allows(n) for n in (1, 2)] == [True, False]
     assert [RetryPolicy(maximum_attempts=3).allows(n) for n in (3, 4)] == [True, False]

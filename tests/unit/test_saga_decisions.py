@@ -587,14 +587,16 @@ def test_every_change_is_logged_at_the_orchestrators_time() -> None:
         ("state", 1_000),
         ("state", 1_000),
         # 1_001 went to the lease's expiry, read when the saga was created.
+        # An attempt is logged at the time its request went out, before the commit that carries it.
         ("attempt", 1_002),
-        ("state", 1_002),
-        ("attempt", 1_003),
         ("state", 1_003),
+        ("attempt", 1_004),
+        ("state", 1_005),
     ]
+    assert [attempt.sent_at_ms for attempt in result.attempts] == [1_002, 1_004]
     record = asyncio.run(log.get(result.transaction_id))
     assert record is not None
-    assert (record.created_at_ms, record.updated_at_ms) == (1_000, 1_003)
+    assert (record.created_at_ms, record.updated_at_ms) == (1_000, 1_005)
 
 
 def test_a_step_for_an_account_without_a_url_is_a_programming_error() -> None:

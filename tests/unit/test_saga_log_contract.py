@@ -377,6 +377,31 @@ def test_lease_lost_names_the_saga_and_the_stale_epoch(kind: str, tmp_path: Path
 
 
 @pytest.mark.parametrize("kind", KINDS)
+def test_an_attempt_is_logged_at_the_time_its_request_was_sent_not_when_it_was_committed(
+    kind: str, tmp_path: Path
+) -> None:
+    async def scenario(log: SagaLog) -> None:
+        await log.submit(record("t"))
+        sent_early = Attempt("debit", 1, None, None, 5, "timeout", sent_at_ms=1_010)
+        unstamped = Attempt("debit", 2, 200, None, 7)
+        await log.commit(Change("t", 1_020, SagaState.CREDITING, attempts=[sent_early, unstamped]))
+        history = await log.history("t")
+        assert [(event.kind, event.at_ms) for event in history] == [
+            ("state", 1_000),
+            ("attempt", 1_010),
+            # Without a time of its own, an attempt is logged at its commit's.
+            ("attempt", 1_020),
+            ("state", 1_020),
+        ]
+        assert [event.attempt.sent_at_ms for event in history if event.attempt is not None] == [1_010, 1_020]
+        saga = await log.get("t")
+        assert saga is not None
+        assert saga.updated_at_ms == 1_020
+
+    run_on(kind, tmp_path, scenario)
+
+
+@pytest.mark.parametrize("kind", KINDS)
 def test_commit_all_writes_several_changes_of_one_saga_in_order(kind: str, tmp_path: Path) -> None:
     async def scenario(log: SagaLog) -> None:
         await log.submit(record("t"))

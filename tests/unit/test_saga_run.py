@@ -21,10 +21,12 @@ from saga import AccountRef, MemorySagaLog, Orchestrator, SagaRecord, SagaState
 from saga.ledgers import Quarantine
 from saga.log import SagaLogError
 from saga.records import Event
+from saga.retry import RetryPolicies, RetryPolicy
 from saga.run import LedgerChanged, SagaRun, TransferResult
 from saga.steps import CREDIT, DEBIT
+from saga.waits import Backoff, RequestOut
 from tests.unit.test_saga_decisions import LIMITED, SOURCE_URL, TARGET_URL, Banks
-from tests.unit.test_saga_workflow import POLICIES, URL, ScriptedTransport, bank, ledger, steps
+from tests.unit.test_saga_workflow import FAST, POLICIES, URL, ScriptedTransport, bank, ledger, steps
 
 TID = "t-1"
 OWNER = "orchestrator-1"
@@ -200,12 +202,13 @@ def test_a_saga_recovered_from_pending_on_an_exclusive_log_logs_debiting_with_it
     claimed = 10**9
     by_this_run = [(summary(event), event.at_ms, event.owner, event.epoch) for event in history(log)[3:]]
     assert by_this_run == [
-        # Entered before the debit was sent, committed with the state the debit led to.
+        # Entered before the debit was sent, committed with the state the debit led to; each
+        # attempt at the time its request went out, although it was committed later.
         ("DEBITING", claimed + 1, "orchestrator-2", 1),
         ("debit #1: 200", claimed + 2, "orchestrator-2", 1),
-        ("CREDITING", claimed + 2, "orchestrator-2", 1),
-        ("credit #1: 200", claimed + 4, "orchestrator-2", 1),
-        ("COMPLETED", claimed + 4, "orchestrator-2", 1),
+        ("CREDITING", claimed + 3, "orchestrator-2", 1),
+        ("credit #1: 200", claimed + 5, "orchestrator-2", 1),
+        ("COMPLETED", claimed + 6, "orchestrator-2", 1),
     ]
     assert [event.detail for event in history(log)] == [None] * 8
     assert (ledger(app).balance("alice"), ledger(app).balance("bob")) == (900, 1_100)
@@ -422,6 +425,73 @@ def test_each_retry_is_logged_with_its_saga_step_and_attempt_as_fields(caplog: p
         {"transaction_id": TID, "step": "debit", "attempt": 1},
         {"transaction_id": TID, "step": "credit", "attempt": 1},
         {"transaction_id": TID, "step": "credit", "attempt": 2},
+    ]
+
+
+# -- what a person watching the run is told (saga/waits.py) --------------------------
+
+
+class Told:
+    """Every request and backoff a run tells of, in order, as plain tuples."""
+
+    def __init__(self) -> None:
+        self.told: list[tuple[Any, ...]] = []
+
+    def sending(self, request: RequestOut) -> None:
+        self.told.append(("sending", request.transaction_id, request.step, request.attempt, request.attempts))
+        self.told.append(("to", request.url, request.timeout))
+
+    def answered(self, request: RequestOut) -> None:
+        self.told.append(("answered", request.step, request.attempt))
+
+    def backing_off(self, backoff: Backoff) -> None:
+        failed = backoff.failed
+        why = failed.code or failed.error
+        self.told.append(("backoff", backoff.transaction_id, failed.step, failed.number, backoff.attempts, why))
+        self.told.append(("for", backoff.delay))
+
+
+def test_a_run_tells_of_each_request_as_it_goes_and_comes_back_and_of_each_backoff_before_it_waits() -> None:
+    app = bank(credit_fault_rate=1.0)
+    doubling = RetryPolicy(
+        maximum_attempts=3, initial_interval=0.001, backoff_coefficient=2.0, maximum_interval=1.0, jitter=0.0
+    )
+    compensation = RetryPolicy(maximum_attempts=None, initial_interval=0.0, maximum_interval=0.0, request_timeout=2.0)
+    policies = RetryPolicies(debit=FAST, credit=doubling, compensation=compensation)
+    told = Told()
+
+    async def run() -> TransferResult:
+        orchestrator = Orchestrator(
+            MemorySagaLog(),
+            policies=policies,
+            transport=ScriptedTransport(app, {"/debit": ["drop"]}),
+            new_id=lambda: TID,
+            now_ms=ticks(),
+            waits=told,
+        )
+        return await orchestrator.transfer(AccountRef(URL, "alice"), AccountRef(URL, "bob"), 100)
+
+    result = asyncio.run(run())
+    assert result.state is SagaState.COMPENSATED
+
+    def attempt(step: str, number: int, attempts: int | None, timeout: float = 5.0) -> list[tuple[Any, ...]]:
+        return [("sending", TID, step, number, attempts), ("to", URL, timeout), ("answered", step, number)]
+
+    assert told.told == [
+        *attempt("debit", 1, 3, timeout=1.0),
+        ("backoff", TID, "debit", 1, 3, "unreachable: ConnectError: request lost"),
+        ("for", 0.0),
+        *attempt("debit", 2, 3, timeout=1.0),
+        *attempt("credit", 1, 3),
+        ("backoff", TID, "credit", 1, 3, "injected_fault"),
+        ("for", 0.001),
+        *attempt("credit", 2, 3),
+        ("backoff", TID, "credit", 2, 3, "injected_fault"),
+        ("for", 0.002),
+        # The last attempt the policy allows is not followed by a backoff: the saga compensates.
+        *attempt("credit", 3, 3),
+        *attempt("compensate_credit", 1, None, timeout=2.0),
+        *attempt("compensate_debit", 1, None, timeout=2.0),
     ]
 
 

@@ -11,6 +11,7 @@ from typing import Any
 import httpx
 import pytest
 
+from saga.deadlines import iso_time
 from saga.directory import ServiceDirectory
 from saga.ledger_watch import REFRESH_SECONDS
 from saga.ledgers import Quarantine
@@ -18,7 +19,6 @@ from saga.logs import MemorySagaLog, SagaLogError
 from saga.records import Attempt, Change
 from saga.service import TransfersSettings, create_transfers_app
 from saga.service.app import decode_cursor, encode_cursor
-from saga.service.presenting import iso_time
 from saga.service.waiting import EndWatch
 from saga.states import SagaState
 from tests.support.inprocess import asgi_client
