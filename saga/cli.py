@@ -215,8 +215,8 @@ def compensation_help() -> str:
         f"the next recover ({attempts}: with one URL per service, a compensation gives up after "
         f"at most {longest / 60:.1f} minutes of requests and backoffs, every request out for the whole "
         f"--request-timeout of {DEFAULT_REQUEST_TIMEOUT:g} s and every backoff at its longest, {longest_backoff:g} s; "
-        "a transfer has up to two compensations; a deadline ends the retries of the debit and the credit, never "
-        "those of a compensation)"
+        "a transfer has up to two compensations; with --deadline or --deadline-seconds the wait ends there: past "
+        "it no request is retried in this run, and a compensation left without an answer waits for the next recover)"
     )
 
 

@@ -164,7 +164,9 @@ class SagaRun:
     From the saga's deadline on (``record.deadline_ms``, read on ``now_ms``)
     no debit or credit request goes out: the deadline is checked right
     before each one, after any backoff, and a step it stops ends
-    :attr:`StepResult.expired`. Compensations always go out. ``nudge``, when
+    :attr:`StepResult.expired`. Compensations always go out, but past the
+    deadline one without an answer is not retried in this run: it blocks, and
+    the saga waits in the log for a recovery, a worker or an operator. ``nudge``, when
     set (an operator asked for a retry), cuts the backoff before the next
     attempt short. ``waits`` is told of every request as it goes out and
     comes back, and of every backoff (saga/waits.py).
@@ -281,7 +283,7 @@ class SagaRun:
         policy's attempts run out.
         """
         result = await self._attempt_until_settled(step, self._policies.compensation)
-        # No deadline stops a compensation: it always ends with an answer.
+        # No deadline stops a compensation's first attempt: it always has an answer, if only an unknown one.
         assert result.answer is not None
         acceptable = result.applied or (
             result.answer.verdict is Verdict.REJECTED and result.code in ENDS_COMPENSATION[step]
@@ -305,6 +307,11 @@ class SagaRun:
             # Only an attempt without an answer is retried, so every attempt
             # before this one ended without an answer.
             if answer.verdict is not Verdict.UNKNOWN or not policy.allows(number + 1):
+                return StepResult(answer, sent_before=number > 1 or self.resumed)
+            if step not in (DEBIT, CREDIT) and self._deadline_passed():
+                # Past the deadline this run retries no compensation: it blocks, as when its
+                # attempts run out, and waits in the log for a recovery, a worker or an
+                # operator's retry. So no one waits on a saga beyond its deadline.
                 return StepResult(answer, sent_before=number > 1 or self.resumed)
             logger.info(
                 "%s %s: %s on attempt %d, retrying",

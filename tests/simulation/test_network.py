@@ -212,7 +212,7 @@ def test_reads_are_the_simulators_own_and_pass_untouched() -> None:
 
     bank, response = run_with_bank(replace(no_faults(), request_lost=1.0), scenario)
     assert response.status_code == 200
-    assert response.json() == {"accounts": [{"user_id": "alice", "balance": OPENING}]}
+    assert response.json() == {"accounts": [{"user_id": "alice", "balance": OPENING, "opening_balance": OPENING}]}
     assert bank.network.requests == 0
 
 

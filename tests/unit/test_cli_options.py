@@ -159,7 +159,7 @@ def test_the_help_of_max_compensation_attempts_gives_the_worst_case_of_the_defau
     assert (policy.maximum_attempts, policy.request_timeout) == (200, 5.0)
     assert 24 * 60 < longest < 25 * 60
     assert f"every backoff at its longest, {policy.longest_delay_before(200):g} s" in option.help
-    assert "a deadline ends the retries of the debit and the credit, never those of a compensation" in option.help
+    assert "with --deadline or --deadline-seconds the wait ends there" in option.help
 
 
 # -- which sagas list shows -----------------------------------------------------------------

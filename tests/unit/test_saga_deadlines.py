@@ -1,10 +1,11 @@
 """A saga's deadline, the stable code of every end, and an operator's nudge through a backoff.
 
 After its deadline a saga sends no new debit or credit, first attempts, retries and replicas
-alike; its compensations always go on. Each test drives in-process accounts services through
-the real orchestrator on a virtual clock (saga/simulation/clock.py), counts the requests at the
-transport with the orchestrator's time of each, and judges by the saga's end, its code in the
-log, and the money on each service.
+alike; its compensations always go out, and past it one left without an answer blocks the
+run. Each test drives in-process accounts services through the real orchestrator on a
+virtual clock (saga/simulation/clock.py), counts the requests at the transport with the
+orchestrator's time of each, and judges by the saga's end, its code in the log, and the
+money on each service.
 """
 
 from __future__ import annotations
@@ -82,6 +83,11 @@ def on_the_clock(
         )
 
     return run_in_virtual_time(run()), log
+
+
+def clock_ms_of(transport: Clocked, path: str) -> int:
+    """When the first request to ``path`` went out."""
+    return next(at_ms for sent, at_ms in transport.sent if sent == path)
 
 
 def logged(log: MemorySagaLog, transaction_id: str) -> SagaRecord:
@@ -269,6 +275,14 @@ def test_no_debit_or_credit_goes_out_at_or_after_the_deadline_and_the_money_adds
     policies = RetryPolicies(debit=every(0.4), credit=every(0.9, attempts=5), compensation=every(0.5, None))
     deadline_ms = START_MS + deadline_after_ms
     result, log = on_the_clock(transport, deadline_ms=deadline_ms, policies=policies)
+    if result.state is SagaState.COMPENSATING:
+        # A compensation past the deadline went unanswered: this run handed it over, and the next one ends it.
+        assert deadline_ms <= clock_ms_of(transport, "/compensate_credit")
+
+        async def recover() -> list[TransferResult]:
+            return await Orchestrator(log, policies=policies, transport=transport, now_ms=clock_ms).recover()
+
+        (result,) = run_in_virtual_time(recover())
     assert transport.forward_at_or_after(deadline_ms) == []
     assert result.state in (SagaState.FAILED, SagaState.COMPENSATED, SagaState.COMPLETED)
     record = logged(log, result.transaction_id)
@@ -344,7 +358,8 @@ def test_a_completed_saga_has_no_code() -> None:
 
 def test_a_blocked_compensation_resumed_by_a_recovery_ends_with_the_code_logged_when_it_began() -> None:
     app = bank()
-    transport = Clocked(app, {"/credit": ["lose"], "/compensate_debit": ["drop"] * 3})
+    # Past the deadline one unanswered compensation blocks the run.
+    transport = Clocked(app, {"/credit": ["lose"], "/compensate_debit": ["drop"]})
     policies = RetryPolicies(debit=FAST, credit=every(1.0), compensation=FAST)
     blocked, log = on_the_clock(transport, deadline_ms=START_MS + 500, policies=policies)
     assert blocked.state is SagaState.COMPENSATING
@@ -505,4 +520,37 @@ def test_a_debit_the_deadline_kept_back_is_undone_when_a_run_a_restored_log_forg
     history = asyncio.run(log.history("t-1"))
     (entered,) = [event for event in history if event.state is SagaState.COMPENSATING]
     assert entered.detail == "the deadline passed; a run the log lacks may have sent the debit"
+    assert balances(app) == (1_000, 1_000)
+
+
+def test_past_the_deadline_a_compensation_without_an_answer_blocks_after_one_attempt_and_recovery_ends_it() -> None:
+    # The bank stops answering compensations: without a deadline the run would retry them for ever.
+    app = bank()
+    transport = Clocked(app, {"/credit": ["lose"], "/compensate_debit": ["drop"] * 50})
+    policies = RetryPolicies(debit=FAST, credit=every(1.0), compensation=every(1.0, attempts=None))
+    deadline_ms = START_MS + 500
+    blocked, log = on_the_clock(transport, deadline_ms=deadline_ms, policies=policies)
+    assert [path for path, _ in transport.sent] == ["/debit", "/credit", "/compensate_credit", "/compensate_debit"]
+    assert blocked.state is SagaState.COMPENSATING
+    assert "compensate_debit blocked" in (logged(log, blocked.transaction_id).last_error or "")
+    assert balances(app) == (900, 1_000)
+
+    # A later run (a recovery, a worker, an operator's retry) sends it again, once per run.
+    transport.script["/compensate_debit"] = []
+
+    async def recover() -> list[TransferResult]:
+        return await Orchestrator(log, policies=policies, transport=transport, now_ms=clock_ms).recover()
+
+    (recovered,) = run_in_virtual_time(recover())
+    assert recovered.state is SagaState.COMPENSATED
+    assert balances(app) == (1_000, 1_000)
+
+
+def test_before_the_deadline_a_compensation_without_an_answer_is_retried() -> None:
+    app = bank()
+    transport = Clocked(app, {"/credit": ["lose"], "/compensate_debit": ["drop"] * 2})
+    policies = RetryPolicies(debit=FAST, credit=every(1.0, attempts=1), compensation=every(1.0, attempts=None))
+    result, _ = on_the_clock(transport, deadline_ms=START_MS + 60_000, policies=policies)
+    assert [path for path, _ in transport.sent].count("/compensate_debit") == 3
+    assert result.state is SagaState.COMPENSATED
     assert balances(app) == (1_000, 1_000)
