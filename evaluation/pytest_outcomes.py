@@ -45,34 +45,52 @@ def outcome_of(report: pytest.TestReport) -> str | None:
     return None
 
 
+def reason_of(report: pytest.TestReport | pytest.CollectReport) -> str:
+    """Why a test did not pass, in one line: a skip's or an expected failure's reason, or the error's last line."""
+    reason = getattr(report, "wasxfail", "")
+    if reason:
+        return str(reason)
+    if isinstance(report.longrepr, tuple):
+        return str(report.longrepr[2]).removeprefix("Skipped: ")
+    lines = str(report.longrepr or "").strip().splitlines()
+    return lines[-1] if lines else ""
+
+
 class OutcomeRecorder:
     def __init__(self, path: Path) -> None:
         self.path = path
         self.outcomes: dict[str, str] = {}
+        self.reasons: dict[str, str] = {}
         self.seconds: dict[str, float] = {}
 
-    def _record(self, nodeid: str, outcome: str) -> None:
+    def _record(self, nodeid: str, outcome: str, report: pytest.TestReport | pytest.CollectReport) -> None:
         previous = self.outcomes.get(nodeid)
         if previous is None or _RANK[outcome] > _RANK[previous]:
             self.outcomes[nodeid] = outcome
+            self.reasons[nodeid] = reason_of(report) if outcome != "passed" else ""
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         self.seconds[report.nodeid] = self.seconds.get(report.nodeid, 0.0) + report.duration
         outcome = outcome_of(report)
         if outcome is not None:
-            self._record(report.nodeid, outcome)
+            self._record(report.nodeid, outcome, report)
 
     def pytest_collectreport(self, report: pytest.CollectReport) -> None:
         if report.failed:
-            self._record(report.nodeid or "<collection>", "error")
+            self._record(report.nodeid or "<collection>", "error", report)
         elif report.skipped:
-            self._record(report.nodeid, "skipped")
+            self._record(report.nodeid, "skipped", report)
 
     def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
         document: dict[str, Any] = {
             "exit_status": int(exitstatus),
             "tests": [
-                {"nodeid": nodeid, "outcome": outcome, "seconds": round(self.seconds.get(nodeid, 0.0), 3)}
+                {
+                    "nodeid": nodeid,
+                    "outcome": outcome,
+                    "reason": self.reasons.get(nodeid, ""),
+                    "seconds": round(self.seconds.get(nodeid, 0.0), 3),
+                }
                 for nodeid, outcome in self.outcomes.items()
             ],
         }

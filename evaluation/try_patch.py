@@ -26,7 +26,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 
 from saga.simulation.teeth import KnownBadVariant, PatchError
 
@@ -35,13 +35,15 @@ FAILING = ("failed", "error")
 
 
 @dataclass(frozen=True)
-class TestRun:
+class PytestRun:
     """One pytest run: its exit status, each test's outcome by node id, and how long it took."""
 
     exit_status: int
     outcomes: Mapping[str, str]
     seconds: float
     output: str
+    #: Why each test that did not pass did not: a skip's reason, an error's last line.
+    reasons: Mapping[str, str] = field(default_factory=dict)
 
     def matching(self, name: str) -> dict[str, str]:
         """The outcomes of the tests ``name`` stands for: a node id, a parametrized test's cases, a file's tests."""
@@ -61,7 +63,7 @@ class Catch:
     """What the tests a patch names said with it applied: which names caught it, which did not, and why."""
 
     names: tuple[str, ...]
-    run: TestRun
+    run: PytestRun
     missed: dict[str, str] = field(default_factory=dict)
 
     @property
@@ -75,7 +77,7 @@ class Catch:
         return bool(self.names) and not self.missed
 
 
-def judge_names(names: Sequence[str], run: TestRun) -> Catch:
+def judge_names(names: Sequence[str], run: PytestRun) -> Catch:
     """Each name must stand for at least one test that ran, and one of those must have failed."""
     missed = {}
     for name in names:
@@ -122,7 +124,7 @@ def run_tests(
     first_failure: bool = False,
     timeout: float = 900.0,
     on_line: Callable[[str], None] | None = None,
-) -> TestRun:
+) -> PytestRun:
     """Run ``tests`` (none: the whole suite) in ``tree`` on the tree's own code, in a child process.
 
     ``on_line`` sees pytest's output line by line as it comes; ``first_failure`` stops at the first.
@@ -159,11 +161,12 @@ def run_tests(
         seconds = time.monotonic() - started
         if status < 0:
             lines.append(f"killed after {timeout:g} s\n")
-        outcomes: dict[str, str] = {}
-        if outcomes_file.exists():
-            document = json.loads(outcomes_file.read_text(encoding="utf-8"))
-            outcomes = {test["nodeid"]: test["outcome"] for test in document["tests"]}
-    return TestRun(status, outcomes, seconds, "".join(lines))
+        recorded: list[dict[str, Any]] = (
+            json.loads(outcomes_file.read_text(encoding="utf-8"))["tests"] if outcomes_file.exists() else []
+        )
+    outcomes = {test["nodeid"]: test["outcome"] for test in recorded}
+    reasons = {test["nodeid"]: test["reason"] for test in recorded if test["reason"]}
+    return PytestRun(status, outcomes, seconds, "".join(lines), reasons)
 
 
 def patched_tree(patch: Path, scratch: Path, repository: Path = ROOT) -> Path:
@@ -217,7 +220,7 @@ def main(argv: Sequence[str] | None = None, out: TextIO = sys.stdout) -> int:
     return report(variant.name, names, patched, unpatched, out)
 
 
-def report(name: str, names: Sequence[str], patched: TestRun, unpatched: TestRun | None, out: TextIO) -> int:
+def report(name: str, names: Sequence[str], patched: PytestRun, unpatched: PytestRun | None, out: TextIO) -> int:
     timing = f"with the patch {patched.seconds:.1f} s" + (
         f", without it {unpatched.seconds:.1f} s" if unpatched else ""
     )
