@@ -145,6 +145,16 @@ def test_a_named_test_that_does_not_pass_without_the_patch_proves_nothing(tmp_pa
     assert not patch.ok
 
 
+def test_a_named_test_that_did_not_run_leaves_the_patch_unjudged_and_the_suite_unrun(tmp_path: Path) -> None:
+    missing = "tests/unit/test_ledger.py::test_there_is_no_such_test"
+    without = PytestRun(0, {}, 1.0, "")
+    patch = try_patch_with_header(tmp_path, "float-money", f"# caught-by: {missing}\n", without)
+    assert patch.missed == {missing: "not run: no such test"}
+    assert patch.caught_by_suite is None
+    assert not patch.caught
+    assert patch.verdict.startswith("NOT JUDGED: no test it names failed")
+
+
 def try_patch_with_header(folder: Path, name: str, header: str, without: PytestRun) -> PatchResult:
     """The patch under patches/ with its # caught-by: lines replaced by ``header``, tried as make evaluate does."""
     lines = (REPO_ROOT / "patches" / f"{name}.patch").read_text().splitlines(keepends=True)
