@@ -102,7 +102,7 @@ class PatchResult:
     @property
     def verdict(self) -> str:
         if not self.applies:
-            return f"DOES NOT APPLY: {self.error}"
+            return f"DOES NOT APPLY ({self.error})"
         if not self.named:
             caught = "the whole suite catches it" if self.caught_by_suite else "no test catches it: a WEAK SPOT"
             return f"HEADER DEFECT: no # caught-by: line; {caught}"

@@ -114,7 +114,8 @@ def apply_patch(patch: Path, tree: Path) -> None:
         ["git", "apply", "--whitespace=nowarn", str(patch)], cwd=tree, capture_output=True, text=True, env=env
     )
     if done.returncode != 0:
-        raise PatchError(f"{patch.stem} does not apply: {done.stderr.strip()}")
+        why = "; ".join(line for line in done.stderr.strip().splitlines() if line)
+        raise PatchError(f"{patch.stem} does not apply: {why}")
 
 
 def run_tests(
