@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import math
 import os
 import signal
 import subprocess
@@ -167,6 +168,52 @@ def load(path: Path) -> Scenario:
         )
     except (ValueError, KeyError, TypeError) as error:
         raise ScenarioError(f"{where}: {error}") from None
+
+
+#: A correct saga may fail a scenario's expectations by the luck of the fault
+#: draws alone at most this often (see :func:`chance_of_false_alarm`).
+FALSE_ALARM_BOUND = 1e-6
+
+
+def chance_of_false_alarm(scenario: Scenario) -> float:
+    """How likely a correct saga is to fail the scenario's expectations through the fault draws alone.
+
+    A credit attempt fails before it applies with its service's
+    ``credit_fault_rate`` b. One that applies answers 500 all the same with
+    the ``credit_fault_after_commit_rate`` a, and every later attempt is then
+    a replay, answered ``applied`` whatever the draw. So all k attempts of a
+    credit fail, and the saga compensates instead of completing, with
+    p = b^(k-1) * (b + (1-b) * a). Each of the n transfers is taken as an
+    independent draw (the fault generator is seeded, but concurrent sagas
+    take its draws in whatever order they arrive), and its debit as covered
+    (the scenarios that expect these counts fund their accounts for the
+    whole workload). Then, summing over the expectations:
+
+    - ``min_completed_ratio`` r breaks when more than n - ceil(r * n)
+      compensate: the upper tail of Binomial(n, p);
+    - ``min_compensated`` m breaks when fewer than m compensate: its lower tail;
+    - ``"injected_fault"`` in ``codes_seen`` breaks when none of the n first
+      credit attempts draws a fault: at most (1 - b)^n.
+
+    Expectations that no draw decides (invariants, a code the amounts alone
+    produce, recovery after a kill) add nothing. Timing decides nothing
+    either: a scenario's request timeout is far above any answer's time.
+    """
+    target = next(spec for spec in scenario.services if spec.name == scenario.target_service)
+    n = scenario.workload.transfers
+    before, after = target.credit_fault_rate, target.credit_fault_after_commit_rate
+    p = before ** (scenario.max_credit_attempts - 1) * (before + (1 - before) * after)
+
+    def compensated(k: int) -> float:
+        return math.comb(n, k) * p**k * (1 - p) ** (n - k)
+
+    chance = 0.0
+    allowed = n - math.ceil(scenario.expect.min_completed_ratio * n)
+    chance += sum(compensated(k) for k in range(allowed + 1, n + 1))
+    chance += sum(compensated(k) for k in range(min(scenario.expect.min_compensated, n + 1)))
+    if "injected_fault" in scenario.expect.codes_seen:
+        chance += (1 - before) ** n
+    return chance
 
 
 @dataclass

@@ -1,8 +1,10 @@
 """The ``simulate`` command: seeded fault simulations of the saga, with a table and any violations.
 
 ``python -m saga.simulation --seed 1 --transfers 200 --seeds 20`` runs seeds
-1 to 20. The exit status is 0 when no invariant broke, 1 otherwise, 2 on
-bad options.
+1 to 20. The output ends with one verdict line, ``simulation PASSED: ...``
+or ``simulation FAILED: ...`` naming the seeds that broke an invariant; the
+exit status says the same: 0 when every seed ran and none broke an
+invariant, 1 otherwise, 2 on bad options.
 
 This module only defines options until the command runs, so that adding
 the command to another parser does not import the accounts service.
@@ -152,7 +154,10 @@ def _run_with_logs(config: SimulationConfig, level: int, log_format: str) -> tup
 
 
 def run_simulate_command(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
-    """Run the seeds ``args`` asks for; print the table, then every violation; 0 if none, else 1."""
+    """Run the seeds ``args`` asks for; print the tables, their legend, every violation and the verdict.
+
+    0 when every seed ran and none broke an invariant, else 1.
+    """
     from saga.simulation import report
     from saga.simulation.simulator import SimulationConfig
 
@@ -182,14 +187,17 @@ def run_simulate_command(args: argparse.Namespace, out: TextIO, err: TextIO) -> 
         if args.fail_fast and result.violations:
             break
     print(report.table(results), file=err if args.json else out)
+    # The rest goes to stderr, after the table: flushed first, so that the
+    # two streams read in order when both go to one pipe.
+    out.flush()
     # Beside the table, never in it: its columns are the fault classes.
     print(report.deadlines_and_operators(results), file=err)
+    print(report.legend(), file=err)
     broken = [result for result in results if result.violations]
     for result in broken:
         print("", file=err)
         print(report.violation_report(result), file=err)
-    if broken:
-        print(f"\n{len(broken)} of {len(results)} seeds broke an invariant", file=err)
+    print(f"\n{report.verdict(results, len(configs))}", file=err)
     if args.json:
         print(
             json.dumps({"ok": not broken, "runs": [report.as_json(result) for result in results]}),

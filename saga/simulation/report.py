@@ -6,7 +6,20 @@ from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
-from saga.simulation.faults import FAULT_CLASSES
+from saga.simulation.faults import (
+    CRASH,
+    DELAY_REORDER,
+    DUPLICATE_LATE,
+    FAULT_CLASSES,
+    INJECTED_500,
+    LOG_ROLLBACK,
+    OUTAGE,
+    PAUSE,
+    REQUEST_LOST,
+    RESPONSE_LOST,
+    SERVICE_RESTART,
+    STALE_CREDENTIALS,
+)
 from saga.simulation.simulator import SimulationResult
 from saga.states import SagaState
 
@@ -74,6 +87,65 @@ def _row(label: str, results: Sequence[SimulationResult]) -> list[str]:
         *(str(faults[fault]) for fault in FAULT_CLASSES),
         str(sum(len(result.violations) for result in results)),
     ]
+
+
+#: What each column of the two tables counts, in their order: the legend printed under them.
+COLUMNS = (
+    ("seed", "the run's seed: it decides the workload and every fault, so a seed replays exactly"),
+    ("sagas", "transfers the orchestrators logged as sagas"),
+    ("completed", "sagas that moved the money"),
+    ("compensated", "sagas that gave back what they had started: no money moved"),
+    ("failed", "sagas that ended before any money moved: a debit refused, or a deadline passed first"),
+    ("abandoned", "planned transfers an orchestrator crash cut off before they were logged"),
+    (REQUEST_LOST, "requests dropped on the way to a service"),
+    (RESPONSE_LOST, "requests a service applied whose answer was lost"),
+    (DUPLICATE_LATE, "requests delivered once more, up to a minute later"),
+    (DELAY_REORDER, "requests slowed down so that others overtook them"),
+    (INJECTED_500, "the accounts service's own 500s on /credit, before or after it applied the credit"),
+    (OUTAGE, "times a service dropped or held all its traffic for 0.3-3 s"),
+    (CRASH, "orchestrator crashes: their sagas were taken over once their leases ran out"),
+    (PAUSE, "orchestrators paused past their leases: their late commits must be refused"),
+    (SERVICE_RESTART, "accounts-service crashes, each followed by a restart over the same store"),
+    (STALE_CREDENTIALS, "times a service refused the orchestrators' token (401) for a while"),
+    (LOG_ROLLBACK, "restores of the saga log from an earlier copy"),
+    ("violations", "invariants broken: each is described below the tables, with the command that replays it"),
+    ("deadlines", "sagas with a deadline"),
+    ("expired", "sagas their deadline cut short (code deadline_exceeded)"),
+    ("cancel", "operators' cancels of a PENDING saga that the log took"),
+    ("cancel_refused", "cancels that lost their race with a claim (a normal refusal)"),
+    ("retry", "operators' requests to retry a COMPENSATING saga at once that the log took"),
+    ("retry_refused", "retries refused: the saga was no longer COMPENSATING"),
+)
+
+
+def legend() -> str:
+    """One line per column of both tables: what it counts."""
+    width = max(len(name) for name, _ in COLUMNS)
+    return "\n".join(["columns:", *(f"  {name:<{width}}  {meaning}" for name, meaning in COLUMNS)])
+
+
+def verdict(results: Sequence[SimulationResult], seeds_asked: int) -> str:
+    """The one line a run ends with: PASSED only when every seed asked for ran and none broke an invariant."""
+    transfers = f"{results[0].config.transfers:,}" if results else "0"
+    broken = [result for result in results if result.violations]
+    if not broken and len(results) == seeds_asked:
+        return f"simulation PASSED: {_count(len(results), 'seed')} x {transfers} transfers, 0 violations"
+    line = "simulation FAILED: "
+    if broken:
+        seeds = ", ".join(str(result.config.seed) for result in broken)
+        violations = sum(len(result.violations) for result in broken)
+        line += (
+            f"{len(broken)} of {len(results)} seeds broke an invariant (seed{'s' if len(broken) > 1 else ''} {seeds}), "
+            f"{_count(violations, 'violation')}, {transfers} transfers each"
+        )
+    if len(results) < seeds_asked:
+        line += f"{'; ' if broken else ''}{seeds_asked - len(results)} of {seeds_asked} seeds not run"
+        line += " (--fail-fast stops at the first that breaks one)" if broken else ""
+    return line
+
+
+def _count(number: int, noun: str) -> str:
+    return f"{number:,} {noun}{'' if number == 1 else 's'}"
 
 
 def violation_report(result: SimulationResult) -> str:

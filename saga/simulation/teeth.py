@@ -7,10 +7,13 @@ into a scratch folder, the patch is applied there, and the simulator runs
 there in a child process. A variant the simulator passes is a hole in the
 simulator.
 
-A mistake the simulator cannot see (it runs the memory store, so not one in
-the PostgreSQL store's SQL) names the tests that must catch it instead, one
-``# caught-by: tests/...::test_...`` line each after the first: those tests
-run in the patched copy, and each must fail there.
+Every patch names the tests that catch it, one ``# caught-by:
+tests/...::test_...`` line each after the first (``make evaluate`` runs
+those). A patch the simulator must catch says so, and which invariant it
+reports broken, on a ``# simulator-catches: money conserved`` line: for
+those, the simulator runs here. For a mistake the simulator cannot see (it
+runs the memory store, so not one in the PostgreSQL store's SQL), the named
+tests run in the patched copy instead, and each must fail there.
 
     .venv/bin/python -m saga.simulation.teeth            # every patch
     .venv/bin/python -m saga.simulation.teeth float-money
@@ -37,6 +40,7 @@ REPOSITORY = Path(__file__).resolve().parents[2]
 SIMULATOR = "saga/simulation"
 BREAKS_PREFIX = "# breaks:"
 CAUGHT_BY_PREFIX = "# caught-by:"
+SIMULATOR_CATCHES_PREFIX = "# simulator-catches:"
 
 
 class PatchError(RuntimeError):
@@ -59,16 +63,25 @@ class KnownBadVariant:
             raise PatchError(f"{self.patch} must start with a '{BREAKS_PREFIX} ...' line")
         return first.removeprefix(BREAKS_PREFIX).strip()
 
-    @property
-    def caught_by(self) -> tuple[str, ...]:
-        """The pytest node ids that must fail on this variant; empty when the simulator must catch it."""
-        tests = []
+    def _header(self, prefix: str) -> list[str]:
+        """The values of the header lines (the comment lines after the first) that start with ``prefix``."""
+        values = []
         for line in self.patch.read_text(encoding="utf-8").splitlines()[1:]:
             if not line.startswith("#"):
                 break
-            if line.startswith(CAUGHT_BY_PREFIX):
-                tests.append(line.removeprefix(CAUGHT_BY_PREFIX).strip())
-        return tuple(tests)
+            if line.startswith(prefix):
+                values.append(line.removeprefix(prefix).strip())
+        return values
+
+    @property
+    def caught_by(self) -> tuple[str, ...]:
+        """The pytest node ids (or test files) that must fail on this variant."""
+        return tuple(self._header(CAUGHT_BY_PREFIX))
+
+    @property
+    def simulator_catches(self) -> str | None:
+        """The invariant the simulator must report broken on this variant; None when it cannot see the mistake."""
+        return next(iter(self._header(SIMULATOR_CATCHES_PREFIX)), None)
 
 
 @dataclass(frozen=True)
@@ -243,14 +256,17 @@ def main(argv: Sequence[str] | None = None, out: TextIO = sys.stdout) -> int:
     for variant in variants:
         check_applies_to_head(variant)
         with tempfile.TemporaryDirectory(prefix=f"teeth-{variant.name}-") as scratch:
-            if variant.caught_by:
+            expected = variant.simulator_catches
+            if expected is None:
                 by_tests = judge_by_tests(variant, Path(scratch), variant.caught_by)
                 caught, seconds = by_tests.caught, by_tests.seconds
                 found = f"failed {', '.join(by_tests.failed) or 'no test'}"
             else:
                 verdict = judge(variant, Path(scratch), seeds=args.seeds, transfers=args.transfers)
-                caught, seconds = verdict.caught, verdict.seconds
-                found = f"broke {', '.join(verdict.invariants_broken) or 'nothing'}"
+                broken = verdict.invariants_broken
+                caught = verdict.caught and any(invariant.startswith(expected) for invariant in broken)
+                seconds = verdict.seconds
+                found = f"broke {', '.join(broken) or 'nothing'} (expected: {expected})"
         status = "caught" if caught else "MISSED"
         missed += not caught
         print(f"{status:>6}  {variant.name} ({seconds:.1f}s): {found}", file=out)

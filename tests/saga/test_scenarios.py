@@ -5,11 +5,12 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
-from saga.scenario import ScenarioError, load
+from saga.scenario import FALSE_ALARM_BOUND, ScenarioError, chance_of_false_alarm, load
 from server.process import REPO_ROOT
 
 pytestmark = pytest.mark.integration
@@ -38,6 +39,21 @@ def test_every_scenario_loads(path: Path) -> None:
     scenario = load(path)
     assert scenario.workload.transfers > 0
     assert scenario.expect.invariants is True
+
+
+@pytest.mark.parametrize("path", SCENARIOS, ids=lambda path: path.stem)
+def test_no_scenario_fails_a_correct_saga_by_the_luck_of_its_fault_draws(path: Path) -> None:
+    assert chance_of_false_alarm(load(path)) < FALSE_ALARM_BOUND
+
+
+def test_a_completion_floor_close_to_the_mean_is_a_false_alarm_now_and_then() -> None:
+    # 200 transfers whose credits fail 30% of the time, 3 attempts each: 2.7%
+    # of them compensate, 5.4 on average; demanding 95% completed (at most 10
+    # compensated) fails a correct saga about once in 48 runs.
+    scenario = load(REPO_ROOT / "instances" / "scenarios" / "authenticated.json")
+    tight = replace(scenario, expect=replace(scenario.expect, min_completed_ratio=0.95))
+    assert chance_of_false_alarm(tight) == pytest.approx(0.0209, abs=5e-4)
+    assert chance_of_false_alarm(scenario) < FALSE_ALARM_BOUND
 
 
 def test_a_malformed_scenario_is_refused_clearly(tmp_path: Path) -> None:

@@ -12,6 +12,7 @@ import pytest
 from saga.run import StepResult
 from saga.simulation.cli import add_simulate_command, build_parser, run_simulate_command
 from saga.simulation.faults import FAULT_CLASSES
+from saga.simulation.report import COLUMNS
 
 
 def run(argv: list[str]) -> tuple[int, str, str]:
@@ -38,6 +39,36 @@ def test_a_clean_run_exits_0_with_a_row_per_seed_and_a_total() -> None:
     assert all(row.split()[-1] == "0" for row in rows)
 
 
+def test_the_tables_are_explained_column_by_column_and_a_clean_run_ends_passed() -> None:
+    code, out, err = run(["--seed", "3", "--seeds", "2", "--transfers", "30"])
+    assert code == 0, err
+    operators_header = next(line for line in err.splitlines() if line.split()[:2] == ["seed", "deadlines"])
+    explained = err[err.index("columns:") :].splitlines()[1:]
+    named = [line.split()[0] for line in explained if line.startswith("  ")]
+    assert named == [*out.splitlines()[0].split(), *operators_header.split()[1:]]
+    assert all(len(line.split()) > 2 for line in explained if line.startswith("  "))
+    assert err.splitlines()[-1] == "simulation PASSED: 2 seeds x 30 transfers, 0 violations"
+    assert [name for name, _ in COLUMNS] == named
+
+
+def test_a_violation_makes_the_verdict_failed_naming_the_seeds(monkeypatch: pytest.MonkeyPatch) -> None:
+    def refused_unless_applied(step: Any) -> bool:
+        return not step.applied
+
+    monkeypatch.setattr(StepResult, "refused", property(refused_unless_applied))
+    code, out, err = run(["--seed", "1", "--seeds", "2", "--transfers", "200"])
+    assert code == 1
+    violations = [int(row.split()[-1]) for row in out.splitlines()[1:3]]
+    broken = [seed for seed, count in zip((1, 2), violations, strict=True) if count]
+    assert broken, out
+    verdict = err.splitlines()[-1]
+    seeds = f"seed{'s' if len(broken) > 1 else ''} {', '.join(str(seed) for seed in broken)}"
+    assert verdict.startswith(
+        f"simulation FAILED: {len(broken)} of 2 seeds broke an invariant ({seeds}), {sum(violations)} violation"
+    ), verdict
+    assert verdict.endswith(", 200 transfers each")
+
+
 def test_json_reports_each_seed_with_its_faults_digest_and_reproduce_command() -> None:
     code, out, _ = run(["--seed", "8", "--transfers", "30", "--services", "3", "--concurrency", "4", "--json"])
     assert code == 0
@@ -62,6 +93,7 @@ def test_a_violation_exits_1_and_says_how_to_reproduce_it(monkeypatch: pytest.Mo
     assert "VIOLATED" in err
     assert "reproduce: .venv/bin/python -m saga.simulation --seed 1 --transfers 200" in err
     assert "1 of 1 seeds broke an invariant" in err
+    assert err.splitlines()[-1].endswith("; 2 of 3 seeds not run (--fail-fast stops at the first that breaks one)")
 
 
 def test_worker_processes_replay_each_seed_exactly_as_one_process_does() -> None:

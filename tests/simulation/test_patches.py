@@ -5,8 +5,9 @@ the simulator as it is in the working tree), and the copy's simulator runs
 in a child process: a few seeds of 200 transfers, stopping at the first
 violation. The same run on an unpatched copy must stay clean, so a catch is
 the patch's doing, not the copy's. A patch the simulator cannot see (one in
-the PostgreSQL store's SQL) names its ``# caught-by:`` tests instead: each
-must fail in the patched copy and pass in an unpatched one.
+the PostgreSQL store's SQL) has no ``# simulator-catches:`` line, and its
+``# caught-by:`` tests must each fail in the patched copy and pass in an
+unpatched one. Every patch names its ``# caught-by:`` tests.
 """
 
 from __future__ import annotations
@@ -28,8 +29,9 @@ from saga.simulation.teeth import (
 )
 from tests.support.postgres import require_server
 
-#: patch name -> the invariant the simulator must report as broken, or, for a
-#: patch with caught-by tests, the first test that must fail.
+#: patch name -> the invariant the simulator must report as broken (its
+#: ``# simulator-catches:`` line), or, for a patch the simulator cannot see,
+#: the first of its ``# caught-by:`` tests, which must all fail.
 EXPECTED_CATCHES = MappingProxyType(
     {
         "idempotency-check-removed": "no operation applied twice",
@@ -103,13 +105,20 @@ def test_the_patch_says_what_it_breaks_and_applies_to_head(name: str) -> None:
     check_applies_to_head(variant)
 
 
-CAUGHT_BY_TESTS = sorted(name for name in EXPECTED_CATCHES if variant_named(name).caught_by)
-CAUGHT_BY_SIMULATOR = sorted(name for name in EXPECTED_CATCHES if name not in CAUGHT_BY_TESTS)
+@pytest.mark.parametrize("name", sorted(EXPECTED_CATCHES))
+def test_the_patch_names_the_tests_that_catch_it(name: str) -> None:
+    assert variant_named(name).caught_by
+
+
+CAUGHT_BY_SIMULATOR = sorted(name for name in EXPECTED_CATCHES if variant_named(name).simulator_catches)
+CAUGHT_BY_TESTS = sorted(name for name in EXPECTED_CATCHES if name not in CAUGHT_BY_SIMULATOR)
 
 
 @pytest.mark.parametrize("name", CAUGHT_BY_SIMULATOR)
 def test_the_simulator_catches_the_patch(name: str, tmp_path: Path) -> None:
-    verdict = judge(variant_named(name), tmp_path)
+    variant = variant_named(name)
+    assert variant.simulator_catches == EXPECTED_CATCHES[name]
+    verdict = judge(variant, tmp_path)
     assert verdict.exit_code == 1, verdict.stderr[-3000:]
     broken = verdict.invariants_broken
     assert any(invariant.startswith(EXPECTED_CATCHES[name]) for invariant in broken), broken
