@@ -89,6 +89,11 @@ def test_replicas_started_together_on_an_empty_database_both_come_up(pg_dsn: str
         replicas = [start.result() for start in starts]
     for replica in replicas:
         listed = httpx.get(f"{replica.url}/accounts", headers={"transaction_id": "read"}, timeout=10)
-        assert listed.json() == {"accounts": [{"user_id": "alice", "balance": 500}, {"user_id": "bob", "balance": 7}]}
+        assert listed.json() == {
+            "accounts": [
+                {"user_id": "alice", "balance": 500, "opening_balance": 500},
+                {"user_id": "bob", "balance": 7, "opening_balance": 7},
+            ]
+        }
     versions = asyncio.run(fetch(pg_dsn, "SELECT version FROM schema_version"))
     assert sorted(row["version"] for row in versions) == [migration.version for migration in migrations("postgresql")]
