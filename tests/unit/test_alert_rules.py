@@ -1,5 +1,5 @@
-"""The alert rules: the README's block and the rules file Prometheus loads in docker-compose.yml are the same
-rules, they parse, and every metric they name is one that a process Prometheus scrapes exports."""
+"""The alert rules: the block of saga/README.md and the rules file Prometheus loads in docker-compose.yml are the
+same rules, they parse, and every metric they name is one that a process Prometheus scrapes exports."""
 
 from __future__ import annotations
 
@@ -22,6 +22,8 @@ from server.settings import Settings
 from tests.support.inprocess import asgi_client
 
 RULES_FILE = REPO_ROOT / "instances" / "compose" / "alert-rules.yml"
+#: Where the rules are shown, each threshold with why it is what it is.
+RULES_DOCUMENT = REPO_ROOT / "saga" / "README.md"
 METRIC_NAME = re.compile(r"\b((?:saga|transfers_api|accounts)_[a-z_]+)\b")
 #: The series a metric family of each type adds beside its own name.
 SERIES_SUFFIXES = {"histogram": ("_bucket", "_count", "_sum"), "summary": ("_count", "_sum")}
@@ -31,9 +33,9 @@ RULE_KEYS = {"alert", "expr", "for", "keep_firing_for", "labels", "annotations"}
 DURATION = re.compile(r"([0-9]+(ms|s|m|h|d|w|y))+")
 
 
-def readme_block() -> str:
-    readme = (REPO_ROOT / "README.md").read_text(encoding="utf-8")
-    section = readme.split("### Alerts", 1)[1]
+def documented_block() -> str:
+    document = RULES_DOCUMENT.read_text(encoding="utf-8")
+    section = document.split("\n### Alerts\n", 1)[1]
     return section.split("```yaml\n", 1)[1].split("```", 1)[0]
 
 
@@ -51,7 +53,7 @@ def rules_file() -> str:
     return RULES_FILE.read_text(encoding="utf-8")
 
 
-SOURCES: dict[str, Callable[[], str]] = {"README": readme_block, "rules file": rules_file}
+SOURCES: dict[str, Callable[[], str]] = {"saga/README.md": documented_block, "rules file": rules_file}
 
 
 def series_names(exposition: str) -> set[str]:
@@ -83,8 +85,8 @@ def exported_names() -> set[str]:
     return {name for text in texts for name in series_names(text)}
 
 
-def test_the_rules_file_holds_the_readmes_block_as_it_is_written() -> None:
-    block = readme_block()
+def test_the_rules_file_holds_the_documented_block_as_it_is_written() -> None:
+    block = documented_block()
     assert block.strip()
     assert block in RULES_FILE.read_text(encoding="utf-8")
     assert groups_of(RULES_FILE.read_text(encoding="utf-8")) == groups_of(block)

@@ -1,6 +1,6 @@
 """docker-compose.yml without a Docker engine: valid by the Compose Specification; every command an entry
 point of the image, read by its real argument parser; every Prometheus target a service of the file, on the
-port its command serves; and the rules Prometheus loads the mounted file that the README shows."""
+port its command serves; and the rules Prometheus loads the mounted file that saga/README.md shows."""
 
 from __future__ import annotations
 
@@ -443,7 +443,7 @@ def targets(prometheus_config: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return found
 
 
-def test_the_rules_prometheus_loads_are_the_mounted_file_that_the_readme_shows(
+def test_the_rules_prometheus_loads_are_the_mounted_file_that_the_documentation_shows(
     prometheus: dict[str, Any], prometheus_config: dict[str, Any]
 ) -> None:
     mounts = bind_mounts(prometheus)
