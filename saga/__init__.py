@@ -1,19 +1,19 @@
 """Transfer sagas: move money between accounts services, durably, through the generated client.
 
-    import asyncio
+import asyncio
 
-    async def main() -> None:
-        log = await SqliteSagaLog.open("saga.db")
-        try:
-            async with Orchestrator(log) as orchestrator:
-                result = await orchestrator.transfer(
-                    AccountRef("http://127.0.0.1:8000", "alice"), AccountRef("http://127.0.0.1:8001", "bob"), 2_500
-                )
-        finally:
-            await log.close()
-        print(result.state)
+async def main() -> None:
+    log = await SqliteSagaLog.open("saga.db")
+    try:
+        async with Orchestrator(log) as orchestrator:
+            result = await orchestrator.transfer(
+                AccountRef("http://127.0.0.1:8000", "alice"), AccountRef("http://127.0.0.1:8001", "bob"), 2_500
+            )
+    finally:
+        await log.close()
+    print(result.state)
 
-    asyncio.run(main())
+asyncio.run(main())
 """
 
 from saga.log import MemorySagaLog, SagaLog, SagaLogError, SqliteSagaLog
