@@ -306,12 +306,11 @@ class SagaRun:
                 return StepResult(None, sent_before=len(self.attempts) > attempts_before or self.resumed)
             # Only an attempt without an answer is retried, so every attempt
             # before this one ended without an answer.
-            if answer.verdict is not Verdict.UNKNOWN or not policy.allows(number + 1):
-                return StepResult(answer, sent_before=number > 1 or self.resumed)
-            if step not in (DEBIT, CREDIT) and self._deadline_passed():
-                # Past the deadline this run retries no compensation: it blocks, as when its
-                # attempts run out, and waits in the log for a recovery, a worker or an
-                # operator's retry. So no one waits on a saga beyond its deadline.
+            settled = answer.verdict is not Verdict.UNKNOWN or not policy.allows(number + 1)
+            # Past the deadline this run retries no compensation: it blocks, as when its
+            # attempts run out, and waits in the log for a recovery, a worker or an
+            # operator's retry. So no one waits on a saga beyond its deadline.
+            if settled or (step not in (DEBIT, CREDIT) and self._deadline_passed()):
                 return StepResult(answer, sent_before=number > 1 or self.resumed)
             logger.info(
                 "%s %s: %s on attempt %d, retrying",
