@@ -61,7 +61,8 @@ class RetryPolicy:
         """
         if self.maximum_attempts is None:
             return None
-        backoffs = sum(self.longest_delay_before(attempt) for attempt in range(2, self.maximum_attempts + 1))
+        # No backoff precedes the first attempt: longest_delay_before counts it as 0.
+        backoffs = sum(self.longest_delay_before(attempt) for attempt in range(self.maximum_attempts + 1))
         return self.maximum_attempts * urls * self.request_timeout + backoffs
 
     def _capped(self, attempt: int) -> float:

@@ -554,3 +554,22 @@ def test_before_the_deadline_a_compensation_without_an_answer_is_retried() -> No
     assert [path for path, _ in transport.sent].count("/compensate_debit") == 3
     assert result.state is SagaState.COMPENSATED
     assert balances(app) == (1_000, 1_000)
+
+
+def test_an_unreadable_trail_is_read_again_after_each_backoff_of_the_debit_policy() -> None:
+    app = bank()
+
+    class TrailLostTwice(Clocked):
+        async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+            reads = [path for path, _ in self.sent if path.startswith("/transactions/")]
+            if request.url.path.startswith("/transactions/") and len(reads) < 2:
+                self.sent.append((request.url.path, clock_ms()))
+                raise httpx.ConnectError("request lost", request=request)
+            return await super().handle_async_request(request)
+
+    transport = TrailLostTwice(app)
+    policies = RetryPolicies(debit=every(1.0), credit=FAST, compensation=POLICIES.compensation)
+    result, _ = on_the_clock(transport, deadline_ms=START_MS, policies=policies)
+    reads = [at_ms - START_MS for path, at_ms in transport.sent if path.startswith("/transactions/")]
+    assert reads == [0, 1_000, 2_000]
+    assert (result.state, result.error) == (SagaState.FAILED, "the deadline passed before the debit was sent")
