@@ -79,7 +79,10 @@ PROFILE_PARTS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("EndWatch (saga/service/waiting.py)", ("saga/service/waiting.py",)),
     ("the app's routes (saga/service/app.py)", ("saga/service/app.py",)),
     # The service's one thread pool is the SQLite log's: its wake-ups are the log's cost.
-    ("the saga log (saga/logs, its thread, ObservedSagaLog)", ("saga/logs/", "saga/metrics.py", "futures/thread.py")),
+    (
+        "the saga log (saga/logs, its thread, ObservedSagaLog)",
+        ("saga/logs/", "saga/telemetry/metrics.py", "futures/thread.py"),
+    ),
     (
         "the orchestrator and its client stack",
         (

@@ -42,8 +42,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
+from evaluation.teeth import KnownBadVariant, PatchError
 from evaluation.try_patch import PytestRun, copy_working_tree, judge_names, patched_tree, run_tests
-from saga.simulation.teeth import KnownBadVariant, PatchError
 
 ROOT = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
-from saga.simulation.teeth import KnownBadVariant, PatchError
+from evaluation.teeth import KnownBadVariant, PatchError
 
 ROOT = Path(__file__).resolve().parent.parent
 FAILING = ("failed", "error")

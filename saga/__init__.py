@@ -16,13 +16,19 @@ async def main() -> None:
 asyncio.run(main())
 """
 
-from saga.log import MemorySagaLog, SagaLog, SagaLogError, SqliteSagaLog
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from saga.logs import MemorySagaLog, SagaLog, SagaLogError, SqliteSagaLog
 from saga.orchestrator import InvalidTransfer, Orchestrator, fast_transport
 from saga.records import AccountRef, Attempt, SagaRecord
 from saga.retry import RetryPolicies, RetryPolicy
 from saga.run import TransferResult
 from saga.states import SagaState
-from saga.sync import transfer_sync
+
+if TYPE_CHECKING:
+    from saga.drive.sync import transfer_sync
 
 __all__ = [
     "AccountRef",
@@ -41,3 +47,13 @@ __all__ = [
     "fast_transport",
     "transfer_sync",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    # transfer_sync lives with the other ways of driving the core (saga.drive),
+    # which the core itself never imports; it is loaded on first use.
+    if name == "transfer_sync":
+        from saga.drive.sync import transfer_sync
+
+        return transfer_sync
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable
 
 from saga.ledgers import LedgerMark, LedgerWentBack, Quarantine, ServiceQuarantined, went_back
-from saga.log import SagaLog, SagaLogError
+from saga.logs import SagaLog, SagaLogError
 
 logger = logging.getLogger("saga")
 

@@ -31,26 +31,18 @@ in the log with its reason, and the service's next answer sets its mark anew.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
-import json
-import os
-import re
-import time
 import uuid
-from collections import Counter
 from dataclasses import asdict, dataclass, field
-from datetime import datetime
-from typing import Any, TextIO
+from typing import Any
 
 from generated_client.accounts.api.accounts import list_accounts
 from generated_client.accounts.models import AccountList
 from saga import verify
 from saga.deadlines import iso_time
-from saga.directory import ServiceDirectory, directory_from
+from saga.directory import ServiceDirectory
 from saga.ledgers import LedgerMark, went_back
-from saga.log import MemorySagaLog, SagaLog, SagaLogError
-from saga.options import add_db_option, add_directory_options, whole_number
+from saga.logs import MemorySagaLog, SagaLog
 from saga.orchestrator import Orchestrator
 from saga.records import AccountRef, ActionKind, SagaRecord
 from saga.replicas import describe, first_reachable
@@ -63,10 +55,6 @@ EXIT_OK = 0
 EXIT_INCOMPLETE = 1
 EXIT_BAD_INPUT = 2
 EXIT_FOUND = 3
-
-DEFAULT_WINDOW = "24h"
-_RELATIVE = re.compile(r"([0-9]{1,6})([smhd])")
-_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3_600, "d": 86_400}
 
 
 @dataclass(frozen=True, slots=True)
@@ -298,141 +286,3 @@ class _Reads:
     async def _first_reachable(self, account: AccountRef, call: Any) -> Any:
         async with self._slots, asyncio.timeout(self._timeout):
             return await first_reachable(account.urls, self._reader.replicas, call)
-
-
-# -- the command ------------------------------------------------------------------------
-
-
-def add_reconcile_command(commands: Any) -> None:
-    command = commands.add_parser(
-        "reconcile",
-        help="compare every saga that ended with the services' audit trails; or lift a quarantine (--accept)",
-    )
-    add_db_option(command)
-    command.add_argument(
-        "--since",
-        default=DEFAULT_WINDOW,
-        help="the sagas that ended since then: an ISO 8601 time (2026-12-01T00:00:00Z), or a span back from now "
-        f"such as 30m, 24h or 7d ({DEFAULT_WINDOW})",
-    )
-    command.add_argument("--token", default=os.environ.get("SAGA_TOKEN"), help="bearer token (SAGA_TOKEN)")
-    command.add_argument(
-        "--concurrency", type=whole_number(1, 256), default=16, help="reads of the services at once (16)"
-    )
-    command.add_argument(
-        "--request-timeout",
-        type=whole_number(1, 600),
-        default=5,
-        help="whole seconds each read of a service may take (5)",
-    )
-    command.add_argument("--accept", metavar="SERVICE", help="lift SERVICE's quarantine, as decided by an operator")
-    command.add_argument("--reason", help="why the quarantined ledger is accepted as it is now; recorded in the log")
-    command.add_argument("--json", action="store_true", help="print one JSON object as the last line")
-    add_directory_options(command, "read in place of the URLs logged for sagas that name it")
-
-
-class BadInput(ValueError):
-    pass
-
-
-def run_reconcile(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
-    try:
-        return asyncio.run(_run(args, out, err))
-    except BadInput as error:
-        print(f"error: {error}", file=err)
-        return EXIT_BAD_INPUT
-    except SagaLogError as error:
-        print(f"error: the saga log failed: {error}", file=err)
-        return EXIT_INCOMPLETE
-
-
-async def _run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
-    from saga.cli import default_db, open_log
-
-    if (args.accept is None) != (args.reason is None):
-        raise BadInput("--accept SERVICE and --reason TEXT go together")
-    if args.reason is not None and not args.reason.strip():
-        raise BadInput("--reason must say why the ledger is accepted")
-    since_ms = None if args.accept is not None else since(args.since, time.time_ns() // 1_000_000)
-    try:
-        directory = directory_from(args.service, args.services)
-    except ValueError as error:
-        raise BadInput(str(error)) from None
-    try:
-        log = await open_log(default_db(args), create=False, exclusive=False)
-    except Exception as error:
-        raise BadInput(str(error)) from None
-    try:
-        if args.accept is not None:
-            return await _accept(log, args.accept, args.reason, out, err, as_json=args.json)
-        assert since_ms is not None
-        outcome = await reconcile(
-            log,
-            directory,
-            token=args.token,
-            since_ms=since_ms,
-            concurrency=args.concurrency,
-            request_timeout=float(args.request_timeout),
-        )
-    finally:
-        await log.close()
-    _report(outcome, out, err, as_json=args.json)
-    return outcome.exit_code
-
-
-async def _accept(log: SagaLog, service: str, reason: str, out: TextIO, err: TextIO, *, as_json: bool) -> int:
-    accepted = await log.accept(service, reason.strip(), time.time_ns() // 1_000_000)
-    if accepted is None:
-        quarantined = [quarantine.service for quarantine in await log.quarantines()]
-        now = ", ".join(quarantined) if quarantined else "none"
-        print(f"error: {service} is not quarantined (quarantined now: {now}); nothing recorded", file=err)
-        return EXIT_BAD_INPUT
-    if as_json:
-        print(json.dumps({"accepted": asdict(accepted)}), file=out)
-    else:
-        print(
-            f"accepted {service}: {accepted.reason} (it was quarantined because {accepted.quarantined_because}); "
-            "its next answer sets its ledger mark anew",
-            file=out,
-        )
-    return EXIT_OK
-
-
-def _report(outcome: Reconciliation, out: TextIO, err: TextIO, *, as_json: bool) -> None:
-    if as_json:
-        print(json.dumps(outcome.to_json()), file=out)
-        return
-    for reading in outcome.ledgers:
-        marked = "none" if reading.marked is None else f"{reading.marked[1]} on {reading.marked[0]}"
-        now = reading.error or f"{reading.position} on {reading.ledger_id}"
-        print(f"ledger {reading.service}: position {now}; highest the log saw {marked}", file=out)
-    for finding in outcome.findings:
-        print(finding.line(), file=out)
-    for settled in outcome.settled_by_hand:
-        print(settled.line(), file=out)
-    for unread in outcome.unread[:10]:
-        print(f"unread: {unread}", file=err)
-    if len(outcome.unread) > 10:
-        print(f"unread: {len(outcome.unread) - 10} more", file=err)
-    kinds = Counter(finding.kind.replace("_", " ") for finding in outcome.findings)
-    verdict = "agree" if not outcome.findings else ", ".join(f"{count} {kind}" for kind, count in kinds.items())
-    complete = "" if not outcome.unread else f"; incomplete: {len(outcome.unread)} reads failed"
-    by_hand = f"; {len(outcome.settled_by_hand)} settled by hand" if outcome.settled_by_hand else ""
-    print(
-        f"reconcile: {outcome.sagas} sagas ended since {iso_time(outcome.since_ms)}: {verdict}{by_hand}{complete}",
-        file=out,
-    )
-
-
-def since(text: str, now_ms: int) -> int:
-    """The start of the window in ms since the epoch: an ISO 8601 time, or a span back from ``now_ms``."""
-    relative = _RELATIVE.fullmatch(text.strip())
-    if relative is not None:
-        return now_ms - int(relative.group(1)) * _UNIT_SECONDS[relative.group(2)] * 1_000
-    try:
-        moment = datetime.fromisoformat(text.strip())
-    except ValueError:
-        raise BadInput(f"--since takes an ISO 8601 time or a span such as 30m, 24h or 7d, got {text!r}") from None
-    if moment.tzinfo is None:
-        raise BadInput(f"--since {text!r} names no time zone: add Z or an offset such as +01:00")
-    return int(moment.timestamp() * 1000)

@@ -13,7 +13,7 @@ from generated_client.accounts.api.accounts import get_transaction
 from generated_client.accounts.models import TransactionTrail
 from saga.ledger_watch import LedgerWatch
 from saga.ledgers import LedgerMark, LedgerUntrusted
-from saga.log import SagaLog
+from saga.logs import SagaLog
 from saga.records import AccountRef, Attempt, Change, SagaRecord
 from saga.replicas import Replicas, first_reachable
 from saga.retry import RetryPolicies, RetryPolicy

@@ -2,7 +2,7 @@
 
 The run tells a :class:`WaitObserver`; it never prints. A command that drives
 sagas in front of a person (``transfer``, ``recover``) shows these on stderr
-(saga/console.py), so that a service that stops answering is never silence.
+(saga/cli/terminal.py), so that a service that stops answering is never silence.
 """
 
 from __future__ import annotations

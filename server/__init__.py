@@ -16,7 +16,7 @@ _HOMES = {"create_app": "server.app", "Ledger": "server.ledger", "Settings": "se
 
 
 def __getattr__(name: str) -> Any:
-    # Imported on first use: the saga imports server.logformat and server.database_url,
+    # Imported on first use: the saga imports server.shared.logformat and server.shared.database_url,
     # and must not pay for the web framework (about 0.4 s at every start) to do so.
     if name in _HOMES:
         return getattr(importlib.import_module(_HOMES[name]), name)

@@ -15,9 +15,7 @@ import uvicorn
 import uvloop
 
 from server.app import create_app
-from server.database_url import DatabaseUrlError, parse_database_url
 from server.edge import EdgeLimits, guarded_protocol, is_loopback
-from server.logformat import LOG_FORMATS, configure_logging
 from server.settings import (
     DEMO_ACCOUNTS,
     DEMO_CREDIT_FAULT_RATE,
@@ -26,6 +24,8 @@ from server.settings import (
     load_accounts,
     parse_named_tokens,
 )
+from server.shared.database_url import DatabaseUrlError, parse_database_url
+from server.shared.logformat import LOG_FORMATS, configure_logging
 from server.stores import StoreError, open_store
 
 

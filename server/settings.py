@@ -9,8 +9,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
 
-from server.database_url import DatabaseUrl
 from server.ledger import MAX_BALANCE
+from server.shared.database_url import DatabaseUrl
 
 USER_ID_PATTERN = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 DEMO_ACCOUNTS: Mapping[str, int] = MappingProxyType({"alice": 100_000, "bob": 100_000, "charlie": 100_000})

@@ -14,7 +14,7 @@ from pathlib import Path
 from saga.logs.base import IdempotencyKeyConflict, LeaseLost, SagaLog, SagaLogError
 from saga.logs.memory import MemorySagaLog
 from saga.logs.sqlite import SqliteSagaLog, count_sagas
-from server.database_url import DatabaseUrlError, parse_database_url
+from server.shared.database_url import DatabaseUrlError, parse_database_url
 
 
 async def open_log(url: str | Path, *, create: bool = True, exclusive: bool = True) -> SagaLog:

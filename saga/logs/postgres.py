@@ -46,7 +46,7 @@ from saga.logs.base import (
 from saga.operator import Effect
 from saga.records import AccountRef, Change, Event, OperatorAction, SagaRecord
 from saga.states import SagaState
-from server.database_url import DatabaseUrl
+from server.shared.database_url import DatabaseUrl
 
 NOTIFY_CHANNEL: Final = "saga_work"
 #: An operator asked for a saga (the payload) to be tried again at once.

@@ -36,16 +36,16 @@ from saga.ledger_watch import LedgerWatch
 from saga.ledgers import ServiceQuarantined
 from saga.logs import IdempotencyKeyConflict, SagaLog
 from saga.logs.base import UnknownSaga, act_once
-from saga.metrics import AlertMetrics
 from saga.operator import MAX_REASON_LENGTH, ActionRefused, check_action
 from saga.orchestrator import MAX_AMOUNT, InvalidTransfer, validate, wall_clock_ms
 from saga.records import ActionKind, OperatorAction, Resolution, SagaRecord
-from saga.redact import redact
 from saga.service.console import ConsoleHeaders, add_console
 from saga.service.presenting import Presenter
 from saga.service.settings import CONSOLE_PREFIX, TokenBook, TransfersSettings
 from saga.service.waiting import EndWatch
 from saga.states import SagaState
+from saga.telemetry.metrics import AlertMetrics
+from saga.telemetry.redact import redact
 from server.app import describe_validation_errors, integral_number
 from server.contract import TRANSACTION_ID_PATTERN, USER_ID_PATTERN, load_contract
 from server.edge import RETRY_AFTER_SECONDS, RequestGuardMiddleware, parse_json_exactly

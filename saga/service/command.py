@@ -20,15 +20,15 @@ from typing import Any, TextIO
 import uvicorn
 import uvloop
 
+from saga.cli.options import MAX_CONCURRENCY, add_db_option, add_directory_options, add_output_options, whole_number
 from saga.directory import directory_from
 from saga.logs import SagaLogError, is_shared
-from saga.metrics import ObservedSagaLog, SagaMetrics
-from saga.options import MAX_CONCURRENCY, add_db_option, add_directory_options, add_output_options, whole_number
 from saga.orchestrator import DEFAULT_LEASE_SECONDS, Orchestrator
 from saga.run import TransferResult
 from saga.service.app import create_transfers_app
 from saga.service.settings import DEFAULT_STUCK_AFTER_SECONDS, TransfersSettings
 from saga.service.waiting import EndWatch
+from saga.telemetry.metrics import ObservedSagaLog, SagaMetrics
 from saga.worker import Worker
 from server.edge import EdgeLimits, guarded_protocol, is_loopback
 from server.settings import ConfigurationError, parse_named_tokens

@@ -72,11 +72,11 @@ from saga.logs.base import RECENT_MS, UnknownSaga, past_deadline
 from saga.operator import MAX_REASON_LENGTH, ActionRefused, check_action, decide
 from saga.reconcile import judge_saga as judge_against_trails
 from saga.records import AccountRef, ActionKind, OperatorAction, Resolution, SagaRecord
-from saga.redact import redact
 from saga.replicas import Replicas, describe, first_reachable
 from saga.service.presenting import Presenter
 from saga.service.settings import CONSOLE_PREFIX, Role, TokenBook, TransfersSettings
 from saga.states import SagaState
+from saga.telemetry.redact import redact
 from saga.verify import TrailItem
 from server.contract import TRANSACTION_ID_PATTERN
 

@@ -43,7 +43,7 @@ from generated_client.transfers.models import (
 )
 from generated_client.transfers.types import UNSET, Response, Unset
 from saga import verify
-from saga.batch import PlannedTransfer
+from saga.drive.batch import PlannedTransfer
 from saga.orchestrator import fast_transport
 from saga.records import AccountRef
 from saga.replicas import describe

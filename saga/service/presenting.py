@@ -7,7 +7,7 @@ from typing import Any
 from saga.deadlines import iso_time
 from saga.directory import ServiceDirectory
 from saga.records import AccountRef, Event, SagaRecord
-from saga.redact import redact
+from saga.telemetry.redact import redact
 
 
 class Presenter:

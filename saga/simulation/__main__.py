@@ -1,3 +1,3 @@
-from saga.simulation.cli import main
+from saga.cli.simulate import main
 
 raise SystemExit(main())

@@ -13,9 +13,9 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Protocol
 
-from server.database_url import DatabaseUrl
 from server.ledger import MAX_BALANCE, Account, Entry, Operation
 from server.openings import Opening, OpeningRequest
+from server.shared.database_url import DatabaseUrl
 
 
 class StoreError(Exception):

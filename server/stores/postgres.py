@@ -51,7 +51,6 @@ from typing import Any, Final, TypeVar
 
 import asyncpg
 
-from server.database_url import DatabaseUrl
 from server.ledger import (
     COMPENSATE_CREDIT,
     COMPENSATE_DEBIT,
@@ -65,6 +64,7 @@ from server.ledger import (
     RejectionCode,
 )
 from server.openings import Opening, OpeningRequest, decide_opening
+from server.shared.database_url import DatabaseUrl
 from server.stores import (
     Execution,
     PositionedExecution,

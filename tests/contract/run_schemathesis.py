@@ -56,9 +56,9 @@ if str(ROOT) not in sys.path:
     # Run as a script, Python puts tests/contract on the path, not the repo root.
     sys.path.insert(0, str(ROOT))
 
-from server.database_url import parse_database_url  # noqa: E402
 from server.ledger import MAX_BALANCE  # noqa: E402
 from server.process import ServerProcess  # noqa: E402
+from server.shared.database_url import parse_database_url  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 CONTRACT = ROOT / "openapi" / "openapi.yaml"

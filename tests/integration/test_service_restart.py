@@ -21,9 +21,9 @@ from pathlib import Path
 import pytest
 
 from saga import MemorySagaLog, Orchestrator, services
-from saga.log import SagaLogError, count_sagas
-from server.database_url import parse_database_url
+from saga.logs import SagaLogError, count_sagas
 from server.process import REPO_ROOT
+from server.shared.database_url import parse_database_url
 from server.stores import open_store
 from tests.conftest import StartServer
 from tests.support.cli import saga_cli

@@ -21,7 +21,8 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from saga import AccountRef, MemorySagaLog, Orchestrator, SagaState, batch, services, verify
+from saga import AccountRef, MemorySagaLog, Orchestrator, SagaState, services, verify
+from saga.drive import batch
 from saga.logs.postgres import PostgresSagaLog
 from saga.records import Event, SagaRecord
 from saga.simulation.invariants import check_epochs

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from saga.log import count_sagas
+from saga.logs import count_sagas
 from tests.conftest import StartServer
 from tests.support.cli import saga_cli, unprivileged
 from tests.support.ports import dead_url

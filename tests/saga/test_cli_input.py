@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from saga.logging_setup import configure_saga_logging
 from saga.logs import SqliteSagaLog
-from saga.redact import redact, redacting
+from saga.telemetry.logging_setup import configure_saga_logging
+from saga.telemetry.redact import redact, redacting
 from tests.support.cli import saga_cli
 from tests.support.ports import dead_url
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from saga.log import SagaLogError, count_sagas
+from saga.logs import SagaLogError, count_sagas
 from tests.conftest import StartServer
 from tests.support.cli import finish, saga_cli, start_saga
 from tests.support.proxy import DelayingProxy

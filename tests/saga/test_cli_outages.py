@@ -24,8 +24,7 @@ import asyncpg
 import pytest
 
 from evaluation.scratch_database import server_dsn
-from saga.log import SagaLogError, count_sagas
-from saga.logs import SqliteSagaLog
+from saga.logs import SagaLogError, SqliteSagaLog, count_sagas
 from saga.logs.postgres import PostgresSagaLog
 from saga.records import AccountRef, Change, SagaRecord
 from saga.states import SagaState

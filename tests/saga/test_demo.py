@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from saga.log import SqliteSagaLog
+from saga.logs import SqliteSagaLog
 from saga.records import Event, SagaRecord
 from saga.states import SagaState
 from tests.support.cli import saga_cli

@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from saga import AccountRef, MemorySagaLog, Orchestrator, SagaRecord, SagaState, SqliteSagaLog, batch, services
-from saga.log import count_sagas
+from saga import AccountRef, MemorySagaLog, Orchestrator, SagaRecord, SagaState, SqliteSagaLog, services
+from saga.drive import batch
+from saga.logs import count_sagas
 from tests.conftest import StartServer
 from tests.support.cli import saga_cli
 from tests.support.money import violations_after

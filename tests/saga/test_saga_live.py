@@ -14,8 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from saga import AccountRef, Orchestrator, RetryPolicies, RetryPolicy, SagaState, SqliteSagaLog, batch, services
-from saga.log import SagaLogError, count_sagas
+from saga import AccountRef, Orchestrator, RetryPolicies, RetryPolicy, SagaState, SqliteSagaLog, services
+from saga.drive import batch
+from saga.logs import SagaLogError, count_sagas
 from server.process import REPO_ROOT, ServerProcess
 from tests.conftest import StartServer
 from tests.support.cli import saga_cli

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from saga.scenario import FALSE_ALARM_BOUND, ScenarioError, chance_of_false_alarm, load
+from saga.drive.scenario import FALSE_ALARM_BOUND, ScenarioError, chance_of_false_alarm, load
 from server.process import REPO_ROOT
 
 pytestmark = pytest.mark.integration

@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
+from saga.cli.simulate import add_simulate_command, build_parser, run_simulate_command
 from saga.run import StepResult
-from saga.simulation.cli import add_simulate_command, build_parser, run_simulate_command
 from saga.simulation.faults import FAULT_CLASSES
 from saga.simulation.report import COLUMNS
 

@@ -18,7 +18,7 @@ from types import MappingProxyType
 
 import pytest
 
-from saga.simulation.teeth import (
+from evaluation.teeth import (
     REPOSITORY,
     KnownBadVariant,
     check_applies_to_head,

@@ -12,9 +12,9 @@ from prometheus_client import CollectorRegistry, generate_latest
 
 from saga.logs import MemorySagaLog, SagaLogError
 from saga.logs.base import Overview
-from saga.metrics import AlertMetrics, AlertSource, ObservedSagaLog, SagaMetrics
 from saga.records import AccountRef, ActionKind, Change, OperatorAction, Resolution, SagaRecord
 from saga.states import SagaState
+from saga.telemetry.metrics import AlertMetrics, AlertSource, ObservedSagaLog, SagaMetrics
 from tests.support.inprocess import asgi_client
 from tests.support.metrics import Samples, parse, value
 

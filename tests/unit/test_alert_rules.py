@@ -14,8 +14,8 @@ from prometheus_client import CollectorRegistry, generate_latest
 
 from saga.directory import ServiceDirectory
 from saga.logs import MemorySagaLog
-from saga.metrics import SagaMetrics
 from saga.service import TransfersSettings, create_transfers_app
+from saga.telemetry.metrics import SagaMetrics
 from server.app import create_app
 from server.process import REPO_ROOT
 from server.settings import Settings

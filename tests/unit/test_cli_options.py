@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 
 from saga.cli import UsageError, build_parser, listed, main, policies_from, settle_api_or_log
+from saga.cli.options import DB_HELP
 from saga.logs import MemorySagaLog, SqliteSagaLog
-from saga.options import DB_HELP
 from saga.records import AccountRef, SagaRecord
 from saga.states import SagaState
 from saga.submission import submit

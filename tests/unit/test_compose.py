@@ -16,8 +16,8 @@ import pytest
 import yaml
 
 from saga.directory import directory_from
-from server.database_url import parse_database_url
 from server.settings import load_accounts
+from server.shared.database_url import parse_database_url
 from tests.conftest import StartServer
 from tests.support.compose import (
     COMPOSE_FILE,

@@ -12,7 +12,7 @@ import httpx
 import pytest
 
 from generated_client.transfers.models import Transfer
-from saga.batch import PlannedTransfer
+from saga.drive.batch import PlannedTransfer
 from saga.records import AccountRef
 from saga.service.demo_client import ApiFailure, Submission, TransfersApi, answer_violations, submissions
 

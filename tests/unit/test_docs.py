@@ -154,15 +154,23 @@ def test_every_block_of_the_quick_tour_is_marked_runnable() -> None:
     assert unmarked == []
 
 
-def layered_modules() -> set[str]:
-    """The modules and packages of saga/ that saga/README.md's "Layers" section places in a layer."""
+def layers() -> tuple[set[str], set[str]]:
+    """What saga/README.md's "Layers" section places in the core, and in the operating layer."""
     section = (REPO_ROOT / "saga" / "README.md").read_text(encoding="utf-8").split("\n## Layers\n", 1)[1]
-    listing = section.split("\n**The core**", 1)[1].split("\nWhat each may import:\n", 1)[0]
-    return set(re.findall(r"`([a-z_]+\.py|[a-z_]+/)`", listing))
+    core, operating = section.split("\n**The core**", 1)[1].split("\n**The operating layer**", 1)
+    operating = operating.split("\nWhat each may import:\n", 1)[0]
+    named = re.compile(r"`([a-z_]+\.py|[a-z_]+/)`")
+    return set(named.findall(core)), set(named.findall(operating))
 
 
 def test_the_layers_place_every_module_of_the_saga_and_only_modules_that_exist() -> None:
     saga = REPO_ROOT / "saga"
     modules = {path.name for path in saga.glob("*.py") if path.name not in {"__init__.py", "__main__.py"}}
-    packages = {f"{path.parent.name}/" for path in saga.glob("*/__init__.py")}
-    assert layered_modules() == modules | packages
+    core, operating = layers()
+    assert core == modules | {"logs/", "simulation/"}
+    subpackages = {f"{path.parent.name}/" for path in saga.glob("*/__init__.py")} - {"logs/", "simulation/"}
+    assert subpackages == {"cli/", "service/", "drive/", "telemetry/"}
+    operating_modules = {
+        path.name for package in ("cli", "drive", "telemetry") for path in (saga / package).glob("*.py")
+    } - {"__init__.py"}
+    assert operating == subpackages | operating_modules

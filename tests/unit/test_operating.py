@@ -7,11 +7,11 @@ import io
 
 from prometheus_client import generate_latest
 
-from saga.console import PlainProgress
-from saga.log import MemorySagaLog, SagaLog
-from saga.metrics import ObservedSagaLog, SagaMetrics
+from saga.cli.terminal import PlainProgress
+from saga.logs import MemorySagaLog, SagaLog
 from saga.records import AccountRef, ActionKind, Attempt, Change, OperatorAction, Resolution, SagaRecord
 from saga.states import SagaState
+from saga.telemetry.metrics import ObservedSagaLog, SagaMetrics
 from tests.support.metrics import label_values, parse, value
 
 

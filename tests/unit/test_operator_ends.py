@@ -17,11 +17,14 @@ from typing import Any
 import pytest
 
 from generated_client.transfers.models import TransferState
-from saga import batch, remote, verify
+from saga import verify
+from saga.cli import remote
+from saga.cli.reconcile_command import _report
 from saga.directory import ServiceDirectory
+from saga.drive import batch
 from saga.ledgers import LedgerMark
 from saga.logs import MemorySagaLog
-from saga.reconcile import EXIT_FOUND, EXIT_OK, LedgerReading, Reconciliation, _Reads, _report, reconcile
+from saga.reconcile import EXIT_FOUND, EXIT_OK, LedgerReading, Reconciliation, _Reads, reconcile
 from saga.records import AccountRef, ActionKind, Change, OperatorAction, Resolution, SagaRecord
 from saga.run import TransferResult
 from saga.states import TERMINAL_STATES, SagaState

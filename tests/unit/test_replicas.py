@@ -10,15 +10,7 @@ import aiohttp
 import httpx
 import pytest
 
-from saga import (
-    AccountRef,
-    InvalidTransfer,
-    MemorySagaLog,
-    Orchestrator,
-    RetryPolicies,
-    SagaState,
-    services,
-)
+from saga import AccountRef, InvalidTransfer, MemorySagaLog, Orchestrator, RetryPolicies, SagaState, services
 from saga.orchestrator import fast_transport, same_account_problem
 from saga.records import service_id
 from saga.replicas import Replicas, describe, parse_urls, unreachable

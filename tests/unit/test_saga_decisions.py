@@ -19,7 +19,7 @@ import httpx
 import pytest
 
 from saga import AccountRef, MemorySagaLog, Orchestrator, RetryPolicies, RetryPolicy, SagaRecord, SagaState
-from saga.log import SagaLogError
+from saga.logs import SagaLogError
 from saga.records import Change
 from saga.run import SagaRun, TransferResult
 from saga.simulation.clock import run_in_virtual_time

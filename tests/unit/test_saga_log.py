@@ -18,7 +18,7 @@ from saga import (
     SagaState,
     SqliteSagaLog,
 )
-from saga.log import SagaLog
+from saga.logs import SagaLog
 from saga.records import Attempt, Change
 from saga.run import TransferResult
 from tests.unit.test_saga_workflow import ScriptedTransport, bank, ledger, steps

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from saga import AccountRef, MemorySagaLog, SagaLogError, SagaRecord, SagaState, SqliteSagaLog
-from saga.log import SagaLog
+from saga.logs import SagaLog
 from saga.logs import sqlite as sqlite_log
 from saga.records import Attempt, Change, Event
 

@@ -19,7 +19,7 @@ import pytest
 
 from saga import AccountRef, MemorySagaLog, Orchestrator, SagaRecord, SagaState
 from saga.ledgers import Quarantine
-from saga.log import SagaLogError
+from saga.logs import SagaLogError
 from saga.records import Event
 from saga.retry import RetryPolicies, RetryPolicy
 from saga.run import LedgerChanged, SagaRun, TransferResult

@@ -13,9 +13,9 @@ from typing import Any
 import pytest
 
 from server import Settings, create_app
-from server.database_url import parse_database_url
 from server.ledger import MAX_BALANCE, Entry, IdempotencyKeyReused, InvariantViolation, Operation
 from server.problems import PROBLEM_CONTENT_TYPE
+from server.shared.database_url import parse_database_url
 from server.stores import StorageUnavailable, StoreError, open_store
 from server.stores.migrations import migrations
 from server.stores.sqlite import SqliteStore

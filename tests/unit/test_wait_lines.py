@@ -1,4 +1,4 @@
-"""The lines on stderr that say what a saga waits on (saga/console.py's WaitLines)."""
+"""The lines on stderr that say what a saga waits on (saga/cli/terminal.py's WaitLines)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import io
 
 import pytest
 
-from saga.console import WaitLines, duration
+from saga.cli.terminal import WaitLines, duration
 from saga.records import Attempt
 from saga.waits import Backoff, RequestOut
 

@@ -24,14 +24,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
-from saga import batch, console, services, verify
-from saga.log import MemorySagaLog, SagaLogError, SqliteSagaLog, count_sagas
-from saga.options import given_db
+from saga import services, verify
+from saga.cli import terminal
+from saga.cli.options import given_db
+from saga.drive import batch
+from saga.logs import MemorySagaLog, SagaLogError, SqliteSagaLog, count_sagas
 from saga.orchestrator import Orchestrator
 from saga.retry import RetryPolicies, RetryPolicy
 from saga.run import TransferResult
 from saga.states import SagaState
-from server.database_url import DatabaseUrlError, parse_database_url
+from server.shared.database_url import DatabaseUrlError, parse_database_url
 
 
 class ScenarioError(ValueError):
@@ -412,7 +414,7 @@ def run_scenario_command(args: argparse.Namespace, out: TextIO, err: TextIO) -> 
     with tempfile.TemporaryDirectory(prefix="saga-scenario-") as scratch:
         db = scenario_log(args) or Path(scratch) / "saga.db"
         show_progress = not args.quiet and (args.progress or (err.isatty() and not args.json))
-        with console.progress(err, show=show_progress) as progress:
+        with terminal.progress(err, show=show_progress) as progress:
             outcome = run(scenario, db, progress)
     if not args.quiet:
         print(outcome.report.render(), file=err if args.json else out)

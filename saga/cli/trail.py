@@ -12,7 +12,7 @@ from typing import Any
 
 from generated_client.accounts.api.accounts import get_transaction
 from generated_client.accounts.models import TransactionTrail
-from saga.log import MemorySagaLog
+from saga.logs import MemorySagaLog
 from saga.orchestrator import Orchestrator
 from saga.records import SagaRecord
 from saga.replicas import describe, first_reachable

@@ -33,13 +33,13 @@ from generated_client.transfers.api.operators import cancel_transfer, resolve_tr
 from generated_client.transfers.models import OperatorActionRequest, Problem, ResolveRequest, Transfer
 from generated_client.transfers.models import Resolution as ApiResolution
 from generated_client.transfers.types import Response
+from saga.cli.options import add_db_option, add_directory_options, whole_number
+from saga.cli.remote import transfer_line
 from saga.logs import SagaLog, is_shared
 from saga.logs.base import UnknownSaga, act_once
 from saga.operator import MAX_REASON_LENGTH, ActionRefused, check_action
-from saga.options import add_db_option, add_directory_options, whole_number
 from saga.orchestrator import wall_clock_ms
 from saga.records import ActionKind, OperatorAction, Resolution, SagaRecord
-from saga.remote import transfer_line
 
 EXIT_RECORDED = 0
 EXIT_NOT_APPLICABLE = 1
@@ -188,7 +188,7 @@ async def _on_log(
 
 async def _drive_now(args: argparse.Namespace, log: SagaLog, record: SagaRecord, err: TextIO) -> SagaRecord:
     from saga.cli import policies_from
-    from saga.console import WaitLines
+    from saga.cli.terminal import WaitLines
     from saga.directory import directory_from
     from saga.orchestrator import Orchestrator
 

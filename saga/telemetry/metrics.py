@@ -4,7 +4,7 @@ Everything is read off the saga log's traffic: :class:`ObservedSagaLog` wraps
 the log the orchestrator writes to, and every committed change (a new state,
 the attempts since the last commit) is counted as it becomes durable. So the
 numbers are those of what the log holds, and the orchestrator needs no hooks.
-It also writes the one log line per state change (see saga/logging_setup.py).
+It also writes the one log line per state change (see saga/telemetry/logging_setup.py).
 
 :class:`AlertMetrics` is the other kind: numbers read from the log itself at
 scrape time (stuck compensations, sagas waiting for an operator, expired
@@ -31,13 +31,13 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from saga.ledgers import Acceptance, LedgerMark, Quarantine
-from saga.log import SagaLog
+from saga.logs import SagaLog
 from saga.logs.base import Overview
 from saga.records import ActionKind, Attempt, Change, Event, OperatorAction, SagaRecord
 from saga.states import OPERATOR_STATES, SagaState
 
 transitions_log = logging.getLogger("saga.transitions")
-alerts_log = logging.getLogger("saga.metrics")
+alerts_log = logging.getLogger("saga.telemetry.metrics")
 
 _STEP_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 _COMMIT_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
@@ -550,7 +550,7 @@ def serving_metrics(args: argparse.Namespace, out: TextIO, err: TextIO) -> Itera
 
     After the work ends normally the endpoint lingers ``--metrics-linger``
     seconds; after an error it stops at once. For any command with
-    :func:`saga.options.add_metrics_options`, the ``worker`` included.
+    :func:`saga.cli.options.add_metrics_options`, the ``worker`` included.
     """
     metrics = SagaMetrics()
     args.saga_metrics = metrics

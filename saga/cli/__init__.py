@@ -20,16 +20,9 @@ from typing import Any, NoReturn, TextIO, TypeVar, cast
 from generated_client.accounts.api.accounts import get_account
 from generated_client.accounts.models import Account
 from generated_client.transfers.models import AccountAt
-from saga import batch, console, recovery, remote, services
-from saga.deadlines import MAX_AHEAD, deadline_problem, epoch_ms, iso_time
-from saga.directory import SERVICE_NAME, ServiceDirectory, directory_from
-from saga.failures import LOG_FAILURES, what_failed
-from saga.ledgers import LedgerUntrusted, Quarantine, ServiceQuarantined
-from saga.logging_setup import configure_saga_logging
-from saga.logs import IdempotencyKeyConflict, SagaLog, SagaLogError, is_shared
-from saga.logs import open_log as open_any_log
-from saga.metrics import MetricsEndpointError, observed, serving_metrics
-from saga.options import (
+from saga import recovery, services
+from saga.cli import remote, terminal
+from saga.cli.options import (
     DEFAULT_DB,
     MAX_ATTEMPTS,
     MAX_CONCURRENCY,
@@ -41,15 +34,24 @@ from saga.options import (
     given_db,
     whole_number,
 )
+from saga.cli.trail import service_trails
+from saga.deadlines import MAX_AHEAD, deadline_problem, epoch_ms, iso_time
+from saga.directory import SERVICE_NAME, ServiceDirectory, directory_from
+from saga.drive import batch
+from saga.failures import LOG_FAILURES, what_failed
+from saga.ledgers import LedgerUntrusted, Quarantine, ServiceQuarantined
+from saga.logs import IdempotencyKeyConflict, SagaLog, SagaLogError, is_shared
+from saga.logs import open_log as open_any_log
 from saga.orchestrator import MAX_AMOUNT, InvalidTransfer, Orchestrator, default_owner, validate, wall_clock_ms
 from saga.records import AccountRef, Event, SagaRecord
-from saga.redact import redacting
 from saga.replicas import describe, first_reachable, parse_urls
 from saga.retry import RetryPolicies, RetryPolicy
 from saga.run import TransferResult
 from saga.states import SagaState
 from saga.submission import submit, wait
-from saga.trail import service_trails
+from saga.telemetry.logging_setup import configure_saga_logging
+from saga.telemetry.metrics import MetricsEndpointError, observed, serving_metrics
+from saga.telemetry.redact import redacting
 from saga.worker import Worker, WorkerStats
 
 EXIT_OK = 0
@@ -389,11 +391,11 @@ def build_parser() -> argparse.ArgumentParser:
     add_db_option(timeline)
     api_options(timeline)
     timeline.add_argument("--json", action="store_true")
-    from saga.demo import add_demo_command
-    from saga.operator_commands import add_operator_commands
-    from saga.reconcile import add_reconcile_command
+    from saga.cli.operator_commands import add_operator_commands
+    from saga.cli.reconcile_command import add_reconcile_command
+    from saga.cli.simulate import add_simulate_command
+    from saga.drive.demo import add_demo_command
     from saga.service.command import add_serve_command
-    from saga.simulation.cli import add_simulate_command
 
     add_demo_command(commands)
     add_simulate_command(commands)
@@ -516,7 +518,7 @@ async def cmd_transfer(args: argparse.Namespace, out: TextIO, err: TextIO) -> in
     transaction_id = str(uuid.uuid4())
     failure = None
     log = await open_log(default_db(args))
-    waits = console.WaitLines(err, own=transaction_id)
+    waits = terminal.WaitLines(err, own=transaction_id)
     try:
         async with Orchestrator(
             observed(log, args),
@@ -617,7 +619,7 @@ def default_db(args: argparse.Namespace) -> str:
 
 
 def run_scenario(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
-    from saga.scenario import ScenarioError, run_scenario_command
+    from saga.drive.scenario import ScenarioError, run_scenario_command
 
     if args.url or args.source_url or args.target_url:
         raise UsageError("a scenario starts its own services: give no --url with it")
@@ -665,7 +667,7 @@ async def cmd_batch(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
                     f"from {','.join(source_urls)} to {','.join(target_urls)}",
                     file=err,
                 )
-            with console.progress(err, show=show_progress) as progress:
+            with terminal.progress(err, show=show_progress) as progress:
                 report = await batch.run(
                     orchestrator,
                     planned,
@@ -722,7 +724,7 @@ async def cmd_recover(args: argparse.Namespace, out: TextIO, err: TextIO) -> int
     """Resume what no live process holds; exit 3 while any saga waits in NEEDS_ATTENTION, 1 while any stays open."""
     directory = directory_of(args)
     log = await open_log(default_db(args), create=False)
-    waits = None if args.quiet else console.WaitLines(err)
+    waits = None if args.quiet else terminal.WaitLines(err)
     try:
         async with Orchestrator(
             observed(log, args), policies=policies_from(args), token=args.token, directory=directory, waits=waits
@@ -1155,7 +1157,7 @@ def _main(argv: Sequence[str] | None, out: TextIO, err: TextIO) -> int:
         take_stop_signals_early()
     configure_saga_logging(args, err)
     if args.command == "demo":
-        from saga.demo import run_demo
+        from saga.drive.demo import run_demo
 
         try:
             return run_demo(args, out, err)
@@ -1167,15 +1169,15 @@ def _main(argv: Sequence[str] | None, out: TextIO, err: TextIO) -> int:
 
         return run_serve(args, out, err)
     if args.command == "reconcile":
-        from saga.reconcile import run_reconcile
+        from saga.cli.reconcile_command import run_reconcile
 
         return run_reconcile(args, out, err)
     if args.command in ("cancel", "retry", "resolve"):
-        from saga.operator_commands import run_operator_command
+        from saga.cli.operator_commands import run_operator_command
 
         return run_operator_command(args, out, err)
     if args.command == "simulate":
-        from saga.simulation.cli import run_simulate_command
+        from saga.cli.simulate import run_simulate_command
 
         return run_simulate_command(args, out, err)
     try:

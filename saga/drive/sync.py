@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-from saga.log import SqliteSagaLog
+from saga.logs import SqliteSagaLog
 from saga.orchestrator import Orchestrator
 from saga.records import AccountRef
 from saga.retry import RetryPolicies

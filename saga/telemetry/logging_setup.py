@@ -13,7 +13,7 @@ import os
 import socket
 from typing import TextIO
 
-from server.logformat import LogFormat, configure_logging
+from server.shared.logformat import LogFormat, configure_logging
 
 
 def worker_id() -> str:

@@ -23,9 +23,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
-from saga import batch, console, services, verify
-from saga.log import MemorySagaLog
-from saga.options import (
+from saga import services, verify
+from saga.cli import terminal
+from saga.cli.options import (
     MAX_CONCURRENCY,
     MAX_SEED,
     MAX_TRANSFERS,
@@ -34,6 +34,8 @@ from saga.options import (
     given_db,
     whole_number,
 )
+from saga.drive import batch
+from saga.logs import MemorySagaLog
 from saga.orchestrator import Orchestrator
 
 if TYPE_CHECKING:
@@ -243,7 +245,7 @@ async def _run(
                 file=err,
             )
         started = loop.time()
-        with console.progress(err, show=not args.quiet, what="transfers submitted") as shown:
+        with terminal.progress(err, show=not args.quiet, what="transfers submitted") as shown:
 
             def progress(done: int, total: int) -> None:
                 if shown is not None:
@@ -259,7 +261,7 @@ async def _run(
 
         give_up = loop.time() + FINAL_PATIENCE_SECONDS
         ids = [str(submission.transaction_id) for submission in sent]
-        with console.progress(err, show=not args.quiet, what="transfers final") as shown:
+        with terminal.progress(err, show=not args.quiet, what="transfers final") as shown:
             finals = await api_client.each(ids, args.concurrency, lambda tid: api.final(tid, give_up), shown)
         seconds = loop.time() - started
         listed = await api.listing(f"demo-{run}-")

@@ -24,7 +24,7 @@ from concurrent.futures import Future, ProcessPoolExecutor
 from typing import TYPE_CHECKING, Any, TextIO
 
 from saga.simulation.clock import VirtualTimeEventLoop
-from server.logformat import record_fields
+from server.shared.logformat import record_fields
 
 if TYPE_CHECKING:
     from saga.simulation.simulator import SimulationConfig, SimulationResult
@@ -172,7 +172,7 @@ def run_simulate_command(args: argparse.Namespace, out: TextIO, err: TextIO) -> 
         )
         for seed in range(args.seed, args.seed + args.seeds)
     ]
-    from saga.logging_setup import log_format_for
+    from saga.telemetry.logging_setup import log_format_for
 
     level = logging.INFO if getattr(args, "verbose", False) else logging.WARNING
     results = []

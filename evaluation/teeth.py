@@ -15,8 +15,8 @@ those, the simulator runs here. For a mistake the simulator cannot see (it
 runs the memory store, so not one in the PostgreSQL store's SQL), the named
 tests run in the patched copy instead, and each must fail there.
 
-    .venv/bin/python -m saga.simulation.teeth            # every patch
-    .venv/bin/python -m saga.simulation.teeth float-money
+    .venv/bin/python -m evaluation.teeth            # every patch
+    .venv/bin/python -m evaluation.teeth float-money
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
-REPOSITORY = Path(__file__).resolve().parents[2]
+REPOSITORY = Path(__file__).resolve().parents[1]
 SIMULATOR = "saga/simulation"
 BREAKS_PREFIX = "# breaks:"
 CAUGHT_BY_PREFIX = "# caught-by:"
@@ -246,7 +246,7 @@ def judge_by_tests(variant: KnownBadVariant | None, scratch: Path, tests: Sequen
 
 
 def main(argv: Sequence[str] | None = None, out: TextIO = sys.stdout) -> int:
-    parser = argparse.ArgumentParser(prog="python -m saga.simulation.teeth", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m evaluation.teeth", description=__doc__.split("\n\n")[0])
     parser.add_argument("names", nargs="*", help="patch names (default: every patch under patches/)")
     parser.add_argument("--seeds", type=int, default=5, help="seeds to try per patch before calling it missed (5)")
     parser.add_argument("--transfers", type=int, default=200, help="transfers per seed (200)")

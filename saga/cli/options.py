@@ -1,6 +1,6 @@
 """Option types and option groups shared by the commands of ``python -m saga``.
 
-Kept apart from saga/cli.py so that the commands defined elsewhere (demo,
+Kept apart from saga/cli/__init__.py so that the commands defined elsewhere (demo,
 scenario, simulation, worker) take them without importing the CLI itself.
 """
 
@@ -12,7 +12,7 @@ import re
 from collections.abc import Callable
 from pathlib import Path
 
-from server.logformat import LOG_FORMATS
+from server.shared.logformat import LOG_FORMATS
 
 # Only ASCII digits: int() would also take ' 5', '1_000' and other scripts' digits such as '٥'.
 _INTEGER = re.compile(r"-?[0-9]+")
