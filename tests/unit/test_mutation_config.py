@@ -108,14 +108,14 @@ def test_every_accepted_mutant_names_a_targeted_function_and_gives_a_reason() ->
 
 
 def test_mutant_names_are_matched_the_way_mutmut_spells_them() -> None:
-    log = Target("saga core", "saga/log.py", ("_apply", "SqliteSagaLog.commit"))
+    log = Target("saga core", "saga/logs/sqlite.py", ("_apply", "SqliteSagaLog.commit"))
     assert mangled("SqliteSagaLog.commit") == "xǁSqliteSagaLogǁcommit"
-    assert log.counts("saga.logs.x__apply__mutmut_3")
-    assert log.counts("saga.logs.xǁSqliteSagaLogǁcommit__mutmut_12")
-    assert not log.counts("saga.logs.x__apply_more__mutmut_1")
-    assert not log.counts("saga.logs.xǁSqliteSagaLogǁclose__mutmut_1")
+    assert log.counts("saga.logs.sqlite.x__apply__mutmut_3")
+    assert log.counts("saga.logs.sqlite.xǁSqliteSagaLogǁcommit__mutmut_12")
+    assert not log.counts("saga.logs.sqlite.x__apply_more__mutmut_1")
+    assert not log.counts("saga.logs.sqlite.xǁSqliteSagaLogǁclose__mutmut_1")
     assert Target("money rules", "server/ledger.py").counts("server.ledger.x_decide__mutmut_1")
-    assert function_of("saga.logs.x__apply__mutmut_3") == "saga.logs.x__apply"
+    assert function_of("saga.logs.sqlite.x__apply__mutmut_3") == "saga.logs.sqlite.x__apply"
 
 
 def test_a_fingerprint_ignores_where_the_function_is_but_not_what_changed() -> None:
