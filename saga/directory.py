@@ -22,11 +22,15 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import replace
 from pathlib import Path
+from typing import Final
 
 from saga.records import AccountRef
 from saga.replicas import parse_urls
 
-SERVICE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+#: The transfers contract's ServiceName.
+SERVICE_NAME_MAX_LENGTH: Final = 64
+SERVICE_NAME_PATTERN: Final = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
+SERVICE_NAME: Final = re.compile(SERVICE_NAME_PATTERN)
 
 
 class UnknownService(LookupError):

@@ -7,7 +7,6 @@ import contextlib
 import logging
 import os
 import random
-import re
 import socket
 import time
 import uuid
@@ -29,10 +28,10 @@ from saga.run import CompensationBlocked, SagaRun, TransferResult
 from saga.states import SagaState
 from saga.steps import AnyClient
 from saga.waits import WaitObserver
+from server.contract import MAX_AMOUNT, USER_ID, USER_ID_RULE
 
 logger = logging.getLogger("saga")
 
-MAX_AMOUNT = 10**12
 #: Seconds a claimed saga stays this orchestrator's without a renewal.
 DEFAULT_LEASE_SECONDS = 10.0
 #: How long a blocked compensation (one the service refused for now: no room
@@ -41,7 +40,6 @@ DEFAULT_LEASE_SECONDS = 10.0
 DEFAULT_BLOCKED_WAIT_SECONDS = 30.0
 #: As many as one claim takes when recovering everything claimable.
 _ALL = 1_000_000_000
-_USER_ID = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 
 
 class InvalidTransfer(ValueError):
@@ -411,8 +409,8 @@ def validate(source: AccountRef, target: AccountRef, amount: int) -> None:
     if not 1 <= amount <= MAX_AMOUNT:
         raise InvalidTransfer(f"amount must be between 1 and {MAX_AMOUNT} minor units, got {amount}")
     for role, account in (("source", source), ("target", target)):
-        if not _USER_ID.fullmatch(account.user_id):
-            raise InvalidTransfer(f"{role} user_id {account.user_id!r} must be 1-64 characters of A-Z a-z 0-9 _ . -")
+        if not USER_ID.fullmatch(account.user_id):
+            raise InvalidTransfer(f"{role} user_id {account.user_id!r} must be {USER_ID_RULE}")
         if account.service is not None and not SERVICE_NAME.fullmatch(account.service):
             raise InvalidTransfer(f"{role} service name {account.service!r} is not a service name")
         if not account.urls:

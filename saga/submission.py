@@ -11,12 +11,21 @@ with the same idempotency key records nothing and returns the first id.
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 import uuid
+from typing import Final
 
 from saga.logs import SagaLog
 from saga.orchestrator import validate
 from saga.records import AccountRef, SagaRecord
+
+#: The transfers contract's IdempotencyKey: HTTP drops spaces at either end of
+#: a header value, so a key neither starts nor ends with one.
+IDEMPOTENCY_KEY_MAX_LENGTH: Final = 255
+IDEMPOTENCY_KEY_PATTERN: Final = r"^[!-~]([ -~]{0,253}[!-~])?$"
+IDEMPOTENCY_KEY: Final = re.compile(IDEMPOTENCY_KEY_PATTERN)
+IDEMPOTENCY_KEY_RULE: Final = "1-255 printable ASCII characters, neither starting nor ending with a space"
 
 
 async def submit(

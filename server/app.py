@@ -21,7 +21,16 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from server.contract import TRANSACTION_ID_PATTERN, USER_ID_PATTERN, load_contract
+from server.contract import (
+    MAX_AMOUNT,
+    TRANSACTION_ID,
+    TRANSACTION_ID_MAX_LENGTH,
+    TRANSACTION_ID_PATTERN,
+    TRANSACTION_ID_RULE,
+    USER_ID_MAX_LENGTH,
+    USER_ID_PATTERN,
+    load_contract,
+)
 from server.docs import add_offline_docs
 from server.edge import RETRY_AFTER_SECONDS, ExactJsonRoute, RequestGuardMiddleware
 from server.faults import CreditFaults
@@ -30,7 +39,6 @@ from server.ledger import (
     COMPENSATE_DEBIT,
     CREDIT,
     DEBIT,
-    MAX_AMOUNT,
     MAX_BALANCE,
     Entry,
     IdempotencyKeyReused,
@@ -43,7 +51,7 @@ from server.metrics import (
     ServiceMetrics,
     store_kind,
 )
-from server.openings import MAX_REASON_LENGTH, Opening, OpeningKeyReused, OpeningRequest
+from server.openings import MAX_REASON_LENGTH, REASON_PATTERN, Opening, OpeningKeyReused, OpeningRequest
 from server.problems import PROBLEM_CONTENT_TYPE, ErrorCode, problem_body
 from server.settings import Settings
 from server.stores import LedgerStore, StorageUnavailable, open_store
@@ -118,20 +126,16 @@ def integral_balance(value: object) -> object:
 class LedgerRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    user_id: Annotated[str, Field(min_length=1, max_length=64, pattern=USER_ID_PATTERN)]
+    user_id: Annotated[str, Field(min_length=1, max_length=USER_ID_MAX_LENGTH, pattern=USER_ID_PATTERN)]
     amount: Annotated[
         StrictInt, Field(ge=1, le=MAX_AMOUNT, description="Minor units (cents)."), BeforeValidator(integral_number)
     ]
 
 
-#: One line with something in it: no control characters but the tab (the contract's pattern).
-REASON_PATTERN = r"^[^\x00-\x08\x0a-\x1f\x7f]*[^\s\x00-\x1f\x7f][^\x00-\x08\x0a-\x1f\x7f]*$"
-
-
 class OpenAccountRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    user_id: Annotated[str, Field(min_length=1, max_length=64, pattern=USER_ID_PATTERN)]
+    user_id: Annotated[str, Field(min_length=1, max_length=USER_ID_MAX_LENGTH, pattern=USER_ID_PATTERN)]
     opening_balance: Annotated[StrictInt, Field(ge=0, le=MAX_BALANCE), BeforeValidator(integral_balance)]
     reason: Annotated[str, Field(min_length=1, max_length=MAX_REASON_LENGTH, pattern=REASON_PATTERN)]
 
@@ -164,7 +168,7 @@ TransactionIdHeader = Annotated[
         alias="transaction_id",
         convert_underscores=False,
         min_length=1,
-        max_length=128,
+        max_length=TRANSACTION_ID_MAX_LENGTH,
         pattern=TRANSACTION_ID_PATTERN,
     ),
 ]
@@ -604,7 +608,7 @@ def create_app(settings: Settings | None = None, store: LedgerStore | None = Non
         responses=_problems(400, 401, 404, 422, 500, 503),
     )
     async def get_account(
-        user_id: Annotated[str, Path(min_length=1, max_length=64, pattern=USER_ID_PATTERN)],
+        user_id: Annotated[str, Path(min_length=1, max_length=USER_ID_MAX_LENGTH, pattern=USER_ID_PATTERN)],
         transaction_id: TransactionIdHeader,
     ) -> Response:
         balance, position = await slot.store.balance_with_position(user_id)
@@ -621,7 +625,9 @@ def create_app(settings: Settings | None = None, store: LedgerStore | None = Non
         responses=_problems(400, 401, 422, 500, 503),
     )
     async def get_transaction(
-        transaction_id: Annotated[str, Path(min_length=1, max_length=128, pattern=TRANSACTION_ID_PATTERN)],
+        transaction_id: Annotated[
+            str, Path(min_length=1, max_length=TRANSACTION_ID_MAX_LENGTH, pattern=TRANSACTION_ID_PATTERN)
+        ],
         correlation_id: TransactionIdHeader,
     ) -> Response:
         found, position = await slot.store.trail_with_position(transaction_id)
@@ -696,9 +702,7 @@ def _operation_name(request: Request) -> str:
 def _header_transaction_id(request: Request) -> str | None:
     """The request's transaction_id, when it is well-formed enough to echo back."""
     value = request.headers.get("transaction_id")
-    if value is None or not 1 <= len(value) <= 128:
-        return None
-    return value if all((ch.isalnum() and ch.isascii()) or ch in "._:-" for ch in value) else None
+    return value if value is not None and TRANSACTION_ID.fullmatch(value) else None
 
 
 async def _on_problem(request: Request, exc: Exception) -> Response:
@@ -737,9 +741,7 @@ async def _on_validation_error(request: Request, exc: Exception) -> Response:
                 detail += ": it must be spelled transaction_id, with an underscore, not transaction-id"
             problem = Problem(400, "missing_transaction_id", detail)
         else:
-            problem = Problem(
-                400, "invalid_transaction_id", "transaction_id must be 1-128 characters of A-Z a-z 0-9 . _ : -"
-            )
+            problem = Problem(400, "invalid_transaction_id", f"transaction_id must be {TRANSACTION_ID_RULE}")
     else:
         problem = Problem(422, "invalid_request", describe_validation_errors(errors), _header_transaction_id(request))
     _log_of(request)(problem.transaction_id, _operation_name(request), problem.status, problem.code)

@@ -42,7 +42,6 @@ OPERATIONS: Final[tuple[Operation, ...]] = (DEBIT, CREDIT, COMPENSATE_DEBIT, COM
 #: The largest balance a credit may produce: the largest integer a JSON
 #: consumer that parses numbers as IEEE doubles still represents exactly.
 MAX_BALANCE: Final = 2**53 - 1
-MAX_AMOUNT: Final = 10**12
 
 _REJECTION_STATUS: Final[Mapping[str, int]] = {
     "unknown_user": 404,
@@ -317,12 +316,18 @@ def _credit_stands(recorded: Mapping[Operation, Entry]) -> bool:
     return undo is None or undo.outcome != "reversed"
 
 
+def valid_balance(balance: object, max_balance: int = MAX_BALANCE) -> bool:
+    """Whether ``balance`` can open an account: a whole number of minor units, from 0 to ``max_balance``."""
+    # type(), not isinstance(): True is an int to isinstance, and no balance.
+    return type(balance) is int and 0 <= balance <= max_balance
+
+
 class Ledger:
     """In-memory balances with exactly-once, fenced ledger operations: the memory store's state."""
 
     def __init__(self, balances: Mapping[str, int], *, max_balance: int = MAX_BALANCE) -> None:
         for user_id, balance in balances.items():
-            if type(balance) is not int or not 0 <= balance <= max_balance:
+            if not valid_balance(balance, max_balance):
                 raise ValueError(f"balance of {user_id!r} must be an integer from 0 to {max_balance}")
         self._balances: dict[str, int] = dict(balances)
         self._initial: dict[str, int] = dict(balances)
@@ -362,7 +367,7 @@ class Ledger:
         """Open an account with ``balance`` unless it exists; True if it was opened."""
         if user_id in self._balances:
             return False
-        if type(balance) is not int or not 0 <= balance <= self._max_balance:
+        if not valid_balance(balance, self._max_balance):
             raise ValueError(f"balance of {user_id!r} must be an integer from 0 to {self._max_balance}")
         self._balances[user_id] = balance
         self._initial[user_id] = balance

@@ -20,6 +20,8 @@ OpeningRejection = Literal["account_exists", "balance_limit_exceeded"]
 
 #: The longest reason an operator may give; one line of an audit record.
 MAX_REASON_LENGTH: Final = 500
+#: One line with something in it: no control characters but the tab.
+REASON_PATTERN: Final = r"^[^\x00-\x08\x0a-\x1f\x7f]*[^\s\x00-\x1f\x7f][^\x00-\x08\x0a-\x1f\x7f]*$"
 
 
 @dataclass(frozen=True, slots=True)

@@ -5,17 +5,17 @@ from __future__ import annotations
 import json
 from typing import Final, Literal
 
+from server.ledger import RejectionCode
+from server.openings import OpeningRejection
+
+#: The contract's ErrorCode, in its order: the ledger's and the openings'
+#: refusals are named where they are decided, and appear here once each.
 ErrorCode = Literal[
     "missing_transaction_id",
     "invalid_transaction_id",
     "invalid_request",
     "unauthorized",
-    "unknown_user",
-    "insufficient_funds",
-    "balance_limit_exceeded",
-    "reversal_exceeds_balance_limit",
-    "transaction_compensated",
-    "transfer_completed",
+    RejectionCode,
     "idempotency_key_reused",
     "injected_fault",
     "internal_error",
@@ -24,7 +24,7 @@ ErrorCode = Literal[
     "service_overloaded",
     "request_header_too_large",
     "operator_only",
-    "account_exists",
+    OpeningRejection,
 ]
 
 PROBLEM_CONTENT_TYPE: Final = "application/problem+json"

@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
 
-from server.ledger import MAX_BALANCE
+from server.contract import USER_ID, USER_ID_RULE
+from server.ledger import MAX_BALANCE, valid_balance
 from server.shared.database_url import DatabaseUrl
 
-USER_ID_PATTERN = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 DEMO_ACCOUNTS: Mapping[str, int] = MappingProxyType({"alice": 100_000, "bob": 100_000, "charlie": 100_000})
 #: The brief's demo: about 30% of new credits fail with a 500, on the memory database only.
 DEMO_CREDIT_FAULT_RATE = 0.3
@@ -75,9 +74,9 @@ def validate_accounts(accounts: Mapping[str, int], *, allow_none: bool = False) 
     if not accounts and not allow_none:
         raise ConfigurationError("at least one account is needed")
     for user_id, balance in accounts.items():
-        if not isinstance(user_id, str) or not USER_ID_PATTERN.fullmatch(user_id):
-            raise ConfigurationError(f"user_id {user_id!r} must be 1-64 characters of A-Z a-z 0-9 _ . -")
-        if type(balance) is not int or not 0 <= balance <= MAX_BALANCE:
+        if not isinstance(user_id, str) or not USER_ID.fullmatch(user_id):
+            raise ConfigurationError(f"user_id {user_id!r} must be {USER_ID_RULE}")
+        if not valid_balance(balance):
             raise ConfigurationError(
                 f"balance of {user_id!r} must be an integer number of minor units from 0 to {MAX_BALANCE}, "
                 f"got {balance!r}"

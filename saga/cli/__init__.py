@@ -42,17 +42,18 @@ from saga.failures import LOG_FAILURES, what_failed
 from saga.ledgers import LedgerUntrusted, Quarantine, ServiceQuarantined
 from saga.logs import IdempotencyKeyConflict, SagaLog, SagaLogError, is_shared
 from saga.logs import open_log as open_any_log
-from saga.orchestrator import MAX_AMOUNT, InvalidTransfer, Orchestrator, default_owner, validate, wall_clock_ms
+from saga.orchestrator import InvalidTransfer, Orchestrator, default_owner, validate, wall_clock_ms
 from saga.records import AccountRef, Event, SagaRecord
 from saga.replicas import describe, first_reachable, parse_urls
 from saga.retry import RetryPolicies, RetryPolicy
 from saga.run import TransferResult
 from saga.states import SagaState
-from saga.submission import submit, wait
+from saga.submission import IDEMPOTENCY_KEY, IDEMPOTENCY_KEY_RULE, submit, wait
 from saga.telemetry.logging_setup import configure_saga_logging
 from saga.telemetry.metrics import MetricsEndpointError, observed, serving_metrics
 from saga.telemetry.redact import redacting
 from saga.worker import Worker, WorkerStats
+from server.contract import MAX_AMOUNT, TRANSACTION_ID, USER_ID
 
 EXIT_OK = 0
 EXIT_SAGA_DID_NOT_COMPLETE = 1
@@ -135,16 +136,11 @@ def deadline_from(args: argparse.Namespace, now_ms: int) -> int | None:
     return epoch_ms(deadline)
 
 
-#: The contract's TransactionId (openapi/openapi.yaml), anchored for fullmatch: "$" would let a final newline pass.
-_TRANSACTION_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
-_USER_ID = re.compile(r"[A-Za-z0-9_.-]{1,64}")
-MAX_IDEMPOTENCY_KEY = 255
 #: The most transfers on one page of the transfers service's list, and how many when not told.
 MAX_PAGE = 500
 API_PAGE = 50
 #: As many sagas as a log holds: the limit of a read meant to have none.
 _EVERY = 2**62
-IDEMPOTENCY_KEY_RULE = "1-255 printable ASCII characters, neither starting nor ending with a space"
 
 
 def shown(text: str, limit: int = 40) -> str:
@@ -155,21 +151,20 @@ def shown(text: str, limit: int = 40) -> str:
 
 
 def _transaction_id(text: str) -> str:
-    if not _TRANSACTION_ID.fullmatch(text):
+    if not TRANSACTION_ID.fullmatch(text):
         raise argparse.ArgumentTypeError(f"a transaction id is 1-128 of A-Z a-z 0-9 . _ : -, got {shown(text)}")
     return text
 
 
 def _idempotency_key(text: str) -> str:
-    printable = all(" " <= character <= "~" for character in text)
-    if not 1 <= len(text) <= MAX_IDEMPOTENCY_KEY or not printable or text != text.strip(" "):
+    if not IDEMPOTENCY_KEY.fullmatch(text):
         raise argparse.ArgumentTypeError(f"an idempotency key is {IDEMPOTENCY_KEY_RULE}, got {shown(text)}")
     return text
 
 
 def _account(text: str) -> tuple[str | None, str]:
     service, sep, user_id = text.rpartition(":")
-    if not _USER_ID.fullmatch(user_id) or (sep and not SERVICE_NAME.fullmatch(service)):
+    if not USER_ID.fullmatch(user_id) or (sep and not SERVICE_NAME.fullmatch(service)):
         raise argparse.ArgumentTypeError(
             f"an account is a user_id, or SERVICE:USER_ID, each 1-64 of A-Z a-z 0-9 _ . -, got {shown(text)}"
         )
@@ -810,7 +805,7 @@ def submit_through_api(args: argparse.Namespace, out: TextIO) -> int:
 def api_account(text: str, flag: str) -> AccountAt:
     """``SERVICE:USER_ID`` as the transfers service names an account; UsageError saying what is wrong."""
     service, sep, user_id = text.partition(":")
-    if not sep or not SERVICE_NAME.fullmatch(service) or not _USER_ID.fullmatch(user_id):
+    if not sep or not SERVICE_NAME.fullmatch(service) or not USER_ID.fullmatch(user_id):
         raise UsageError(
             f"{flag} takes SERVICE:USER_ID under --api (for example bank-a:alice): a service name of 1-64 of "
             f"A-Z a-z 0-9 _ . - and a user_id of 1-64 of A-Z a-z 0-9 _ . -, got {shown(text)}"

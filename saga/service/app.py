@@ -30,24 +30,32 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from saga.deadlines import deadline_problem, epoch_ms
-from saga.directory import UnknownService
+from saga.directory import SERVICE_NAME_MAX_LENGTH, SERVICE_NAME_PATTERN, UnknownService
 from saga.failures import LOG_FAILURES, one_line
 from saga.ledger_watch import LedgerWatch
 from saga.ledgers import ServiceQuarantined
 from saga.logs import IdempotencyKeyConflict, SagaLog
 from saga.logs.base import UnknownSaga, act_once
 from saga.operator import MAX_REASON_LENGTH, ActionRefused, check_action
-from saga.orchestrator import MAX_AMOUNT, InvalidTransfer, validate, wall_clock_ms
+from saga.orchestrator import InvalidTransfer, validate, wall_clock_ms
 from saga.records import ActionKind, OperatorAction, Resolution, SagaRecord
 from saga.service.console import ConsoleHeaders, add_console
 from saga.service.presenting import Presenter
 from saga.service.settings import CONSOLE_PREFIX, TokenBook, TransfersSettings
 from saga.service.waiting import EndWatch
 from saga.states import SagaState
+from saga.submission import IDEMPOTENCY_KEY, IDEMPOTENCY_KEY_RULE
 from saga.telemetry.metrics import AlertMetrics
 from saga.telemetry.redact import redact
 from server.app import describe_validation_errors, integral_number
-from server.contract import TRANSACTION_ID_PATTERN, USER_ID_PATTERN, load_contract
+from server.contract import (
+    MAX_AMOUNT,
+    TRANSACTION_ID_MAX_LENGTH,
+    TRANSACTION_ID_PATTERN,
+    USER_ID_MAX_LENGTH,
+    USER_ID_PATTERN,
+    load_contract,
+)
 from server.edge import RETRY_AFTER_SECONDS, RequestGuardMiddleware, parse_json_exactly
 
 request_log = logging.getLogger("saga.api")
@@ -59,14 +67,15 @@ PROBLEM_CONTENT_TYPE: Final = "application/problem+json"
 MAX_WAIT_SECONDS: Final = 30
 MAX_PAGE: Final = 500
 DEFAULT_PAGE: Final = 50
-SERVICE_NAME_PATTERN: Final = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
 CURSOR_PATTERN: Final = r"^[A-Za-z0-9_-]+$"
+CURSOR_MAX_LENGTH: Final = 512
 RFC_3339: Final = re.compile(r"\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d{2}:\d{2})")
 #: The routes that answer 405 to every method but POST on the actions' paths.
 ACTION_METHOD_NOT_ALLOWED: Final = "actionMethodNotAllowed"
 #: Paths anyone may call, whatever tokens the service has.
 PUBLIC_PATHS: Final = frozenset({"/healthz", "/readyz", "/openapi.json"})
 
+#: The contract's ErrorCode, in its order; the edge (server.edge) answers request_header_too_large.
 ErrorCode = Literal[
     "missing_idempotency_key",
     "invalid_idempotency_key",
@@ -80,6 +89,7 @@ ErrorCode = Literal[
     "internal_error",
     "log_unavailable",
     "service_overloaded",
+    "request_header_too_large",
     "operator_only",
     "transfer_in_progress",
     "transfer_already_ended",
@@ -100,6 +110,7 @@ TITLES: Final[dict[str, str]] = {
     "internal_error": "Internal error",
     "log_unavailable": "Saga log unavailable",
     "service_overloaded": "Service overloaded",
+    "request_header_too_large": "Request header fields too large",
     "operator_only": "Operators only",
     "transfer_in_progress": "Transfer in progress",
     "transfer_already_ended": "Transfer already ended",
@@ -143,8 +154,8 @@ def _log_unavailable(error: Exception) -> Problem:
 class AccountAtModel(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    service: Annotated[str, Field(min_length=1, max_length=64, pattern=SERVICE_NAME_PATTERN)]
-    user_id: Annotated[str, Field(min_length=1, max_length=64, pattern=USER_ID_PATTERN)]
+    service: Annotated[str, Field(min_length=1, max_length=SERVICE_NAME_MAX_LENGTH, pattern=SERVICE_NAME_PATTERN)]
+    user_id: Annotated[str, Field(min_length=1, max_length=USER_ID_MAX_LENGTH, pattern=USER_ID_PATTERN)]
 
 
 class TransferRequestModel(BaseModel):
@@ -202,7 +213,12 @@ def decode_cursor(cursor: str) -> tuple[int, str]:
     try:
         text = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode("ascii")
         millis, _, transaction_id = text.partition(".")
-        if not millis.isdigit() or len(millis) > 16 or not transaction_id or len(transaction_id) > 128:
+        if (
+            not millis.isdigit()
+            or len(millis) > 16
+            or not transaction_id
+            or len(transaction_id) > TRANSACTION_ID_MAX_LENGTH
+        ):
             raise ValueError(text)
         return int(millis), transaction_id
     except (binascii.Error, UnicodeDecodeError, ValueError):
@@ -321,7 +337,9 @@ class TransfersContractApp(FastAPI):
         return load_contract(CONTRACT_PATH)
 
 
-TransactionIdPath = Annotated[str, PathParameter(min_length=1, max_length=128, pattern=TRANSACTION_ID_PATTERN)]
+TransactionIdPath = Annotated[
+    str, PathParameter(min_length=1, max_length=TRANSACTION_ID_MAX_LENGTH, pattern=TRANSACTION_ID_PATTERN)
+]
 
 
 def _caller(request: Request) -> str | None:
@@ -336,9 +354,8 @@ def _idempotency_key(request: Request) -> str:
     if len(keys) > 1:
         raise Problem(400, "invalid_idempotency_key", f"the request has {len(keys)} Idempotency-Key headers; send one")
     key = keys[0]
-    if not 1 <= len(key) <= 255 or any(not " " <= character <= "~" for character in key) or key != key.strip(" "):
-        detail = "Idempotency-Key must be 1-255 printable ASCII characters, neither starting nor ending with a space"
-        raise Problem(400, "invalid_idempotency_key", detail)
+    if not IDEMPOTENCY_KEY.fullmatch(key):
+        raise Problem(400, "invalid_idempotency_key", f"Idempotency-Key must be {IDEMPOTENCY_KEY_RULE}")
     return key
 
 
@@ -431,7 +448,7 @@ def create_transfers_app(
     async def list_transfers(
         state: Annotated[SagaState | None, Query()] = None,
         limit: Annotated[int, Query(ge=1, le=MAX_PAGE, strict=False)] = DEFAULT_PAGE,
-        after: Annotated[str | None, Query(min_length=1, max_length=512, pattern=CURSOR_PATTERN)] = None,
+        after: Annotated[str | None, Query(min_length=1, max_length=CURSOR_MAX_LENGTH, pattern=CURSOR_PATTERN)] = None,
     ) -> Response:
         position = decode_cursor(after) if after is not None else None
         try:

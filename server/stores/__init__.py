@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Protocol
 
-from server.ledger import MAX_BALANCE, Account, Entry, Operation
+from server.ledger import MAX_BALANCE, Account, Entry, Operation, valid_balance
 from server.openings import Opening, OpeningRequest
 from server.shared.database_url import DatabaseUrl
 
@@ -37,7 +37,7 @@ def check_opening(accounts: Mapping[str, int], max_balance: int) -> None:
     if not 0 <= max_balance <= MAX_BALANCE:
         raise StoreError(f"max_balance must be from 0 to {MAX_BALANCE}, the limit the schema enforces")
     for user_id, balance in accounts.items():
-        if type(balance) is not int or not 0 <= balance <= max_balance:
+        if not valid_balance(balance, max_balance):
             raise StoreError(f"balance of {user_id!r} must be an integer from 0 to {max_balance}")
 
 

@@ -36,7 +36,8 @@ from hypothesis.stateful import (
 )
 
 from server import Settings, create_app
-from server.ledger import MAX_AMOUNT, MAX_BALANCE
+from server.contract import MAX_AMOUNT
+from server.ledger import MAX_BALANCE
 from tests.support.stores import STORES, CheckedStore, StoreFactory, memory_store
 
 T = TypeVar("T")
