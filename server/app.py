@@ -2,37 +2,32 @@
 
 from __future__ import annotations
 
-import contextlib
 import hmac
 import json
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from decimal import Decimal
 from typing import Annotated, Any
 
 from fastapi import FastAPI, Header, Path, Request
-from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictInt
-from starlette.applications import Starlette
 from starlette.convertors import Convertor, register_url_convertor
-from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.routing import Route
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import Scope
 
 from server.contract import (
     MAX_AMOUNT,
-    TRANSACTION_ID,
     TRANSACTION_ID_MAX_LENGTH,
     TRANSACTION_ID_PATTERN,
-    TRANSACTION_ID_RULE,
     USER_ID_MAX_LENGTH,
     USER_ID_PATTERN,
     load_contract,
 )
 from server.docs import add_offline_docs
-from server.edge import RETRY_AFTER_SECONDS, ExactJsonRoute, RequestGuardMiddleware
+from server.edge import ExactJsonRoute
+from server.errors import ErrorAnswers, problem_response
+from server.errors import Problem as Problem  # raised by the routes, and by tests that stand in for a store
 from server.faults import CreditFaults
 from server.ledger import (
     COMPENSATE_CREDIT,
@@ -46,29 +41,25 @@ from server.ledger import (
 )
 from server.metrics import (
     METRICS_CONTENT_TYPE,
-    LatencyMiddleware,
     MeasuredStore,
+    RequestLog,
     ServiceMetrics,
+    request_log,
     store_kind,
 )
+from server.middleware import add_service_middleware, position_header, presented_bearer
 from server.openings import MAX_REASON_LENGTH, REASON_PATTERN, Opening, OpeningKeyReused, OpeningRequest
-from server.problems import PROBLEM_CONTENT_TYPE, ErrorCode, problem_body
+from server.problems import PROBLEM_CONTENT_TYPE
 from server.settings import Settings
 from server.stores import LedgerStore, StorageUnavailable, open_store
 from server.stores.memory import MemoryStore
 
-request_log = logging.getLogger("server.requests")
 opening_log = logging.getLogger("server.openings")
 
 OPENING_REFUSALS: dict[str, str] = {
     "account_exists": "an account with user_id {user_id!r} exists: an opening never adds money to it",
     "balance_limit_exceeded": "the opening balance of {user_id!r} is above the ledger's balance limit",
 }
-
-CONTRACT_PATH_PREFIXES = ("/debit", "/credit", "/compensate_", "/accounts", "/transactions/")
-
-#: The header that answers the ledger's position (see LedgerStore.position).
-LEDGER_POSITION = "Ledger-Position"
 
 REJECTION_DETAILS: dict[str, str] = {
     "unknown_user": "no account has user_id {user_id!r}",
@@ -174,32 +165,6 @@ TransactionIdHeader = Annotated[
 ]
 
 
-class Problem(Exception):
-    """An error answer: raised anywhere in the adapter, rendered as problem+json."""
-
-    def __init__(
-        self,
-        status: int,
-        code: ErrorCode,
-        detail: str,
-        transaction_id: str | None = None,
-        headers: dict[str, str] | None = None,
-    ) -> None:
-        super().__init__(detail)
-        self.status = status
-        self.code = code
-        self.detail = detail
-        self.transaction_id = transaction_id
-        self.headers = headers
-
-
-def problem_response(problem: Problem, headers: dict[str, str] | None = None) -> Response:
-    body = problem_body(problem.code, problem.status, problem.detail, problem.transaction_id)
-    if problem.headers:
-        headers = {**problem.headers, **(headers or {})}
-    return Response(body, status_code=problem.status, media_type=PROBLEM_CONTENT_TYPE, headers=headers)
-
-
 def json_response(payload: object, headers: dict[str, str] | None = None, *, status_code: int = 200) -> Response:
     return Response(
         json.dumps(payload, separators=(",", ":")),
@@ -222,61 +187,6 @@ def opening_view(opening: Opening) -> dict[str, Any]:
     if opening.rejection is not None:
         view["code"] = opening.rejection
     return view
-
-
-class RequestLog:
-    """One log line, and one count in the metrics, per answered request, naming the replica that answered it."""
-
-    def __init__(self, replica_id: str | None, metrics: ServiceMetrics) -> None:
-        self.replica_id = replica_id
-        self.metrics = metrics
-
-    def __call__(
-        self, transaction_id: str | None, operation: str, status: int, result: str, replayed: bool = False
-    ) -> None:
-        self.metrics.request(operation, status, "" if status == 200 else result)
-        if request_log.isEnabledFor(logging.INFO):
-            request_log.info(
-                "",
-                extra={
-                    "fields": {
-                        "transaction_id": transaction_id,
-                        "operation": operation,
-                        "status": status,
-                        "outcome": result,
-                        "replayed": replayed,
-                        "replica_id": self.replica_id,
-                    }
-                },
-            )
-
-
-def _log_of(request: Request) -> RequestLog:
-    log: RequestLog = request.app.state.request_log
-    return log
-
-
-def presented_bearer(scope: Scope) -> bytes | None:
-    """The token of the request's one ``Authorization: Bearer`` header; None without exactly one such header."""
-    presented = [value for name, value in scope["headers"] if name == b"authorization"]
-    if len(presented) != 1:
-        # Two Authorization headers are ambiguous, whatever they hold.
-        return None
-    scheme, _, credentials = presented[0].partition(b" ")
-    # The scheme is case-insensitive (RFC 9110 section 11.1); the token is not.
-    return credentials.strip(b" ") if scheme.lower() == b"bearer" else None
-
-
-def bearer_authorized(scope: Scope, tokens: tuple[str, ...] | None) -> bool:
-    """Whether the request carries one of the bearer tokens; every request does when the service asks for none."""
-    if tokens is None:
-        return True
-    presented = presented_bearer(scope)
-    if presented is None:
-        return False
-    # Every token is compared, so the time taken does not tell which one came close.
-    matched = [hmac.compare_digest(presented, token.encode()) for token in tokens]
-    return any(matched)
 
 
 def operator_named(scope: Scope, operator_tokens: Mapping[str, str], transaction_id: str) -> str:
@@ -304,100 +214,6 @@ def operator_named(scope: Scope, operator_tokens: Mapping[str, str], transaction
     if found is None:
         raise Problem(403, "operator_only", "only an operator may open an account", transaction_id)
     return found
-
-
-class BearerTokenMiddleware:
-    """Refuses contract operations (and ``also_guarded`` paths, such as /metrics) without the bearer token."""
-
-    def __init__(
-        self, app: ASGIApp, tokens: tuple[str, ...], log: RequestLog, also_guarded: tuple[str, ...] = ()
-    ) -> None:
-        self.app = app
-        self.tokens = tokens
-        self.log = log
-        self.guarded = CONTRACT_PATH_PREFIXES + also_guarded
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if (
-            scope["type"] == "http"
-            and scope["path"].startswith(self.guarded)
-            and not bearer_authorized(scope, self.tokens)
-        ):
-            self.log(None, scope["path"], 401, "unauthorized")
-            response = problem_response(
-                Problem(401, "unauthorized", "this service requires Authorization: Bearer <token>"),
-                headers={"WWW-Authenticate": "Bearer"},
-            )
-            await response(scope, receive, send)
-            return
-        await self.app(scope, receive, send)
-
-
-class LedgerIdMiddleware:
-    """Names the ledger in a ``Ledger-Id`` header on every answer of a contract operation, errors included.
-
-    A client that sees the id change knows the service now holds another
-    ledger, one that forgot what the old one recorded.
-    """
-
-    def __init__(self, app: ASGIApp, ledger_id: Callable[[], str | None]) -> None:
-        self.app = app
-        self.ledger_id = ledger_id
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or not scope["path"].startswith(CONTRACT_PATH_PREFIXES):
-            await self.app(scope, receive, send)
-            return
-
-        async def send_with_ledger_id(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                ledger_id = self.ledger_id()
-                if ledger_id is not None:
-                    message = {**message, "headers": [*message["headers"], (b"ledger-id", ledger_id.encode())]}
-            await send(message)
-
-        await self.app(scope, receive, send_with_ledger_id)
-
-
-class LedgerPositionMiddleware:
-    """Answers ``Ledger-Position`` on an answer of a contract operation that lacks it, when the store can say.
-
-    The endpoints answer the position their own store call read; this covers
-    the answers made without one (a refused body, a reused key). Not on a 503:
-    the store has just failed, and asking again would only wait for it. Not
-    to a request without the token: it must not make the store work, nor
-    learn how far the ledger has come.
-    """
-
-    def __init__(
-        self, app: ASGIApp, position: Callable[[], Awaitable[int | None]], tokens: tuple[str, ...] | None
-    ) -> None:
-        self.app = app
-        self.position = position
-        self.tokens = tokens
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if (
-            scope["type"] != "http"
-            or not scope["path"].startswith(CONTRACT_PATH_PREFIXES)
-            or not bearer_authorized(scope, self.tokens)
-        ):
-            await self.app(scope, receive, send)
-            return
-
-        async def send_with_position(message: Message) -> None:
-            if (
-                message["type"] == "http.response.start"
-                and message["status"] != 503
-                and all(name != b"ledger-position" for name, _ in message["headers"])
-            ):
-                # Read now, after the request arrived: at least what any answer before it said.
-                position = await self.position()
-                if position is not None:
-                    message = {**message, "headers": [*message["headers"], (b"ledger-position", b"%d" % position)]}
-            await send(message)
-
-        await self.app(scope, receive, send_with_position)
 
 
 class ContractApp(FastAPI):
@@ -453,16 +269,37 @@ def create_app(settings: Settings | None = None, store: LedgerStore | None = Non
     metrics = ServiceMetrics(settings.replica_id)
     slot = _StoreSlot(None)
     slot.fill(store, metrics)
-    faults = CreditFaults(settings.credit_fault_rate, settings.credit_fault_after_commit_rate, seed=settings.fault_seed)
     log = RequestLog(settings.replica_id, metrics)
     if not settings.log_requests:
         request_log.disabled = True
+    errors = ErrorAnswers(log, slot.ledger_id, slot.position, settings.accepted_tokens)
+    app = ContractApp(
+        title="Accounts service",
+        version="1.0.0",
+        docs_url=None,
+        redoc_url=None,
+        lifespan=None if store is not None else _database_lifespan(slot, settings, metrics),
+        exception_handlers=errors.handlers(),
+    )
+    if isinstance(store, MemoryStore):
+        app.state.ledger = store.ledger
+    app.state.metrics = metrics
+    add_service_middleware(app, settings, log, slot.ledger_id, slot.position)
+    add_offline_docs(app, app.title)
+    faults = CreditFaults(settings.credit_fault_rate, settings.credit_fault_after_commit_rate, seed=settings.fault_seed)
+    _add_ledger_operations(app, slot, faults, log)
+    _add_account_routes(app, slot, log, settings)
+    _add_service_routes(app, metrics)
+    return app
+
+
+def _database_lifespan(
+    slot: _StoreSlot, settings: Settings, metrics: ServiceMetrics
+) -> Callable[[FastAPI], AbstractAsyncContextManager[None]]:
+    """Open the database's store when the app starts, and close it when the app stops."""
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        if store is not None:
-            yield
-            return
         opened = await open_store(settings.database, settings.accounts)
         slot.fill(opened, metrics)
         try:
@@ -471,48 +308,12 @@ def create_app(settings: Settings | None = None, store: LedgerStore | None = Non
             slot.fill(None)
             await opened.close()
 
-    app = ContractApp(
-        title="Accounts service",
-        version="1.0.0",
-        docs_url=None,
-        redoc_url=None,
-        lifespan=lifespan,
-        exception_handlers={
-            RequestValidationError: _on_validation_error,
-            Problem: _on_problem,
-            StorageUnavailable: _on_storage_unavailable,
-            StarletteHTTPException: _on_http_exception,
-            Exception: _on_unexpected_error,
-        },
-    )
-    if isinstance(store, MemoryStore):
-        app.state.ledger = store.ledger
-    app.state.store_slot = slot
-    app.state.faults = faults
-    app.state.settings = settings
-    app.state.request_log = log
-    app.state.metrics = metrics
-    # Added last, so it runs first: a refused request costs no body read and no token check.
-    accepted_tokens = settings.accepted_tokens
-    if accepted_tokens is not None:
-        app.add_middleware(
-            BearerTokenMiddleware,
-            tokens=accepted_tokens,
-            log=log,
-            also_guarded=() if settings.metrics_public else ("/metrics",),
-        )
-    app.add_middleware(
-        RequestGuardMiddleware,
-        max_body_bytes=settings.max_body_bytes,
-        on_refusal=lambda path, status, code: log(None, path, status, code),
-    )
-    # Outside the refusals above, so that they carry the position too.
-    app.add_middleware(LedgerPositionMiddleware, position=slot.position, tokens=accepted_tokens)
-    # Outermost, so that every answer carries it, the refusals above included.
-    app.add_middleware(LedgerIdMiddleware, ledger_id=slot.ledger_id)
-    # Outside everything else, so that the time of a refused request is measured too.
-    app.add_middleware(LatencyMiddleware, metrics=metrics)
-    add_offline_docs(app, app.title)
+    return lifespan
+
+
+def _add_ledger_operations(app: FastAPI, slot: _StoreSlot, faults: CreditFaults, log: RequestLog) -> None:
+    """The four ledger operations, each a POST; a new credit fails as ``faults`` draws."""
+    metrics = log.metrics
 
     def ledger_endpoint(operation: Operation) -> Callable[[LedgerRequest, str], Awaitable[Response]]:
         faulted = operation == CREDIT
@@ -527,7 +328,7 @@ def create_app(settings: Settings | None = None, store: LedgerStore | None = Non
                 )
             except IdempotencyKeyReused as error:
                 raise Problem(422, "idempotency_key_reused", str(error), transaction_id) from None
-            positioned = _position_header(position)
+            positioned = position_header(position)
             if execution is None:
                 metrics.injected_fault("before_commit")
                 raise Problem(
@@ -554,6 +355,10 @@ def create_app(settings: Settings | None = None, store: LedgerStore | None = Non
             route_class_override=ExactJsonRoute,
         )
 
+
+def _add_account_routes(app: FastAPI, slot: _StoreSlot, log: RequestLog, settings: Settings) -> None:
+    """Listing, opening and reading accounts, and reading a transaction's trail."""
+
     @app.get("/accounts", operation_id="listAccounts", response_model=None, responses=_problems(400, 401, 500, 503))
     async def list_accounts(transaction_id: TransactionIdHeader) -> Response:
         found, position = await slot.store.accounts_with_position()
@@ -562,7 +367,7 @@ def create_app(settings: Settings | None = None, store: LedgerStore | None = Non
             for account in found
         ]
         log(transaction_id, "list_accounts", 200, "read")
-        return json_response({"accounts": accounts}, _position_header(position))
+        return json_response({"accounts": accounts}, position_header(position))
 
     async def open_account(body: OpenAccountRequest, transaction_id: TransactionIdHeader, request: Request) -> Response:
         operator = operator_named(request.scope, settings.operator_tokens, transaction_id)
@@ -612,7 +417,7 @@ def create_app(settings: Settings | None = None, store: LedgerStore | None = Non
         transaction_id: TransactionIdHeader,
     ) -> Response:
         balance, position = await slot.store.balance_with_position(user_id)
-        positioned = _position_header(position)
+        positioned = position_header(position)
         if balance is None:
             raise Problem(404, "unknown_user", f"no account has user_id {user_id!r}", transaction_id, positioned)
         log(transaction_id, "get_account", 200, "read")
@@ -636,7 +441,11 @@ def create_app(settings: Settings | None = None, store: LedgerStore | None = Non
         if opening is not None:
             trail["opening"] = opening_view(opening)
         log(correlation_id, "get_transaction", 200, "read")
-        return json_response(trail, _position_header(position))
+        return json_response(trail, position_header(position))
+
+
+def _add_service_routes(app: FastAPI, metrics: ServiceMetrics) -> None:
+    """Outside the contract: liveness and the metrics."""
 
     @app.get("/healthz", include_in_schema=False)
     async def healthz() -> dict[str, str]:
@@ -647,15 +456,9 @@ def create_app(settings: Settings | None = None, store: LedgerStore | None = Non
     async def prometheus_metrics() -> Response:
         return Response(metrics.exposition(), media_type=METRICS_CONTENT_TYPE)
 
-    return app
-
-
-def _position_header(position: int) -> dict[str, str]:
-    return {LEDGER_POSITION: str(position)}
-
 
 def _ledger_response(log: RequestLog, entry: Entry, *, replayed: bool, position: int) -> Response:
-    headers = _position_header(position)
+    headers = position_header(position)
     if replayed:
         headers["Idempotent-Replayed"] = "true"
     log.metrics.ledger_outcome(entry, replayed=replayed)
@@ -692,116 +495,3 @@ def _trail_entry(entry: Entry) -> dict[str, Any]:
     else:
         view["code"] = entry.rejection
     return view
-
-
-def _operation_name(request: Request) -> str:
-    route = request.scope.get("route")
-    return getattr(route, "name", None) or request.url.path
-
-
-def _header_transaction_id(request: Request) -> str | None:
-    """The request's transaction_id, when it is well-formed enough to echo back."""
-    value = request.headers.get("transaction_id")
-    return value if value is not None and TRANSACTION_ID.fullmatch(value) else None
-
-
-async def _on_problem(request: Request, exc: Exception) -> Response:
-    assert isinstance(exc, Problem)
-    _log_of(request)(exc.transaction_id, _operation_name(request), exc.status, exc.code)
-    return problem_response(exc)
-
-
-async def _on_storage_unavailable(request: Request, exc: Exception) -> Response:
-    logging.getLogger("server").warning(
-        "storage unavailable on %s: %s",
-        request.url.path,
-        exc,
-        extra={"fields": {"transaction_id": _header_transaction_id(request)}},
-    )
-    problem = Problem(
-        503,
-        "storage_unavailable",
-        "the ledger's database is unavailable; the outcome is unknown: retry under the same transaction_id",
-        _header_transaction_id(request),
-        headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
-    )
-    _log_of(request)(problem.transaction_id, _operation_name(request), 503, problem.code)
-    return problem_response(problem)
-
-
-async def _on_validation_error(request: Request, exc: Exception) -> Response:
-    assert isinstance(exc, RequestValidationError)
-    errors: Sequence[Any] = exc.errors()
-    header_errors = [error for error in errors if tuple(error.get("loc", ()))[:1] == ("header",)]
-    if header_errors:
-        if any(error.get("type") == "missing" for error in header_errors):
-            detail = "the transaction_id header is required"
-            misspelled = [name for name in ("transaction-id",) if name in request.headers]
-            if misspelled:
-                detail += ": it must be spelled transaction_id, with an underscore, not transaction-id"
-            problem = Problem(400, "missing_transaction_id", detail)
-        else:
-            problem = Problem(400, "invalid_transaction_id", f"transaction_id must be {TRANSACTION_ID_RULE}")
-    else:
-        problem = Problem(422, "invalid_request", describe_validation_errors(errors), _header_transaction_id(request))
-    _log_of(request)(problem.transaction_id, _operation_name(request), problem.status, problem.code)
-    return problem_response(problem)
-
-
-def describe_validation_errors(errors: Sequence[Any]) -> str:
-    """The first five of pydantic's errors, each as "where: what", for a problem's detail."""
-    parts = []
-    for error in errors[:5]:
-        location = ".".join(str(part) for part in error.get("loc", ()) if part != "body") or "body"
-        parts.append(f"{location}: {error.get('msg', 'invalid')}")
-    return "; ".join(parts) or "invalid request"
-
-
-def allowed_methods(app: Starlette, path: str) -> str:
-    """Every method some route answers on ``path``.
-
-    Starlette's own 405 names the methods of the first matching route alone:
-    Allow: GET for /accounts, which also answers POST.
-    """
-    methods = {
-        method
-        for route in app.routes
-        if isinstance(route, Route) and route.methods and route.path_regex.match(path)
-        for method in route.methods
-    }
-    return ", ".join(sorted(methods))
-
-
-async def _on_http_exception(request: Request, exc: Exception) -> Response:
-    assert isinstance(exc, StarletteHTTPException)
-    headers = dict(exc.headers) if exc.headers else None
-    if exc.status_code == 405:
-        headers = {**(headers or {}), "Allow": allowed_methods(request.app, request.url.path)}
-    problem = Problem(exc.status_code, "invalid_request", str(exc.detail))
-    _log_of(request)(None, request.url.path, exc.status_code, "invalid_request")
-    return problem_response(problem, headers)
-
-
-async def _on_unexpected_error(request: Request, exc: Exception) -> Response:
-    transaction_id = _header_transaction_id(request)
-    logging.getLogger("server").exception(
-        "unexpected error on %s", request.url.path, extra={"fields": {"transaction_id": transaction_id}}
-    )
-    problem = Problem(500, "internal_error", "an unexpected error occurred; the outcome is unknown")
-    _log_of(request)(transaction_id, _operation_name(request), 500, problem.code)
-    # This handler runs outside every middleware, the ledger's two included.
-    slot: _StoreSlot = request.app.state.store_slot
-    settings: Settings = request.app.state.settings
-    headers: dict[str, str] = {}
-    ledger_id = slot.ledger_id()
-    if ledger_id is not None:
-        headers["Ledger-Id"] = ledger_id
-    if request.url.path.startswith(CONTRACT_PATH_PREFIXES) and bearer_authorized(
-        request.scope, settings.accepted_tokens
-    ):
-        # The answer to one unexpected error must not be lost to a second.
-        with contextlib.suppress(Exception):
-            position = await slot.position()
-            if position is not None:
-                headers.update(_position_header(position))
-    return problem_response(problem, headers or None)

@@ -2,10 +2,12 @@
 
 Every series carries the ``replica_id`` label; Prometheus adds the replicas up
 (``sum without (replica_id, instance)``) where one total is wanted.
+:class:`RequestLog` counts each answered request and logs it on one line.
 """
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
@@ -43,6 +45,8 @@ _KNOWN_OPERATIONS = frozenset(name for _, name in _PATH_OPERATIONS)
 _LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
 T = TypeVar("T")
+
+request_log = logging.getLogger("server.requests")
 
 
 def operation_label(name_or_path: str) -> str:
@@ -121,6 +125,33 @@ class ServiceMetrics:
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)
+
+
+class RequestLog:
+    """One log line, and one count in the metrics, per answered request, naming the replica that answered it."""
+
+    def __init__(self, replica_id: str | None, metrics: ServiceMetrics) -> None:
+        self.replica_id = replica_id
+        self.metrics = metrics
+
+    def __call__(
+        self, transaction_id: str | None, operation: str, status: int, result: str, replayed: bool = False
+    ) -> None:
+        self.metrics.request(operation, status, "" if status == 200 else result)
+        if request_log.isEnabledFor(logging.INFO):
+            request_log.info(
+                "",
+                extra={
+                    "fields": {
+                        "transaction_id": transaction_id,
+                        "operation": operation,
+                        "status": status,
+                        "outcome": result,
+                        "replayed": replayed,
+                        "replica_id": self.replica_id,
+                    }
+                },
+            )
 
 
 class LatencyMiddleware:

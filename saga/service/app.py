@@ -47,7 +47,7 @@ from saga.states import SagaState
 from saga.submission import IDEMPOTENCY_KEY, IDEMPOTENCY_KEY_RULE
 from saga.telemetry.metrics import AlertMetrics
 from saga.telemetry.redact import redact
-from server.app import describe_validation_errors, integral_number
+from server.app import integral_number
 from server.contract import (
     MAX_AMOUNT,
     TRANSACTION_ID_MAX_LENGTH,
@@ -57,6 +57,7 @@ from server.contract import (
     load_contract,
 )
 from server.edge import RETRY_AFTER_SECONDS, RequestGuardMiddleware, parse_json_exactly
+from server.errors import describe_validation_errors
 
 request_log = logging.getLogger("saga.api")
 
