@@ -11,8 +11,8 @@ import pytest
 from saga.directory import SERVICE_NAME, SERVICE_NAME_MAX_LENGTH, SERVICE_NAME_PATTERN
 from saga.operator import MAX_REASON_LENGTH as ACTION_REASON_MAX_LENGTH
 from saga.service.app import CURSOR_MAX_LENGTH, CURSOR_PATTERN, DEFAULT_PAGE, MAX_PAGE, MAX_WAIT_SECONDS
-from saga.service.app import TITLES as TRANSFERS_TITLES
-from saga.service.app import ErrorCode as TransfersErrorCode
+from saga.service.errors import TITLES as TRANSFERS_TITLES
+from saga.service.errors import ErrorCode as TransfersErrorCode
 from saga.steps import RECORDED_REJECTIONS
 from saga.submission import IDEMPOTENCY_KEY, IDEMPOTENCY_KEY_MAX_LENGTH, IDEMPOTENCY_KEY_PATTERN
 from server.app import OPENING_REFUSALS, REJECTION_DETAILS
