@@ -28,7 +28,7 @@ from saga.run import CompensationBlocked, SagaRun, TransferResult
 from saga.states import SagaState
 from saga.steps import AnyClient
 from saga.waits import WaitObserver
-from server.contract import MAX_AMOUNT, USER_ID, USER_ID_RULE
+from server.shared.contract_rules import MAX_AMOUNT, USER_ID, USER_ID_RULE
 
 logger = logging.getLogger("saga")
 

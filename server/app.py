@@ -16,14 +16,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictInt
 from starlette.convertors import Convertor, register_url_convertor
 from starlette.types import Scope
 
-from server.contract import (
-    MAX_AMOUNT,
-    TRANSACTION_ID_MAX_LENGTH,
-    TRANSACTION_ID_PATTERN,
-    USER_ID_MAX_LENGTH,
-    USER_ID_PATTERN,
-    load_contract,
-)
+from server.contract import load_contract
 from server.docs import add_offline_docs
 from server.edge import ExactJsonRoute
 from server.errors import ErrorAnswers, problem_response
@@ -51,6 +44,13 @@ from server.middleware import add_service_middleware, position_header, presented
 from server.openings import MAX_REASON_LENGTH, REASON_PATTERN, Opening, OpeningKeyReused, OpeningRequest
 from server.problems import PROBLEM_CONTENT_TYPE
 from server.settings import Settings
+from server.shared.contract_rules import (
+    MAX_AMOUNT,
+    TRANSACTION_ID_MAX_LENGTH,
+    TRANSACTION_ID_PATTERN,
+    USER_ID_MAX_LENGTH,
+    USER_ID_PATTERN,
+)
 from server.stores import LedgerStore, StorageUnavailable, open_store
 from server.stores.memory import MemoryStore
 

@@ -1,16 +1,13 @@
-"""The committed OpenAPI contract, which the service serves as it is, and the rules it states.
+"""The committed OpenAPI contract, which the service serves as it is.
 
-Each rule the code enforces is written here once, for the service, the saga
-and the tests to read; tests/unit/test_contract_rules.py checks each against
-the contract's own text.
+The rules it states that the code enforces are in server/shared/contract_rules.py.
 """
 
 from __future__ import annotations
 
-import re
 from functools import cache
 from pathlib import Path
-from typing import Any, Final
+from typing import Any
 
 import yaml
 
@@ -29,18 +26,3 @@ def _load(path: Path) -> dict[str, Any]:
 def load_contract(path: Path = CONTRACT_PATH) -> dict[str, Any]:
     """The contract document; read once per process, since it never changes while running."""
     return _load(path)
-
-
-TRANSACTION_ID_MAX_LENGTH: Final = 128
-TRANSACTION_ID_PATTERN: Final = r"^[A-Za-z0-9._:-]{1,128}$"
-#: For ``fullmatch``, which, unlike ``match``, lets no final newline through the "$".
-TRANSACTION_ID: Final = re.compile(TRANSACTION_ID_PATTERN)
-TRANSACTION_ID_RULE: Final = "1-128 characters of A-Z a-z 0-9 . _ : -"
-
-USER_ID_MAX_LENGTH: Final = 64
-USER_ID_PATTERN: Final = r"^[A-Za-z0-9_.-]{1,64}$"
-USER_ID: Final = re.compile(USER_ID_PATTERN)
-USER_ID_RULE: Final = "1-64 characters of A-Z a-z 0-9 _ . -"
-
-#: The largest amount one debit or credit moves, in minor units.
-MAX_AMOUNT: Final = 10**12

@@ -14,11 +14,11 @@ from starlette.applications import Starlette
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Route
 
-from server.contract import TRANSACTION_ID, TRANSACTION_ID_RULE
 from server.edge import RETRY_AFTER_SECONDS
 from server.metrics import RequestLog
 from server.middleware import CONTRACT_PATH_PREFIXES, bearer_authorized, position_header
 from server.problems import PROBLEM_CONTENT_TYPE, ErrorCode, problem_body
+from server.shared.contract_rules import TRANSACTION_ID, TRANSACTION_ID_RULE
 from server.stores import StorageUnavailable
 
 #: As FastAPI types one: the exception is Any there.

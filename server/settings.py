@@ -8,8 +8,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
 
-from server.contract import USER_ID, USER_ID_RULE
 from server.ledger import MAX_BALANCE, valid_balance
+from server.shared.contract_rules import USER_ID, USER_ID_RULE
 from server.shared.database_url import DatabaseUrl
 
 DEMO_ACCOUNTS: Mapping[str, int] = MappingProxyType({"alice": 100_000, "bob": 100_000, "charlie": 100_000})

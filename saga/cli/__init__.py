@@ -53,7 +53,7 @@ from saga.telemetry.logging_setup import configure_saga_logging
 from saga.telemetry.metrics import MetricsEndpointError, observed, serving_metrics
 from saga.telemetry.redact import redacting
 from saga.worker import Worker, WorkerStats
-from server.contract import MAX_AMOUNT, TRANSACTION_ID, USER_ID
+from server.shared.contract_rules import MAX_AMOUNT, TRANSACTION_ID, USER_ID
 
 EXIT_OK = 0
 EXIT_SAGA_DID_NOT_COMPLETE = 1

@@ -44,16 +44,16 @@ from saga.states import SagaState
 from saga.submission import IDEMPOTENCY_KEY, IDEMPOTENCY_KEY_RULE
 from saga.telemetry.metrics import AlertMetrics
 from server.app import integral_number
-from server.contract import (
+from server.contract import load_contract
+from server.edge import parse_json_exactly
+from server.errors import describe_validation_errors
+from server.shared.contract_rules import (
     MAX_AMOUNT,
     TRANSACTION_ID_MAX_LENGTH,
     TRANSACTION_ID_PATTERN,
     USER_ID_MAX_LENGTH,
     USER_ID_PATTERN,
-    load_contract,
 )
-from server.edge import parse_json_exactly
-from server.errors import describe_validation_errors
 
 #: openapi/transfers.yaml, through the link beside this module, so that an installed package carries its own copy.
 CONTRACT_PATH: Final = Path(__file__).resolve().parent / "transfers.yaml"

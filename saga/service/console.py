@@ -44,7 +44,6 @@ import dataclasses
 import functools
 import hashlib
 import hmac
-import re
 import uuid
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -78,7 +77,7 @@ from saga.service.settings import CONSOLE_PREFIX, Role, TokenBook, TransfersSett
 from saga.states import SagaState
 from saga.telemetry.redact import redact
 from saga.verify import TrailItem
-from server.contract import TRANSACTION_ID_PATTERN
+from server.shared.contract_rules import TRANSACTION_ID
 
 HERE: Final = Path(__file__).resolve().parent
 TEMPLATES: Final = HERE / "templates"
@@ -105,7 +104,6 @@ MAX_FORM_FIELDS: Final = 8
 #: How long a page waits for an accounts service's trail before it shows it as unreadable.
 TRAIL_TIMEOUT_SECONDS: Final = 2.0
 FORM_MEDIA_TYPE: Final = "application/x-www-form-urlencoded"
-_TRANSACTION_ID = re.compile(TRANSACTION_ID_PATTERN)
 _PAST_TENSE: Final[Mapping[ActionKind, str]] = {
     ActionKind.CANCEL: "Cancelled",
     ActionKind.RETRY: "Retry asked",
@@ -645,7 +643,7 @@ class Console:
 
     async def _record(self, request: Request, transaction_id: str, viewer: Viewer) -> SagaRecord:
         request.state.transaction_id = transaction_id
-        record = await self.log.get(transaction_id) if _TRANSACTION_ID.fullmatch(transaction_id) else None
+        record = await self.log.get(transaction_id) if TRANSACTION_ID.fullmatch(transaction_id) else None
         if record is None:
             raise ConsoleRefusal(404, "unknown_transfer", f"no transfer has the id {transaction_id!r}", viewer)
         return record

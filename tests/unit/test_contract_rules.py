@@ -16,7 +16,11 @@ from saga.service.errors import ErrorCode as TransfersErrorCode
 from saga.steps import RECORDED_REJECTIONS
 from saga.submission import IDEMPOTENCY_KEY, IDEMPOTENCY_KEY_MAX_LENGTH, IDEMPOTENCY_KEY_PATTERN
 from server.app import OPENING_REFUSALS, REJECTION_DETAILS
-from server.contract import (
+from server.contract import load_contract
+from server.ledger import _REJECTION_STATUS, MAX_BALANCE, UNRECORDED_REJECTIONS, RejectionCode
+from server.openings import MAX_REASON_LENGTH, REASON_PATTERN, OpeningRejection
+from server.problems import TITLES, ErrorCode
+from server.shared.contract_rules import (
     MAX_AMOUNT,
     TRANSACTION_ID,
     TRANSACTION_ID_MAX_LENGTH,
@@ -24,11 +28,7 @@ from server.contract import (
     USER_ID,
     USER_ID_MAX_LENGTH,
     USER_ID_PATTERN,
-    load_contract,
 )
-from server.ledger import _REJECTION_STATUS, MAX_BALANCE, UNRECORDED_REJECTIONS, RejectionCode
-from server.openings import MAX_REASON_LENGTH, REASON_PATTERN, OpeningRejection
-from server.problems import TITLES, ErrorCode
 
 OPENAPI = Path(__file__).resolve().parents[2] / "openapi"
 

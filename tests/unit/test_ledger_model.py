@@ -36,8 +36,8 @@ from hypothesis.stateful import (
 )
 
 from server import Settings, create_app
-from server.contract import MAX_AMOUNT
 from server.ledger import MAX_BALANCE
+from server.shared.contract_rules import MAX_AMOUNT
 from tests.support.stores import STORES, CheckedStore, StoreFactory, memory_store
 
 T = TypeVar("T")
