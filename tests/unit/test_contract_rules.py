@@ -8,8 +8,12 @@ from typing import Any, get_args
 
 import pytest
 
+from saga.cli import API_PAGE as CLI_API_PAGE
+from saga.cli import MAX_PAGE as CLI_MAX_PAGE
 from saga.directory import SERVICE_NAME, SERVICE_NAME_MAX_LENGTH, SERVICE_NAME_PATTERN
 from saga.operator import MAX_REASON_LENGTH as ACTION_REASON_MAX_LENGTH
+from saga.operator import check_action
+from saga.records import ActionKind, OperatorAction
 from saga.service.app import CURSOR_MAX_LENGTH, CURSOR_PATTERN, DEFAULT_PAGE, MAX_PAGE, MAX_WAIT_SECONDS
 from saga.service.errors import TITLES as TRANSFERS_TITLES
 from saga.service.errors import ErrorCode as TransfersErrorCode
@@ -120,3 +124,22 @@ def test_the_transfers_rules_are_the_contracts() -> None:
 def test_the_transfers_error_codes_are_the_contracts_in_its_order() -> None:
     assert list(get_args(TransfersErrorCode)) == transfers_schemas()["ErrorCode"]["enum"]
     assert list(TRANSFERS_TITLES) == list(get_args(TransfersErrorCode))
+
+
+def test_the_command_line_pages_the_transfers_list_as_the_contract_allows() -> None:
+    limit = transfers_query("listTransfers", "limit")
+    assert (limit["maximum"], limit["default"]) == (CLI_MAX_PAGE, CLI_API_PAGE)
+
+
+@pytest.mark.parametrize(
+    "reason", ["x", "ticket\t42", "  spaced  ", "", "   ", "\t", "one\ntwo", "bell\x07", "del\x7f"]
+)
+def test_an_actions_reason_is_refused_exactly_when_the_contract_refuses_it(reason: str) -> None:
+    contract_accepts = re.fullmatch(transfers_schemas()["Reason"]["pattern"], reason) is not None
+    try:
+        check_action(OperatorAction("t-1", ActionKind.CANCEL, "ops", reason, 0))
+    except ValueError:
+        accepted = False
+    else:
+        accepted = True
+    assert accepted == contract_accepts
