@@ -23,7 +23,7 @@ from saga.ledger_watch import LedgerWatch
 from saga.ledgers import LedgerUntrusted
 from saga.logs import LeaseLost, SagaLog, SagaLogError
 from saga.records import AccountRef, SagaRecord
-from saga.replicas import Replicas, url_problem
+from saga.replicas import url_problem
 from saga.retry import RetryPolicies
 from saga.run import CompensationBlocked, SagaRun, TransferResult
 from saga.states import SagaState
@@ -245,11 +245,6 @@ class Orchestrator:
 
         return held()
 
-    @property
-    def replicas(self) -> Replicas:
-        """Which URL of each service to try first, shared by every saga and read on :attr:`clients`."""
-        return self.clients.replicas
-
     def client_for(self, service_url: str) -> AnyClient:
         """The generated client for one URL of a service, on the shared pool."""
         return self.clients.client_for(service_url)
@@ -291,11 +286,11 @@ class Orchestrator:
         run = SagaRun(
             record,
             self.log,
-            self.client_for,
+            self.clients.client_for,
             self.policies,
             self._rng,
             self._now_ms,
-            self.replicas,
+            self.clients.replicas,
             self.watch,
             nudge=nudge,
             waits=self.waits,
