@@ -59,7 +59,7 @@ from generated_client.accounts.models import LedgerRequest, LedgerResult
 from generated_client.transfers import Client as TransfersClient
 from generated_client.transfers.api.transfers import create_transfer, get_transfer
 from generated_client.transfers.models import AccountAt, Transfer, TransferRequest, TransferState
-from saga import MemorySagaLog, Orchestrator, batch, fast_transport, services
+from saga import ServiceClients, batch, fast_transport, services
 from saga.service.process import TransfersProcess
 from server.process import REPO_ROOT, ServerProcess
 
@@ -150,7 +150,7 @@ def quantile(values: list[float], q: float) -> float:
 
 async def plan(bank_a: ServerProcess, bank_b: ServerProcess, transfers: int, seed: int) -> list[Planned]:
     """What ``saga batch --seed SEED --max-amount 100`` will run, so that the API runs the same transfers."""
-    async with Orchestrator(MemorySagaLog()) as reader:
+    async with ServiceClients() as reader:
         before = await services.snapshot(reader, [bank_a.url, bank_b.url])
     workload = batch.Workload(transfers, max_amount=100, seed=seed)
     return [

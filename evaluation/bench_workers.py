@@ -39,7 +39,7 @@ from typing import Any
 import asyncpg
 
 from evaluation.scratch_database import scratch_database_blocking, server_dsn
-from saga import AccountRef, MemorySagaLog, Orchestrator, batch, services
+from saga import AccountRef, ServiceClients, batch, services
 from saga.logs.postgres import PostgresSagaLog
 from saga.submission import submit
 from server.process import REPO_ROOT, ServerProcess
@@ -89,7 +89,7 @@ def saga_command(*arguments: str) -> list[str]:
 
 
 async def plan(source: ServerProcess, target: ServerProcess, transfers: int) -> list[batch.PlannedTransfer]:
-    async with Orchestrator(MemorySagaLog()) as reader:
+    async with ServiceClients() as reader:
         before = await services.snapshot(reader, [source.url, target.url])
     return batch.plan(batch.Workload(transfers, max_amount=100, seed=1), source.url, target.url, before)
 

@@ -20,8 +20,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from saga.clients import ServiceClients, fast_transport
 from saga.logs import MemorySagaLog, SagaLog, SagaLogError, SqliteSagaLog
-from saga.orchestrator import InvalidTransfer, Orchestrator, fast_transport
+from saga.orchestrator import InvalidTransfer, Orchestrator
 from saga.records import AccountRef, Attempt, SagaRecord
 from saga.retry import RetryPolicies, RetryPolicy
 from saga.run import TransferResult
@@ -42,6 +43,7 @@ __all__ = [
     "SagaLogError",
     "SagaRecord",
     "SagaState",
+    "ServiceClients",
     "SqliteSagaLog",
     "TransferResult",
     "fast_transport",

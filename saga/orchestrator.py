@@ -15,14 +15,14 @@ from types import TracebackType
 
 import httpx
 
-from generated_client.accounts import AuthenticatedClient, Client
 from saga import workflow
+from saga.clients import ServiceClients, longest_request_timeout
 from saga.directory import SERVICE_NAME, ServiceDirectory
 from saga.ledger_watch import LedgerWatch
 from saga.ledgers import LedgerUntrusted
 from saga.logs import LeaseLost, SagaLog, SagaLogError
 from saga.records import AccountRef, SagaRecord
-from saga.replicas import Replicas, url_problem
+from saga.replicas import url_problem
 from saga.retry import RetryPolicies
 from saga.run import CompensationBlocked, SagaRun, TransferResult
 from saga.states import SagaState
@@ -46,13 +46,6 @@ class InvalidTransfer(ValueError):
     """The transfer was refused before anything was logged or sent."""
 
 
-def fast_transport(max_connections: int = 256) -> httpx.AsyncBaseTransport:
-    """httpx over aiohttp: httpx's own async pool collapses under concurrency (httpx #3215)."""
-    from httpx_aiohttp import AiohttpTransport
-
-    return AiohttpTransport(limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=None))
-
-
 def wall_clock_ms() -> int:
     return time.time_ns() // 1_000_000
 
@@ -69,8 +62,9 @@ class SagaHeld(ValueError):
 class Orchestrator:
     """Runs transfer sagas through the generated client.
 
-    ``transport`` is shared by every service's client, so all sagas share one
-    connection pool; by default it is :func:`fast_transport`. ``new_id``,
+    Its :attr:`clients` (saga/clients.py) hold the ``token`` and every
+    service's client on one ``transport``, so all sagas share one connection
+    pool; by default it is :func:`~saga.clients.fast_transport`. ``new_id``,
     ``rng`` and ``now_ms`` exist so that a simulation can make runs
     reproducible. ``waits`` is told what every run waits on, as it happens
     (saga/waits.py).
@@ -112,16 +106,17 @@ class Orchestrator:
         self.leases_lost = 0
         self.log = log
         self.policies = policies or RetryPolicies()
-        self.token = token
-        self._owns_transport = transport is None
-        self._transport = transport or fast_transport(max_connections=max(concurrency, 1) * 2)
+        #: The accounts services' clients, the token and the pool every saga of this orchestrator shares.
+        self.clients = ServiceClients(
+            token=token,
+            transport=transport,
+            timeout=longest_request_timeout(self.policies),
+            connections=max(concurrency, 1) * 2,
+        )
         self._new_id = new_id or (lambda: str(uuid.uuid4()))
         self._rng = rng or random.Random()
         self._now_ms = now_ms
         self._slots = asyncio.Semaphore(concurrency)
-        self._clients: dict[str, AnyClient] = {}
-        #: Which URL of each service to try first, shared by every saga and read.
-        self.replicas = Replicas()
         #: Sagas this orchestrator is driving now: recovery must not start a
         #: second runner for any of them.
         self._running: set[str] = set()
@@ -248,19 +243,9 @@ class Orchestrator:
 
         return held()
 
-    @property
-    def http_timeout(self) -> httpx.Timeout:
-        """Every timeout of the HTTP client: the longest request timeout of any step.
-
-        httpx's default caps each request at 5 seconds, below a longer
-        ``request_timeout``; the step's own deadline (saga/steps.py) is the
-        one meant to end a request. Balance and trail reads get the same
-        allowance. The aiohttp transport takes its connect, read and pool
-        timeouts from this per request, in place of its session's defaults.
-        """
-        policies = self.policies
-        longest = max(policy.request_timeout for policy in (policies.debit, policies.credit, policies.compensation))
-        return httpx.Timeout(longest)
+    def client_for(self, service_url: str) -> AnyClient:
+        """The generated client for one URL of a service, on the shared pool."""
+        return self.clients.client_for(service_url)
 
     async def aclose(self) -> None:
         try:
@@ -271,8 +256,7 @@ class Orchestrator:
             self._renewer.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._renewer
-        if self._owns_transport:
-            await self._transport.aclose()
+        await self.clients.aclose()
 
     async def __aenter__(self) -> Orchestrator:
         return self
@@ -300,11 +284,11 @@ class Orchestrator:
         run = SagaRun(
             record,
             self.log,
-            self.client_for,
+            self.clients.client_for,
             self.policies,
             self._rng,
             self._now_ms,
-            self.replicas,
+            self.clients.replicas,
             self.watch,
             nudge=nudge,
             waits=self.waits,
@@ -383,23 +367,6 @@ class Orchestrator:
             for transaction_id in sorted(lost):
                 # Its run finds out at its next commit, before any further request.
                 logger.info("the lease of saga %s was lost to another orchestrator", transaction_id)
-
-    def client_for(self, service_url: str) -> AnyClient:
-        """The generated client for one URL of a service, on the shared pool."""
-        client = self._clients.get(service_url)
-        if client is None:
-            headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
-            http = httpx.AsyncClient(
-                base_url=service_url, transport=self._transport, headers=headers, timeout=self.http_timeout
-            )
-            generated: AnyClient
-            if self.token:
-                generated = AuthenticatedClient(base_url=service_url, token=self.token, raise_on_unexpected_status=True)
-            else:
-                generated = Client(base_url=service_url, raise_on_unexpected_status=True)
-            client = generated.set_async_httpx_client(http)
-            self._clients[service_url] = client
-        return client
 
 
 def validate(source: AccountRef, target: AccountRef, amount: int) -> None:

@@ -39,14 +39,13 @@ from typing import Any
 from generated_client.accounts.api.accounts import list_accounts
 from generated_client.accounts.models import AccountList
 from saga import verify
+from saga.clients import ServiceClients
 from saga.deadlines import iso_time
 from saga.directory import ServiceDirectory
 from saga.ledgers import LedgerMark, went_back
-from saga.logs import MemorySagaLog, SagaLog
-from saga.orchestrator import Orchestrator
+from saga.logs import SagaLog
 from saga.records import AccountRef, ActionKind, SagaRecord
 from saga.replicas import describe, first_reachable
-from saga.retry import RetryPolicies, RetryPolicy
 from saga.services import trail
 from saga.states import SagaState
 from saga.steps import ledger_position
@@ -156,9 +155,7 @@ async def reconcile(
     for record in ended:
         for account in (record.source, record.target):
             services.setdefault(account.service_key, account)
-    policy = RetryPolicy(maximum_attempts=1, request_timeout=request_timeout)
-    policies = RetryPolicies(debit=policy, credit=policy, compensation=policy)
-    async with Orchestrator(MemorySagaLog(), token=token, concurrency=concurrency, policies=policies) as reader:
+    async with ServiceClients(token=token, timeout=request_timeout, connections=concurrency * 2) as reader:
         reads = _Reads(reader, request_timeout, asyncio.Semaphore(concurrency))
         marks = await log.ledger_marks()
         for reading in await asyncio.gather(
@@ -247,7 +244,7 @@ def judge_saga(record: SagaRecord, trails: dict[str, list[verify.TrailItem]]) ->
 class _Reads:
     """Reads of the services, as many at once as the pool allows, each within its own timeout."""
 
-    def __init__(self, reader: Orchestrator, timeout: float, slots: asyncio.Semaphore) -> None:
+    def __init__(self, reader: ServiceClients, timeout: float, slots: asyncio.Semaphore) -> None:
         self._reader = reader
         self._timeout = timeout
         self._slots = slots

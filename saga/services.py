@@ -4,6 +4,10 @@ A service is given as one URL or several (replicas over one database). A read
 goes to one of them, and moves on to the next only if it cannot connect; the
 results are keyed by the service's identity (:func:`saga.records.service_id`),
 so the replicas of one service are read and counted once.
+
+The reads go through a :class:`~saga.clients.ServiceClients`: an
+orchestrator's own (``orchestrator.clients``, with its ``watch`` of the
+ledgers), or those of a reader that drives no saga.
 """
 
 from __future__ import annotations
@@ -16,7 +20,8 @@ import httpx
 
 from generated_client.accounts.api.accounts import get_transaction, list_accounts
 from generated_client.accounts.models import AccountList, TransactionTrail
-from saga.orchestrator import Orchestrator
+from saga.clients import ServiceClients
+from saga.ledger_watch import LedgerWatch
 from saga.records import as_urls, service_id
 from saga.replicas import describe, first_reachable
 from saga.steps import ledger_position
@@ -31,25 +36,41 @@ def _correlation_id() -> str:
     return f"read-{uuid.uuid4()}"
 
 
-async def balances(orchestrator: Orchestrator, service: str | Iterable[str]) -> dict[str, int]:
+class Snapshot(dict[str, dict[str, int]]):
+    """Service identity -> user_id -> balance, as read once; and each account's opening balance, by service.
+
+    The openings come with the same listing, so what was opened between two
+    snapshots is known without reading the services again (:func:`opened_between`).
+    """
+
+    def __init__(self, balances: dict[str, dict[str, int]], openings: dict[str, dict[str, int]]) -> None:
+        super().__init__(balances)
+        self.openings = openings
+
+
+async def balances(
+    clients: ServiceClients, service: str | Iterable[str], watch: LedgerWatch | None = None
+) -> dict[str, int]:
     """user_id -> balance, for every account on one service.
 
-    The read also tells the service's ledger position: a ledger that went
-    back in time is quarantined here (LedgerWentBack), before any saga runs.
+    The read also tells the service's ledger position: given ``watch``, a
+    ledger that went back in time is quarantined there (LedgerWentBack),
+    before any saga runs.
     """
-    return {account.user_id: account.balance for account in (await _accounts(orchestrator, service)).accounts}
+    return {account.user_id: account.balance for account in (await _accounts(clients, service, watch)).accounts}
 
 
-async def _accounts(orchestrator: Orchestrator, service: str | Iterable[str]) -> AccountList:
+async def _accounts(clients: ServiceClients, service: str | Iterable[str], watch: LedgerWatch | None) -> AccountList:
     urls = as_urls(service)
     where = ",".join(urls)
-    mark = await orchestrator.watch.mark(service_id(urls))
+    key = service_id(urls)
+    mark = None if watch is None else await watch.mark(key)
     try:
         response = await first_reachable(
             urls,
-            orchestrator.replicas,
+            clients.replicas,
             lambda url: list_accounts.asyncio_detailed(
-                client=orchestrator.client_for(url), transaction_id=_correlation_id()
+                client=clients.client_for(url), transaction_id=_correlation_id()
             ),
         )
     except Exception as error:
@@ -60,50 +81,48 @@ async def _accounts(orchestrator: Orchestrator, service: str | Iterable[str]) ->
         detail = getattr(answer, "detail", "no readable answer")
         raise ServiceUnavailable(f"the accounts service at {where} refused to list accounts: {detail}")
     ledger_id, position = response.headers.get("ledger-id"), ledger_position(response.headers)
-    if ledger_id is not None and position is not None:
-        await orchestrator.watch.observe(service_id(urls), ledger_id, position, mark, None)
+    if watch is not None and ledger_id is not None and position is not None:
+        await watch.observe(key, ledger_id, position, mark, None)
     return answer
 
 
-async def opened_between(
-    orchestrator: Orchestrator, services: Iterable[str | Iterable[str]], before: Balances, after: Balances
-) -> dict[str, dict[str, int]]:
+def opened_between(before: Balances, after: Snapshot) -> dict[str, dict[str, int]]:
     """The opening balance of each account in ``after`` that ``before`` lacks, by service: money brought in.
 
-    Only a service with such an account is read again; an account opened
-    after ``after`` was read is left out, as ``after`` does not hold it.
+    An account opened after ``after`` was read is left out, as ``after`` does not hold it.
     """
     opened: dict[str, dict[str, int]] = {}
-    for service in services:
-        urls = as_urls(service)
-        key = service_id(urls)
-        new = set(after.get(key, {})) - set(before.get(key, {}))
-        if not new or key in opened:
-            continue
-        listed = await _accounts(orchestrator, urls)
-        opened[key] = {
-            account.user_id: account.opening_balance for account in listed.accounts if account.user_id in new
-        }
+    for key, accounts in after.items():
+        new = set(accounts) - set(before.get(key, {}))
+        if new:
+            opened[key] = {user_id: opening for user_id, opening in after.openings[key].items() if user_id in new}
     return opened
 
 
-async def snapshot(orchestrator: Orchestrator, services: Iterable[str | Iterable[str]]) -> dict[str, dict[str, int]]:
-    """Service identity -> user_id -> balance; each service read once, however many times it is listed."""
+async def snapshot(
+    clients: ServiceClients, services: Iterable[str | Iterable[str]], watch: LedgerWatch | None = None
+) -> Snapshot:
+    """Every service's balances and openings; each service read once, however many times it is listed."""
     by_service: dict[str, tuple[str, ...]] = {}
     for service in services:
         urls = as_urls(service)
         by_service.setdefault(service_id(urls), urls)
-    results = await asyncio.gather(*(balances(orchestrator, urls) for urls in by_service.values()))
-    return dict(zip(by_service, results, strict=True))
+    listed = await asyncio.gather(*(_accounts(clients, urls, watch) for urls in by_service.values()))
+    read: dict[str, dict[str, int]] = {}
+    openings: dict[str, dict[str, int]] = {}
+    for key, answer in zip(by_service, listed, strict=True):
+        read[key] = {account.user_id: account.balance for account in answer.accounts}
+        openings[key] = {account.user_id: account.opening_balance for account in answer.accounts}
+    return Snapshot(read, openings)
 
 
-async def trail(orchestrator: Orchestrator, service: str | Iterable[str], transaction_id: str) -> list[TrailItem]:
+async def trail(clients: ServiceClients, service: str | Iterable[str], transaction_id: str) -> list[TrailItem]:
     urls = as_urls(service)
     answer = await first_reachable(
         urls,
-        orchestrator.replicas,
+        clients.replicas,
         lambda url: get_transaction.asyncio(
-            transaction_id, client=orchestrator.client_for(url), transaction_id_header=_correlation_id()
+            transaction_id, client=clients.client_for(url), transaction_id_header=_correlation_id()
         ),
     )
     if not isinstance(answer, TransactionTrail):
@@ -120,7 +139,7 @@ async def trail(orchestrator: Orchestrator, service: str | Iterable[str], transa
 
 
 async def trails(
-    orchestrator: Orchestrator, sagas: Sequence[SagaEnd], concurrency: int = 32
+    clients: ServiceClients, sagas: Sequence[SagaEnd], concurrency: int = 32
 ) -> dict[tuple[str, str], list[TrailItem]]:
     """The audit trail of every saga on each service it touched, keyed by (service identity, transaction_id)."""
     slots = asyncio.Semaphore(concurrency)
@@ -131,7 +150,7 @@ async def trails(
 
     async def fetch(urls: tuple[str, ...], transaction_id: str) -> list[TrailItem]:
         async with slots:
-            return await trail(orchestrator, urls, transaction_id)
+            return await trail(clients, urls, transaction_id)
 
     results = await asyncio.gather(*(fetch(urls, key[1]) for key, urls in to_read.items()))
     return dict(zip(to_read, results, strict=True))

@@ -35,6 +35,7 @@ from saga.cli.options import (
     whole_number,
 )
 from saga.cli.trail import service_trails
+from saga.clients import ServiceClients
 from saga.deadlines import MAX_AHEAD, deadline_problem, epoch_ms, iso_time
 from saga.directory import SERVICE_NAME, ServiceDirectory, directory_from
 from saga.drive import batch
@@ -463,14 +464,14 @@ async def recover_first(orchestrator: Orchestrator, err: TextIO) -> list[Transfe
     return recovered
 
 
-async def require_account(orchestrator: Orchestrator, account: AccountRef) -> None:
+async def require_account(clients: ServiceClients, account: AccountRef) -> None:
     where = ",".join(account.urls)
     try:
         answer = await first_reachable(
             account.urls,
-            orchestrator.replicas,
+            clients.replicas,
             lambda url: get_account.asyncio(
-                account.user_id, client=orchestrator.client_for(url), transaction_id="saga-cli-check"
+                account.user_id, client=clients.client_for(url), transaction_id="saga-cli-check"
             ),
         )
     except Exception as error:
@@ -523,8 +524,8 @@ async def cmd_transfer(args: argparse.Namespace, out: TextIO, err: TextIO) -> in
             new_id=lambda: transaction_id,
             waits=waits,
         ) as orchestrator:
-            await require_account(orchestrator, source)
-            await require_account(orchestrator, target)
+            await require_account(orchestrator.clients, source)
+            await require_account(orchestrator.clients, target)
             if not is_shared(default_db(args)):
                 # On a shared log the workers take over what others left.
                 await recover_first(orchestrator, err)
@@ -641,7 +642,7 @@ async def cmd_batch(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
             try:
                 # On a shared log the workers, this batch's among them, take over what others left.
                 recovered = [] if shared else await recover_first(orchestrator, err)
-                before = await services.snapshot(orchestrator, [source_urls, target_urls])
+                before = await services.snapshot(orchestrator.clients, [source_urls, target_urls], orchestrator.watch)
             except services.ServiceUnavailable as error:
                 raise UsageError(str(error)) from None
             except LedgerUntrusted as untrusted:

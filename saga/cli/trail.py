@@ -12,8 +12,7 @@ from typing import Any
 
 from generated_client.accounts.api.accounts import get_transaction
 from generated_client.accounts.models import TransactionTrail
-from saga.logs import MemorySagaLog
-from saga.orchestrator import Orchestrator
+from saga.clients import ServiceClients
 from saga.records import SagaRecord
 from saga.replicas import describe, first_reachable
 
@@ -50,7 +49,7 @@ async def service_trails(record: SagaRecord, token: str | None) -> list[ServiceT
     for account in (record.source, record.target):
         services.setdefault(account.service_url, account.urls)
     trails = []
-    async with Orchestrator(MemorySagaLog(), token=token, concurrency=len(services)) as reader:
+    async with ServiceClients(token=token, connections=len(services) * 2) as reader:
         for service, urls in services.items():
             try:
                 # The read carries the saga's own id, so the service's log line for it is found by that id too.

@@ -11,12 +11,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from saga import services, verify
+from saga.clients import ServiceClients
 from saga.failures import LOG_FAILURES, one_line, what_failed
 from saga.ledgers import LedgerUntrusted, Quarantine, ServiceQuarantined
-from saga.logs import MemorySagaLog, SagaLog
-from saga.orchestrator import Orchestrator, fast_transport
+from saga.logs import SagaLog
+from saga.orchestrator import Orchestrator
 from saga.records import AccountRef, SagaRecord, as_urls, service_id
-from saga.retry import RetryPolicies, RetryPolicy
 from saga.run import TransferResult
 from saga.states import ENDS_IN_ORDER, SagaState
 
@@ -307,7 +307,7 @@ async def run(
     """
     loop = asyncio.get_running_loop()
     if before is None:
-        before = await services.snapshot(orchestrator, service_urls)
+        before = await services.snapshot(orchestrator.clients, service_urls, orchestrator.watch)
 
     started = loop.time()
     if shared:
@@ -322,8 +322,8 @@ async def run(
     opened: dict[str, dict[str, int]] = {}
     balances_read = True
     try:
-        after = await services.snapshot(orchestrator, service_urls)
-        opened = await services.opened_between(orchestrator, service_urls, before, after)
+        after = await services.snapshot(orchestrator.clients, service_urls, orchestrator.watch)
+        opened = services.opened_between(before, after)
         if not exclusive:
             after, opened = await _settled(orchestrator, service_urls, before, after, opened)
     except (services.ServiceUnavailable, LedgerUntrusted, *LOG_FAILURES) as error:
@@ -447,7 +447,7 @@ async def _settled(
     orchestrator: Orchestrator,
     service_urls: Sequence[str | Iterable[str]],
     before: verify.Balances,
-    after: dict[str, dict[str, int]],
+    after: services.Snapshot,
     opened: dict[str, dict[str, int]],
     *,
     patience: float = 3.0,
@@ -464,8 +464,8 @@ async def _settled(
         if verify.total(after) == verify.total(before) + verify.brought_in(opened):
             break
         await asyncio.sleep(interval)
-        after = await services.snapshot(orchestrator, service_urls)
-        opened = await services.opened_between(orchestrator, service_urls, before, after)
+        after = await services.snapshot(orchestrator.clients, service_urls, orchestrator.watch)
+        opened = services.opened_between(before, after)
     return after, opened
 
 
@@ -569,12 +569,12 @@ async def audit_trails(
             to_read.setdefault((account.service_url, saga.transaction_id), account.urls)
     if not to_read:
         return {}, None
-    policy = RetryPolicy(maximum_attempts=1, request_timeout=request_timeout)
-    transport = fast_transport(max_connections=reads)
     slots = asyncio.Semaphore(reads)
     problem: str | None = None
 
-    async def fetch(reader: Orchestrator, key: tuple[str, str], urls: tuple[str, ...]) -> list[verify.TrailItem] | None:
+    async def fetch(
+        reader: ServiceClients, key: tuple[str, str], urls: tuple[str, ...]
+    ) -> list[verify.TrailItem] | None:
         nonlocal problem
         async with slots:
             if problem is not None:
@@ -587,17 +587,8 @@ async def audit_trails(
                     problem = f"cannot read the trail of {key[1]} at {','.join(urls)}: {reason}"
                 return None
 
-    try:
-        async with Orchestrator(
-            MemorySagaLog(),
-            token=orchestrator.token,
-            transport=transport,
-            policies=RetryPolicies(policy, policy, policy),
-            concurrency=reads,
-        ) as reader:
-            read = await asyncio.gather(*(fetch(reader, key, urls) for key, urls in to_read.items()))
-    finally:
-        await transport.aclose()
+    async with ServiceClients(token=orchestrator.clients.token, timeout=request_timeout, connections=reads) as reader:
+        read = await asyncio.gather(*(fetch(reader, key, urls) for key, urls in to_read.items()))
     if problem is not None:
         return None, problem
     return {key: trail for key, trail in zip(to_read, read, strict=True) if trail is not None}, None

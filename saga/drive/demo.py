@@ -34,9 +34,8 @@ from saga.cli.options import (
     given_db,
     whole_number,
 )
+from saga.clients import ServiceClients
 from saga.drive import batch
-from saga.logs import MemorySagaLog
-from saga.orchestrator import Orchestrator
 
 if TYPE_CHECKING:
     from saga.service.demo_client import DemoReport
@@ -226,9 +225,9 @@ async def _run(
 
     loop = asyncio.get_running_loop()
     names = {url: name for name, url in banks.items()}
-    # An orchestrator that drives nothing: services.py reads the banks through its accounts clients.
+    # The banks are read through accounts clients of the demo's own; the transfers service drives the sagas.
     async with (
-        Orchestrator(MemorySagaLog()) as reader,
+        ServiceClients() as reader,
         api_client.TransfersApi(service_url, connections=args.concurrency * 2) as api,
     ):
         before = await services.snapshot(reader, banks.values())
@@ -268,7 +267,7 @@ async def _run(
         timelines = dict(zip(ids, await api_client.each(ids, args.concurrency, api.events), strict=True))
 
         after = await services.snapshot(reader, banks.values())
-        opened = await services.opened_between(reader, banks.values(), before, after)
+        opened = services.opened_between(before, after)
         ends = api_client.saga_ends(finals, banks)
         trails = await services.trails(reader, ends)
     violations = api_client.answer_violations(sent, finals, listed) + verify.check(

@@ -27,8 +27,9 @@ from typing import Any, TextIO
 from saga import services, verify
 from saga.cli import terminal
 from saga.cli.options import given_db
+from saga.clients import ServiceClients
 from saga.drive import batch
-from saga.logs import MemorySagaLog, SagaLogError, SqliteSagaLog, count_sagas
+from saga.logs import SagaLogError, SqliteSagaLog, count_sagas
 from saga.orchestrator import Orchestrator
 from saga.retry import RetryPolicies, RetryPolicy
 from saga.run import TransferResult
@@ -284,7 +285,7 @@ async def _run_in_process(
         async with Orchestrator(
             log, policies=scenario.policies(), token=scenario.token, concurrency=scenario.concurrency
         ) as orchestrator:
-            before = await services.snapshot(orchestrator, urls.values())
+            before = await services.snapshot(orchestrator.clients, urls.values(), orchestrator.watch)
             planned = batch.plan(scenario.workload, source_url, target_url, before)
             return await batch.run(orchestrator, planned, list(urls.values()), progress=progress, before=before)
     finally:
@@ -300,7 +301,7 @@ def _saga_rows(db: Path) -> int:
 
 
 async def _snapshot(scenario: Scenario, urls: dict[str, str]) -> dict[str, dict[str, int]]:
-    async with Orchestrator(MemorySagaLog(), token=scenario.token) as reader:
+    async with ServiceClients(token=scenario.token) as reader:
         return await services.snapshot(reader, urls.values())
 
 
@@ -344,10 +345,10 @@ async def _recover_and_judge(
             recovered = await orchestrator.recover()
             seconds = loop.time() - started
             records = await log.sagas()
-            after = await services.snapshot(orchestrator, urls.values())
-            opened = await services.opened_between(orchestrator, urls.values(), before, after)
+            after = await services.snapshot(orchestrator.clients, urls.values(), orchestrator.watch)
+            opened = services.opened_between(before, after)
             ends = [verify.SagaEnd.of(r) for r in records]
-            trails = await services.trails(orchestrator, ends)
+            trails = await services.trails(orchestrator.clients, ends)
     finally:
         await log.close()
     by_id = {result.transaction_id: result for result in recovered}

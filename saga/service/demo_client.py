@@ -43,8 +43,8 @@ from generated_client.transfers.models import (
 )
 from generated_client.transfers.types import UNSET, Response, Unset
 from saga import verify
+from saga.clients import fast_transport
 from saga.drive.batch import PlannedTransfer
-from saga.orchestrator import fast_transport
 from saga.records import AccountRef
 from saga.replicas import describe
 from saga.service.app import MAX_PAGE, MAX_WAIT_SECONDS

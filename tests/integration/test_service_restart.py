@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from saga import MemorySagaLog, Orchestrator, services
+from saga import ServiceClients, services
 from saga.logs import SagaLogError, count_sagas
 from server.process import REPO_ROOT
 from server.shared.database_url import parse_database_url
@@ -54,7 +54,7 @@ def logged_sagas(db: Path) -> int:
 
 
 async def snapshot(urls: list[str]) -> dict[str, dict[str, int]]:
-    async with Orchestrator(MemorySagaLog()) as reader:
+    async with ServiceClients() as reader:
         return await services.snapshot(reader, urls)
 
 

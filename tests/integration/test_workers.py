@@ -21,7 +21,7 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from saga import AccountRef, MemorySagaLog, Orchestrator, SagaState, services, verify
+from saga import AccountRef, SagaState, ServiceClients, services, verify
 from saga.drive import batch
 from saga.logs.postgres import PostgresSagaLog
 from saga.records import Event, SagaRecord
@@ -146,7 +146,7 @@ def test_three_workers_take_over_from_a_killed_and_a_paused_one_and_every_transf
     urls = [source.url, target.url]
 
     async def scenario() -> None:
-        async with Orchestrator(MemorySagaLog()) as reader:
+        async with ServiceClients() as reader:
             before = await services.snapshot(reader, urls)
         planned = batch.plan(batch.Workload(TRANSFERS, max_amount=5_000, seed=12), source.url, target.url, before)
         log = await PostgresSagaLog.open(pg_dsn, pool_size=8)
@@ -195,7 +195,7 @@ def test_three_workers_take_over_from_a_killed_and_a_paused_one_and_every_transf
             assert sorted(record.transaction_id for record in records) == sorted(ids)
             histories = {record.transaction_id: await log.history(record.transaction_id) for record in records}
             ends = [verify.SagaEnd.of(r) for r in records]
-            async with Orchestrator(MemorySagaLog()) as reader:
+            async with ServiceClients() as reader:
                 after = await services.snapshot(reader, urls)
                 trails = await services.trails(reader, ends)
         finally:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from saga import AccountRef, MemorySagaLog, Orchestrator, SagaRecord, SagaState, SqliteSagaLog, services
+from saga import AccountRef, Orchestrator, SagaRecord, SagaState, ServiceClients, SqliteSagaLog, services
 from saga.drive import batch
 from saga.logs import count_sagas
 from tests.conftest import StartServer
@@ -26,8 +26,8 @@ def test_a_batch_completes_through_a_live_url_behind_a_dead_one(start_server: St
     service = (dead_url(), server.url)
 
     async def run() -> batch.BatchReport:
-        # Read by another orchestrator, so that the one running the sagas finds the live URL for itself.
-        async with Orchestrator(MemorySagaLog()) as reader:
+        # Read through clients of its own, so that the orchestrator running the sagas finds the live URL for itself.
+        async with ServiceClients() as reader:
             before = await services.snapshot(reader, [service])
         plan = batch.plan(batch.Workload(60, max_amount=2_000, seed=5), service, service, before)
         log = await SqliteSagaLog.open(tmp_path / "saga.db")
@@ -112,7 +112,7 @@ def test_recovery_sends_to_the_urls_stored_in_the_log(start_server: StartServer,
     assert requests == [("debit", dead, None), ("debit", server.url, 200), ("credit", server.url, 200)]
 
     async def balances() -> dict[str, int]:
-        async with Orchestrator(MemorySagaLog()) as reader:
+        async with ServiceClients() as reader:
             return await services.balances(reader, server.url)
 
     assert asyncio.run(balances()) == {"alice": 700, "bob": 300}

@@ -14,7 +14,16 @@ from pathlib import Path
 
 import pytest
 
-from saga import AccountRef, Orchestrator, RetryPolicies, RetryPolicy, SagaState, SqliteSagaLog, services
+from saga import (
+    AccountRef,
+    Orchestrator,
+    RetryPolicies,
+    RetryPolicy,
+    SagaState,
+    ServiceClients,
+    SqliteSagaLog,
+    services,
+)
 from saga.drive import batch
 from saga.logs import SagaLogError, count_sagas
 from server.process import REPO_ROOT, ServerProcess
@@ -44,7 +53,7 @@ async def run_batch(
     log = await SqliteSagaLog.open(db)
     try:
         async with Orchestrator(log, policies=policies, concurrency=16) as orchestrator:
-            before = await services.snapshot(orchestrator, [source_url, target_url])
+            before = await services.snapshot(orchestrator.clients, [source_url, target_url], orchestrator.watch)
             plan = batch.plan(batch.Workload(transfers, max_amount=2_000, seed=seed), source_url, target_url, before)
             report = await batch.run(orchestrator, plan, [source_url, target_url], before=before)
         assert await violations_after(log, before) == []
@@ -119,7 +128,8 @@ def test_insufficient_funds_fails_without_moving_money(start_server: StartServer
                 result = await orchestrator.transfer(AccountRef(server.url, "poor"), AccountRef(server.url, "rich"), 11)
                 assert result.state is SagaState.FAILED
                 assert [(a.step, a.status, a.code) for a in result.attempts] == [("debit", 409, "insufficient_funds")]
-                assert await services.balances(orchestrator, server.url) == {"poor": 10, "rich": 0}
+                balances = await services.balances(orchestrator.clients, server.url, orchestrator.watch)
+                assert balances == {"poor": 10, "rich": 0}
         finally:
             await log.close()
 
@@ -173,7 +183,5 @@ def test_kill_minus_nine_mid_batch_then_recover(start_server: StartServer, tmp_p
 
 
 async def _snapshot(urls: list[str]) -> dict[str, dict[str, int]]:
-    from saga import MemorySagaLog
-
-    async with Orchestrator(MemorySagaLog()) as reader:
+    async with ServiceClients() as reader:
         return await services.snapshot(reader, urls)

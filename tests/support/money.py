@@ -6,7 +6,7 @@ import asyncio
 from collections.abc import Sequence
 from pathlib import Path
 
-from saga import MemorySagaLog, Orchestrator, SagaLog, SqliteSagaLog, services, verify
+from saga import SagaLog, ServiceClients, SqliteSagaLog, services, verify
 from saga.records import SagaRecord
 
 
@@ -22,7 +22,7 @@ async def violations_after(
 ) -> list[verify.Violation]:
     """Every broken invariant, judged from the saga log and the services' balances and audit trails."""
     records = await log.sagas()
-    async with Orchestrator(MemorySagaLog(), token=token) as reader:
+    async with ServiceClients(token=token) as reader:
         after = await services.snapshot(reader, before)
         trails = await services.trails(reader, ends_of(records))
     return verify.check(before, after, ends_of(records), trails)

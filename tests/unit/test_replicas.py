@@ -10,8 +10,18 @@ import aiohttp
 import httpx
 import pytest
 
-from saga import AccountRef, InvalidTransfer, MemorySagaLog, Orchestrator, RetryPolicies, SagaState, services
-from saga.orchestrator import fast_transport, same_account_problem
+from saga import (
+    AccountRef,
+    InvalidTransfer,
+    MemorySagaLog,
+    Orchestrator,
+    RetryPolicies,
+    SagaState,
+    ServiceClients,
+    services,
+)
+from saga.clients import fast_transport
+from saga.orchestrator import same_account_problem
 from saga.records import service_id
 from saga.replicas import Replicas, describe, parse_urls, unreachable
 from saga.run import TransferResult
@@ -283,17 +293,17 @@ def test_reads_fail_over_and_count_a_service_once() -> None:
     app = bank()
 
     async def read() -> dict[str, dict[str, int]]:
-        async with Orchestrator(MemorySagaLog(), transport=OneDeadReplica(app)) as orchestrator:
-            assert await services.balances(orchestrator, (DEAD, LIVE)) == {"alice": 1_000, "bob": 1_000}
-            return await services.snapshot(orchestrator, [(DEAD, LIVE), (LIVE, DEAD)])
+        async with ServiceClients(transport=OneDeadReplica(app)) as reader:
+            assert await services.balances(reader, (DEAD, LIVE)) == {"alice": 1_000, "bob": 1_000}
+            return await services.snapshot(reader, [(DEAD, LIVE), (LIVE, DEAD)])
 
     assert asyncio.run(read()) == {service_id((DEAD, LIVE)): {"alice": 1_000, "bob": 1_000}}
 
 
 def test_a_read_with_no_reachable_url_reports_the_service_unavailable() -> None:
     async def read() -> None:
-        async with Orchestrator(MemorySagaLog(), transport=OneDeadReplica(bank())) as orchestrator:
+        async with ServiceClients(transport=OneDeadReplica(bank())) as reader:
             with pytest.raises(services.ServiceUnavailable, match="cannot reach"):
-                await services.balances(orchestrator, (DEAD,))
+                await services.balances(reader, (DEAD,))
 
     asyncio.run(read())
