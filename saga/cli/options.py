@@ -206,8 +206,9 @@ def add_directory_options(command: argparse.ArgumentParser) -> None:
         action="append",
         default=[],
         metavar="NAME=URL[,URL...]",
-        help="an accounts service by name, with its replicas' URLs: requests to the service of that name go "
-        "there, in place of any URLs the log holds for it; repeat for each service",
+        help="an accounts service by name, with its replicas' URLs: the name a transfer gives its accounts' "
+        "service, and where every request to that service goes, in place of any URLs the log holds for it; "
+        "repeat for each service",
     )
     command.add_argument(
         "--services",
