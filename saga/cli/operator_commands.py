@@ -33,8 +33,19 @@ from generated_client.transfers.api.operators import cancel_transfer, resolve_tr
 from generated_client.transfers.models import OperatorActionRequest, Problem, ResolveRequest, Transfer
 from generated_client.transfers.models import Resolution as ApiResolution
 from generated_client.transfers.types import Response
-from saga.cli.options import add_db_option, add_directory_options, whole_number
+from saga.cli.options import (
+    add_api_options,
+    add_db_option,
+    add_directory_options,
+    add_json_option,
+    add_retry_options,
+    add_token_option,
+    add_transaction_id_argument,
+    policies_from,
+    whole_number,
+)
 from saga.cli.remote import transfer_line
+from saga.cli.running import UsageError, default_db, open_log
 from saga.logs import SagaLog, is_shared
 from saga.logs.base import UnknownSaga, act_once
 from saga.operator import MAX_REASON_LENGTH, ActionRefused, check_action
@@ -52,12 +63,10 @@ HELP = {
 }
 
 
-def add_operator_commands(commands: Any) -> None:
-    from saga.cli import _transaction_id, retry_options
-
+def add_operator_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     for kind in ActionKind:
         command = commands.add_parser(kind.value, help=HELP[kind])
-        command.add_argument("transaction_id", type=_transaction_id)
+        add_transaction_id_argument(command)
         if kind is ActionKind.RESOLVE:
             command.add_argument(
                 "--resolution",
@@ -70,21 +79,11 @@ def add_operator_commands(commands: Any) -> None:
             "--reason", required=True, help=f"why, in one line of at most {MAX_REASON_LENGTH} characters; recorded"
         )
         add_db_option(command)
-        command.add_argument(
-            "--api",
-            default=None,
-            metavar="URL",
-            help="act through the transfers service at URL instead of on a log (SAGA_API)",
-        )
-        command.add_argument(
-            "--api-token", default=os.environ.get("SAGA_API_TOKEN"), help="an operator token (SAGA_API_TOKEN)"
-        )
-        command.add_argument("--json", action="store_true", help="print the transfer as one JSON object")
+        add_api_options(command)
+        add_json_option(command)
         if kind is ActionKind.RETRY:
-            command.add_argument(
-                "--token", default=os.environ.get("SAGA_TOKEN"), help="bearer token for the accounts services"
-            )
-            add_directory_options(command, "sent to in place of the URLs logged for the saga")
+            add_token_option(command)
+            add_directory_options(command)
             command.add_argument(
                 "--within",
                 type=whole_number(1, 3600),
@@ -92,7 +91,7 @@ def add_operator_commands(commands: Any) -> None:
                 help="with --db on SQLite: drive the saga here for at most this many seconds (60); it stays "
                 "COMPENSATING if its compensation has not finished by then",
             )
-            retry_options(command)
+            add_retry_options(command)
 
 
 def cli_actor() -> str:
@@ -156,8 +155,6 @@ def _through_api(
 async def _on_log(
     args: argparse.Namespace, kind: ActionKind, resolution: Resolution | None, out: TextIO, err: TextIO
 ) -> int:
-    from saga.cli import UsageError, default_db, open_log
-
     database = default_db(args)
     try:
         log = await open_log(database, create=False)
@@ -187,7 +184,6 @@ async def _on_log(
 
 
 async def _drive_now(args: argparse.Namespace, log: SagaLog, record: SagaRecord, err: TextIO) -> SagaRecord:
-    from saga.cli import policies_from
     from saga.cli.terminal import WaitLines
     from saga.directory import directory_from
     from saga.orchestrator import Orchestrator

@@ -9,15 +9,22 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import re
 import time
 from collections import Counter
 from dataclasses import asdict
 from datetime import datetime
-from typing import Any, TextIO
+from typing import TextIO
 
-from saga.cli.options import add_db_option, add_directory_options, whole_number
+from saga.cli.options import (
+    add_db_option,
+    add_directory_options,
+    add_json_option,
+    add_request_timeout_option,
+    add_token_option,
+    whole_number,
+)
+from saga.cli.running import default_db, open_log
 from saga.deadlines import iso_time
 from saga.directory import directory_from
 from saga.logs import SagaLog, SagaLogError
@@ -28,7 +35,7 @@ _RELATIVE = re.compile(r"([0-9]{1,6})([smhd])")
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3_600, "d": 86_400}
 
 
-def add_reconcile_command(commands: Any) -> None:
+def add_reconcile_command(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     command = commands.add_parser(
         "reconcile",
         help="compare every saga that ended with the services' audit trails; or lift a quarantine (--accept)",
@@ -40,20 +47,15 @@ def add_reconcile_command(commands: Any) -> None:
         help="the sagas that ended since then: an ISO 8601 time (2026-12-01T00:00:00Z), or a span back from now "
         f"such as 30m, 24h or 7d ({DEFAULT_WINDOW})",
     )
-    command.add_argument("--token", default=os.environ.get("SAGA_TOKEN"), help="bearer token (SAGA_TOKEN)")
+    add_token_option(command)
     command.add_argument(
         "--concurrency", type=whole_number(1, 256), default=16, help="reads of the services at once (16)"
     )
-    command.add_argument(
-        "--request-timeout",
-        type=whole_number(1, 600),
-        default=5,
-        help="whole seconds each read of a service may take (5)",
-    )
+    add_request_timeout_option(command, parse=whole_number(1, 600))
     command.add_argument("--accept", metavar="SERVICE", help="lift SERVICE's quarantine, as decided by an operator")
     command.add_argument("--reason", help="why the quarantined ledger is accepted as it is now; recorded in the log")
-    command.add_argument("--json", action="store_true", help="print one JSON object as the last line")
-    add_directory_options(command, "read in place of the URLs logged for sagas that name it")
+    add_json_option(command)
+    add_directory_options(command)
 
 
 class BadInput(ValueError):
@@ -72,8 +74,6 @@ def run_reconcile(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
 
 
 async def _run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
-    from saga.cli import default_db, open_log
-
     if (args.accept is None) != (args.reason is None):
         raise BadInput("--accept SERVICE and --reason TEXT go together")
     if args.reason is not None and not args.reason.strip():

@@ -23,6 +23,7 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
 from typing import TYPE_CHECKING, Any, TextIO
 
+from saga.cli.options import add_concurrency_option, add_json_option
 from saga.simulation.clock import VirtualTimeEventLoop
 from server.shared.logformat import record_fields
 
@@ -50,7 +51,7 @@ def add_simulate_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=_at_least(0), default=1, help="the first seed (1)")
     parser.add_argument("--transfers", type=_at_least(0), default=200, help="transfers per seed (200)")
     parser.add_argument("--services", type=_at_least(1), default=2, help="accounts services, bank-0.sim ... (2)")
-    parser.add_argument("--concurrency", type=_at_least(1), default=16, help="sagas in flight at once (16)")
+    add_concurrency_option(parser, default=16, parse=_at_least(1))
     parser.add_argument(
         "--seeds", type=_at_least(1), default=1, help="how many consecutive seeds to run, from --seed on (1)"
     )
@@ -62,7 +63,7 @@ def add_simulate_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--jobs", type=_at_least(1), default=1, help="seeds run side by side in worker processes (1)")
     parser.add_argument("--fail-fast", action="store_true", help="stop at the first seed that breaks an invariant")
     parser.add_argument("--show-trace", action="store_true", help="print every run's whole trace")
-    parser.add_argument("--json", action="store_true", help="print one JSON object as the last line")
+    add_json_option(parser)
 
 
 def add_simulate_command(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> argparse.ArgumentParser:

@@ -27,10 +27,9 @@ from saga import services, verify
 from saga.cli import terminal
 from saga.cli.options import (
     MAX_CONCURRENCY,
-    MAX_SEED,
-    MAX_TRANSFERS,
     add_db_option,
     add_output_options,
+    add_plan_options,
     given_db,
     whole_number,
 )
@@ -53,13 +52,12 @@ def add_demo_command(commands: argparse._SubParsersAction[argparse.ArgumentParse
     demo = commands.add_parser(
         "demo", help="start two accounts services and the transfers service, and send a batch of transfers through it"
     )
-    demo.add_argument("--transfers", type=whole_number(1, MAX_TRANSFERS), default=500)
+    add_plan_options(demo, transfers=500, shown_transfers=500)
     demo.add_argument(
         "--concurrency", type=whole_number(1, MAX_CONCURRENCY), default=32, help="requests to the API at once (32)"
     )
-    demo.add_argument("--seed", type=whole_number(-MAX_SEED, MAX_SEED), default=None)
     demo.add_argument("--credit-fault-rate", type=float, default=0.3)
-    add_db_option(demo, what="the transfers service's saga log", otherwise="a temporary file")
+    add_db_option(demo, otherwise="a temporary file")
     demo.add_argument(
         "--no-restart",
         action="store_true",

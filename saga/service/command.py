@@ -13,17 +13,26 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
-import os
 import socket
 from typing import Any, TextIO
 
 import uvicorn
 import uvloop
 
-from saga.cli.options import MAX_CONCURRENCY, add_db_option, add_directory_options, add_output_options, whole_number
+from saga.cli.options import (
+    add_concurrency_option,
+    add_db_option,
+    add_directory_options,
+    add_lease_options,
+    add_output_options,
+    add_retry_options,
+    add_token_option,
+    seconds,
+    whole_number,
+)
 from saga.directory import directory_from
 from saga.logs import SagaLogError, is_shared
-from saga.orchestrator import DEFAULT_LEASE_SECONDS, Orchestrator
+from saga.orchestrator import Orchestrator
 from saga.run import TransferResult
 from saga.service.app import create_transfers_app
 from saga.service.settings import DEFAULT_STUCK_AFTER_SECONDS, TransfersSettings
@@ -43,8 +52,6 @@ class ServeError(Exception):
 
 
 def add_serve_command(commands: Any) -> None:
-    from saga.cli import _lease_seconds, _seconds, _worker_name, retry_options
-
     serve = commands.add_parser(
         "serve", help="the transfers service: the saga behind its HTTP contract (openapi/transfers.yaml)"
     )
@@ -52,7 +59,7 @@ def add_serve_command(commands: Any) -> None:
     serve.add_argument("--port", type=whole_number(0, 65535), default=DEFAULT_PORT, help="port (8080)")
     serve.add_argument("--fd", type=int, default=None, help="serve on this inherited, bound socket instead")
     add_db_option(serve)
-    add_directory_options(serve, "that requests may name")
+    add_directory_options(serve)
     serve.add_argument(
         "--api-token",
         action="append",
@@ -75,40 +82,22 @@ def add_serve_command(commands: Any) -> None:
         default=DEFAULT_STUCK_AFTER_SECONDS,
         help=f"a saga COMPENSATING for longer than this is listed as stuck ({DEFAULT_STUCK_AFTER_SECONDS})",
     )
-    serve.add_argument(
-        "--token", default=os.environ.get("SAGA_TOKEN"), help="bearer token for the accounts services (SAGA_TOKEN)"
-    )
-    serve.add_argument(
-        "--concurrency", type=whole_number(1, MAX_CONCURRENCY), default=64, help="sagas driven at once (64)"
-    )
+    add_token_option(serve)
+    add_concurrency_option(serve, default=64)
     serve.add_argument(
         "--no-drive",
         action="store_true",
         help="answer the API only and leave the sagas to workers (PostgreSQL log only)",
     )
-    serve.add_argument(
-        "--worker-id", type=_worker_name, help="this process's name in the log's leases (host:pid:random)"
-    )
-    serve.add_argument(
-        "--lease-seconds",
-        type=_lease_seconds,
-        default=DEFAULT_LEASE_SECONDS,
-        help="how long a claim holds without renewal (10)",
-    )
-    serve.add_argument(
-        "--poll-seconds",
-        type=_seconds,
-        default=1.0,
-        help="look for sagas whose lease ran out this often; a submission wakes the driver at once (1)",
-    )
+    add_lease_options(serve)
     limits = EdgeLimits()
     serve.add_argument("--max-body-bytes", type=whole_number(1, 2**31), default=limits.max_body_bytes)
     serve.add_argument("--max-header-bytes", type=whole_number(1, 2**31), default=limits.max_header_bytes)
-    serve.add_argument("--header-timeout", type=_seconds, default=limits.header_timeout)
-    serve.add_argument("--body-timeout", type=_seconds, default=limits.body_timeout)
-    serve.add_argument("--keep-alive-timeout", type=_seconds, default=limits.keep_alive_timeout)
+    serve.add_argument("--header-timeout", type=seconds, default=limits.header_timeout)
+    serve.add_argument("--body-timeout", type=seconds, default=limits.body_timeout)
+    serve.add_argument("--keep-alive-timeout", type=seconds, default=limits.keep_alive_timeout)
     serve.add_argument("--max-connections", type=whole_number(1, 1_000_000), default=limits.max_connections)
-    retry_options(serve)
+    add_retry_options(serve)
     add_output_options(serve)
 
 
@@ -120,7 +109,7 @@ def _tokens(flags: list[str], option: str = "--api-token") -> dict[str, str]:
 
 
 def run_serve(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
-    from saga.cli import EXIT_BAD_INPUT, UsageError
+    from saga.cli.running import EXIT_BAD_INPUT, UsageError
 
     try:
         directory = directory_from(args.service, args.services)
@@ -167,7 +156,8 @@ async def _serve(
     listener: socket.socket | None,
     err: TextIO,
 ) -> int:
-    from saga.cli import default_db, open_log, policies_from
+    from saga.cli.options import policies_from
+    from saga.cli.running import default_db, open_log
 
     database = default_db(args)
     shared = is_shared(database)

@@ -1,5 +1,6 @@
-"""``python -m saga``'s options, read in-process: --db and SAGA_DB on every command, --api beside them,
-the worst case the help gives for compensations, and which sagas ``list`` shows."""
+"""``python -m saga``'s options, read in-process: one declaration of each flag several commands share,
+--db and SAGA_DB on every command, --api beside them, the worst case the help gives for compensations, and
+which sagas ``list`` shows."""
 
 from __future__ import annotations
 
@@ -62,6 +63,120 @@ def no_saga_environment(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
 
 def test_the_table_names_every_subcommand() -> None:
     assert set(subcommands()) == set(COMMANDS)
+
+
+# -- a flag several commands take is one flag ----------------------------------------------------
+
+#: A name some command gives to a flag of its own, meaning something else there: left out of the comparison.
+NAMESAKES: dict[str, set[str]] = {
+    # The tokens the service accepts, NAME=SECRET and repeated, not the one a client sends.
+    "--api-token": {"serve"},
+    # Requests to the transfers service, and reads of the accounts services: not sagas.
+    "--concurrency": {"demo", "reconcile"},
+    # Why a quarantined ledger is accepted: optional, beside --accept.
+    "--reason": {"reconcile"},
+    # A simulation's own: the first of --seeds runs, transfers per run, and how many simulated services.
+    "--seed": {"simulate"},
+    "--transfers": {"simulate"},
+    "--services": {"simulate"},
+}
+#: Flags whose default is each command's own: the help is one text up to the default in brackets at its end.
+OWN_DEFAULT = {"--concurrency", "--transfers", "--db"}
+#: Commands that read a shared flag more strictly than the others, keeping the values they always took.
+OWN_PARSING: dict[str, set[str]] = {"--request-timeout": {"reconcile"}, "--concurrency": {"simulate"}}
+#: Flags at least these commands take, as one flag: the comparison below is not empty.
+SHARED = {
+    "--db": {"transfer", "batch", "submit", "worker", "recover", "show", "list", "events", "reconcile", "serve"},
+    "--token": {"transfer", "batch", "worker", "recover", "show", "reconcile", "serve", "retry"},
+    "--json": {"transfer", "batch", "submit", "recover", "show", "list", "events", "reconcile", "cancel", "simulate"},
+    "--api": {"submit", "show", "list", "events", "cancel", "retry", "resolve"},
+    "--api-token": {"submit", "show", "list", "events", "cancel", "retry", "resolve"},
+    "--request-timeout": {"transfer", "batch", "worker", "recover", "serve", "retry", "reconcile"},
+    "--max-compensation-attempts": {"transfer", "batch", "worker", "recover", "serve", "retry"},
+    "--service": {"worker", "recover", "serve", "retry", "reconcile"},
+    "--concurrency": {"batch", "worker", "serve", "simulate"},
+    "--lease-seconds": {"worker", "serve"},
+    "--poll-seconds": {"worker", "serve"},
+    "--worker-id": {"worker", "serve"},
+    "--quiet": {"batch", "worker", "recover", "serve", "demo"},
+    "--from": {"transfer", "submit"},
+    "transaction_id": {"show", "events", "cancel", "retry", "resolve"},
+}
+
+
+def takers() -> dict[str, dict[str, argparse.Action]]:
+    """Each flag (a positional by its name) and the commands that take it, as each one declares it."""
+    taken: dict[str, dict[str, argparse.Action]] = {}
+    for name, command in subcommands().items():
+        for action in command._actions:
+            if isinstance(action, argparse._HelpAction):
+                continue
+            flag = action.option_strings[-1] if action.option_strings else action.dest
+            if name not in NAMESAKES.get(flag, set()):
+                taken.setdefault(flag, {})[name] = action
+    return taken
+
+
+def declared(flag: str, action: argparse.Action) -> dict[str, object]:
+    """What a command shows of ``flag``: the same wherever the flag is one flag."""
+    shown_help = action.help or ""
+    if flag in OWN_DEFAULT:
+        shown_help = re.sub(r" \([^()]*\)$", "", shown_help)
+    return {
+        "help": shown_help,
+        "default": "its own" if flag in OWN_DEFAULT else action.default,
+        "kind": type(action).__name__,
+        "dest": action.dest,
+        "option_strings": action.option_strings,
+        "metavar": action.metavar,
+        "nargs": action.nargs,
+        "const": action.const,
+        "choices": action.choices,
+        "required": action.required,
+    }
+
+
+def test_the_shared_flags_are_taken_by_the_commands_that_share_them() -> None:
+    taken = takers()
+    missing = {flag: commands - set(taken.get(flag, {})) for flag, commands in SHARED.items()}
+    assert missing == dict.fromkeys(SHARED, frozenset())
+
+
+@pytest.mark.parametrize("flag", sorted(flag for flag, by in takers().items() if len(by) > 1))
+def test_every_command_taking_a_shared_flag_shows_one_help_and_one_default_for_it(
+    flag: str, no_saga_environment: pytest.MonkeyPatch
+) -> None:
+    taken = takers()[flag]
+    declarations = {command: declared(flag, action) for command, action in taken.items()}
+    first, *others = declarations
+    assert all(declarations[other] == declarations[first] for other in others), declarations
+    assert declarations[first]["help"], f"{flag} has no help"
+    reads = {
+        command: getattr(action.type, "__qualname__", action.type)
+        for command, action in taken.items()
+        if command not in OWN_PARSING.get(flag, set())
+    }
+    assert len(set(reads.values())) == 1, reads
+
+
+@pytest.mark.parametrize("flag", sorted(OWN_DEFAULT))
+def test_a_flag_with_each_command_s_own_default_ends_its_help_with_that_default(flag: str) -> None:
+    for command, action in takers()[flag].items():
+        assert action.help is not None
+        shown_default = re.search(r"\(([^()]*)\)$", action.help)
+        assert shown_default is not None, (command, action.help)
+        if action.default is not None:
+            assert shown_default.group(1) == str(action.default), (command, action.help)
+
+
+@pytest.mark.parametrize(("flag", "variable"), [("--token", "SAGA_TOKEN"), ("--api-token", "SAGA_API_TOKEN")])
+def test_every_command_taking_a_token_falls_back_on_its_variable(
+    flag: str, variable: str, no_saga_environment: pytest.MonkeyPatch
+) -> None:
+    no_saga_environment.setenv(variable, "from-the-environment")
+    defaults = {command: action.default for command, action in takers()[flag].items()}
+    assert defaults == dict.fromkeys(defaults, "from-the-environment")
+    assert variable in (next(iter(takers()[flag].values())).help or "")
 
 
 @pytest.mark.parametrize("name", sorted(COMMANDS))

@@ -8,8 +8,8 @@ from typing import Any, get_args
 
 import pytest
 
-from saga.cli import API_PAGE as CLI_API_PAGE
-from saga.cli import MAX_PAGE as CLI_MAX_PAGE
+from saga.cli.reading_commands import API_PAGE as CLI_API_PAGE
+from saga.cli.reading_commands import MAX_PAGE as CLI_MAX_PAGE
 from saga.directory import SERVICE_NAME, SERVICE_NAME_MAX_LENGTH, SERVICE_NAME_PATTERN
 from saga.operator import MAX_REASON_LENGTH as ACTION_REASON_MAX_LENGTH
 from saga.operator import check_action
