@@ -20,7 +20,6 @@ lock.
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Final
@@ -47,14 +46,21 @@ from saga.operator import Effect
 from saga.records import AccountRef, Change, Event, OperatorAction, SagaRecord
 from saga.states import SagaState
 from server.shared.database_url import DatabaseUrl
+from server.stores.migrations import Schema, migrate_postgres
 
 NOTIFY_CHANNEL: Final = "saga_work"
 #: An operator asked for a saga (the payload) to be tried again at once.
 RETRY_CHANNEL: Final = "saga_retry"
 #: Held while migrating; a key apart from the accounts service's own.
 SETUP_LOCK_KEY: Final = 0x5A6A_1ED6_E500_0002
-SQL_FOLDER: Final = Path(__file__).resolve().parent / "sql" / "postgresql"
-_FILE_NAME = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
+#: The log's versioned schema, sql/postgresql/NNNN_name.sql: see server/stores/migrations.py.
+SCHEMA: Final = Schema(
+    folder=Path(__file__).resolve().parent / "sql" / "postgresql",
+    version_table="saga_log_schema",
+    error=SagaLogError,
+    upgrade_first="upgrade the orchestrator first",
+    lock_key=SETUP_LOCK_KEY,
+)
 
 #: Connections for statements; with the one LISTEN connection a process stays within 16.
 DEFAULT_POOL_SIZE: Final = 12
@@ -295,7 +301,7 @@ class PostgresSagaLog:
             raise SagaLogError(f"cannot open the saga log at {where}: {_one_line(error)}") from None
         try:
             async with pool.acquire() as connection:
-                await _migrate(connection, where)
+                await migrate_postgres(connection, SCHEMA, where)
         except SagaLogError:
             await pool.close()
             raise
@@ -639,29 +645,3 @@ def _act_arguments(saga: SagaRecord, event: Event, effect: Effect) -> tuple[Any,
         retried and saga.owner is None,
         retried,
     )
-
-
-async def _migrate(connection: Any, where: str) -> None:
-    """Apply the missing versions of sql/postgresql/ in order, under a lock; refuse a newer schema."""
-    migrations = []
-    for path in sorted(SQL_FOLDER.glob("*.sql")):
-        match = _FILE_NAME.match(path.name)
-        if match is None:
-            raise SagaLogError(f"saga log migration {path.name} is not named NNNN_name.sql")
-        migrations.append((int(match.group(1)), path.read_text(encoding="utf-8")))
-    latest = migrations[-1][0] if migrations else 0
-    await connection.execute("SELECT pg_advisory_lock($1)", SETUP_LOCK_KEY)
-    try:
-        await connection.execute("CREATE TABLE IF NOT EXISTS saga_log_schema (version integer PRIMARY KEY)")
-        applied = await connection.fetchval("SELECT coalesce(max(version), 0) FROM saga_log_schema")
-        if applied > latest:
-            raise SagaLogError(
-                f"the saga log at {where} is at schema version {applied}, newer than this code's {latest}: "
-                "upgrade the orchestrator first"
-            )
-        for version, sql in migrations[applied:]:
-            async with connection.transaction():
-                await connection.execute(sql)
-                await connection.execute("INSERT INTO saga_log_schema (version) VALUES ($1)", version)
-    finally:
-        await connection.execute("SELECT pg_advisory_unlock($1)", SETUP_LOCK_KEY)
