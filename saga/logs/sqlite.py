@@ -7,7 +7,8 @@ from exactly where it was, under its original transaction_id.
 One process at a time holds the file (see :func:`_lock`), so every lease in
 it at open belongs to a process that is gone: opening for writing releases
 them all. The lease rules of :mod:`saga.logs.base` still hold within the
-process, so the same contract tests run on it.
+process, so the same contract tests run on it. The schema is versioned SQL
+in ``sql/sqlite/``, applied at open (see :mod:`server.stores.migrations`).
 """
 
 from __future__ import annotations
