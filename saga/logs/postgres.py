@@ -38,12 +38,13 @@ from saga.logs.base import (
     action_row,
     event_from_row,
     key_conflict,
+    saga_from_row,
     same_transfer,
     sent_at,
     take_action,
 )
 from saga.operator import Effect
-from saga.records import AccountRef, Change, Event, OperatorAction, SagaRecord
+from saga.records import Change, Event, OperatorAction, SagaRecord
 from saga.states import SagaState
 from server.shared.database_url import DatabaseUrl
 from server.stores.migrations import Schema, migrate_postgres
@@ -243,28 +244,6 @@ SELECT reason FROM lifted
 """
 
 
-def _saga_from_row(row: asyncpg.Record) -> SagaRecord:
-    return SagaRecord(
-        transaction_id=row["transaction_id"],
-        source=AccountRef(row["source_urls"], row["source_user"], row["source_service"]),
-        target=AccountRef(row["target_urls"], row["target_user"], row["target_service"]),
-        amount=row["amount"],
-        state=SagaState(row["state"]),
-        fence_credit=row["fence_credit"],
-        created_at_ms=row["created_at_ms"],
-        updated_at_ms=row["updated_at_ms"],
-        attempts=row["attempts"],
-        last_error=row["last_error"],
-        owner=row["owner"],
-        epoch=row["epoch"],
-        lease_expires_at_ms=row["lease_expires_at_ms"],
-        idempotency_key=row["idempotency_key"],
-        submitted_by=row["submitted_by"],
-        deadline_ms=row["deadline_ms"],
-        code=row["code"],
-    )
-
-
 def _one_line(error: BaseException) -> str:
     text = " ".join(str(error).split()) or type(error).__name__
     return f"{type(error).__name__}: {text}"
@@ -362,7 +341,7 @@ class PostgresSagaLog:
             raise SagaLogError(f"the saga log at {self._where} failed: {_one_line(error)}") from error
         if row is None or saga.idempotency_key is None:
             raise SagaLogError(f"saga {saga.transaction_id} was not recorded")
-        first = _saga_from_row(row)
+        first = saga_from_row(row)
         if not same_transfer(first, saga):
             raise key_conflict(saga.idempotency_key)
         return first, False
@@ -389,7 +368,7 @@ class PostgresSagaLog:
         include_waiting: bool = False,
     ) -> list[SagaRecord]:
         rows = await self._fetch(_CLAIM, owner, lease_ms, now_ms, limit, transaction_id, include_waiting)
-        return [_saga_from_row(row) for row in rows]
+        return [saga_from_row(row) for row in rows]
 
     async def renew(self, owner: str, held: Mapping[str, int], *, lease_ms: int, now_ms: int) -> set[str]:
         if not held:
@@ -433,7 +412,7 @@ class PostgresSagaLog:
                 )
                 if row is None:
                     raise UnknownSaga(f"no saga has the id {action.transaction_id!r}")
-                saga = _saga_from_row(row)
+                saga = saga_from_row(row)
                 event, effect = take_action(saga, action)
                 await connection.execute(_ACT, *_act_arguments(saga, event, effect))
         except DATABASE_FAILURES as error:
@@ -448,7 +427,7 @@ class PostgresSagaLog:
         return Overview(
             counts,
             figures["completed_recently"],
-            [_saga_from_row(row) for row in rows if row["transaction_id"] is not None],
+            [saga_from_row(row) for row in rows if row["transaction_id"] is not None],
             figures["compensating_too_long"],
             counts[SagaState.NEEDS_ATTENTION],
             figures["deadlines_expired"],
@@ -458,7 +437,7 @@ class PostgresSagaLog:
 
     async def by_account(self, user_id: str, *, service: str | None = None, limit: int) -> list[SagaRecord]:
         rows = await self._fetch(_BY_ACCOUNT, user_id, service, limit)
-        return [_saga_from_row(row) for row in rows]
+        return [saga_from_row(row) for row in rows]
 
     async def action_counts(self) -> dict[str, int]:
         rows = await self._fetch("SELECT step, count(*) FROM saga_events WHERE kind = 'action' GROUP BY step")
@@ -468,18 +447,18 @@ class PostgresSagaLog:
 
     async def get(self, transaction_id: str) -> SagaRecord | None:
         rows = await self._fetch(f"SELECT {_SAGA_COLUMNS} FROM saga_sagas WHERE transaction_id = $1", transaction_id)
-        return _saga_from_row(rows[0]) if rows else None
+        return saga_from_row(rows[0]) if rows else None
 
     async def sagas(self, state: SagaState | None = None) -> list[SagaRecord]:
         rows = await self._fetch(
             f"SELECT {_SAGA_COLUMNS} FROM saga_sagas WHERE $1::text IS NULL OR state = $1 ORDER BY position",
             None if state is None else state.value,
         )
-        return [_saga_from_row(row) for row in rows]
+        return [saga_from_row(row) for row in rows]
 
     async def unfinished(self) -> list[SagaRecord]:
         rows = await self._fetch(f"SELECT {_SAGA_COLUMNS} FROM saga_sagas WHERE {_UNFINISHED} ORDER BY position")
-        return [_saga_from_row(row) for row in rows]
+        return [saga_from_row(row) for row in rows]
 
     async def history(self, transaction_id: str) -> list[Event]:
         rows = await self._fetch(
@@ -500,7 +479,7 @@ class PostgresSagaLog:
             None if after is None else after[1],
             limit,
         )
-        return [_saga_from_row(row) for row in rows]
+        return [saga_from_row(row) for row in rows]
 
     async def states(self, transaction_ids: Sequence[str]) -> dict[str, SagaState]:
         rows = await self._fetch(

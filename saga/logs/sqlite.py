@@ -36,12 +36,13 @@ from saga.logs.base import (
     action_row,
     event_from_row,
     key_conflict,
+    saga_from_row,
     same_transfer,
     sent_at,
     take_action,
 )
 from saga.operator import Effect
-from saga.records import AccountRef, Change, Event, OperatorAction, SagaRecord
+from saga.records import Change, Event, OperatorAction, SagaRecord
 from saga.states import SagaState
 from server.stores.migrations import Schema, migrate_sqlite, sqlite_write_transaction
 
@@ -96,28 +97,6 @@ WHERE (source_user = ?1 AND (?2 IS NULL OR source_service = ?2))
 ORDER BY created_at_ms DESC, transaction_id DESC
 LIMIT ?3
 """
-
-
-def _saga_from_row(row: sqlite3.Row) -> SagaRecord:
-    return SagaRecord(
-        transaction_id=row["transaction_id"],
-        source=AccountRef(row["source_urls"], row["source_user"], row["source_service"]),
-        target=AccountRef(row["target_urls"], row["target_user"], row["target_service"]),
-        amount=row["amount"],
-        state=SagaState(row["state"]),
-        fence_credit=bool(row["fence_credit"]),
-        created_at_ms=row["created_at_ms"],
-        updated_at_ms=row["updated_at_ms"],
-        attempts=row["attempts"],
-        last_error=row["last_error"],
-        owner=row["owner"],
-        epoch=row["epoch"],
-        lease_expires_at_ms=row["lease_expires_at_ms"],
-        idempotency_key=row["idempotency_key"],
-        submitted_by=row["submitted_by"],
-        deadline_ms=row["deadline_ms"],
-        code=row["code"],
-    )
 
 
 class SqliteSagaLog:
@@ -240,7 +219,7 @@ class SqliteSagaLog:
 
     async def _by_key(self, key: str) -> SagaRecord | None:
         rows = await self._read(f"SELECT {_SAGA_COLUMNS} FROM sagas WHERE idempotency_key = ?", (key,))
-        return _saga_from_row(rows[0]) if rows else None
+        return saga_from_row(rows[0]) if rows else None
 
     @property
     def exclusive(self) -> bool:
@@ -266,7 +245,7 @@ class SqliteSagaLog:
         rows = await self._run(
             _claim, self._connection, owner, limit, lease_ms, now_ms, transaction_id, include_waiting
         )
-        return [_saga_from_row(row) for row in rows]
+        return [saga_from_row(row) for row in rows]
 
     async def renew(self, owner: str, held: Mapping[str, int], *, lease_ms: int, now_ms: int) -> set[str]:
         renewed: set[str] = await self._run(_renew, self._connection, dict(held), now_ms + lease_ms)
@@ -308,7 +287,7 @@ class SqliteSagaLog:
         return Overview(
             counts,
             figures["completed_recently"],
-            [_saga_from_row(row) for row in rows if row["transaction_id"] is not None],
+            [saga_from_row(row) for row in rows if row["transaction_id"] is not None],
             figures["compensating_too_long"],
             counts[SagaState.NEEDS_ATTENTION],
             figures["deadlines_expired"],
@@ -318,7 +297,7 @@ class SqliteSagaLog:
 
     async def by_account(self, user_id: str, *, service: str | None = None, limit: int) -> list[SagaRecord]:
         rows = await self._read(_BY_ACCOUNT, (user_id, service, limit))
-        return [_saga_from_row(row) for row in rows]
+        return [saga_from_row(row) for row in rows]
 
     async def action_counts(self) -> dict[str, int]:
         rows = await self._read("SELECT step, count(*) AS actions FROM events WHERE kind = 'action' GROUP BY step", ())
@@ -411,7 +390,7 @@ class SqliteSagaLog:
 
     async def get(self, transaction_id: str) -> SagaRecord | None:
         rows = await self._read(f"SELECT {_SAGA_COLUMNS} FROM sagas WHERE transaction_id = ?", (transaction_id,))
-        return _saga_from_row(rows[0]) if rows else None
+        return saga_from_row(rows[0]) if rows else None
 
     async def sagas(self, state: SagaState | None = None) -> list[SagaRecord]:
         if state is None:
@@ -421,14 +400,14 @@ class SqliteSagaLog:
                 f"SELECT {_SAGA_COLUMNS} FROM sagas WHERE state = ? ORDER BY created_at_ms, rowid",
                 (state.value,),
             )
-        return [_saga_from_row(row) for row in rows]
+        return [saga_from_row(row) for row in rows]
 
     async def unfinished(self) -> list[SagaRecord]:
         rows = await self._read(
             f"SELECT {_SAGA_COLUMNS} FROM sagas WHERE {_UNFINISHED} ORDER BY created_at_ms, rowid",
             (),
         )
-        return [_saga_from_row(row) for row in rows]
+        return [saga_from_row(row) for row in rows]
 
     async def history(self, transaction_id: str) -> list[Event]:
         rows = await self._read(
@@ -454,7 +433,7 @@ class SqliteSagaLog:
             f"SELECT {_SAGA_COLUMNS} FROM sagas {where} ORDER BY created_at_ms DESC, transaction_id DESC LIMIT ?",
             (*parameters, limit),
         )
-        return [_saga_from_row(row) for row in rows]
+        return [saga_from_row(row) for row in rows]
 
     async def states(self, transaction_ids: Sequence[str]) -> dict[str, SagaState]:
         rows = await self._read(
@@ -844,7 +823,7 @@ def _act(connection: sqlite3.Connection, action: OperatorAction) -> tuple[SagaRe
         ).fetchone()
         if row is None:
             raise UnknownSaga(f"no saga has the id {action.transaction_id!r}")
-        saga = _saga_from_row(row)
+        saga = saga_from_row(row)
         event, effect = take_action(saga, action)
         step, code = action_row(event)
         connection.execute(
