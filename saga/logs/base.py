@@ -420,6 +420,36 @@ TERMINAL_VALUES = tuple(sorted(state.value for state in TERMINAL_STATES))
 EVENT_COLUMNS = "at_ms, kind, state, step, attempt, status, code, latency_us, detail, url, owner, epoch, ledger_id"
 
 
+class NamedRow(Protocol):
+    """A row whose columns are read by name: a sqlite3.Row, an asyncpg.Record."""
+
+    def __getitem__(self, name: str, /) -> Any: ...
+
+
+def saga_from_row(row: NamedRow) -> SagaRecord:
+    """One saga from the columns both SQL logs select, read by name."""
+    return SagaRecord(
+        transaction_id=row["transaction_id"],
+        source=AccountRef(row["source_urls"], row["source_user"], row["source_service"]),
+        target=AccountRef(row["target_urls"], row["target_user"], row["target_service"]),
+        amount=row["amount"],
+        state=SagaState(row["state"]),
+        # SQLite keeps a boolean as the integer 0 or 1.
+        fence_credit=bool(row["fence_credit"]),
+        created_at_ms=row["created_at_ms"],
+        updated_at_ms=row["updated_at_ms"],
+        attempts=row["attempts"],
+        last_error=row["last_error"],
+        owner=row["owner"],
+        epoch=row["epoch"],
+        lease_expires_at_ms=row["lease_expires_at_ms"],
+        idempotency_key=row["idempotency_key"],
+        submitted_by=row["submitted_by"],
+        deadline_ms=row["deadline_ms"],
+        code=row["code"],
+    )
+
+
 def event_from_row(transaction_id: str, row: Sequence[Any]) -> Event:
     """One event from the columns EVENT_COLUMNS names, in both SQL logs."""
     at_ms, kind, state, step, number, status, code, latency_us, detail, url, owner, epoch, ledger_id = row

@@ -20,7 +20,6 @@ lock.
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Final
@@ -39,22 +38,30 @@ from saga.logs.base import (
     action_row,
     event_from_row,
     key_conflict,
+    saga_from_row,
     same_transfer,
     sent_at,
     take_action,
 )
 from saga.operator import Effect
-from saga.records import AccountRef, Change, Event, OperatorAction, SagaRecord
+from saga.records import Change, Event, OperatorAction, SagaRecord
 from saga.states import SagaState
 from server.shared.database_url import DatabaseUrl
+from server.stores.migrations import Schema, migrate_postgres
 
 NOTIFY_CHANNEL: Final = "saga_work"
 #: An operator asked for a saga (the payload) to be tried again at once.
 RETRY_CHANNEL: Final = "saga_retry"
 #: Held while migrating; a key apart from the accounts service's own.
 SETUP_LOCK_KEY: Final = 0x5A6A_1ED6_E500_0002
-SQL_FOLDER: Final = Path(__file__).resolve().parent / "sql" / "postgresql"
-_FILE_NAME = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
+#: The log's versioned schema, sql/postgresql/NNNN_name.sql: see server/stores/migrations.py.
+SCHEMA: Final = Schema(
+    folder=Path(__file__).resolve().parent / "sql" / "postgresql",
+    version_table="saga_log_schema",
+    error=SagaLogError,
+    upgrade_first="upgrade the orchestrator first",
+    lock_key=SETUP_LOCK_KEY,
+)
 
 #: Connections for statements; with the one LISTEN connection a process stays within 16.
 DEFAULT_POOL_SIZE: Final = 12
@@ -237,28 +244,6 @@ SELECT reason FROM lifted
 """
 
 
-def _saga_from_row(row: asyncpg.Record) -> SagaRecord:
-    return SagaRecord(
-        transaction_id=row["transaction_id"],
-        source=AccountRef(row["source_urls"], row["source_user"], row["source_service"]),
-        target=AccountRef(row["target_urls"], row["target_user"], row["target_service"]),
-        amount=row["amount"],
-        state=SagaState(row["state"]),
-        fence_credit=row["fence_credit"],
-        created_at_ms=row["created_at_ms"],
-        updated_at_ms=row["updated_at_ms"],
-        attempts=row["attempts"],
-        last_error=row["last_error"],
-        owner=row["owner"],
-        epoch=row["epoch"],
-        lease_expires_at_ms=row["lease_expires_at_ms"],
-        idempotency_key=row["idempotency_key"],
-        submitted_by=row["submitted_by"],
-        deadline_ms=row["deadline_ms"],
-        code=row["code"],
-    )
-
-
 def _one_line(error: BaseException) -> str:
     text = " ".join(str(error).split()) or type(error).__name__
     return f"{type(error).__name__}: {text}"
@@ -295,7 +280,7 @@ class PostgresSagaLog:
             raise SagaLogError(f"cannot open the saga log at {where}: {_one_line(error)}") from None
         try:
             async with pool.acquire() as connection:
-                await _migrate(connection, where)
+                await migrate_postgres(connection, SCHEMA, where)
         except SagaLogError:
             await pool.close()
             raise
@@ -356,7 +341,7 @@ class PostgresSagaLog:
             raise SagaLogError(f"the saga log at {self._where} failed: {_one_line(error)}") from error
         if row is None or saga.idempotency_key is None:
             raise SagaLogError(f"saga {saga.transaction_id} was not recorded")
-        first = _saga_from_row(row)
+        first = saga_from_row(row)
         if not same_transfer(first, saga):
             raise key_conflict(saga.idempotency_key)
         return first, False
@@ -383,7 +368,7 @@ class PostgresSagaLog:
         include_waiting: bool = False,
     ) -> list[SagaRecord]:
         rows = await self._fetch(_CLAIM, owner, lease_ms, now_ms, limit, transaction_id, include_waiting)
-        return [_saga_from_row(row) for row in rows]
+        return [saga_from_row(row) for row in rows]
 
     async def renew(self, owner: str, held: Mapping[str, int], *, lease_ms: int, now_ms: int) -> set[str]:
         if not held:
@@ -427,7 +412,7 @@ class PostgresSagaLog:
                 )
                 if row is None:
                     raise UnknownSaga(f"no saga has the id {action.transaction_id!r}")
-                saga = _saga_from_row(row)
+                saga = saga_from_row(row)
                 event, effect = take_action(saga, action)
                 await connection.execute(_ACT, *_act_arguments(saga, event, effect))
         except DATABASE_FAILURES as error:
@@ -442,7 +427,7 @@ class PostgresSagaLog:
         return Overview(
             counts,
             figures["completed_recently"],
-            [_saga_from_row(row) for row in rows if row["transaction_id"] is not None],
+            [saga_from_row(row) for row in rows if row["transaction_id"] is not None],
             figures["compensating_too_long"],
             counts[SagaState.NEEDS_ATTENTION],
             figures["deadlines_expired"],
@@ -452,7 +437,7 @@ class PostgresSagaLog:
 
     async def by_account(self, user_id: str, *, service: str | None = None, limit: int) -> list[SagaRecord]:
         rows = await self._fetch(_BY_ACCOUNT, user_id, service, limit)
-        return [_saga_from_row(row) for row in rows]
+        return [saga_from_row(row) for row in rows]
 
     async def action_counts(self) -> dict[str, int]:
         rows = await self._fetch("SELECT step, count(*) FROM saga_events WHERE kind = 'action' GROUP BY step")
@@ -462,18 +447,18 @@ class PostgresSagaLog:
 
     async def get(self, transaction_id: str) -> SagaRecord | None:
         rows = await self._fetch(f"SELECT {_SAGA_COLUMNS} FROM saga_sagas WHERE transaction_id = $1", transaction_id)
-        return _saga_from_row(rows[0]) if rows else None
+        return saga_from_row(rows[0]) if rows else None
 
     async def sagas(self, state: SagaState | None = None) -> list[SagaRecord]:
         rows = await self._fetch(
             f"SELECT {_SAGA_COLUMNS} FROM saga_sagas WHERE $1::text IS NULL OR state = $1 ORDER BY position",
             None if state is None else state.value,
         )
-        return [_saga_from_row(row) for row in rows]
+        return [saga_from_row(row) for row in rows]
 
     async def unfinished(self) -> list[SagaRecord]:
         rows = await self._fetch(f"SELECT {_SAGA_COLUMNS} FROM saga_sagas WHERE {_UNFINISHED} ORDER BY position")
-        return [_saga_from_row(row) for row in rows]
+        return [saga_from_row(row) for row in rows]
 
     async def history(self, transaction_id: str) -> list[Event]:
         rows = await self._fetch(
@@ -494,7 +479,7 @@ class PostgresSagaLog:
             None if after is None else after[1],
             limit,
         )
-        return [_saga_from_row(row) for row in rows]
+        return [saga_from_row(row) for row in rows]
 
     async def states(self, transaction_ids: Sequence[str]) -> dict[str, SagaState]:
         rows = await self._fetch(
@@ -639,29 +624,3 @@ def _act_arguments(saga: SagaRecord, event: Event, effect: Effect) -> tuple[Any,
         retried and saga.owner is None,
         retried,
     )
-
-
-async def _migrate(connection: Any, where: str) -> None:
-    """Apply the missing versions of sql/postgresql/ in order, under a lock; refuse a newer schema."""
-    migrations = []
-    for path in sorted(SQL_FOLDER.glob("*.sql")):
-        match = _FILE_NAME.match(path.name)
-        if match is None:
-            raise SagaLogError(f"saga log migration {path.name} is not named NNNN_name.sql")
-        migrations.append((int(match.group(1)), path.read_text(encoding="utf-8")))
-    latest = migrations[-1][0] if migrations else 0
-    await connection.execute("SELECT pg_advisory_lock($1)", SETUP_LOCK_KEY)
-    try:
-        await connection.execute("CREATE TABLE IF NOT EXISTS saga_log_schema (version integer PRIMARY KEY)")
-        applied = await connection.fetchval("SELECT coalesce(max(version), 0) FROM saga_log_schema")
-        if applied > latest:
-            raise SagaLogError(
-                f"the saga log at {where} is at schema version {applied}, newer than this code's {latest}: "
-                "upgrade the orchestrator first"
-            )
-        for version, sql in migrations[applied:]:
-            async with connection.transaction():
-                await connection.execute(sql)
-                await connection.execute("INSERT INTO saga_log_schema (version) VALUES ($1)", version)
-    finally:
-        await connection.execute("SELECT pg_advisory_unlock($1)", SETUP_LOCK_KEY)

@@ -7,7 +7,8 @@ from exactly where it was, under its original transaction_id.
 One process at a time holds the file (see :func:`_lock`), so every lease in
 it at open belongs to a process that is gone: opening for writing releases
 them all. The lease rules of :mod:`saga.logs.base` still hold within the
-process, so the same contract tests run on it.
+process, so the same contract tests run on it. The schema is versioned SQL
+in ``sql/sqlite/``, applied at open (see :mod:`server.stores.migrations`).
 """
 
 from __future__ import annotations
@@ -35,79 +36,23 @@ from saga.logs.base import (
     action_row,
     event_from_row,
     key_conflict,
+    saga_from_row,
     same_transfer,
     sent_at,
     take_action,
 )
 from saga.operator import Effect
-from saga.records import AccountRef, Change, Event, OperatorAction, SagaRecord
+from saga.records import Change, Event, OperatorAction, SagaRecord
 from saga.states import SagaState
+from server.stores.migrations import Schema, migrate_sqlite, sqlite_write_transaction
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS sagas (
-    transaction_id TEXT PRIMARY KEY,
-    source_urls TEXT NOT NULL,  -- the service's URLs, comma-separated, as on the command line
-    source_user TEXT NOT NULL,
-    target_urls TEXT NOT NULL,
-    target_user TEXT NOT NULL,
-    amount INTEGER NOT NULL CHECK (amount > 0),
-    state TEXT NOT NULL,
-    fence_credit INTEGER NOT NULL DEFAULT 0,
-    created_at_ms INTEGER NOT NULL,
-    updated_at_ms INTEGER NOT NULL,
-    attempts INTEGER NOT NULL DEFAULT 0,
-    last_error TEXT,
-    owner TEXT,
-    epoch INTEGER NOT NULL DEFAULT 0,
-    lease_expires_at_ms INTEGER NOT NULL DEFAULT 0,
-    idempotency_key TEXT,
-    source_service TEXT,  -- the service's name, where the transfer named it
-    target_service TEXT,
-    submitted_by TEXT,  -- the API caller that submitted it
-    deadline_ms INTEGER,  -- no new forward request after it (see saga/workflow.py)
-    code TEXT  -- why the saga ended where it did, as a stable code
-);
-CREATE INDEX IF NOT EXISTS sagas_by_state ON sagas (state);
-CREATE TABLE IF NOT EXISTS events (
-    seq INTEGER PRIMARY KEY AUTOINCREMENT,
-    transaction_id TEXT NOT NULL REFERENCES sagas (transaction_id),
-    at_ms INTEGER NOT NULL,
-    kind TEXT NOT NULL,
-    state TEXT,
-    step TEXT,
-    attempt INTEGER,
-    status INTEGER,
-    code TEXT,
-    latency_us INTEGER,
-    detail TEXT,
-    url TEXT,
-    owner TEXT,
-    epoch INTEGER,
-    ledger_id TEXT
-);
-CREATE INDEX IF NOT EXISTS events_by_saga ON events (transaction_id, seq);
--- A saga's history is its evidence, an operator's actions included: nothing rewrites or removes it.
-CREATE TRIGGER IF NOT EXISTS events_are_never_updated BEFORE UPDATE ON events
-BEGIN SELECT RAISE(ABORT, 'the saga log''s events are append-only: no event is ever updated'); END;
-CREATE TRIGGER IF NOT EXISTS events_are_never_deleted BEFORE DELETE ON events
-BEGIN SELECT RAISE(ABORT, 'the saga log''s events are append-only: no event is ever deleted'); END;
-CREATE TABLE IF NOT EXISTS ledger_marks (
-    service TEXT PRIMARY KEY,  -- its name, or its URLs (see AccountRef.service_key)
-    ledger_id TEXT,
-    position INTEGER NOT NULL,
-    generation INTEGER NOT NULL DEFAULT 0
-);
-CREATE TABLE IF NOT EXISTS quarantines (
-    seq INTEGER PRIMARY KEY AUTOINCREMENT,
-    service TEXT NOT NULL,
-    reason TEXT NOT NULL,
-    transaction_id TEXT,
-    at_ms INTEGER NOT NULL,
-    lifted_at_ms INTEGER,
-    lifted_because TEXT
-);
-CREATE UNIQUE INDEX IF NOT EXISTS one_quarantine_per_service ON quarantines (service) WHERE lifted_at_ms IS NULL;
-"""
+#: The log's versioned schema, sql/sqlite/NNNN_name.sql: see server/stores/migrations.py.
+SCHEMA = Schema(
+    folder=Path(__file__).resolve().parent / "sql" / "sqlite",
+    version_table="saga_log_schema",
+    error=SagaLogError,
+    upgrade_first="upgrade the orchestrator first",
+)
 
 _SAGA_COLUMNS = (
     "transaction_id, source_urls, source_user, target_urls, target_user, amount, state, "
@@ -116,38 +61,25 @@ _SAGA_COLUMNS = (
 )
 _UNFINISHED = f"state NOT IN ({', '.join(repr(value) for value in TERMINAL_VALUES)})"
 
-#: Created after _upgrade, which adds the columns they index to an older log.
-#: The overview, by_account and action_counts each read their rows through
-#: these. A partial one holds only the rows its read looks for, and that read
-#: repeats its condition word for word: SQLite uses it only then.
-_INDEXES = f"""
-CREATE UNIQUE INDEX IF NOT EXISTS sagas_by_idempotency_key ON sagas (idempotency_key)
-    WHERE idempotency_key IS NOT NULL;
-CREATE INDEX IF NOT EXISTS sagas_newest_first ON sagas (created_at_ms, transaction_id);
-CREATE INDEX IF NOT EXISTS sagas_with_a_deadline ON sagas (deadline_ms)
-    WHERE deadline_ms IS NOT NULL AND {_UNFINISHED};
-CREATE INDEX IF NOT EXISTS sagas_completed ON sagas (updated_at_ms) WHERE state = 'COMPLETED';
-CREATE INDEX IF NOT EXISTS sagas_by_source_user ON sagas (source_user);
-CREATE INDEX IF NOT EXISTS sagas_by_target_user ON sagas (target_user);
-CREATE INDEX IF NOT EXISTS events_of_operators ON events (step) WHERE kind = 'action';
-"""
-
 _PAST_DEADLINE = f"deadline_ms <= ?1 AND deadline_ms IS NOT NULL AND {_UNFINISHED}"
 
 #: The whole overview in one statement, so that its figures and its stuck
 #: list come from one snapshot: ?1 is the overview's time, ?2 the creation
 #: time up to which a COMPENSATING saga is stuck, ?3 the start of "recently",
 #: ?4 the stuck list's limit. One row per stuck saga, each with the figures;
-#: one row of figures with NULL saga columns when none is stuck.
+#: one row of figures with NULL saga columns when none is stuck. The indexes
+#: these reads go through are in sql/sqlite/.
 _OVERVIEW = f"""
 WITH figures AS (
     SELECT
-        (SELECT json_group_object(state, sagas) FROM (SELECT state, count(*) AS sagas FROM sagas GROUP BY state)),
+        (SELECT json_group_object(state, sagas) FROM (SELECT state, count(*) AS sagas FROM sagas GROUP BY state))
+            AS by_state,
         -- Named: without statistics SQLite would walk every COMPLETED saga through sagas_by_state.
-        (SELECT count(*) FROM sagas INDEXED BY sagas_completed WHERE state = 'COMPLETED' AND updated_at_ms > ?3),
-        (SELECT count(*) FROM sagas WHERE state = 'COMPENSATING' AND created_at_ms <= ?2),
-        (SELECT count(*) FROM sagas WHERE {_PAST_DEADLINE}),
-        (SELECT min(created_at_ms) FROM sagas WHERE state = 'NEEDS_ATTENTION')
+        (SELECT count(*) FROM sagas INDEXED BY sagas_completed WHERE state = 'COMPLETED' AND updated_at_ms > ?3)
+            AS completed_recently,
+        (SELECT count(*) FROM sagas WHERE state = 'COMPENSATING' AND created_at_ms <= ?2) AS compensating_too_long,
+        (SELECT count(*) FROM sagas WHERE {_PAST_DEADLINE}) AS deadlines_expired,
+        (SELECT min(created_at_ms) FROM sagas WHERE state = 'NEEDS_ATTENTION') AS oldest_needs_attention_ms
 ), stuck AS (
     SELECT {_SAGA_COLUMNS} FROM sagas
     WHERE state = 'NEEDS_ATTENTION' OR (state = 'COMPENSATING' AND created_at_ms <= ?2) OR ({_PAST_DEADLINE})
@@ -165,28 +97,6 @@ WHERE (source_user = ?1 AND (?2 IS NULL OR source_service = ?2))
 ORDER BY created_at_ms DESC, transaction_id DESC
 LIMIT ?3
 """
-
-
-def _saga_from_row(row: tuple[Any, ...]) -> SagaRecord:
-    return SagaRecord(
-        transaction_id=row[0],
-        source=AccountRef(row[1], row[2], row[16]),
-        target=AccountRef(row[3], row[4], row[17]),
-        amount=row[5],
-        state=SagaState(row[6]),
-        fence_credit=bool(row[7]),
-        created_at_ms=row[8],
-        updated_at_ms=row[9],
-        attempts=row[10],
-        last_error=row[11],
-        owner=row[12],
-        epoch=row[13],
-        lease_expires_at_ms=row[14],
-        idempotency_key=row[15],
-        submitted_by=row[18],
-        deadline_ms=row[19],
-        code=row[20],
-    )
 
 
 class SqliteSagaLog:
@@ -256,7 +166,7 @@ class SqliteSagaLog:
     async def _run(self, function: Any, *args: Any) -> Any:
         return await asyncio.get_running_loop().run_in_executor(self._executor, function, *args)
 
-    async def _read(self, sql: str, parameters: tuple[Any, ...]) -> list[tuple[Any, ...]]:
+    async def _read(self, sql: str, parameters: tuple[Any, ...]) -> list[sqlite3.Row]:
         """Rows of a query, read on a connection and a thread of their own.
 
         Reads never wait behind the writer, whose thread spends most of its
@@ -264,7 +174,7 @@ class SqliteSagaLog:
         query began, so an answer read after a commit returned includes it.
         """
         loop = asyncio.get_running_loop()
-        rows: list[tuple[Any, ...]] = await loop.run_in_executor(
+        rows: list[sqlite3.Row] = await loop.run_in_executor(
             self._reader_executor, _query, self._reader, sql, parameters
         )
         return rows
@@ -309,7 +219,7 @@ class SqliteSagaLog:
 
     async def _by_key(self, key: str) -> SagaRecord | None:
         rows = await self._read(f"SELECT {_SAGA_COLUMNS} FROM sagas WHERE idempotency_key = ?", (key,))
-        return _saga_from_row(rows[0]) if rows else None
+        return saga_from_row(rows[0]) if rows else None
 
     @property
     def exclusive(self) -> bool:
@@ -335,7 +245,7 @@ class SqliteSagaLog:
         rows = await self._run(
             _claim, self._connection, owner, limit, lease_ms, now_ms, transaction_id, include_waiting
         )
-        return [_saga_from_row(row) for row in rows]
+        return [saga_from_row(row) for row in rows]
 
     async def renew(self, owner: str, held: Mapping[str, int], *, lease_ms: int, now_ms: int) -> set[str]:
         renewed: set[str] = await self._run(_renew, self._connection, dict(held), now_ms + lease_ms)
@@ -371,27 +281,27 @@ class SqliteSagaLog:
 
     async def overview(self, *, now_ms: int, stuck_after_ms: int, limit: int) -> Overview:
         rows = await self._read(_OVERVIEW, (now_ms, now_ms - stuck_after_ms, now_ms - RECENT_MS, limit))
-        by_state, completed_recently, compensating_too_long, deadlines_expired, oldest_needs_attention_ms = rows[0][:5]
+        figures = rows[0]
         counts = dict.fromkeys(SagaState, 0)
-        counts.update({SagaState(state): count for state, count in json.loads(by_state or "{}").items()})
+        counts.update({SagaState(state): count for state, count in json.loads(figures["by_state"] or "{}").items()})
         return Overview(
             counts,
-            completed_recently,
-            [_saga_from_row(row[5:]) for row in rows if row[5] is not None],
-            compensating_too_long,
+            figures["completed_recently"],
+            [saga_from_row(row) for row in rows if row["transaction_id"] is not None],
+            figures["compensating_too_long"],
             counts[SagaState.NEEDS_ATTENTION],
-            deadlines_expired,
-            oldest_needs_attention_ms,
+            figures["deadlines_expired"],
+            figures["oldest_needs_attention_ms"],
             now_ms,
         )
 
     async def by_account(self, user_id: str, *, service: str | None = None, limit: int) -> list[SagaRecord]:
         rows = await self._read(_BY_ACCOUNT, (user_id, service, limit))
-        return [_saga_from_row(row) for row in rows]
+        return [saga_from_row(row) for row in rows]
 
     async def action_counts(self) -> dict[str, int]:
-        rows = await self._read("SELECT step, count(*) FROM events WHERE kind = 'action' GROUP BY step", ())
-        return {kind: count for kind, count in rows}
+        rows = await self._read("SELECT step, count(*) AS actions FROM events WHERE kind = 'action' GROUP BY step", ())
+        return {row["step"]: row["actions"] for row in rows}
 
     async def _enqueue(self, statements: list[_Statement]) -> None:
         if self._closed:
@@ -437,7 +347,10 @@ class SqliteSagaLog:
 
     async def ledger_marks(self) -> dict[str, LedgerMark]:
         rows = await self._read("SELECT service, ledger_id, position, generation FROM ledger_marks", ())
-        return {row[0]: LedgerMark(*row) for row in rows}
+        return {
+            row["service"]: LedgerMark(row["service"], row["ledger_id"], row["position"], row["generation"])
+            for row in rows
+        }
 
     async def quarantine(self, quarantine: Quarantine) -> bool:
         q = quarantine
@@ -452,7 +365,7 @@ class SqliteSagaLog:
         rows = await self._read(
             "SELECT service, reason, at_ms, transaction_id FROM quarantines WHERE lifted_at_ms IS NULL ORDER BY seq", ()
         )
-        return [Quarantine(*row) for row in rows]
+        return [Quarantine(row["service"], row["reason"], row["at_ms"], row["transaction_id"]) for row in rows]
 
     async def accept(self, service: str, reason: str, at_ms: int) -> Acceptance | None:
         def work() -> Acceptance | None:
@@ -460,7 +373,7 @@ class SqliteSagaLog:
             if row is None:
                 return None
             self._connection.execute(NEW_GENERATION, (service,))
-            return Acceptance(service, reason, at_ms, row[0])
+            return Acceptance(service, reason, at_ms, row["reason"])
 
         accepted: Acceptance | None = await self._run(_in_transaction, self._connection, work)
         return accepted
@@ -471,13 +384,13 @@ class SqliteSagaLog:
             "WHERE lifted_at_ms IS NOT NULL ORDER BY lifted_at_ms, seq",
             (),
         )
-        return [Acceptance(*row) for row in rows]
+        return [Acceptance(row["service"], row["lifted_because"], row["lifted_at_ms"], row["reason"]) for row in rows]
 
     # -- reads -------------------------------------------------------------------
 
     async def get(self, transaction_id: str) -> SagaRecord | None:
         rows = await self._read(f"SELECT {_SAGA_COLUMNS} FROM sagas WHERE transaction_id = ?", (transaction_id,))
-        return _saga_from_row(rows[0]) if rows else None
+        return saga_from_row(rows[0]) if rows else None
 
     async def sagas(self, state: SagaState | None = None) -> list[SagaRecord]:
         if state is None:
@@ -487,21 +400,22 @@ class SqliteSagaLog:
                 f"SELECT {_SAGA_COLUMNS} FROM sagas WHERE state = ? ORDER BY created_at_ms, rowid",
                 (state.value,),
             )
-        return [_saga_from_row(row) for row in rows]
+        return [saga_from_row(row) for row in rows]
 
     async def unfinished(self) -> list[SagaRecord]:
         rows = await self._read(
             f"SELECT {_SAGA_COLUMNS} FROM sagas WHERE {_UNFINISHED} ORDER BY created_at_ms, rowid",
             (),
         )
-        return [_saga_from_row(row) for row in rows]
+        return [saga_from_row(row) for row in rows]
 
     async def history(self, transaction_id: str) -> list[Event]:
         rows = await self._read(
             f"SELECT {EVENT_COLUMNS} FROM events WHERE transaction_id = ? ORDER BY seq",
             (transaction_id,),
         )
-        return [event_from_row(transaction_id, row) for row in rows]
+        # In EVENT_COLUMNS' order, which event_from_row shares with the PostgreSQL log.
+        return [event_from_row(transaction_id, tuple(row)) for row in rows]
 
     async def page(
         self, *, state: SagaState | None = None, limit: int, after: tuple[int, str] | None = None
@@ -519,14 +433,14 @@ class SqliteSagaLog:
             f"SELECT {_SAGA_COLUMNS} FROM sagas {where} ORDER BY created_at_ms DESC, transaction_id DESC LIMIT ?",
             (*parameters, limit),
         )
-        return [_saga_from_row(row) for row in rows]
+        return [saga_from_row(row) for row in rows]
 
     async def states(self, transaction_ids: Sequence[str]) -> dict[str, SagaState]:
         rows = await self._read(
             "SELECT transaction_id, state FROM sagas WHERE transaction_id IN (SELECT value FROM json_each(?))",
             (json.dumps(list(transaction_ids)),),
         )
-        return {transaction_id: SagaState(state) for transaction_id, state in rows}
+        return {row["transaction_id"]: SagaState(row["state"]) for row in rows}
 
     async def close(self) -> None:
         if self._closed:
@@ -610,20 +524,26 @@ def _connect(path: Path, create: bool, exclusive: bool = False) -> sqlite3.Conne
         raise SagaLogError(f"no saga log at {path}")
     try:
         connection = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    except sqlite3.DatabaseError as error:
+        raise SagaLogError(f"{path} is not a usable saga log: {error}") from error
+    connection.row_factory = sqlite3.Row
+    try:
         connection.execute("PRAGMA journal_mode=WAL")
         # FULL: every commit is synced to disk before it is acknowledged.
         connection.execute("PRAGMA synchronous=FULL")
         connection.execute("PRAGMA foreign_keys=ON")
-        connection.executescript(_SCHEMA)
-        _upgrade(connection)
-        connection.executescript(_INDEXES)
+        migrate_sqlite(connection, SCHEMA, str(path), _version_before_numbering)
         if exclusive:
             # This process holds the file's lock: whoever held these leases is
             # gone. A saga no one holds keeps its wait (see release's not_before_ms).
             connection.execute("UPDATE sagas SET owner = NULL, lease_expires_at_ms = 0 WHERE owner IS NOT NULL")
         connection.execute("SELECT count(*) FROM sagas").fetchone()
     except sqlite3.DatabaseError as error:
+        connection.close()
         raise SagaLogError(f"{path} is not a usable saga log: {error}") from error
+    except BaseException:
+        connection.close()
+        raise
     return connection
 
 
@@ -633,67 +553,30 @@ def _connect_reader(path: Path) -> sqlite3.Connection:
         reader.execute("PRAGMA query_only=ON")
     except sqlite3.DatabaseError as error:
         raise SagaLogError(f"{path} is not a usable saga log: {error}") from error
+    reader.row_factory = sqlite3.Row
     return reader
 
 
-def _upgrade(connection: sqlite3.Connection) -> None:
-    """Bring a log written when a service had one URL up to this schema, in one transaction.
+def _version_before_numbering(connection: sqlite3.Connection) -> int:
+    """The version of a log written before saga_log_schema, from what its tables hold; 0 for a new file.
 
-    Its single URLs are already valid one-item URL lists, so renaming the
-    columns is all the sagas need; its attempts just have no URL. A log
-    written before leases gets its sagas unleased at epoch 1: a run of the
-    version that wrote it drove each of them, so the run that claims one next
-    must know that it resumes it (epoch 2), not that it starts it.
+    Each release before it made or upgraded the whole schema of its day at
+    every start, so the newest thing a log has tells its version. One written
+    when a service had one URL is at 1; one from before leases at 2, before
+    service names at 3, before ledger marks at 4, before deadlines at 5.
     """
-
-    def upgrades() -> list[str]:
-        saga_columns = {row[1] for row in connection.execute("PRAGMA table_info(sagas)")}
-        event_columns = {row[1] for row in connection.execute("PRAGMA table_info(events)")}
-        statements = []
-        if "source_url" in saga_columns:
-            statements += [
-                "ALTER TABLE sagas RENAME COLUMN source_url TO source_urls",
-                "ALTER TABLE sagas RENAME COLUMN target_url TO target_urls",
-            ]
-        if "url" not in event_columns:
-            statements.append("ALTER TABLE events ADD COLUMN url TEXT")
-        statements += [
-            f"ALTER TABLE sagas ADD COLUMN {column}"
-            for name, column in (
-                ("owner", "owner TEXT"),
-                ("epoch", "epoch INTEGER NOT NULL DEFAULT 0"),
-                ("lease_expires_at_ms", "lease_expires_at_ms INTEGER NOT NULL DEFAULT 0"),
-                ("idempotency_key", "idempotency_key TEXT"),
-                ("source_service", "source_service TEXT"),
-                ("target_service", "target_service TEXT"),
-                ("submitted_by", "submitted_by TEXT"),
-                ("deadline_ms", "deadline_ms INTEGER"),
-                ("code", "code TEXT"),
-            )
-            if name not in saga_columns
-        ]
-        if "epoch" not in saga_columns:
-            statements.append("UPDATE sagas SET epoch = 1")
-        statements += [
-            f"ALTER TABLE events ADD COLUMN {name} {kind}"
-            for name, kind in (("owner", "TEXT"), ("epoch", "INTEGER"), ("ledger_id", "TEXT"))
-            if name not in event_columns
-        ]
-        return statements
-
-    # Checked without the write lock first, so that opening an up-to-date log
-    # (a reader beside a busy orchestrator) never waits for it.
-    if not upgrades():
-        return
-    connection.execute("BEGIN IMMEDIATE")
-    try:
-        # Again under the lock: another process may have upgraded the file meanwhile.
-        for statement in upgrades():
-            connection.execute(statement)
-    except BaseException:
-        connection.execute("ROLLBACK")
-        raise
-    connection.execute("COMMIT")
+    sagas = {row["name"] for row in connection.execute("PRAGMA table_info(sagas)")}
+    if not sagas:
+        return 0
+    if "source_url" in sagas:
+        return 1
+    if "owner" not in sagas:
+        return 2
+    if "source_service" not in sagas:
+        return 3
+    if connection.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'ledger_marks'").fetchone():
+        return 6 if "deadline_ms" in sagas else 5
+    return 4
 
 
 #: Keeps the highest position of the service's current generation and ledger;
@@ -850,31 +733,20 @@ def _write_batch(connection: sqlite3.Connection, changes: list[list[_Statement]]
 
 
 def _write(connection: sqlite3.Connection, statements: list[_Statement]) -> None:
-    connection.execute("BEGIN IMMEDIATE")
-    try:
+    with sqlite_write_transaction(connection):
         for sql, parameters, fenced in statements:
             cursor = connection.execute(sql, parameters)
             if fenced is not None and cursor.rowcount == 0:
                 transaction_id, epoch = fenced
                 raise LeaseLost(transaction_id, epoch)
-    except BaseException:
-        connection.execute("ROLLBACK")
-        raise
-    connection.execute("COMMIT")
 
 
 def _in_transaction(connection: sqlite3.Connection, work: Callable[[], Any]) -> Any:
     try:
-        connection.execute("BEGIN IMMEDIATE")
-        try:
-            result = work()
-        except BaseException:
-            connection.execute("ROLLBACK")
-            raise
-        connection.execute("COMMIT")
+        with sqlite_write_transaction(connection):
+            return work()
     except sqlite3.DatabaseError as error:
         raise SagaLogError(f"cannot write the saga log: {error}") from error
-    return result
 
 
 def _claim(
@@ -885,8 +757,8 @@ def _claim(
     now_ms: int,
     transaction_id: str | None,
     include_waiting: bool,
-) -> list[tuple[Any, ...]]:
-    def work() -> list[tuple[Any, ...]]:
+) -> list[sqlite3.Row]:
+    def work() -> list[sqlite3.Row]:
         chosen = "transaction_id = ?" if transaction_id is not None else "1"
         rows = connection.execute(
             f"UPDATE sagas SET owner = ?, epoch = epoch + 1, lease_expires_at_ms = ? WHERE rowid IN ("
@@ -902,14 +774,14 @@ def _claim(
                 limit,
             ),
         ).fetchall()
-        rows.sort(key=lambda row: (row[8], row[0]))
+        rows.sort(key=lambda row: (row["created_at_ms"], row["transaction_id"]))
         connection.executemany(
             "INSERT INTO events (transaction_id, at_ms, kind, owner, epoch) VALUES (?, ?, 'claim', ?, ?)",
-            [(row[0], now_ms, row[12], row[13]) for row in rows],
+            [(row["transaction_id"], now_ms, row["owner"], row["epoch"]) for row in rows],
         )
         return rows
 
-    rows: list[tuple[Any, ...]] = _in_transaction(connection, work)
+    rows: list[sqlite3.Row] = _in_transaction(connection, work)
     return rows
 
 
@@ -936,7 +808,7 @@ def _release(connection: sqlite3.Connection, transaction_id: str, epoch: int, no
             "RETURNING state",
             (not_before_ms, transaction_id, epoch),
         ).fetchone()
-        return None if row is None else str(row[0])
+        return None if row is None else str(row["state"])
 
     state: str | None = _in_transaction(connection, work)
     return state
@@ -951,7 +823,7 @@ def _act(connection: sqlite3.Connection, action: OperatorAction) -> tuple[SagaRe
         ).fetchone()
         if row is None:
             raise UnknownSaga(f"no saga has the id {action.transaction_id!r}")
-        saga = _saga_from_row(row)
+        saga = saga_from_row(row)
         event, effect = take_action(saga, action)
         step, code = action_row(event)
         connection.execute(
@@ -987,7 +859,7 @@ def _act(connection: sqlite3.Connection, action: OperatorAction) -> tuple[SagaRe
     return acted
 
 
-def _query(connection: sqlite3.Connection, sql: str, parameters: tuple[Any, ...]) -> list[tuple[Any, ...]]:
+def _query(connection: sqlite3.Connection, sql: str, parameters: tuple[Any, ...]) -> list[sqlite3.Row]:
     try:
         return connection.execute(sql, parameters).fetchall()
     except sqlite3.DatabaseError as error:

@@ -1,7 +1,7 @@
 """The PostgreSQL store: the ledger in a PostgreSQL database, shared by any number of replicas.
 
 Each ledger operation is one call of the server-side function
-``ledger_execute`` (sql/postgresql/, last replaced in 0002), which holds the rules of
+``ledger_execute`` (sql/postgresql/functions/ledger_execute.sql), which holds the rules of
 :func:`server.ledger.decide` in PL/pgSQL: one round trip and one transaction
 per request. The store calls it through ``ledger_execute_with_position``
 (0003), which reads the ledger's position after the rules wrote, in the same
@@ -47,6 +47,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Awaitable, Callable, Mapping
+from pathlib import Path
 from typing import Any, Final, TypeVar
 
 import asyncpg
@@ -74,13 +75,21 @@ from server.stores import (
     new_ledger_id,
     utc_now,
 )
-from server.stores.migrations import pending
+from server.stores.migrations import Schema, postgres_migrated
 
 T = TypeVar("T")
 
 #: The session advisory lock held while migrating and opening accounts; the
 #: per-id locks use the two-int form, which PostgreSQL keeps in another key space.
 SETUP_LOCK_KEY: Final = 0x5A6A_1ED6_E500_0001
+#: The ledger's versioned schema, sql/postgresql/NNNN_name.sql: see server/stores/migrations.py.
+SCHEMA: Final = Schema(
+    folder=Path(__file__).resolve().parent / "sql" / "postgresql",
+    version_table="schema_version",
+    error=StoreError,
+    upgrade_first="upgrade the service before starting it on this database",
+    lock_key=SETUP_LOCK_KEY,
+)
 
 #: Seconds to wait for a pooled connection, and for one statement, before
 #: answering storage_unavailable.
@@ -395,16 +404,7 @@ async def _set_up(
     connection: asyncpg.Connection | asyncpg.pool.PoolConnectionProxy, accounts: Mapping[str, int], where: str
 ) -> str:
     """Migrate, open the accounts that do not exist yet, and return the ledger's id; one replica at a time."""
-    await connection.execute("SELECT pg_advisory_lock($1)", SETUP_LOCK_KEY)
-    try:
-        exists = await connection.fetchval("SELECT to_regclass('schema_version') IS NOT NULL")
-        applied = await connection.fetchval("SELECT coalesce(max(version), 0) FROM schema_version") if exists else 0
-        for migration in pending("postgresql", int(applied), where):
-            async with connection.transaction():
-                await connection.execute(migration.sql)
-                await connection.execute(
-                    "INSERT INTO schema_version (version, name) VALUES ($1, $2)", migration.version, migration.name
-                )
+    async with postgres_migrated(connection, SCHEMA, where):
         users = list(accounts)
         await connection.execute(
             """
@@ -424,9 +424,7 @@ async def _set_up(
             new_ledger_id(),
         )
         ledger_id: str = await connection.fetchval("SELECT ledger_id FROM ledger_identity")
-        return ledger_id
-    finally:
-        await connection.execute("SELECT pg_advisory_unlock($1)", SETUP_LOCK_KEY)
+    return ledger_id
 
 
 _OPENING_COLUMNS: Final = "transaction_id, user_id, opening_balance, operator, reason, recorded_at, rejection"

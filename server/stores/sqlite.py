@@ -53,7 +53,7 @@ from server.stores import (
     new_ledger_id,
     utc_now,
 )
-from server.stores.migrations import pending
+from server.stores.migrations import Schema, apply_sqlite
 
 T = TypeVar("T")
 
@@ -62,14 +62,13 @@ DEFAULT_BUSY_TIMEOUT_SECONDS: Final = 5.0
 #: How long a process waits before it retries switching a new file to WAL mode.
 _WAL_SWITCH_RETRY_SECONDS: Final = 0.01
 
-# The one table every migration relies on, so it is made here rather than in a migration.
-_SCHEMA_VERSION_TABLE: Final = """
-CREATE TABLE IF NOT EXISTS schema_version (
-    version INTEGER PRIMARY KEY,
-    name TEXT NOT NULL,
-    applied_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))
-) STRICT
-"""
+#: The ledger's versioned schema, sql/sqlite/NNNN_name.sql: see server/stores/migrations.py.
+SCHEMA: Final = Schema(
+    folder=Path(__file__).resolve().parent / "sql" / "sqlite",
+    version_table="schema_version",
+    error=StoreError,
+    upgrade_first="upgrade the service before starting it on this database",
+)
 
 _ENTRY_COLUMNS: Final = "sequence, transaction_id, operation, user_id, amount, outcome, balance, rejection"
 # Entries are never deleted, so the highest sequence only grows; max() of the key is one index lookup.
@@ -358,14 +357,7 @@ def _migrate_and_open_accounts(connection: sqlite3.Connection, path: Path, accou
     # a new file take turns, and the second finds the first one's work done.
     connection.execute("BEGIN IMMEDIATE")
     try:
-        connection.execute(_SCHEMA_VERSION_TABLE)
-        (applied,) = connection.execute("SELECT coalesce(max(version), 0) FROM schema_version").fetchone()
-        for migration in pending("sqlite", applied, str(path)):
-            for statement in _statements(migration.sql):
-                connection.execute(statement)
-            connection.execute(
-                "INSERT INTO schema_version (version, name) VALUES (?, ?)", (migration.version, migration.name)
-            )
+        apply_sqlite(connection, SCHEMA, str(path))
         for user_id, balance in accounts.items():
             opened = connection.execute(
                 "INSERT INTO accounts (user_id, balance) VALUES (?, ?) ON CONFLICT (user_id) DO NOTHING",
@@ -383,23 +375,6 @@ def _migrate_and_open_accounts(connection: sqlite3.Connection, path: Path, accou
     except BaseException:
         _rollback(connection)
         raise
-
-
-def _statements(script: str) -> list[str]:
-    """The statements of a migration script, to run one by one inside the caller's transaction.
-
-    ``executescript`` would commit the open transaction first, so the script is split here.
-    """
-    statements = []
-    current = ""
-    for line in script.splitlines(keepends=True):
-        current += line
-        if sqlite3.complete_statement(current):
-            statements.append(current.strip())
-            current = ""
-    if any(line.strip() and not line.strip().startswith("--") for line in current.splitlines()):
-        raise sqlite3.OperationalError(f"the migration ends in an incomplete statement: {current.strip()[:60]}")
-    return statements
 
 
 # -- the writer thread ---------------------------------------------------------

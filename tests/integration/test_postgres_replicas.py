@@ -12,7 +12,7 @@ import httpx
 import pytest
 
 from server.process import ServerProcess
-from server.stores.migrations import migrations
+from server.stores.postgres import SCHEMA
 from tests.conftest import StartServer
 
 pytestmark = pytest.mark.integration
@@ -96,4 +96,4 @@ def test_replicas_started_together_on_an_empty_database_both_come_up(pg_dsn: str
             ]
         }
     versions = asyncio.run(fetch(pg_dsn, "SELECT version FROM schema_version"))
-    assert sorted(row["version"] for row in versions) == [migration.version for migration in migrations("postgresql")]
+    assert sorted(row["version"] for row in versions) == [migration.version for migration in SCHEMA.migrations()]

@@ -18,9 +18,9 @@ import pytest
 from server.ledger import MAX_BALANCE, IdempotencyKeyReused
 from server.process import REPO_ROOT
 from server.stores import StoreError
-from server.stores.migrations import migrations
-from server.stores.postgres import PostgresStore
+from server.stores.postgres import SCHEMA, PostgresStore
 from tests.conftest import StartServer
+from tests.support.schemas import LEDGER_POSTGRESQL, create_postgres
 
 pytestmark = pytest.mark.integration
 
@@ -226,10 +226,8 @@ def test_check_invariants_sees_a_balance_changed_behind_the_ledger(pg_dsn: str) 
 def test_a_database_at_version_1_is_migrated_to_give_a_debit_back_once_there_is_room(pg_dsn: str) -> None:
     async def scenario() -> None:
         # A database as version 1 left it, where a reversal refused for want of room was recorded for good.
-        first = migrations("postgresql")[0]
-        async with admin(pg_dsn) as connection:
-            await connection.execute(first.sql)
-            await connection.execute("INSERT INTO schema_version (version, name) VALUES (1, $1)", first.name)
+        (at_version_1,) = [earlier for earlier in LEDGER_POSTGRESQL if earlier.name == "1@0f8d867"]
+        await create_postgres(pg_dsn, at_version_1)
         async with opened(pg_dsn, {"full": 50}, max_balance=100) as store:
             await store.execute("debit", "t1", "full", 40)
             await store.execute("credit", "t2", "full", 90)
@@ -241,7 +239,7 @@ def test_a_database_at_version_1_is_migrated_to_give_a_debit_back_once_there_is_
             await store.check_invariants()
         async with admin(pg_dsn) as connection:
             versions = await connection.fetch("SELECT version FROM schema_version ORDER BY version")
-        assert [row["version"] for row in versions] == [migration.version for migration in migrations("postgresql")]
+        assert [row["version"] for row in versions] == [migration.version for migration in SCHEMA.migrations()]
 
     run(scenario())
 
@@ -252,7 +250,7 @@ def test_a_schema_newer_than_the_code_is_refused(pg_dsn: str) -> None:
             pass
         async with admin(pg_dsn) as connection:
             await connection.execute("INSERT INTO schema_version (version, name) VALUES (99, 'from_the_future')")
-        latest = len(migrations("postgresql"))
+        latest = len(SCHEMA.migrations())
         with pytest.raises(StoreError, match=f"version 99, newer than this code's {latest}") as refused:
             await PostgresStore.open(pg_dsn, {"alice": 100})
         assert "\n" not in str(refused.value)

@@ -18,10 +18,11 @@ from saga import AccountRef, MemorySagaLog, SagaRecord, SagaState, SqliteSagaLog
 from saga.ledgers import Acceptance, LedgerMark, Quarantine
 from saga.logs import IdempotencyKeyConflict, LeaseLost, SagaLog, SagaLogError
 from saga.logs.base import RECENT_MS, UnknownSaga, overview_of
-from saga.logs.postgres import SQL_FOLDER, PostgresSagaLog
+from saga.logs.postgres import PostgresSagaLog
 from saga.operator import ActionRefused
 from saga.records import ActionKind, Attempt, Change, Event, OperatorAction, Resolution
 from tests.support.postgres import fresh_database_async
+from tests.support.schemas import SAGA_LOG_POSTGRESQL, create_postgres, postgres_catalog
 
 KINDS = ["memory", "sqlite", "postgresql"]
 SOURCE = AccountRef("http://a.test", "alice")
@@ -290,7 +291,7 @@ def test_postgres_refuses_a_schema_newer_than_the_code() -> None:
             import asyncpg
 
             connection = await asyncpg.connect(dsn)
-            await connection.execute("INSERT INTO saga_log_schema (version) VALUES (999)")
+            await connection.execute("INSERT INTO saga_log_schema (version, name) VALUES (999, 'from_the_future')")
             await connection.close()
             with pytest.raises(SagaLogError, match="newer than this code"):
                 await PostgresSagaLog.open(dsn)
@@ -1543,60 +1544,16 @@ def test_a_sqlite_log_from_before_operator_actions_is_upgraded_and_then_works(tm
     ]
 
 
-async def postgres_schema(dsn: str) -> dict[str, list[tuple[object, ...]]]:
-    """What a migration decides, as the catalogue lists it: columns, indexes, triggers and functions."""
-    import asyncpg
-
-    connection = await asyncpg.connect(dsn)
-    try:
-        return {
-            "columns": [
-                tuple(row)
-                for row in await connection.fetch(
-                    "SELECT table_name, ordinal_position, column_name, data_type, column_default, is_nullable "
-                    "FROM information_schema.columns WHERE table_schema = 'public' ORDER BY 1, 2"
-                )
-            ],
-            "indexes": [
-                tuple(row)
-                for row in await connection.fetch(
-                    "SELECT indexname, indexdef FROM pg_indexes WHERE schemaname = 'public' ORDER BY 1"
-                )
-            ],
-            "triggers": [
-                tuple(row)
-                for row in await connection.fetch(
-                    "SELECT tgname, pg_get_triggerdef(oid) FROM pg_trigger WHERE NOT tgisinternal ORDER BY 1"
-                )
-            ],
-            "functions": [
-                tuple(row)
-                for row in await connection.fetch(
-                    "SELECT proname, pg_get_functiondef(oid) FROM pg_proc "
-                    "WHERE pronamespace = 'public'::regnamespace ORDER BY 1"
-                )
-            ],
-            "versions": [
-                tuple(row) for row in await connection.fetch("SELECT version FROM saga_log_schema ORDER BY 1")
-            ],
-        }
-    finally:
-        await connection.close()
-
-
 def test_a_postgres_log_at_schema_version_3_is_upgraded_like_a_fresh_one_and_then_works() -> None:
     import asyncpg
 
     async def scenario() -> None:
         async with fresh_database_async() as old_dsn, fresh_database_async() as fresh_dsn:
+            # As the code of migration 0003 left it, with a saga of that time.
+            (at_version_3,) = [earlier for earlier in SAGA_LOG_POSTGRESQL if earlier.version == 3]
+            await create_postgres(old_dsn, at_version_3)
             connection = await asyncpg.connect(old_dsn)
             try:
-                # As the code of migration 0003 left it, with a saga of that time.
-                await connection.execute("CREATE TABLE saga_log_schema (version integer PRIMARY KEY)")
-                for version in (1, 2, 3):
-                    (migration,) = SQL_FOLDER.glob(f"{version:04d}_*.sql")
-                    await connection.execute(migration.read_text(encoding="utf-8"))
-                    await connection.execute("INSERT INTO saga_log_schema (version) VALUES ($1)", version)
                 await connection.execute(
                     "INSERT INTO saga_sagas (transaction_id, source_urls, source_user, target_urls, target_user, "
                     "amount, state, created_at_ms, updated_at_ms) "
@@ -1635,6 +1592,8 @@ def test_a_postgres_log_at_schema_version_3_is_upgraded_like_a_fresh_one_and_the
 
             fresh = await PostgresSagaLog.open(fresh_dsn)
             await fresh.close()
-            assert await postgres_schema(old_dsn) == await postgres_schema(fresh_dsn)
+            assert await postgres_catalog(old_dsn, "saga_log_schema") == await postgres_catalog(
+                fresh_dsn, "saga_log_schema"
+            )
 
     asyncio.run(scenario())

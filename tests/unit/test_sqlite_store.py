@@ -17,8 +17,7 @@ from server.ledger import MAX_BALANCE, Entry, IdempotencyKeyReused, InvariantVio
 from server.problems import PROBLEM_CONTENT_TYPE
 from server.shared.database_url import parse_database_url
 from server.stores import StorageUnavailable, StoreError, open_store
-from server.stores.migrations import migrations
-from server.stores.sqlite import SqliteStore
+from server.stores.sqlite import SCHEMA, SqliteStore
 from tests.support.inprocess import asgi_client, ledger_call
 
 ACCOUNTS = {"alice": 1_000, "bob": 0}
@@ -153,7 +152,7 @@ def test_two_stores_opening_one_new_file_together_create_it_once(tmp_path: Path)
     with raw(path) as connection:
         versions = connection.execute("SELECT version FROM schema_version").fetchall()
         openings = connection.execute("SELECT user_id, balance FROM opening_balances ORDER BY user_id").fetchall()
-    assert versions == [(migration.version,) for migration in migrations("sqlite")]
+    assert versions == [(migration.version,) for migration in SCHEMA.migrations()]
     assert openings == sorted(ACCOUNTS.items())
 
 
@@ -316,7 +315,7 @@ def test_the_invariant_check_finds_a_balance_its_entries_do_not_explain(tmp_path
 def test_a_schema_newer_than_the_code_is_refused_with_one_line(tmp_path: Path) -> None:
     path = tmp_path / "ledger.db"
     run(_apply_one_debit(path))
-    newer = len(migrations("sqlite")) + 1
+    newer = len(SCHEMA.migrations()) + 1
     with raw(path) as connection:
         connection.execute("INSERT INTO schema_version (version, name) VALUES (?, 'from_the_future')", (newer,))
     with pytest.raises(StoreError) as refused:

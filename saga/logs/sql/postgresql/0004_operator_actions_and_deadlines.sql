@@ -23,11 +23,7 @@ CREATE INDEX saga_sagas_by_target_user ON saga_sagas (target_user);
 
 CREATE INDEX saga_events_of_operators ON saga_events (step) WHERE kind = 'action';
 
-CREATE FUNCTION saga_events_are_append_only() RETURNS trigger LANGUAGE plpgsql AS $$
-BEGIN
-    RAISE EXCEPTION 'the saga log''s events are append-only: % of saga_events refused', TG_OP;
-END
-$$;
+\ir functions/saga_events_are_append_only.sql
 
 -- Per statement, so that TRUNCATE is refused as well as UPDATE and DELETE.
 CREATE TRIGGER saga_events_are_append_only BEFORE UPDATE OR DELETE OR TRUNCATE ON saga_events

@@ -15,14 +15,7 @@ CREATE TABLE account_openings (
     rejection text CHECK (rejection IN ('account_exists', 'balance_limit_exceeded'))
 );
 
--- An audit record is kept for good.
-CREATE FUNCTION account_openings_refuse_change() RETURNS trigger
-LANGUAGE plpgsql
-AS $$
-BEGIN
-    RAISE EXCEPTION 'account_openings is append-only';
-END;
-$$;
+\ir functions/account_openings_refuse_change.sql
 
 CREATE TRIGGER account_openings_never_change
     BEFORE UPDATE OR DELETE ON account_openings

@@ -1,0 +1,72 @@
+CREATE TABLE IF NOT EXISTS sagas (
+    transaction_id TEXT PRIMARY KEY,
+    source_urls TEXT NOT NULL,  -- the service's URLs, comma-separated, as on the command line
+    source_user TEXT NOT NULL,
+    target_urls TEXT NOT NULL,
+    target_user TEXT NOT NULL,
+    amount INTEGER NOT NULL CHECK (amount > 0),
+    state TEXT NOT NULL,
+    fence_credit INTEGER NOT NULL DEFAULT 0,
+    created_at_ms INTEGER NOT NULL,
+    updated_at_ms INTEGER NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    last_error TEXT,
+    owner TEXT,
+    epoch INTEGER NOT NULL DEFAULT 0,
+    lease_expires_at_ms INTEGER NOT NULL DEFAULT 0,
+    idempotency_key TEXT,
+    source_service TEXT,  -- the service's name, where the transfer named it
+    target_service TEXT,
+    submitted_by TEXT,  -- the API caller that submitted it
+    deadline_ms INTEGER,  -- no new forward request after it (see saga/workflow.py)
+    code TEXT  -- why the saga ended where it did, as a stable code
+);
+CREATE INDEX IF NOT EXISTS sagas_by_state ON sagas (state);
+CREATE TABLE IF NOT EXISTS events (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    transaction_id TEXT NOT NULL REFERENCES sagas (transaction_id),
+    at_ms INTEGER NOT NULL,
+    kind TEXT NOT NULL,
+    state TEXT,
+    step TEXT,
+    attempt INTEGER,
+    status INTEGER,
+    code TEXT,
+    latency_us INTEGER,
+    detail TEXT,
+    url TEXT,
+    owner TEXT,
+    epoch INTEGER,
+    ledger_id TEXT
+);
+CREATE INDEX IF NOT EXISTS events_by_saga ON events (transaction_id, seq);
+-- A saga's history is its evidence, an operator's actions included: nothing rewrites or removes it.
+CREATE TRIGGER IF NOT EXISTS events_are_never_updated BEFORE UPDATE ON events
+BEGIN SELECT RAISE(ABORT, 'the saga log''s events are append-only: no event is ever updated'); END;
+CREATE TRIGGER IF NOT EXISTS events_are_never_deleted BEFORE DELETE ON events
+BEGIN SELECT RAISE(ABORT, 'the saga log''s events are append-only: no event is ever deleted'); END;
+CREATE TABLE IF NOT EXISTS ledger_marks (
+    service TEXT PRIMARY KEY,  -- its name, or its URLs (see AccountRef.service_key)
+    ledger_id TEXT,
+    position INTEGER NOT NULL,
+    generation INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE IF NOT EXISTS quarantines (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    service TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    transaction_id TEXT,
+    at_ms INTEGER NOT NULL,
+    lifted_at_ms INTEGER,
+    lifted_because TEXT
+);
+CREATE UNIQUE INDEX IF NOT EXISTS one_quarantine_per_service ON quarantines (service) WHERE lifted_at_ms IS NULL;
+CREATE UNIQUE INDEX IF NOT EXISTS sagas_by_idempotency_key ON sagas (idempotency_key)
+    WHERE idempotency_key IS NOT NULL;
+CREATE INDEX IF NOT EXISTS sagas_newest_first ON sagas (created_at_ms, transaction_id);
+CREATE INDEX IF NOT EXISTS sagas_with_a_deadline ON sagas (deadline_ms)
+    WHERE deadline_ms IS NOT NULL AND state NOT IN ('CANCELLED', 'COMPENSATED', 'COMPLETED', 'FAILED', 'NEEDS_ATTENTION', 'RESOLVED');
+CREATE INDEX IF NOT EXISTS sagas_completed ON sagas (updated_at_ms) WHERE state = 'COMPLETED';
+CREATE INDEX IF NOT EXISTS sagas_by_source_user ON sagas (source_user);
+CREATE INDEX IF NOT EXISTS sagas_by_target_user ON sagas (target_user);
+CREATE INDEX IF NOT EXISTS events_of_operators ON events (step) WHERE kind = 'action';
