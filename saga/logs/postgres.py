@@ -47,14 +47,14 @@ from saga.operator import Effect
 from saga.records import Change, Event, OperatorAction, SagaRecord
 from saga.states import SagaState
 from server.shared.database_url import DatabaseUrl
-from server.stores.migrations import Schema, migrate_postgres
+from server.shared.migrations import Schema, migrate_postgres
 
 NOTIFY_CHANNEL: Final = "saga_work"
 #: An operator asked for a saga (the payload) to be tried again at once.
 RETRY_CHANNEL: Final = "saga_retry"
 #: Held while migrating; a key apart from the accounts service's own.
 SETUP_LOCK_KEY: Final = 0x5A6A_1ED6_E500_0002
-#: The log's versioned schema, sql/postgresql/NNNN_name.sql: see server/stores/migrations.py.
+#: The log's versioned schema, sql/postgresql/NNNN_name.sql: see server/shared/migrations.py.
 SCHEMA: Final = Schema(
     folder=Path(__file__).resolve().parent / "sql" / "postgresql",
     version_table="saga_log_schema",

@@ -8,7 +8,7 @@ One process at a time holds the file (see :func:`_lock`), so every lease in
 it at open belongs to a process that is gone: opening for writing releases
 them all. The lease rules of :mod:`saga.logs.base` still hold within the
 process, so the same contract tests run on it. The schema is versioned SQL
-in ``sql/sqlite/``, applied at open (see :mod:`server.stores.migrations`).
+in ``sql/sqlite/``, applied at open (see :mod:`server.shared.migrations`).
 """
 
 from __future__ import annotations
@@ -44,9 +44,9 @@ from saga.logs.base import (
 from saga.operator import Effect
 from saga.records import Change, Event, OperatorAction, SagaRecord
 from saga.states import SagaState
-from server.stores.migrations import Schema, migrate_sqlite, sqlite_write_transaction
+from server.shared.migrations import Schema, migrate_sqlite, sqlite_write_transaction
 
-#: The log's versioned schema, sql/sqlite/NNNN_name.sql: see server/stores/migrations.py.
+#: The log's versioned schema, sql/sqlite/NNNN_name.sql: see server/shared/migrations.py.
 SCHEMA = Schema(
     folder=Path(__file__).resolve().parent / "sql" / "sqlite",
     version_table="saga_log_schema",

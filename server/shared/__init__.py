@@ -1,2 +1,5 @@
-"""Helpers both programs share: the accounts service and the saga read database URLs, write log lines and keep to
-the contract's rules alike."""
+"""Helpers both programs share.
+
+The accounts service and the saga read database URLs, write log lines, keep
+to the contract's rules and migrate their SQL schemas alike.
+"""

@@ -75,14 +75,14 @@ from server.stores import (
     new_ledger_id,
     utc_now,
 )
-from server.stores.migrations import Schema, postgres_migrated
+from server.shared.migrations import Schema, postgres_migrated
 
 T = TypeVar("T")
 
 #: The session advisory lock held while migrating and opening accounts; the
 #: per-id locks use the two-int form, which PostgreSQL keeps in another key space.
 SETUP_LOCK_KEY: Final = 0x5A6A_1ED6_E500_0001
-#: The ledger's versioned schema, sql/postgresql/NNNN_name.sql: see server/stores/migrations.py.
+#: The ledger's versioned schema, sql/postgresql/NNNN_name.sql: see server/shared/migrations.py.
 SCHEMA: Final = Schema(
     folder=Path(__file__).resolve().parent / "sql" / "postgresql",
     version_table="schema_version",

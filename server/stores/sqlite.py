@@ -53,7 +53,7 @@ from server.stores import (
     new_ledger_id,
     utc_now,
 )
-from server.stores.migrations import Schema, apply_sqlite
+from server.shared.migrations import Schema, apply_sqlite
 
 T = TypeVar("T")
 
@@ -62,7 +62,7 @@ DEFAULT_BUSY_TIMEOUT_SECONDS: Final = 5.0
 #: How long a process waits before it retries switching a new file to WAL mode.
 _WAL_SWITCH_RETRY_SECONDS: Final = 0.01
 
-#: The ledger's versioned schema, sql/sqlite/NNNN_name.sql: see server/stores/migrations.py.
+#: The ledger's versioned schema, sql/sqlite/NNNN_name.sql: see server/shared/migrations.py.
 SCHEMA: Final = Schema(
     folder=Path(__file__).resolve().parent / "sql" / "sqlite",
     version_table="schema_version",

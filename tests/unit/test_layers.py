@@ -69,6 +69,21 @@ def test_no_module_of_the_core_imports_the_operating_layer(path: Path) -> None:
     assert not offending, f"{module_name(path)} imports the operating layer: {sorted(offending)}"
 
 
+#: What the simulator takes of the accounts service, to run it in its own process on a virtual clock.
+SIMULATED_SERVICE = ("server.Settings", "server.create_app", "server.ledger", "server.stores.memory")
+
+
+@pytest.mark.parametrize("path", core_modules(), ids=lambda path: module_name(path))
+def test_of_the_accounts_service_the_core_imports_only_what_both_programs_share(path: Path) -> None:
+    allowed = ("server.shared",)
+    if module_name(path).startswith("saga.simulation."):
+        allowed += SIMULATED_SERVICE
+    taken = {module for module in imported_modules(path) if is_within(module, ("server",))}
+    # "from server.shared import x" names both server.shared and server.shared.x; a bare "server" is the package.
+    wrong = {module for module in taken if module != "server" and not is_within(module, allowed)}
+    assert not wrong, f"{module_name(path)} imports {sorted(wrong)} of the accounts service"
+
+
 def test_the_core_list_holds_the_modules_that_move_money() -> None:
     names = {module_name(path) for path in core_modules()}
     assert {"saga.workflow", "saga.run", "saga.steps", "saga.orchestrator", "saga.logs.sqlite"} <= names
