@@ -66,6 +66,7 @@ from server.ledger import (
 )
 from server.openings import Opening, OpeningRequest, decide_opening
 from server.shared.database_url import DatabaseUrl
+from server.shared.migrations import Schema, postgres_migrated
 from server.stores import (
     Execution,
     PositionedExecution,
@@ -75,7 +76,6 @@ from server.stores import (
     new_ledger_id,
     utc_now,
 )
-from server.shared.migrations import Schema, postgres_migrated
 
 T = TypeVar("T")
 

@@ -44,6 +44,7 @@ from server.ledger import (
     replayed,
 )
 from server.openings import Opening, OpeningRequest, decide_opening
+from server.shared.migrations import Schema, apply_sqlite
 from server.stores import (
     Execution,
     PositionedExecution,
@@ -53,7 +54,6 @@ from server.stores import (
     new_ledger_id,
     utc_now,
 )
-from server.shared.migrations import Schema, apply_sqlite
 
 T = TypeVar("T")
 

@@ -26,10 +26,10 @@ from saga.logs.postgres import PostgresSagaLog
 from saga.logs.sqlite import SqliteSagaLog
 from saga.records import AccountRef, SagaRecord
 from saga.states import SagaState
+from server.shared.migrations import Schema, migrate_postgres, migrate_sqlite
 from server.stores import StoreError
 from server.stores import postgres as ledger_postgres
 from server.stores import sqlite as ledger_sqlite
-from server.shared.migrations import Schema, migrate_postgres, migrate_sqlite
 from server.stores.postgres import PostgresStore
 from server.stores.sqlite import SqliteStore
 from tests.support.postgres import fresh_database_async
