@@ -75,7 +75,7 @@ SIMULATED_SERVICE = ("server.Settings", "server.create_app", "server.ledger", "s
 
 @pytest.mark.parametrize("path", core_modules(), ids=lambda path: module_name(path))
 def test_of_the_accounts_service_the_core_imports_only_what_both_programs_share(path: Path) -> None:
-    allowed = ("server.shared",)
+    allowed: tuple[str, ...] = ("server.shared",)
     if module_name(path).startswith("saga.simulation."):
         allowed += SIMULATED_SERVICE
     taken = {module for module in imported_modules(path) if is_within(module, ("server",))}
