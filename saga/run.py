@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 from generated_client.accounts.api.accounts import get_transaction
 from generated_client.accounts.models import TransactionTrail
+from saga.commit_policy import commit_policy_for
 from saga.ledger_watch import LedgerWatch
 from saga.ledgers import LedgerMark, LedgerUntrusted
 from saga.logs import SagaLog
@@ -34,9 +35,6 @@ from saga.steps import (
 from saga.waits import Backoff, NoWaits, RequestOut, WaitObserver
 
 logger = logging.getLogger("saga")
-
-#: States whose entry no request depends on, on an exclusive log (see SagaRun).
-_FORWARD_STATES = frozenset({SagaState.DEBITING, SagaState.CREDITING})
 
 
 class CompensationBlocked(Exception):
@@ -129,37 +127,11 @@ class TransferResult:
 class SagaRun:
     """One saga in flight.
 
-    Which commits a request depends on depends on the log.
-
-    On a shared log (``log.exclusive`` is False: PostgreSQL, the simulator's
-    log of several orchestrators), everything learned so far is committed
-    before any request goes out: the attempts since the last commit and, with
-    :meth:`enter`, the new state. Each of those commits is checked against the
-    epoch this run claimed, and that check is what stops a run that lost its
-    lease from sending anything more.
-
-    On an exclusive log (one process holds it, as with SQLite's file lock, so
-    no takeover can happen while this run lives) a forward request depends on
-    the saga's creation, which the orchestrator makes before the first debit,
-    and on the first answer from each service's ledger (which a recovery needs
-    to notice a service that forgot the saga: LedgerChanged). Forward state changes (PENDING to DEBITING to CREDITING)
-    and attempts ride with the next commit. A crash before they are durable
-    leaves the saga logged in PENDING or DEBITING, and recovery runs the
-    forward path again under the same transaction_id: each service replays
-    what it recorded for the debit and the credit (applied or refused, the
-    same answer as before) or applies it for the first time, so the run ends
-    exactly where the lost one was going. This holds as long as nothing has
-    been compensated: a service replays an applied debit or credit as applied
-    even after its compensation reversed it, so a recovery from DEBITING
-    after a compensation would complete a transfer whose debit had been given
-    back, or whose credit had been reversed. Hence the rule: before a
-    compensation request, everything is durable, COMPENSATING and its
-    fence_credit included. From COMPENSATING on, recovery resumes the
-    compensations, which the services replay. And a recovery that cannot
-    learn the debit's outcome fences the credit before giving the debit back,
-    since the lost run may have sent it (:attr:`credit_may_be_unlogged`). A
-    terminal state is committed before the saga's result is returned; it
-    precedes no request.
+    Before each request it commits what a recovery would need should it die
+    with that request in flight; the rest rides with a later commit. Which is
+    which depends on the log, and is decided in one table:
+    :class:`~saga.commit_policy.CommitPolicy`, chosen once from the log by
+    :func:`~saga.commit_policy.commit_policy_for`.
 
     From the saga's deadline on (``record.deadline_ms``, read on ``now_ms``)
     no debit or credit request goes out: the deadline is checked right
@@ -198,9 +170,9 @@ class SagaRun:
         self._nudge = nudge if nudge is not None else asyncio.Event()
         self._waits = waits or NoWaits()
         self._unlogged: list[Attempt] = []
-        #: Changes made but not yet committed: only on an exclusive log, and only forward ones.
+        #: States entered but not yet committed, as the commit policy lets them ride.
         self._deferred: list[Change] = []
-        self._exclusive_log = log.exclusive
+        self._commit_policy = commit_policy_for(log)
         #: Services whose ledger this run has made durable in the log.
         self._ledgers_logged: set[str] = set()
         self.attempts: list[Attempt] = []
@@ -255,7 +227,7 @@ class SagaRun:
         The code logged with COMPENSATING is why the saga compensates: a run
         that resumes it reads it back (:attr:`code`) for the saga's end.
         """
-        if self._exclusive_log and state in _FORWARD_STATES and fence_credit is None and because is None:
+        if state in self._commit_policy.states_that_ride and fence_credit is None and because is None:
             self._defer(state)
         else:
             await self._commit(state=state, fence_credit=fence_credit, error=because, code=code)
@@ -486,8 +458,8 @@ class SagaRun:
         return self.record.target if step in (CREDIT, COMPENSATE_CREDIT) else self.record.source
 
     async def _flush(self, step: str) -> None:
-        """Commit what the request of ``step`` depends on (see the class's docstring)."""
-        if self._exclusive_log and step in (DEBIT, CREDIT) and not self._new_ledger_unlogged():
+        """Commit what the request of ``step`` depends on (see saga/commit_policy.py)."""
+        if step in self._commit_policy.steps_sent_uncommitted and not self._new_ledger_unlogged():
             return
         if self._unlogged or self._deferred:
             await self._commit()
@@ -506,7 +478,7 @@ class SagaRun:
         )
 
     def _defer(self, state: SagaState) -> None:
-        """Enter a forward state on an exclusive log: it rides with the next commit."""
+        """Enter a state the commit policy lets ride: it is committed with the next commit."""
         attempts, self._unlogged = self._unlogged, []
         record = self.record
         self._deferred.append(

@@ -81,9 +81,9 @@ class SagaLog(Protocol):
     def exclusive(self) -> bool:
         """Whether one process holds the log for as long as it runs, so that no other can take a saga over.
 
-        On such a log a request depends on no commit but the one that created
-        its saga (see saga/run.py); on a shared one every commit is
-        epoch-checked before the next request.
+        On such a log forward states and attempts ride with later commits; on
+        a shared one everything is committed, epoch-checked, before the next
+        request (see saga/commit_policy.py).
         """
 
     async def create(self, saga: SagaRecord, first_state: SagaState) -> None:
