@@ -102,13 +102,13 @@ def check(
     sagas: Sequence[SagaEnd],
     trails: Mapping[tuple[str, str], Sequence[TrailItem]] | None = None,
     *,
-    exclusive: bool = True,
+    sole_traffic: bool = True,
     opened: Openings | None = None,
 ) -> list[Violation]:
     """Every violated invariant; an empty list means the money is exactly where it should be.
 
     ``trails`` maps (service identity, transaction_id) to that service's audit
-    trail. ``exclusive`` says these sagas were the only traffic, so each
+    trail. ``sole_traffic`` says these sagas were the only traffic, so each
     balance can be predicted exactly from the sagas' end states. ``opened``
     names the accounts opened after ``before`` was read: their opening
     balances are money brought in, so the total may grow by exactly that.
@@ -147,7 +147,7 @@ def check(
                 tuple(saga.transaction_id for saga in forgotten[:10]),
             )
         )
-    if exclusive:
+    if sole_traffic:
         violations += _check_exact_balances(before, after, sagas, trails, opened)
     if trails is not None:
         violations += check_trails(sagas, trails)
@@ -181,7 +181,7 @@ def judge_shared(
     state. Without trails (no audit) nothing vouches for the sagas, and the
     balances are compared as for :func:`check`.
     """
-    violations = check(before, after, sagas, trails, exclusive=False, opened=opened)
+    violations = check(before, after, sagas, trails, sole_traffic=False, opened=opened)
     mismatches = _check_exact_balances(before, after, sagas, trails, opened)
     if not mismatches:
         return Judgement(violations)

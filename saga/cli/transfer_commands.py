@@ -332,7 +332,7 @@ async def cmd_batch(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
                     audit=not args.no_audit,
                     before=before,
                     # A live service may serve others too, another batch among them.
-                    exclusive=False,
+                    sole_traffic=False,
                     shared=shared,
                     concurrency=concurrency,
                 )

@@ -281,7 +281,7 @@ async def run(
     audit: bool = True,
     before: dict[str, dict[str, int]] | None = None,
     settle: Callable[[], Awaitable[None]] | None = None,
-    exclusive: bool = True,
+    sole_traffic: bool = True,
     shared: bool = False,
     concurrency: int | None = None,
     audit_timeout: float = AUDIT_REQUEST_TIMEOUT,
@@ -290,7 +290,7 @@ async def run(
 
     ``settle``, when given, is awaited after the last transfer and before the
     balances are read again: for example, until a restarted service answers.
-    ``exclusive`` says no one else moves money on these services meanwhile;
+    ``sole_traffic`` says no one else moves money on these services meanwhile;
     otherwise balances that others moved are reported as such (see
     :func:`saga.verify.judge_shared`) rather than as a broken invariant.
     ``shared`` (a log that workers share) submits every transfer first, then
@@ -324,7 +324,7 @@ async def run(
     try:
         after = await services.snapshot(orchestrator.clients, service_urls, orchestrator.watch)
         opened = services.opened_between(before, after)
-        if not exclusive:
+        if not sole_traffic:
             after, opened = await _settled(orchestrator, service_urls, before, after, opened)
     except (services.ServiceUnavailable, LedgerUntrusted, *LOG_FAILURES) as error:
         balances_read = False
@@ -358,7 +358,7 @@ async def run(
         report.failure = report.failure or what_failed(error)
     if not report.judged:
         return report
-    if exclusive:
+    if sole_traffic:
         report.violations = verify.check(before, after, ends, trails, opened=opened)
         return report
     judgement = verify.judge_shared(before, after, ends, trails, opened)

@@ -116,7 +116,7 @@ def check_run(
 ) -> list[verify.Violation]:
     """Every invariant the run broke; ``opening`` is the balances before it, by service URL."""
     sagas = saga_ends(records)
-    violations = verify.check(opening, balances_of(ledgers), sagas, audit_trails(ledgers, sagas), exclusive=True)
+    violations = verify.check(opening, balances_of(ledgers), sagas, audit_trails(ledgers, sagas), sole_traffic=True)
     return (
         violations
         + applied_twice({host: ledger.journal() for host, ledger in ledgers.items()})

@@ -203,7 +203,7 @@ def test_three_workers_take_over_from_a_killed_and_a_paused_one_and_every_transf
 
         # Every saga terminal; money conserved and every balance exact; trails agree with the log.
         assert all(record.state.is_terminal for record in records)
-        assert verify.check(before, after, ends, trails, exclusive=True) == []
+        assert verify.check(before, after, ends, trails, sole_traffic=True) == []
         # No two owners within one epoch, and nothing committed from a stale epoch after a takeover.
         assert check_epochs(histories) == []
         assert unlogged_requests(records, histories, trails) == []
