@@ -1,7 +1,7 @@
 """Try a known-bad patch against tests: in a scratch copy of the repository, with the patch and without.
 
     python -m evaluation.try_patch float-money                          # the tests its # caught-by: lines name
-    python -m evaluation.try_patch float-money tests/unit/test_ledger.py   # any tests: which of them catch it?
+    python -m evaluation.try_patch float-money tests/in_process/test_ledger.py   # any tests: which of them catch it?
     python -m evaluation.try_patch float-money --patched-only
 
 The copy holds the working tree's files (tracked, or new and not ignored),

@@ -26,16 +26,31 @@ settings.register_profile(
 )
 
 #: Tests that take seconds where the others take milliseconds.
-_SLOW_UNDER_MUTATION = ("tests/unit/test_ledger_model.py::",)
+_SLOW_UNDER_MUTATION = ("tests/in_process/test_ledger_model.py::",)
+
+
+#: Folders whose every test starts real processes (services, the CLI, schemathesis): all marked integration.
+LIVE_FOLDERS = ("tests/live/", "tests/contract/")
+#: The folder of tests that start nothing: `pytest -m "not integration"` runs them and the in-process simulations.
+IN_PROCESS_FOLDER = "tests/in_process/"
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Under the mutation profile, run the Hypothesis model tests last.
+    """Mark every test by the folder it is in; and under the mutation profile, run the Hypothesis model tests last.
 
-    mutmut stops a mutant's tests at the first failure, so a mutant that a
-    fast test kills is then judged in milliseconds rather than after the
-    model tests' seconds. Elsewhere the order is left as collected.
+    A test in tests/in_process/ that starts a service, or is marked as one
+    that does, is refused: it belongs in tests/live/, so that the in-process
+    run stays quick. mutmut stops a mutant's tests at the first failure, so a
+    mutant that a fast test kills is then judged in milliseconds rather than
+    after the model tests' seconds. Elsewhere the order is left as collected.
     """
+    for item in items:
+        if item.nodeid.startswith(LIVE_FOLDERS):
+            item.add_marker(pytest.mark.integration)
+        elif item.nodeid.startswith(IN_PROCESS_FOLDER) and (
+            item.get_closest_marker("integration") is not None or "start_server" in getattr(item, "fixturenames", ())
+        ):
+            raise pytest.UsageError(f"{item.nodeid} starts processes: it belongs in tests/live/")
     if config.getoption("hypothesis_profile", None) != "mutation":
         return
     items.sort(key=lambda item: item.nodeid.startswith(_SLOW_UNDER_MUTATION))

@@ -2,7 +2,7 @@
 
 A flag two commands share is added by one function here, so it has one help
 text, one default and one way of reading its value wherever it appears
-(tests/unit/test_cli_options.py walks the parser to hold every command to
+(tests/in_process/test_cli_options.py walks the parser to hold every command to
 that). Each command, here in saga/cli/ or elsewhere (demo, serve), adds
 itself to the parser from these.
 """

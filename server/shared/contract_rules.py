@@ -1,7 +1,7 @@
 """The rules the accounts contract (openapi/openapi.yaml) states, each written once.
 
 The service, the saga and the tests read them here;
-tests/unit/test_contract_rules.py checks each against the contract's own text.
+tests/in_process/test_contract_rules.py checks each against the contract's own text.
 """
 
 from __future__ import annotations

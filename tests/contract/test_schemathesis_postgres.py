@@ -6,11 +6,7 @@ with fewer examples, on a ``python -m server --database postgresql://…``.
 
 from __future__ import annotations
 
-import pytest
-
 from tests.contract.run_schemathesis import RUNS, build_parser, execute
-
-pytestmark = pytest.mark.integration
 
 
 def test_a_postgresql_backed_service_meets_the_contract(pg_dsn: str) -> None:

@@ -97,7 +97,6 @@ def statuses(outcome: Outcome) -> set[int]:
     return {status for (_, status, _), count in outcome.evidence.answers.items() if count}
 
 
-@pytest.mark.integration
 def test_a_service_without_tokens_meets_the_contract_and_lets_no_one_act() -> None:
     outcome = run_contract(RUNS[0])
     assert outcome.run.api_token is None
@@ -110,7 +109,6 @@ def test_a_service_without_tokens_meets_the_contract_and_lets_no_one_act() -> No
     assert outcome.states["CANCELLED"] == outcome.states["RESOLVED"] == 0
 
 
-@pytest.mark.integration
 def test_a_service_with_tokens_lets_its_operator_act_forbids_its_caller_and_refuses_requests_without_one() -> None:
     outcome = run_contract(RUNS[1])
     assert outcome.run.api_token is not None

@@ -48,45 +48,48 @@ EXPECTED_CATCHES = MappingProxyType(
         "memory-log-epoch-check-dropped": "no commit from a stale epoch",
         "forward-request-after-deadline": "no forward request after the deadline",
         "transfer-completed-credit-reversal": (
-            "tests/unit/test_ledger.py::"
+            "tests/in_process/test_ledger.py::"
             "test_after_transfer_completed_the_credit_cannot_be_reversed_and_no_money_is_destroyed"
         ),
         "resumed-saga-trusts-unrecorded-refusals": (
-            "tests/unit/test_saga_decisions.py::"
+            "tests/in_process/test_saga_decisions.py::"
             "test_a_recovered_credit_refused_401_is_fenced_since_the_lost_run_may_have_applied_it"
         ),
         "postgres-log-epoch-check-dropped": (
-            "tests/unit/test_saga_log_contract.py::"
+            "tests/in_process/test_saga_log_contract.py::"
             "test_a_commit_from_a_stale_epoch_raises_lease_lost_and_writes_nothing[postgresql]"
         ),
         "postgres-fence-check-dropped": (
-            "tests/integration/test_postgres_store.py::test_a_debit_or_credit_after_its_own_compensation_is_fenced"
+            "tests/live/test_postgres_store.py::test_a_debit_or_credit_after_its_own_compensation_is_fenced"
         ),
         "postgres-credit-reversal-to-zero-refused": (
-            "tests/unit/test_ledger_answers.py::test_each_answer_is_recorded_field_by_field_and_replayed_exactly"
+            "tests/in_process/test_ledger_answers.py::test_each_answer_is_recorded_field_by_field_and_replayed_exactly"
             "[compensate_credit-reverses-to-exactly-0-postgresql]"
         ),
         "postgres-credit-reversed-after-transfer-completed": (
-            "tests/unit/test_ledger_answers.py::test_each_answer_is_recorded_field_by_field_and_replayed_exactly"
+            "tests/in_process/test_ledger_answers.py::test_each_answer_is_recorded_field_by_field_and_replayed_exactly"
             "[compensate_credit-after-transfer_completed-postgresql]"
         ),
         "reversal-over-limit-recorded-as-final": (
-            "tests/unit/test_ledger_answers.py::"
+            "tests/in_process/test_ledger_answers.py::"
             "test_a_debit_that_cannot_be_given_back_for_want_of_room_is_given_back_once_there_is_room[memory]"
         ),
         "transfers-service-name-taken-as-url": (
-            "tests/unit/test_service_directory.py::test_an_unknown_name_is_refused_naming_the_known_ones"
+            "tests/in_process/test_service_directory.py::test_an_unknown_name_is_refused_naming_the_known_ones"
         ),
         "transfers-key-of-another-caller-replayed": (
-            "tests/unit/test_transfers_app.py::"
+            "tests/in_process/test_transfers_app.py::"
             "test_with_api_tokens_every_route_but_health_needs_one_and_the_caller_is_recorded"
         ),
         "sqlite-balance-limit-unchecked": (
-            "tests/unit/test_sqlite_store.py::test_the_database_refuses_what_the_ledger_never_holds"
+            "tests/in_process/test_sqlite_store.py::test_the_database_refuses_what_the_ledger_never_holds"
             "[UPDATE accounts SET balance = 9007199254740992 WHERE user_id = 'alice'-CHECK]"
         ),
     }
 )
+
+# Each test runs the simulator or the named tests in child processes, on a patched copy of the repository.
+pytestmark = pytest.mark.integration
 
 
 def variant_named(name: str) -> KnownBadVariant:

@@ -187,3 +187,12 @@ def bind_mounts(service: Mapping[str, Any]) -> dict[str, BindMount]:
         if source.startswith("."):
             mounts[target] = BindMount((REPO_ROOT / source).resolve(), target, "ro" in options)
     return mounts
+
+
+def args_of(services: Mapping[str, Any], name: str, script: str, subcommand: str | None = None) -> Any:
+    """The parsed arguments of service ``name``'s command, checked to run ``script`` (and ``subcommand``)."""
+    point, args = parse_command(services[name])
+    assert point.script == script, name
+    if subcommand is not None:
+        assert args.command == subcommand, name
+    return args

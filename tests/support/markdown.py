@@ -14,7 +14,7 @@ from server.process import REPO_ROOT
 NOT_DOCUMENTATION = frozenset(
     {".venv", "mutants", "build", "dist", "node_modules", "reports", "bench-results", "test-artifacts"}
 )
-#: The line right before a block's opening fence that marks it runnable (see tests/integration/test_readme_blocks.py).
+#: The line right before a block's opening fence that marks it runnable (see tests/live/test_readme_blocks.py).
 MARKER = re.compile(r"<!-- runnable(?: with: (?P<setup>.+?))? -->")
 FENCE = re.compile(r"^(?P<indent> *)(?P<fence>`{3,})(?P<info>[^`]*)$")
 HEADING = re.compile(r"^(?P<level>#{1,6}) +(?P<text>.+?) *#*$")
