@@ -9,7 +9,7 @@ import pytest
 from hypothesis import Phase, settings
 
 from server.process import ServerProcess
-from tests.support.postgres import fresh_database
+from tests.support.postgres import fresh_database, names_postgresql
 
 StartServer = Callable[..., ServerProcess]
 
@@ -29,27 +29,27 @@ settings.register_profile(
 _SLOW_UNDER_MUTATION = ("tests/in_process/test_ledger_model.py::",)
 
 
-#: Folders whose every test starts real processes (services, the CLI, schemathesis): all marked integration.
-LIVE_FOLDERS = ("tests/live/", "tests/contract/")
-#: The folder of tests that start nothing: `pytest -m "not integration"` runs them and the in-process simulations.
+#: The folder of tests that start nothing: `pytest -m "not integration"` runs those that reach no PostgreSQL server.
 IN_PROCESS_FOLDER = "tests/in_process/"
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Mark every test by the folder it is in; and under the mutation profile, run the Hypothesis model tests last.
 
-    A test in tests/in_process/ that starts a service, or is marked as one
-    that does, is refused: it belongs in tests/live/, so that the in-process
-    run stays quick. mutmut stops a mutant's tests at the first failure, so a
+    Every test outside tests/in_process/ is an integration test: it starts
+    real processes (tests/live/, tests/contract/) or runs whole simulations
+    (tests/simulation/). So is an in-process test that reaches the PostgreSQL
+    server, which its id says (tests/support/postgres.py refuses one that does
+    not). A test in tests/in_process/ that starts a service,
+    or is marked as one that does, is refused: it belongs in tests/live/, so
+    that the in-process run stays quick. mutmut stops a mutant's tests at the first failure, so a
     mutant that a fast test kills is then judged in milliseconds rather than
     after the model tests' seconds. Elsewhere the order is left as collected.
     """
     for item in items:
-        if item.nodeid.startswith(LIVE_FOLDERS):
+        if not item.nodeid.startswith(IN_PROCESS_FOLDER) or names_postgresql(item.nodeid):
             item.add_marker(pytest.mark.integration)
-        elif item.nodeid.startswith(IN_PROCESS_FOLDER) and (
-            item.get_closest_marker("integration") is not None or "start_server" in getattr(item, "fixturenames", ())
-        ):
+        elif item.get_closest_marker("integration") is not None or "start_server" in getattr(item, "fixturenames", ()):
             raise pytest.UsageError(f"{item.nodeid} starts processes: it belongs in tests/live/")
     if config.getoption("hypothesis_profile", None) != "mutation":
         return

@@ -8,8 +8,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
 from saga.simulation import simulate
 
 REPOSITORY = Path(__file__).resolve().parents[2]
@@ -32,7 +30,6 @@ def test_different_seeds_give_different_traces() -> None:
     assert first.trace_digest != second.trace_digest
 
 
-@pytest.mark.integration  # simulators in child processes
 def test_the_trace_is_the_same_in_other_processes_whatever_their_string_hashing() -> None:
     # Iterating over a set of strings follows the per-process hash seed:
     # anything that did so would make a seed replay differently elsewhere.
@@ -53,7 +50,6 @@ def test_the_trace_is_the_same_in_other_processes_whatever_their_string_hashing(
     assert digests == {simulate(5, 150).trace_digest}
 
 
-@pytest.mark.integration  # simulators in child processes
 def test_two_runs_of_one_seed_print_byte_identical_output_log_lines_included() -> None:
     # Wall-clock times or a process id in a log line would tell two replays apart.
     commands = {

@@ -88,9 +88,6 @@ EXPECTED_CATCHES = MappingProxyType(
     }
 )
 
-# Each test runs the simulator or the named tests in child processes, on a patched copy of the repository.
-pytestmark = pytest.mark.integration
-
 
 def variant_named(name: str) -> KnownBadVariant:
     (variant,) = [variant for variant in known_bad_variants() if variant.name == name]

@@ -30,8 +30,22 @@ def _listening(dsn: str) -> bool:
         return False
 
 
+def names_postgresql(node_id: str) -> bool:
+    """Whether a test's id says it reaches the PostgreSQL server, which marks an in-process test integration."""
+    return "postgres" in node_id.lower()
+
+
+def require_named_as_reaching_postgresql() -> None:
+    # tests/conftest.py marks an in-process test "integration" by its id, so
+    # one that reaches the server unnamed would slip into the quick run.
+    current = os.environ.get("PYTEST_CURRENT_TEST", "")
+    if current.startswith("tests/in_process/") and not names_postgresql(current):
+        raise RuntimeError(f"{current} reaches PostgreSQL: say so in its name or parameter id ('postgres')")
+
+
 def require_server() -> str:
     """The server's DSN; skips (fails under CI=true) where nothing listens there."""
+    require_named_as_reaching_postgresql()
     dsn = server_dsn()
     if not _listening(dsn):
         message = f"no PostgreSQL server listens at {urlsplit(dsn).hostname}:{urlsplit(dsn).port or 5432}"
