@@ -59,7 +59,8 @@ from generated_client.accounts.models import LedgerRequest, LedgerResult
 from generated_client.transfers import Client as TransfersClient
 from generated_client.transfers.api.transfers import create_transfer, get_transfer
 from generated_client.transfers.models import AccountAt, Transfer, TransferRequest, TransferState
-from saga import ServiceClients, batch, fast_transport, services
+from saga import ServiceClients, fast_transport, services
+from saga.drive import batch
 from saga.service.process import TransfersProcess
 from server.process import REPO_ROOT, ServerProcess
 

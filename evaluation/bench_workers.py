@@ -39,7 +39,8 @@ from typing import Any
 import asyncpg
 
 from evaluation.scratch_database import scratch_database_blocking, server_dsn
-from saga import AccountRef, ServiceClients, batch, services
+from saga import AccountRef, ServiceClients, services
+from saga.drive import batch
 from saga.logs.postgres import PostgresSagaLog
 from saga.submission import submit
 from server.process import REPO_ROOT, ServerProcess
