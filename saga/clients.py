@@ -10,6 +10,7 @@ sagas.
 from __future__ import annotations
 
 from types import TracebackType
+from typing import Any
 
 import httpx
 
@@ -23,10 +24,72 @@ DEFAULT_CONNECTIONS = 128
 
 
 def fast_transport(max_connections: int = 256) -> httpx.AsyncBaseTransport:
-    """httpx over aiohttp: httpx's own async pool collapses under concurrency (httpx #3215)."""
+    """httpx over aiohttp: httpx's own async pool collapses under concurrency (httpx #3215).
+
+    The aiohttp session keeps no cookies: no answer of a service may change
+    what a later request carries, and a jar costs a lookup per request.
+    """
+    import aiohttp
     from httpx_aiohttp import AiohttpTransport
 
-    return AiohttpTransport(limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=None))
+    def session() -> aiohttp.ClientSession:
+        # httpx's keep-alive expiry (5 s), no longer than uvicorn's own: a
+        # connection the server may already have closed is not reused.
+        connector = aiohttp.TCPConnector(
+            limit=max_connections, keepalive_timeout=httpx.Limits().keepalive_expiry, ssl=httpx.create_ssl_context()
+        )
+        return aiohttp.ClientSession(connector=connector, cookie_jar=aiohttp.DummyCookieJar())
+
+    return AiohttpTransport(client=session)
+
+
+class LeanAsyncClient(httpx.AsyncClient):
+    """An httpx client that sends each request as built, and remembers each URL it has built.
+
+    The generated client hands every request to :meth:`build_request` with a
+    path relative to the service's base URL; parsing and joining it again for
+    every request is work done at start-up instead, once per path.
+    :meth:`send` hands the request straight to the transport: no cookies
+    (no answer may change what a later request carries), no redirects
+    followed (an accounts service never redirects; a 3xx is an answer like
+    any other) and no httpx auth flow (the token travels as a header set
+    when the client is made).
+    """
+
+    def __init__(self, *, base_url: str, transport: httpx.AsyncBaseTransport, **options: Any) -> None:
+        super().__init__(base_url=base_url, transport=transport, **options)
+        self._lean_transport = transport
+        self._urls: dict[str, httpx.URL] = {}
+
+    def build_request(self, method: str, url: httpx.URL | str, **options: Any) -> httpx.Request:
+        if isinstance(url, str):
+            merged = self._urls.get(url)
+            if merged is None:
+                merged = self._urls[url] = self._merge_url(url)
+            url = merged
+        return super().build_request(method, url, **options)
+
+    async def send(
+        self,
+        request: httpx.Request,
+        *,
+        stream: bool = False,
+        auth: Any = httpx.USE_CLIENT_DEFAULT,
+        follow_redirects: Any = httpx.USE_CLIENT_DEFAULT,
+    ) -> httpx.Response:
+        if self.is_closed:
+            raise RuntimeError("Cannot send a request, as the client has been closed.")
+        if auth is not httpx.USE_CLIENT_DEFAULT or follow_redirects not in (httpx.USE_CLIENT_DEFAULT, False):
+            raise ValueError("LeanAsyncClient sends requests as built: no auth flow, no redirects followed")
+        response = await self._lean_transport.handle_async_request(request)
+        response.request = request
+        if not stream:
+            try:
+                await response.aread()
+            except BaseException:
+                await response.aclose()
+                raise
+        return response
 
 
 def longest_request_timeout(policies: RetryPolicies) -> float:
@@ -73,7 +136,7 @@ class ServiceClients:
         client = self._clients.get(service_url)
         if client is None:
             headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
-            http = httpx.AsyncClient(
+            http = LeanAsyncClient(
                 base_url=service_url, transport=self._transport, headers=headers, timeout=httpx.Timeout(self.timeout)
             )
             generated: AnyClient

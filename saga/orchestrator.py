@@ -150,14 +150,17 @@ class Orchestrator:
         )
         with self._claim(record):
             async with self._slots:
+                clock = asyncio.get_running_loop().time
+                started = clock()
                 # Created already leased to this orchestrator, at epoch 1.
                 record.owner, record.epoch = self.owner, 1
                 record.lease_expires_at_ms = self._now_ms() + self.lease_ms
                 # The id is durable before the first request: a crash from here
                 # on is recovered under the same id.
                 await self.log.create(record, SagaState.DEBITING)
+                created_us = int((clock() - started) * 1_000_000)
                 record.state = SagaState.DEBITING
-                return await self._drive(record)
+                return await self._drive(record, started=started, log_wait_us=created_us)
 
     async def resume(self, record: SagaRecord) -> TransferResult:
         """Carry an unfinished saga from its logged state to a terminal one, once it is claimable.
@@ -268,19 +271,23 @@ class Orchestrator:
 
     # -- machinery ----------------------------------------------------------------
 
-    async def _drive(self, record: SagaRecord) -> TransferResult:
+    async def _drive(self, record: SagaRecord, *, started: float | None = None, log_wait_us: int = 0) -> TransferResult:
+        """Run the saga; ``started`` (on the loop's clock) and ``log_wait_us`` count what came before, its creation."""
         nudge = self._nudges[record.transaction_id] = asyncio.Event()
         try:
-            return await self._run(record, nudge)
+            return await self._run(record, nudge, started, log_wait_us)
         finally:
             # Only once the saga is handed back: an operator's retry asked until then still reaches it.
             self._nudges.pop(record.transaction_id, None)
 
-    async def _run(self, record: SagaRecord, nudge: asyncio.Event) -> TransferResult:
+    async def _run(
+        self, record: SagaRecord, nudge: asyncio.Event, started: float | None, log_wait_us: int
+    ) -> TransferResult:
         record.source = self.directory.resolve(record.source)
         record.target = self.directory.resolve(record.target)
         loop = asyncio.get_running_loop()
-        started = loop.time()
+        if started is None:
+            started = loop.time()
         run = SagaRun(
             record,
             self.log,
@@ -345,6 +352,7 @@ class Orchestrator:
             tuple(run.attempts),
             error or record.last_error,
             loop.time() - started,
+            log_wait_us + run.log_wait_us,
         )
 
     def _hold(self, record: SagaRecord) -> None:

@@ -166,10 +166,21 @@ class Attempt:
     #: carries, however much later the attempt was committed. None for an attempt made without a clock at
     #: hand, which the log stamps with its commit's time. Not part of what makes two records one attempt.
     sent_at_ms: int | None = field(default=None, compare=False)
+    #: Microseconds this attempt waited for the saga log before it went out: the commit of what a recovery
+    #: needs should the run die with it in flight. Measured in this run only; the log does not keep it.
+    log_wait_us: int | None = field(default=None, compare=False)
+    #: Microseconds the service says it spent on the request (``Server-Timing: total``), where it said so.
+    #: Measured in this run only; the log does not keep it.
+    server_us: int | None = field(default=None, compare=False)
 
     @property
     def succeeded(self) -> bool:
         return self.status == 200
+
+    @property
+    def client_us(self) -> int | None:
+        """Microseconds of the request spent outside the service: the client stack and the network."""
+        return None if self.server_us is None else max(0, self.latency_us - self.server_us)
 
 
 class ActionKind(StrEnum):

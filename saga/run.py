@@ -112,7 +112,10 @@ class TransferResult:
     amount: int
     attempts: tuple[Attempt, ...]
     error: str | None = None
+    #: From the transfer's start (its creation in the log, for a new saga) to its result.
     seconds: float = 0.0
+    #: Microseconds of :attr:`seconds` spent waiting for the saga log's commits.
+    log_wait_us: int = 0
 
     @property
     def retries(self) -> int:
@@ -176,6 +179,8 @@ class SagaRun:
         #: Services whose ledger this run has made durable in the log.
         self._ledgers_logged: set[str] = set()
         self.attempts: list[Attempt] = []
+        #: Microseconds this run has waited for the saga log's commits, in all.
+        self.log_wait_us = 0
         #: The ledger each service answered from, by service: set by the first
         #: answer, and checked against every later one. None for a saga with
         #: attempts in the log until its first answer, when it learns its
@@ -320,7 +325,9 @@ class SagaRun:
         """
         assert account.urls, "a service has at least one URL"
         for url in self._replicas.in_order(account.urls):
+            waited_from = self.log_wait_us
             await self._flush(step)
+            log_wait_us = self.log_wait_us - waited_from
             await self._refuse_quarantined()
             mark = await self._watch.mark(account.service_key)
             if step in (DEBIT, CREDIT) and self._deadline_passed():
@@ -339,6 +346,7 @@ class SagaRun:
                 request_timeout=policy.request_timeout,
                 url=url,
                 sent_at_ms=self._now_ms(),
+                log_wait_us=log_wait_us,
             )
             self._waits.answered(request)
             self._unlogged.append(answer.attempt)
@@ -509,6 +517,8 @@ class SagaRun:
             code,
         )
         changes, self._deferred = [*self._deferred, change], []
+        clock = asyncio.get_running_loop().time
+        started = clock()
         try:
             await self._log.commit_all(changes)
         except BaseException:
@@ -516,6 +526,8 @@ class SagaRun:
             *self._deferred, _ = changes
             self._unlogged = attempts + self._unlogged
             raise
+        finally:
+            self.log_wait_us += int((clock() - started) * 1_000_000)
         self._ledgers_logged.update(
             self._account_of(attempt.step).service_url
             for change in changes

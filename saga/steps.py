@@ -106,19 +106,27 @@ async def send(
     request_timeout: float,
     url: str | None = None,
     sent_at_ms: int | None = None,
+    log_wait_us: int | None = None,
 ) -> StepAnswer:
     """Send one request of ``step`` through ``client`` (whose base URL is ``url``) and classify its answer.
 
-    ``sent_at_ms`` is when the request goes out on the caller's clock, for the attempt's record.
+    ``sent_at_ms`` is when the request goes out on the caller's clock, and
+    ``log_wait_us`` how long it waited for the saga log, for the attempt's record.
     """
     clock = asyncio.get_running_loop().time
     started = clock()
 
     def attempt(
-        status: int | None, code: str | None = None, error: str | None = None, ledger_id: str | None = None
+        status: int | None,
+        code: str | None = None,
+        error: str | None = None,
+        ledger_id: str | None = None,
+        server_us: int | None = None,
     ) -> Attempt:
         latency_us = int((clock() - started) * 1_000_000)
-        return Attempt(step, number, status, code, latency_us, error, url, ledger_id, sent_at_ms)
+        return Attempt(
+            step, number, status, code, latency_us, error, url, ledger_id, sent_at_ms, log_wait_us, server_us
+        )
 
     try:
         async with asyncio.timeout(request_timeout):
@@ -139,19 +147,62 @@ async def send(
         return StepAnswer(Verdict.UNKNOWN, attempt(None, error=f"no usable answer: {type(error).__name__}"))
     status = int(response.status_code)
     parsed = response.parsed
-    ledger_id = response.headers.get("ledger-id")
-    position = ledger_position(response.headers)
+    headers = response.headers
+    ledger_id = headers.get("ledger-id")
+    position = ledger_position(headers)
+    timing = server_timing(headers)
+    server_us = None if timing is None else timing.total_us
     # The client parses a 200, and only a 200, as a LedgerResult.
     if isinstance(parsed, LedgerResult):
-        return StepAnswer(Verdict.OK, attempt(status, ledger_id=ledger_id), parsed, ledger_position=position)
+        answered = attempt(status, ledger_id=ledger_id, server_us=server_us)
+        return StepAnswer(Verdict.OK, answered, parsed, ledger_position=position)
     code = parsed.code.value if isinstance(parsed, Problem) else None
-    return StepAnswer(_verdict(status), attempt(status, code, ledger_id=ledger_id), ledger_position=position)
+    answered = attempt(status, code, ledger_id=ledger_id, server_us=server_us)
+    return StepAnswer(_verdict(status), answered, ledger_position=position)
 
 
 def ledger_position(headers: Mapping[str, str]) -> int | None:
     """The ``Ledger-Position`` an answer carries; None when it carries none, or none that reads as a count."""
     value = headers.get("ledger-position")
     return int(value) if value is not None and value.isascii() and value.isdigit() else None
+
+
+@dataclass(frozen=True, slots=True)
+class ServerTiming:
+    """What a service says it spent on one request (``Server-Timing``), in microseconds."""
+
+    store_us: int
+    total_us: int
+
+
+def server_timing(headers: Mapping[str, str]) -> ServerTiming | None:
+    """The ``store`` and ``total`` durations of a ``Server-Timing`` header; None unless both read as durations.
+
+    ``store;dur=0.123, total;dur=0.456``: milliseconds, as the W3C format has
+    them; metrics and parameters it does not know are ignored.
+    """
+    value = headers.get("server-timing")
+    if value is None:
+        return None
+    durations: dict[str, int] = {}
+    for metric in value.split(","):
+        name, *parameters = (part.strip() for part in metric.split(";"))
+        for parameter in parameters:
+            key, _, number = parameter.partition("=")
+            if key.strip().lower() == "dur":
+                microseconds = _milliseconds_as_us(number.strip())
+                if microseconds is not None:
+                    durations.setdefault(name.lower(), microseconds)
+    store, total = durations.get("store"), durations.get("total")
+    return None if store is None or total is None else ServerTiming(store, total)
+
+
+def _milliseconds_as_us(text: str) -> int | None:
+    """``0.456`` milliseconds as 456 microseconds, without a float; None for anything but digits and one point."""
+    whole, _, fraction = text.partition(".")
+    if not (whole.isascii() and whole.isdigit()) or not (fraction == "" or (fraction.isascii() and fraction.isdigit())):
+        return None
+    return int(whole) * 1000 + int((fraction + "000")[:3])
 
 
 def _verdict(status: int) -> Verdict:

@@ -41,6 +41,8 @@ alerts_log = logging.getLogger("saga.telemetry.metrics")
 
 _STEP_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 _COMMIT_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+#: Parts of one request's time: the client side of a request is a fraction of a millisecond on loopback.
+_SPLIT_BUCKETS = (0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
 _COMPENSATION_STEPS = frozenset({"compensate_debit", "compensate_credit"})
 
 
@@ -94,6 +96,15 @@ class SagaMetrics:
             buckets=_COMMIT_BUCKETS,
             registry=self.registry,
         )
+        self.attempt_split = Histogram(
+            "saga_attempt_split_seconds",
+            "Where one request's time went, by part: log_wait (the saga log's commit before it went out), "
+            "server (the service's own Server-Timing total) and client (the rest of the request: the client "
+            "stack and the network).",
+            ["part"],
+            buckets=_SPLIT_BUCKETS,
+            registry=self.registry,
+        )
         # A worker (several orchestrators sharing one log) claims sagas, renews
         # its claims and takes over those of a worker that died: see worker_claimed().
         self.claims = Counter("saga_claims", "Sagas this worker claimed.", registry=self.registry)
@@ -123,6 +134,13 @@ class SagaMetrics:
             if attempt.number > 1:
                 self.retries.labels(attempt.step).inc()
             self.step_latency.labels(attempt.step).observe(attempt.latency_us / 1_000_000)
+            self._split(attempt)
+
+    def _split(self, attempt: Attempt) -> None:
+        parts = (("log_wait", attempt.log_wait_us), ("server", attempt.server_us), ("client", attempt.client_us))
+        for part, microseconds in parts:
+            if microseconds is not None:
+                self.attempt_split.labels(part).observe(microseconds / 1_000_000)
 
 
 @dataclass(slots=True)
