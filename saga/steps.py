@@ -167,41 +167,45 @@ def ledger_position(headers: Mapping[str, str]) -> int | None:
     return int(value) if value is not None and value.isascii() and value.isdigit() else None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class ServerTiming:
-    """What a service says it spent on one request (``Server-Timing``), in microseconds."""
+    """What an answer's ``Server-Timing`` says the service spent on it, in microseconds."""
 
     store_us: int
     total_us: int
 
 
 def server_timing(headers: Mapping[str, str]) -> ServerTiming | None:
-    """The ``store`` and ``total`` durations of a ``Server-Timing`` header; None unless both read as durations.
+    """The ``store`` and ``total`` durations of an answer's ``Server-Timing``; None without both.
 
-    ``store;dur=0.123, total;dur=0.456``: milliseconds, as the W3C format has
-    them; metrics and parameters it does not know are ignored.
+    Other metrics and parameters are ignored, as the W3C format asks; a
+    duration that is not a plain non-negative number of milliseconds, or a
+    metric given twice, makes the header unreadable.
     """
     value = headers.get("server-timing")
     if value is None:
         return None
     durations: dict[str, int] = {}
     for metric in value.split(","):
-        name, *parameters = (part.strip() for part in metric.split(";"))
-        for parameter in parameters:
-            key, _, number = parameter.partition("=")
-            if key.strip().lower() == "dur":
-                microseconds = _milliseconds_as_us(number.strip())
-                if microseconds is not None:
-                    durations.setdefault(name.lower(), microseconds)
-    store, total = durations.get("store"), durations.get("total")
-    return None if store is None or total is None else ServerTiming(store, total)
-
-
-def _milliseconds_as_us(text: str) -> int | None:
-    """``0.456`` milliseconds as 456 microseconds, without a float; None for anything but digits and one point."""
-    whole, _, fraction = text.partition(".")
-    if not (whole.isascii() and whole.isdigit()) or not (fraction == "" or (fraction.isascii() and fraction.isdigit())):
+        name, *params = (part.strip() for part in metric.split(";"))
+        if name not in ("store", "total"):
+            continue
+        dur = [param[4:].strip().strip('"') for param in params if param[:4].lower() == "dur="]
+        micros = _microseconds(dur[0]) if len(dur) == 1 else None
+        if micros is None or name in durations:
+            return None
+        durations[name] = micros
+    if len(durations) != 2:
         return None
+    return ServerTiming(store_us=durations["store"], total_us=durations["total"])
+
+
+def _microseconds(milliseconds: str) -> int | None:
+    """``"1.234"`` as 1234; None for anything but digits with at most one point."""
+    whole, point, fraction = milliseconds.partition(".")
+    if not (whole.isascii() and whole.isdigit()) or (point and not (fraction.isascii() and fraction.isdigit())):
+        return None
+    # Past the microsecond a duration says nothing the saga uses: truncated, as the service writes it.
     return int(whole) * 1000 + int((fraction + "000")[:3])
 
 

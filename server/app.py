@@ -53,6 +53,7 @@ from server.shared.contract_rules import (
 )
 from server.stores import LedgerStore, StorageUnavailable, open_store
 from server.stores.memory import MemoryStore
+from server.timing import RequestTimes
 
 opening_log = logging.getLogger("server.openings")
 
@@ -226,8 +227,9 @@ class ContractApp(FastAPI):
 class _StoreSlot:
     """The app's store: set at build time for memory, at start-up for a database."""
 
-    def __init__(self, store: LedgerStore | None) -> None:
+    def __init__(self, store: LedgerStore | None, times: RequestTimes) -> None:
         self._store = store
+        self.times = times
 
     @property
     def store(self) -> LedgerStore:
@@ -238,7 +240,7 @@ class _StoreSlot:
     def fill(self, store: LedgerStore | None, metrics: ServiceMetrics | None = None) -> None:
         """Hold ``store``; with ``metrics``, every call to it is timed and its failures counted."""
         if store is not None and metrics is not None:
-            store = MeasuredStore(store, metrics, store_kind(store))
+            store = MeasuredStore(store, metrics, store_kind(store), self.times)
         self._store = store
 
     def ledger_id(self) -> str | None:
@@ -267,7 +269,9 @@ def create_app(settings: Settings | None = None, store: LedgerStore | None = Non
         store = MemoryStore.create(settings.accounts)
     # One registry per app, so per replica process: nothing is shared between apps in one process.
     metrics = ServiceMetrics(settings.replica_id)
-    slot = _StoreSlot(None)
+    # One set of request clocks per app too: the store's calls count towards each answer's Server-Timing.
+    times = RequestTimes()
+    slot = _StoreSlot(None, times)
     slot.fill(store, metrics)
     log = RequestLog(settings.replica_id, metrics)
     if not settings.log_requests:
@@ -284,7 +288,7 @@ def create_app(settings: Settings | None = None, store: LedgerStore | None = Non
     if isinstance(store, MemoryStore):
         app.state.ledger = store.ledger
     app.state.metrics = metrics
-    add_service_middleware(app, settings, log, slot.ledger_id, slot.position)
+    add_service_middleware(app, settings, log, slot.ledger_id, slot.position, times)
     add_offline_docs(app, app.title)
     faults = CreditFaults(settings.credit_fault_rate, settings.credit_fault_after_commit_rate, seed=settings.fault_seed)
     _add_ledger_operations(app, slot, faults, log)

@@ -30,6 +30,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from server.problems import PROBLEM_CONTENT_TYPE, ErrorCode, problem_body
+from server.timing import UNTIMED
 
 #: Seconds a client should wait before retrying after a 503.
 RETRY_AFTER_SECONDS = 1
@@ -217,7 +218,8 @@ def guarded_protocol(limits: EdgeLimits, ledger_id: str | None = None) -> type[H
     body are kept the same way and count the same; past the limit there the
     connection is closed, since the request's answer has begun or is owed.
     """
-    ledger = {"Ledger-Id": ledger_id} if ledger_id else {}
+    # The request never reached the service: it spent no time there, nor in the store.
+    ledger = ({"Ledger-Id": ledger_id} if ledger_id else {}) | {"Server-Timing": UNTIMED}
     overloaded = _raw_problem_response(
         503,
         "Service Unavailable",

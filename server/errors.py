@@ -20,6 +20,7 @@ from server.middleware import CONTRACT_PATH_PREFIXES, bearer_authorized, positio
 from server.problems import PROBLEM_CONTENT_TYPE, ErrorCode, problem_body
 from server.shared.contract_rules import TRANSACTION_ID, TRANSACTION_ID_RULE
 from server.stores import StorageUnavailable
+from server.timing import CLOCK_SCOPE_KEY, RequestClock, server_timing
 
 #: As FastAPI types one: the exception is Any there.
 ExceptionHandler = Callable[[Request, Any], Coroutine[Any, Any, Response]]
@@ -172,6 +173,9 @@ class ErrorAnswers:
         ledger_id = self.ledger_id()
         if ledger_id is not None:
             headers["Ledger-Id"] = ledger_id
+        clock = request.scope.get(CLOCK_SCOPE_KEY)
+        if isinstance(clock, RequestClock):
+            headers["Server-Timing"] = server_timing(clock).decode()
         if request.url.path.startswith(CONTRACT_PATH_PREFIXES) and bearer_authorized(request.scope, self.tokens):
             # The answer to one unexpected error must not be lost to a second.
             with contextlib.suppress(Exception):

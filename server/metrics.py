@@ -19,6 +19,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from server.ledger import Account, Entry, Operation
 from server.openings import Opening, OpeningRequest
 from server.stores import Execution, LedgerStore, PositionedExecution, StorageUnavailable
+from server.timing import RequestTimes
 
 METRICS_CONTENT_TYPE = CONTENT_TYPE_LATEST
 
@@ -181,22 +182,25 @@ class LatencyMiddleware:
 class MeasuredStore:
     """A store that times each call and counts the calls that found the database unavailable."""
 
-    def __init__(self, store: LedgerStore, metrics: ServiceMetrics, kind: str) -> None:
+    def __init__(self, store: LedgerStore, metrics: ServiceMetrics, kind: str, times: RequestTimes) -> None:
         self.store = store
         self.metrics = metrics
         self.kind = kind
+        self.times = times
         self.ledger_id = store.ledger_id
 
     async def _measured(self, call: str, work: Callable[[], Awaitable[T]]) -> T:
         labels = (self.metrics.replica_id, self.kind, call)
-        started = time.perf_counter()
+        started = time.perf_counter_ns()
         try:
             return await work()
         except StorageUnavailable:
             self.metrics.store_errors.labels(*labels).inc()
             raise
         finally:
-            self.metrics.store_latency.labels(*labels).observe(time.perf_counter() - started)
+            elapsed = time.perf_counter_ns() - started
+            self.times.add_store_time(elapsed)
+            self.metrics.store_latency.labels(*labels).observe(elapsed / 1e9)
 
     async def execute(
         self, operation: Operation, transaction_id: str, user_id: str, amount: int, *, apply_new: bool = True

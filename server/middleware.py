@@ -1,4 +1,4 @@
-"""The accounts service's middleware: the bearer token, and the ledger's id and position on every answer."""
+"""The accounts service's middleware: the bearer token, the ledger's id and position, and the timing on every answer."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from server.edge import RequestGuardMiddleware
 from server.metrics import LatencyMiddleware, RequestLog
 from server.problems import PROBLEM_CONTENT_TYPE, problem_body
 from server.settings import Settings
+from server.timing import RequestTimes, ServerTimingMiddleware
 
 CONTRACT_PATH_PREFIXES = ("/debit", "/credit", "/compensate_", "/accounts", "/transactions/")
 
@@ -147,6 +148,7 @@ def add_service_middleware(
     log: RequestLog,
     ledger_id: Callable[[], str | None],
     position: Callable[[], Awaitable[int | None]],
+    times: RequestTimes,
 ) -> None:
     """Wrap ``app`` in the service's middleware, in the order each needs."""
     # Added last, so it runs first: a refused request costs no body read and no token check.
@@ -169,3 +171,5 @@ def add_service_middleware(
     app.add_middleware(LedgerIdMiddleware, ledger_id=ledger_id)
     # Outside everything else, so that the time of a refused request is measured too.
     app.add_middleware(LatencyMiddleware, metrics=log.metrics)
+    # Outermost of all: its total runs from the request's arrival to its answer's headers.
+    app.add_middleware(ServerTimingMiddleware, current=times.current, prefixes=CONTRACT_PATH_PREFIXES)

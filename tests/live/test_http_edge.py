@@ -297,6 +297,7 @@ def test_past_the_connection_limit_a_new_connection_is_answered_503_with_retry_a
             status, headers, body = read_response(extra)
     assert status == 503
     assert headers["retry-after"] == "1"
+    assert headers["server-timing"] == "store;dur=0.000, total;dur=0.000"
     assert headers["content-type"] == "application/problem+json"
     assert json.loads(body)["code"] == "service_overloaded"
     # Once the held connections are gone, the service answers again.
