@@ -12,7 +12,8 @@
     - the ceiling: the generated client on the orchestrator's own transport
       (saga.clients.ServiceClients), a debit then a credit per transfer, no
       log, no retries; at concurrency 1 (p50) and 64 (transfers/s, and this
-      process's CPU per request);
+      process's CPU per request); and, for information, the same against the
+      real service, which tells what the service costs from what the saga does;
     - the naive loop (evaluation/naive_baseline.py: sequential, one
       httpx.Client, no retries, no log);
     and the saga as a fraction of each, in latency and throughput; the
@@ -33,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import gc
 import json
 import platform
@@ -167,6 +169,24 @@ class SagaResult:
     @property
     def requests_per_transfer(self) -> float:
         return self.requests / self.transfers
+
+    def joined(self, later: SagaResult) -> SagaResult:
+        """This run and a later one on the same log kind and concurrency as one."""
+        timed = self.timed + later.timed
+        latencies = [seconds for _, seconds in timed]
+        return SagaResult(
+            self.log,
+            self.concurrency,
+            self.transfers + later.transfers,
+            self.completed + later.completed,
+            self.requests + later.requests,
+            self.seconds + later.seconds,
+            quantile(latencies, 0.5) * 1000,
+            quantile(latencies, 0.99) * 1000,
+            self.cpu_seconds + later.cpu_seconds,
+            None if self.commits is None or later.commits is None else self.commits + later.commits,
+            timed,
+        )
 
 
 @dataclass
@@ -537,32 +557,50 @@ def main(argv: list[str] | None = None) -> int:
         tempfile.TemporaryDirectory() as scratch,
     ):
 
-        def saga_without_faults(log_kind: str, concurrency: int, transfers: int) -> None:
-            outcome = asyncio.run(saga_run(service.url, log_kind, concurrency, transfers, Path(scratch)))
-            target_sagas.append(outcome)
+        def saga_without_faults(log_kind: str, concurrency: int, transfers: int) -> SagaResult:
+            return asyncio.run(saga_run(service.url, log_kind, concurrency, transfers, Path(scratch)))
+
+        def ceiling_at(concurrency: int, transfers: int, against: ServerProcess = bare_ledger) -> LoopResult:
+            return asyncio.run(ceiling_run(against.url, concurrency, transfers))
+
+        # At concurrency 1 every run is cut in rounds, one of each kind per round, so that a change of the
+        # machine's load falls on every kind alike; the rounds of each kind are then taken as one run.
+        at_one, at_64 = int(500 * scale), int(3_000 * scale)
+        rounds = 5
+        ceiling_runs: list[LoopResult] = []
+        naive_runs: list[LoopResult] = []
+        sqlite_runs: list[SagaResult] = []
+        memory_runs: list[SagaResult] = []
+        service_ceiling_runs: list[LoopResult] = []
+        for _ in range(rounds):
+            ceiling_runs.append(ceiling_at(1, at_one // rounds))
+            naive_runs.append(naive_run(bare_ledger.url, at_one // rounds))
+            sqlite_runs.append(saga_without_faults("sqlite", 1, at_one // rounds))
+            memory_runs.append(saga_without_faults("memory", 1, at_one // rounds))
+            # The ceiling on the real service too, to tell what the service costs from what the saga does.
+            service_ceiling_runs.append(ceiling_at(1, at_one // rounds, service))
+        ceiling_1 = functools.reduce(LoopResult.joined, ceiling_runs)
+        naive = functools.reduce(LoopResult.joined, naive_runs)
+        service_ceiling_1 = functools.reduce(LoopResult.joined, service_ceiling_runs)
+        sqlite_1 = functools.reduce(SagaResult.joined, sqlite_runs)
+        memory_1 = functools.reduce(SagaResult.joined, memory_runs)
+        print(describe_loop(ceiling_1, "bare ledger"))
+        print(describe_loop(naive, "bare ledger"))
+        print(describe_loop(service_ceiling_1, "the service"))
+        target_sagas.extend((sqlite_1, memory_1))
+        for outcome in target_sagas:
             print(describe_saga(outcome, "no faults"))
 
-        def ceiling_at(concurrency: int, transfers: int) -> LoopResult:
-            result = asyncio.run(ceiling_run(bare_ledger.url, concurrency, transfers))
-            print(describe_loop(result, "bare ledger"))
-            return result
-
-        # Each yardstick runs either side of the saga's runs it is compared with, so that a drift of the
-        # machine's load shifts both sides alike.
-        at_one, at_64 = int(500 * scale), int(3_000 * scale)
-        ceiling_1 = ceiling_at(1, at_one // 2)
-        naive = naive_run(bare_ledger.url, at_one)
-        print(describe_loop(naive, "bare ledger"))
-        for log_kind in ("sqlite", "memory"):
-            saga_without_faults(log_kind, 1, at_one)
-        naive = naive.joined(naive_run(bare_ledger.url, at_one))
-        ceiling_1 = ceiling_1.joined(ceiling_at(1, at_one // 2))
-
+        # At 64 each yardstick runs either side of the saga's runs.
         adjacent_raw.append(asyncio.run(raw_debits(service.url, "aiohttp", 64, requests)))
         ceiling_64 = ceiling_at(64, at_64)
         for log_kind in ("sqlite", "memory"):
-            saga_without_faults(log_kind, 64, at_64)
+            target_sagas.append(saga_without_faults(log_kind, 64, at_64))
+            print(describe_saga(target_sagas[-1], "no faults"))
+        service_ceiling_64 = ceiling_at(64, at_64, service)
         ceiling_64 = ceiling_64.joined(ceiling_at(64, at_64))
+        print(describe_loop(ceiling_64, "bare ledger"))
+        print(describe_loop(service_ceiling_64, "the service"))
         adjacent_raw.append(asyncio.run(raw_debits(service.url, "aiohttp", 64, requests)))
         print(f"raw debit beside the saga runs  c=64  {[round(r.rate) for r in adjacent_raw]} req/s")
 
@@ -611,6 +649,13 @@ def main(argv: list[str] | None = None) -> int:
         "fsyncs_per_transfer_at_1": saga_at("sqlite", 1).fsyncs_per_transfer or 0.0,
         "ledger_bytes_per_record": bytes_per_record,
         "debit_vs_bare_asgi": raw_rate("debit") / raw_rate("bare-asgi"),
+        "p50_at_1_vs_ceiling_on_service": saga_at("sqlite", 1).p50_ms / service_ceiling_1.p50_ms,
+        "completed_at_64_vs_ceiling_on_service": saga_at("sqlite", 64).completed_rate
+        / service_ceiling_64.completed_rate,
+        "cpu_per_request_at_64_vs_ceiling_on_service": saga_at("sqlite", 64).cpu_ms_per_request
+        / service_ceiling_64.cpu_ms_per_request,
+        "ceiling_on_service_vs_bare_ledger_p50_at_1": service_ceiling_1.p50_ms / ceiling_1.p50_ms,
+        "ceiling_on_service_vs_bare_ledger_at_64": service_ceiling_64.completed_rate / ceiling_64.completed_rate,
         "aiohttp_vs_httpx_default_at_64": raw_rate("debit") / raw_rate("debit", "httpx-default"),
         "request_log_cost_at_64": 1 - raw_rate("debit+request-log") / raw_rate("debit"),
     }
@@ -640,7 +685,7 @@ def main(argv: list[str] | None = None) -> int:
             f"{'met' if met[name] else 'MISSED'}"
         )
     for name in (name for name in measured if name not in TARGETS):
-        print(f"{name:34} {'(informational)':50} {measured[name]:9.3f}")
+        print(f"{name:44} (informational) {measured[name]:9.3f}")
 
     report = {
         "machine": machine(),
@@ -648,6 +693,7 @@ def main(argv: list[str] | None = None) -> int:
         "raw": [asdict(r) | {"rate": r.rate} for r in raw],
         "raw_beside_saga_at_64": [r.rate for r in adjacent_raw],
         "ceiling": {str(concurrency): loop_row(result) for concurrency, result in ceilings.items()},
+        "ceiling_on_service": {"1": loop_row(service_ceiling_1), "64": loop_row(service_ceiling_64)},
         "naive": loop_row(naive),
         "saga_without_faults": [saga_row(r) for r in target_sagas],
         "saga_fractions": saga_fractions,
