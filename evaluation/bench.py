@@ -19,7 +19,8 @@
     and the saga as a fraction of each, in latency and throughput; the
     orchestrator's CPU per request (getrusage of this process, the SQLite
     log's writer thread included), and the SQLite log's commits per transfer
-    at concurrency 1 (one fsync each: synchronous=FULL);
+    at concurrency 1 (one fsync each: synchronous=FULL). Each kind runs in
+    rounds, one run of every kind per round, taken as one run at the end;
 (c) saga transfers/s at concurrency 1, 8, 64 and 256 with 30% credit faults,
     with either log, and the naive loop against the same faults: informational;
 (d) ledger memory per recorded transaction at 1,000,000 records.
@@ -224,7 +225,7 @@ class LoopResult:
         return self.cpu_seconds * 1000 / (2 * self.transfers)
 
     def joined(self, later: LoopResult) -> LoopResult:
-        """This run and a later one of the same kind as one: a run either side of the saga's evens out a drift."""
+        """This run and a later one of the same kind as one: rounds of runs put every kind under the same load."""
         return LoopResult(
             self.name,
             self.concurrency,
