@@ -14,7 +14,7 @@ import argparse
 import time
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import httpx
 
@@ -26,6 +26,8 @@ class NaiveResult:
     seconds: float
     p50_ms: float
     p99_ms: float
+    #: Each transfer's seconds, in the order they ran.
+    latencies: tuple[float, ...] = field(default=(), repr=False)
 
     @property
     def rate(self) -> float:
@@ -55,13 +57,14 @@ def naive_transfers(url: str, pairs: Sequence[tuple[str, str]], amount: int = 1)
                     client.post("/compensate_debit", json={"user_id": source, "amount": amount}, headers=headers)
             latencies.append(time.perf_counter() - began)
         seconds = time.perf_counter() - started
-    latencies.sort()
+    ordered = sorted(latencies)
     return NaiveResult(
         len(pairs),
         completed,
         seconds,
-        latencies[len(latencies) // 2] * 1000,
-        latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))] * 1000,
+        ordered[len(ordered) // 2] * 1000,
+        ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))] * 1000,
+        tuple(latencies),
     )
 
 
