@@ -385,13 +385,36 @@ async def saga_run(url: str, log_kind: str, concurrency: int, transfers: int, db
     )
 
 
+#: The parts of one transfer's time, in the order the budget prints them.
+BUDGET_PARTS = ("log commits", "client stack", "server", "everything else")
+
+
+def transfer_split_us(result: TransferResult, seconds: float) -> dict[str, int]:
+    """One transfer's ``seconds`` (call to return) split into BUDGET_PARTS, in microseconds.
+
+    Log commits are every commit the transfer waited for, its creation
+    included; the server is what each answer's ``Server-Timing`` total says;
+    the client stack is the rest of each request (the network included);
+    everything else is the orchestrator between them.
+    """
+    total_us = round(seconds * 1_000_000)
+    server_us = sum(attempt.server_us or 0 for attempt in result.attempts)
+    client_us = sum(attempt.client_us or 0 for attempt in result.attempts)
+    split = {"log commits": result.log_wait_us, "client stack": client_us, "server": server_us}
+    return split | {"everything else": total_us - sum(split.values())}
+
+
 def latency_budget(saga: SagaResult) -> list[tuple[str, float]]:
     """Where one transfer's time goes: (part, p50 in ms), the whole transfer first.
 
     ``saga`` ran at concurrency 1, so no part waits on another transfer. The
-    parts come from the attempts of each transfer (saga.records.Attempt).
+    parts come from the attempts of each transfer (saga.records.Attempt); each
+    is the median over the transfers, so they need not add up to the median
+    of the whole.
     """
-    return [("transfer, call to return", quantile([seconds for _, seconds in saga.timed], 0.5) * 1000)]
+    splits = [transfer_split_us(result, seconds) for result, seconds in saga.timed]
+    rows = [("transfer, call to return", quantile([seconds for _, seconds in saga.timed], 0.5) * 1000)]
+    return rows + [(part, quantile([split[part] / 1000 for split in splits], 0.5)) for part in BUDGET_PARTS]
 
 
 def print_latency_budget(saga: SagaResult) -> None:
