@@ -69,12 +69,13 @@ evaluate: $(STAMP) ## tests, every scenario, and every known-bad patch; writes e
 mutation: $(STAMP) ## mutation testing of the money rules and the saga core (10 to 15 min); writes evaluation/reports/mutation/
 	$(PY) -m evaluation.mutation
 
-bench: $(STAMP) ## throughput and latency side by side, what each ledger store costs, saga workers on PostgreSQL, the transfers service against one batch, reads during a header flood; writes evaluation/bench-results/
+bench: $(STAMP) ## throughput and latency side by side, what each ledger store costs, saga workers on PostgreSQL, the transfers service against one batch, reads during a header flood, one replica against two; writes evaluation/bench-results/
 	$(PY) -m evaluation.bench
 	$(PY) -m evaluation.bench_storage
 	$(PY) -m evaluation.bench_workers
 	$(PY) -m evaluation.bench_transfers
 	$(PY) -m evaluation.bench_header_flood
+	$(PY) -m evaluation.bench_replicas
 
 clean: ## remove the venv, caches and local databases
 	rm -rf $(VENV) transfer_saga.egg-info build mutants .mypy_cache .ruff_cache .pytest_cache .hypothesis saga.db saga.db-wal saga.db-shm

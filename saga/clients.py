@@ -1,4 +1,4 @@
-"""The accounts services' clients of one process: one connection pool, one token, and which replica answered.
+"""The accounts services' clients of one process: one connection pool, one token, and which replica to send to.
 
 A saga's requests and the reads of balances and audit trails (saga/services.py,
 saga/reconcile.py) go through the same generated client; a reader needs
@@ -111,7 +111,7 @@ class ServiceClients:
     one connection pool; by default it is :func:`fast_transport` of
     ``connections``, and closed by :meth:`aclose`. ``timeout`` (seconds) is
     every request's; by default :func:`longest_request_timeout` of the
-    default retry policies. ``replicas`` says which URL of each service to try first.
+    default retry policies. ``replicas`` chooses the URL of each service for each request.
     """
 
     def __init__(
@@ -128,7 +128,7 @@ class ServiceClients:
         self._owns_transport = transport is None
         self._transport = transport or fast_transport(max_connections=connections)
         self._clients: dict[str, AnyClient] = {}
-        #: Which URL of each service to try first, shared by every saga and read on these clients.
+        #: Which URL of each service each request goes to, shared by every saga and read on these clients.
         self.replicas = Replicas()
 
     def client_for(self, service_url: str) -> AnyClient:

@@ -1,17 +1,20 @@
 """One service, several URLs: replica processes over one database.
 
-A request goes to one URL of the service. Only when it provably never reached
-that replica (the connection could not be made) does the saga try the next
-URL. Any other failure (a timeout, a broken connection, an answer of any
-status) may hide an applied request, and is left to the saga's retry and
-compensation rules as before.
+Each request goes to one URL of the service: the reachable one chosen least
+recently, so the replicas share the load. Only when a request provably never
+reached its replica (the connection could not be made) does the saga try
+another URL; that URL is then tried last for a while. Any other failure (a
+timeout, a broken connection, an answer of any status) may hide an applied
+request, and is left to the saga's retry and compensation rules as before.
 """
 
 from __future__ import annotations
 
+import itertools
 import os
-from collections.abc import Awaitable, Callable
-from typing import TypeVar
+import time
+from collections.abc import Awaitable, Callable, Collection
+from typing import Final, TypeVar
 
 import aiohttp
 import httpx
@@ -63,26 +66,64 @@ def _os_reason(error: BaseException) -> str | None:
     return None
 
 
-class Replicas:
-    """Which URL of a service to try first: the last one that was reached.
+#: Seconds a URL that could not be connected to is tried only after the others.
+DOWN_SECONDS: Final = 5.0
 
-    Sticky rather than rotating, so that a dead replica costs one failed
-    connection per orchestrator, not one per request; and with one URL per
-    service, as in the simulator, nothing changes at all.
+
+class Replicas:
+    """Which URL of a service each request goes to: the one not found down, chosen least recently.
+
+    Least recently chosen rather than a turn kept per list of URLs: the
+    choice belongs to the URL, so two spellings of one service's list (the
+    source's and the target's, in another order) share the load as one
+    list does. A URL that could not be connected to is down for
+    ``down_for`` seconds: tried after every other URL, so a dead replica
+    costs one failed connection per ``down_for`` seconds, not one per
+    request; after that it is chosen again like the others, and stays
+    down if it still refuses. A URL that is reached is up again at once.
+    With one URL, as in the simulator, that URL is every request's.
     """
 
-    def __init__(self) -> None:
-        self._reached: dict[tuple[str, ...], str] = {}
+    def __init__(self, now: Callable[[], float] = time.monotonic, down_for: float = DOWN_SECONDS) -> None:
+        self._now = now
+        self._down_for = down_for
+        self._choices = itertools.count(1)
+        #: URL -> the number of the choice that last picked it.
+        self._last_chosen: dict[str, int] = {}
+        #: URL -> until when (on ``now``) it is tried last.
+        self._down_until: dict[str, float] = {}
 
-    def in_order(self, urls: tuple[str, ...]) -> tuple[str, ...]:
-        preferred = self._reached.get(urls)
-        if preferred is None:
-            return urls
-        start = urls.index(preferred)
-        return urls[start:] + urls[:start]
+    def choose(self, urls: tuple[str, ...], tried: Collection[str] = ()) -> str | None:
+        """The URL of ``urls`` for the next request, counted as chosen now; None once every URL is ``tried``.
 
-    def reached(self, urls: tuple[str, ...], url: str) -> None:
-        self._reached[urls] = url
+        A URL not down, the least recently chosen (in the order given where
+        none was chosen yet); else the one down longest. A request that
+        could not connect asks again with the URLs it tried, so its next
+        URL is chosen among the others as any request's is.
+        """
+        now = self._now()
+        left = [url for url in urls if url not in tried]
+        up = [url for url in left if not self.is_down(url, now)]
+        if up:
+            url = min(up, key=lambda url: self._last_chosen.get(url, 0))
+        elif left:
+            url = min(left, key=self._down_until.__getitem__)
+        else:
+            return None
+        self._last_chosen[url] = next(self._choices)
+        return url
+
+    def is_down(self, url: str, now: float | None = None) -> bool:
+        until = self._down_until.get(url)
+        return until is not None and (self._now() if now is None else now) < until
+
+    def reached(self, url: str) -> None:
+        """A connection to ``url`` was made: it is up."""
+        self._down_until.pop(url, None)
+
+    def unreachable(self, url: str) -> None:
+        """A connection to ``url`` could not be made: try it last for a while."""
+        self._down_until[url] = self._now() + self._down_for
 
 
 async def first_reachable(urls: tuple[str, ...], replicas: Replicas, call: Callable[[str], Awaitable[T]]) -> T:
@@ -94,15 +135,19 @@ async def first_reachable(urls: tuple[str, ...], replicas: Replicas, call: Calla
     if not urls:
         raise ValueError("a service needs at least one URL")
     failure: BaseException | None = None
-    for url in replicas.in_order(urls):
+    tried: list[str] = []
+    while (url := replicas.choose(urls, tried)) is not None:
+        tried.append(url)
         try:
             result = await call(url)
         except Exception as error:
             if not unreachable(error):
+                replicas.reached(url)
                 raise
+            replicas.unreachable(url)
             failure = error
             continue
-        replicas.reached(urls, url)
+        replicas.reached(url)
         return result
     assert failure is not None
     raise failure

@@ -315,16 +315,21 @@ class SagaRun:
     ) -> StepAnswer | None:
         """One attempt: the request, sent to the service's URLs in turn while they cannot be connected to.
 
-        Each request is logged as a line of this attempt, with its URL. A URL
-        that could not be connected to never got the request, so moving on to
-        the next one at once is not a retry and adds no uncertainty.
+        The replicas choose the URL afresh for every attempt, a retry's
+        too, so the attempts of many sagas spread over the service's
+        replicas. Each request is logged as a line of this attempt, with its
+        URL. A URL that could not be connected to never got the request, so
+        moving on to the next one at once is not a retry and adds no
+        uncertainty.
 
         A debit or credit goes out only before the saga's deadline, checked
         right before each request: None when the deadline stopped the attempt.
         Compensations always go out.
         """
         assert account.urls, "a service has at least one URL"
-        for url in self._replicas.in_order(account.urls):
+        tried: list[str] = []
+        while (url := self._replicas.choose(account.urls, tried)) is not None:
+            tried.append(url)
             waited_from = self.log_wait_us
             await self._flush(step)
             log_wait_us = self.log_wait_us - waited_from
@@ -355,8 +360,9 @@ class SagaRun:
                 await self._check_same_ledger(account, answer.attempt.ledger_id)
             await self._observe(account, answer.attempt.ledger_id, answer.ledger_position, mark)
             if not answer.unreachable:
-                self._replicas.reached(account.urls, url)
+                self._replicas.reached(url)
                 return answer
+            self._replicas.unreachable(url)
         # Every URL refused the connection: the last one's answer stands for the attempt.
         return answer
 

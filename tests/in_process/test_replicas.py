@@ -23,7 +23,7 @@ from saga import (
 from saga.clients import fast_transport
 from saga.orchestrator import same_account_problem
 from saga.records import service_id
-from saga.replicas import Replicas, describe, parse_urls, unreachable
+from saga.replicas import Replicas, describe, first_reachable, parse_urls, unreachable
 from saga.run import TransferResult
 from saga.steps import DEBIT, StepAnswer, send
 from tests.in_process.test_saga_workflow import FAST, POLICIES, bank, ledger
@@ -191,13 +191,97 @@ def test_transport_errors_are_named_by_their_real_kind(error: BaseException, nam
     assert describe(error) == named
 
 
-def test_the_url_that_answered_last_is_tried_first() -> None:
-    replicas = Replicas()
-    urls = ("http://a", "http://b", "http://c")
-    assert replicas.in_order(urls) == urls
-    replicas.reached(urls, "http://b")
-    assert replicas.in_order(urls) == ("http://b", "http://c", "http://a")
-    assert replicas.in_order(("http://c", "http://b")) == ("http://c", "http://b"), "another service is unaffected"
+class Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+A, B, C = "http://a", "http://b", "http://c"
+
+
+def chosen(replicas: Replicas, urls: tuple[str, ...], requests: int) -> list[str | None]:
+    return [replicas.choose(urls) for _ in range(requests)]
+
+
+def test_requests_take_the_urls_in_turn_the_first_in_the_order_given() -> None:
+    assert chosen(Replicas(Clock()), (A, B, C), 7) == [A, B, C, A, B, C, A]
+
+
+def test_the_urls_are_shared_by_every_spelling_of_a_service_and_apart_from_other_services() -> None:
+    replicas = Replicas(Clock())
+    assert chosen(replicas, (A, B), 1) + chosen(replicas, (B, A), 1) + chosen(replicas, (A, B), 2) == [A, B, A, B]
+    assert chosen(replicas, (C,), 3) == [C, C, C], "one URL is every request's"
+
+
+def test_a_request_that_could_not_connect_is_given_each_other_url_once() -> None:
+    replicas = Replicas(Clock())
+    assert [replicas.choose((A, B, C), tried) for tried in ([], [A], [A, B], [A, B, C])] == [A, B, C, None]
+
+
+def test_a_url_that_refused_a_connection_is_chosen_only_after_the_others_until_it_is_due_again() -> None:
+    clock = Clock()
+    replicas = Replicas(clock, down_for=5.0)
+    replicas.unreachable(B)
+    assert replicas.is_down(B)
+    assert chosen(replicas, (A, B, C), 4) == [A, C, A, C]
+    assert replicas.choose((A, B, C), tried=[A, C]) == B, "still tried, last, when the others refuse too"
+    clock.now = 4.9
+    assert chosen(replicas, (A, B, C), 2) == [A, C]
+    clock.now = 5.0
+    assert not replicas.is_down(B)
+    assert chosen(replicas, (A, B, C), 3) == [B, A, C], "back in turn, least recently chosen first"
+
+
+def test_a_url_refusing_again_stays_down_and_one_reached_is_up_at_once() -> None:
+    clock = Clock()
+    replicas = Replicas(clock, down_for=5.0)
+    replicas.unreachable(A)
+    clock.now = 6.0
+    assert replicas.choose((A, B)) == A, "due again"
+    replicas.unreachable(A)
+    assert chosen(replicas, (A, B), 2) == [B, B]
+    replicas.reached(A)
+    assert chosen(replicas, (A, B), 2) == [A, B]
+
+
+def test_when_every_url_is_down_the_one_down_longest_comes_first() -> None:
+    clock = Clock()
+    replicas = Replicas(clock, down_for=5.0)
+    replicas.unreachable(B)
+    clock.now = 1.0
+    replicas.unreachable(A)
+    assert replicas.choose((A, B)) == B
+    assert replicas.choose((A, B), tried=[B]) == A
+
+
+def test_concurrent_reads_spread_over_the_replicas_and_their_failovers_too_then_skip_the_dead_one() -> None:
+    other = "http://other.test"
+    urls = (DEAD, LIVE, other)
+    calls: list[str] = []
+
+    async def call(url: str) -> str:
+        calls.append(url)
+        await asyncio.sleep(0)
+        if url == DEAD:
+            raise httpx.ConnectError("connection refused")
+        return url
+
+    async def read(replicas: Replicas, reads: int) -> list[str]:
+        return list(await asyncio.gather(*(first_reachable(urls, replicas, call) for _ in range(reads))))
+
+    async def read_twice() -> tuple[list[str], list[str]]:
+        replicas = Replicas(Clock())
+        return await read(replicas, 12), await read(replicas, 6)
+
+    at_once, later = asyncio.run(read_twice())
+    # A third of the first twelve went to the dead URL before anyone knew; they moved on evenly.
+    assert calls[:12].count(DEAD) == 4
+    assert (at_once.count(LIVE), at_once.count(other)) == (6, 6)
+    assert calls.count(DEAD) == 4, "down once it refused"
+    assert (later.count(LIVE), later.count(other)) == (3, 3)
 
 
 # -- failover in a saga, against an in-process service ---------------------------------------------
@@ -261,12 +345,14 @@ def test_a_lost_answer_is_retried_not_moved_to_another_url() -> None:
     transport = OneDeadReplica(app, lose_first=1)
     result, _ = transfer_through(transport, (LIVE, DEAD))
     assert result.state is SagaState.COMPLETED
+    # The lost answer is a failed attempt, retried after its backoff; the
+    # retry is a new choice of URL, and moves on from the dead one at once.
     assert [(a.step, a.number, a.url, a.error) for a in result.attempts] == [
         ("debit", 1, LIVE, "ReadTimeout"),
+        ("debit", 2, DEAD, "unreachable: ConnectError: connection refused"),
         ("debit", 2, LIVE, None),
         ("credit", 1, LIVE, None),
     ]
-    assert "dead.test" not in transport.hosts
     assert ledger(app).balance("alice") == 900, "the replayed debit applied once"
 
 

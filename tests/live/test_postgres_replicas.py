@@ -1,18 +1,26 @@
-"""Two ``python -m server`` replicas on one PostgreSQL database: all serialisation is in the database."""
+"""Two ``python -m server`` replicas on one PostgreSQL database: all serialisation is in the database.
+
+And a saga given both replicas spreads its requests over them.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import json
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
 import asyncpg
 import httpx
 
+from saga import Orchestrator, SagaState, ServiceClients, SqliteSagaLog, services
+from saga.drive import batch
 from server.process import ServerProcess
 from server.stores.postgres import SCHEMA
 from tests.conftest import StartServer
+from tests.support.metrics import scrape, value
+from tests.support.money import violations_after
 
 
 async def post_everywhere(urls: list[str], path: str, calls: list[tuple[str, dict[str, Any]]]) -> list[httpx.Response]:
@@ -39,8 +47,17 @@ async def fetch(dsn: str, query: str) -> list[asyncpg.Record]:
         await connection.close()
 
 
-def two_replicas(start_server: StartServer, accounts: dict[str, int], dsn: str) -> list[ServerProcess]:
-    return [start_server(accounts, extra_args=["--database", dsn, "--replica-id", name]) for name in ("r1", "r2")]
+def two_replicas(start_server: StartServer, accounts: dict[str, int], dsn: str, **options: Any) -> list[ServerProcess]:
+    return [
+        start_server(accounts, extra_args=["--database", dsn, "--replica-id", name], **options) for name in ("r1", "r2")
+    ]
+
+
+def ledger_requests(replica: ServerProcess) -> int:
+    """The debits, credits and compensations ``replica`` answered, by its own count."""
+    samples = scrape(f"{replica.url}/metrics")
+    operations = ("debit", "credit", "compensate_debit", "compensate_credit")
+    return int(sum(value(samples, "accounts_requests_total", operation=operation) for operation in operations))
 
 
 def test_two_hundred_copies_of_one_debit_across_two_replicas_apply_once(pg_dsn: str, start_server: StartServer) -> None:
@@ -94,3 +111,35 @@ def test_replicas_started_together_on_an_empty_database_both_come_up(pg_dsn: str
         }
     versions = asyncio.run(fetch(pg_dsn, "SELECT version FROM schema_version"))
     assert sorted(row["version"] for row in versions) == [migration.version for migration in SCHEMA.migrations()]
+
+
+def test_a_batch_of_sagas_spreads_its_requests_over_both_replicas(
+    pg_dsn: str, start_server: StartServer, tmp_path: Path
+) -> None:
+    accounts = {f"user-{number}": 50_000 for number in range(10)}
+    # Faults make retries and compensations, whose requests are chosen like any other.
+    replicas = two_replicas(start_server, accounts, pg_dsn, credit_fault_rate=0.1, fault_seed=3)
+    service = tuple(replica.url for replica in replicas)
+
+    async def run() -> batch.BatchReport:
+        async with ServiceClients() as reader:
+            before = await services.snapshot(reader, [service])
+        plan = batch.plan(batch.Workload(300, max_amount=2_000, seed=7), service, service, before)
+        log = await SqliteSagaLog.open(tmp_path / "saga.db")
+        try:
+            async with Orchestrator(log, concurrency=16) as orchestrator:
+                report = await batch.run(orchestrator, plan, [service], before=before)
+            assert await violations_after(log, before) == []
+            return report
+        finally:
+            await log.close()
+
+    report = asyncio.run(run())
+    assert (report.violations, report.pending, report.money_conserved) == ([], 0, True)
+    assert report.states[SagaState.COMPLETED] >= 250
+    assert report.retries > 0
+    answered = [ledger_requests(replica) for replica in replicas]
+    assert sum(answered) == report.requests, "every request of the sagas reached one replica"
+    shares = [count / sum(answered) for count in answered]
+    assert all(0.3 <= share <= 0.7 for share in shares), answered
+    assert {attempt.url for result in report.results for attempt in result.attempts} == set(service)
