@@ -39,7 +39,7 @@ WRK_ACCOUNTS = 1_000
 ACCOUNTS = {f"u{i}": 10**12 for i in range(WRK_ACCOUNTS)} | {f"user{i}": 10**12 for i in range(64)}
 TARGETS = {
     "sqlite_vs_memory_debit": 0.6,
-    "postgresql_vs_memory_debit": 0.5,
+    "postgresql_vs_memory_debit": 0.6,
     "saga_over_postgresql_vs_memory": 0.7,
 }
 

@@ -3,12 +3,15 @@
     .venv/bin/python -m evaluation.pg_driver [--dsn postgresql://postgres@127.0.0.1:5432/postgres]
         [--operations 6000] [--concurrency 64] [--pool 16] [--accounts 8]
 
-Three ways to the same debit, ``--concurrency`` at a time through a pool of
+Four ways to the same debit, ``--concurrency`` at a time through a pool of
 ``--pool`` connections, each on a database of its own (created on the server
 ``--dsn`` names, dropped afterwards):
 
-- ``one call``: the store as it is, asyncpg and one ``ledger_execute`` call
-  (the rules in PL/pgSQL) per debit: one round trip;
+- ``group commit``: the store as it is, asyncpg and one ``ledger_execute_group``
+  call for the debits queued together, up to 64: one round trip and one
+  commit per group;
+- ``one call``: the store without group commit, one ``ledger_execute`` call
+  (the rules in PL/pgSQL) per debit: one round trip and one commit each;
 - ``psycopg call``: the same call through psycopg 3's async connections and
   psycopg-pool, the other driver the store could have used;
 - ``statements``: the rules in Python (``server.ledger.decide``), between
@@ -68,17 +71,30 @@ async def measure(shape: str, debit: Debit, users: Sequence[str], operations: in
     return Measurement(shape, operations, time.perf_counter() - started, time.process_time() - cpu_started)
 
 
-async def one_call(dsn: str, users: Sequence[str], args: argparse.Namespace) -> Measurement:
-    store = await PostgresStore.open(dsn, dict.fromkeys(users, OPENING_BALANCE), pool_size=args.pool)
+async def through_the_store(
+    dsn: str, users: Sequence[str], args: argparse.Namespace, *, group_commit: bool
+) -> Measurement:
+    store = await PostgresStore.open(
+        dsn, dict.fromkeys(users, OPENING_BALANCE), pool_size=args.pool, group_commit=group_commit
+    )
     try:
 
         async def debit(transaction_id: str, user_id: str) -> object:
             return await store.execute(DEBIT, transaction_id, user_id, 1)
 
+        shape = "group commit" if group_commit else "one call"
         await measure("warm-up", debit, users, args.concurrency * 4, args.concurrency)
-        return await measure("one call", debit, users, args.operations, args.concurrency)
+        return await measure(shape, debit, users, args.operations, args.concurrency)
     finally:
         await store.close()
+
+
+async def group_commit(dsn: str, users: Sequence[str], args: argparse.Namespace) -> Measurement:
+    return await through_the_store(dsn, users, args, group_commit=True)
+
+
+async def one_call(dsn: str, users: Sequence[str], args: argparse.Namespace) -> Measurement:
+    return await through_the_store(dsn, users, args, group_commit=False)
 
 
 async def psycopg_call(dsn: str, users: Sequence[str], args: argparse.Namespace) -> Measurement:
@@ -162,7 +178,7 @@ async def statements(dsn: str, users: Sequence[str], args: argparse.Namespace) -
 async def run(args: argparse.Namespace) -> list[Measurement]:
     users = [f"user-{number}" for number in range(args.accounts)]
     results = []
-    for shape in (one_call, psycopg_call, statements):
+    for shape in (group_commit, one_call, psycopg_call, statements):
         async with scratch_database("pg_driver", args.dsn) as dsn:
             results.append(await shape(dsn, users, args))
     return results

@@ -1,16 +1,23 @@
 """The PostgreSQL store: the ledger in a PostgreSQL database, shared by any number of replicas.
 
-Each ledger operation is one call of the server-side function
-``ledger_execute`` (sql/postgresql/functions/ledger_execute.sql), which holds the rules of
-:func:`server.ledger.decide` in PL/pgSQL: one round trip and one transaction
-per request. The store calls it through ``ledger_execute_with_position``
-(0003), which reads the ledger's position after the rules wrote, in the same
-call. One call of that function costs about a third of the client CPU
-of the same work as four statements from Python, and round trips, not the
-database, set the price.
+Each ledger operation is decided by the server-side function
+``ledger_execute`` (sql/postgresql/functions/ledger_execute.sql), which holds
+the rules of :func:`server.ledger.decide` in PL/pgSQL, and its position read
+after it wrote, by ``ledger_execute_with_position`` (0003). Round trips and
+commits, not the database's work, set the price, so operations go in groups
+(group commit, 0006): the store queues them, and one call of
+``ledger_execute_group`` takes every operation queued when it is sent, up to
+:data:`GROUP_SIZE`, and decides them in arrival order in one transaction, one
+round trip and one commit. An operation that arrives while the group is in
+flight waits for the next one. Each operation of a group runs in a
+subtransaction of its own, so one that raises rolls back alone, and each
+answers exactly what it would have answered in a call of its own at that
+point: a second request under the same id in the same group sees the first
+one's entry. Without ``group_commit`` each operation is one call and one
+transaction, as before 0006.
 
-Concurrency. Every call runs in its own transaction at READ COMMITTED, and
-takes two locks in a fixed order before it reads anything it decides on:
+Concurrency. Every transaction runs at READ COMMITTED, and takes its locks
+before it reads anything it decides on, in one order:
 
 1. ``pg_advisory_xact_lock(1, hashtext(transaction_id))``: every operation of
    one transfer waits for the one before it, whichever account it touches, so
@@ -19,22 +26,27 @@ takes two locks in a fixed order before it reads anything it decides on:
 2. ``SELECT … FOR UPDATE`` of the account row: every operation on one account
    waits for the one before it, so two debits never both spend the same money.
 
-Each statement in the function reads a fresh snapshot at READ COMMITTED, and
-a transaction's commit is visible before its locks are released, so what the
-function reads after taking a lock includes everything its predecessor wrote.
-A transaction takes the id lock before the row lock and holds at most one of
-each, so no two can wait for each other in a cycle. The unique key on
-``(transaction_id, operation)`` and the balance checks are the last line of
-defence: were the locking ever wrong, the database would refuse the second
-write rather than record it. All of the serialisation is in the database, so
-the argument holds for any number of replicas on one database.
+A group takes the locks of all its operations at once, the id locks in
+ascending order of key, then the account rows in ascending order of user_id;
+a single operation takes one of each, in that order. Each statement reads a
+fresh snapshot at READ COMMITTED, and a transaction's commit is visible
+before its locks are released, so what a transaction reads after taking a
+lock includes everything its predecessor wrote. No transaction waits for an
+id lock while it holds a row lock, and each kind is taken in one order, so no
+two can wait for each other in a cycle, however their groups overlap. The
+unique key on ``(transaction_id, operation)`` and the balance checks are the
+last line of defence: were the locking ever wrong, the database would refuse
+the second write rather than record it. All of the serialisation is in the
+database, so the argument holds for any number of replicas on one database,
+and for replicas of the code before 0006 beside those of today.
 
 Migrations and the opening of accounts run at start under a session advisory
 lock (one-bigint form, a key space apart from the id locks), so replicas
 starting together on an empty database take turns. A failure of the database
 during an operation (see :func:`is_storage_failure`) raises
-:class:`~server.stores.StorageUnavailable`; the transaction is then rolled
-back or committed whole, never half applied.
+:class:`~server.stores.StorageUnavailable`, for every operation of its group;
+the transaction is then rolled back or committed whole, never half applied,
+and a retry of each replays or decides it once.
 
 The ledger's position is the last value of the sequence that numbers the
 entries (0 before the first). A sequence is not transactional: it counts
@@ -45,10 +57,11 @@ when a restore (pg_restore sets it from the dump) takes the whole ledger back.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
-from typing import Any, Final, TypeVar
+from typing import Any, Final, NamedTuple, TypeVar
 
 import asyncpg
 
@@ -97,6 +110,17 @@ ACQUIRE_TIMEOUT_SECONDS: Final = 10.0
 COMMAND_TIMEOUT_SECONDS: Final = 30.0
 CONNECT_TIMEOUT_SECONDS: Final = 10.0
 
+#: Connections per store: the groups in flight, and the reads beside them.
+POOL_SIZE: Final = 16
+#: The most operations one call of ledger_execute_group carries. Each runs in
+#: a subtransaction, and PostgreSQL keeps up to 64 of a transaction's in
+#: shared memory; past that, every snapshot taken anywhere while the group
+#: runs has to look the rest up on disk.
+GROUP_SIZE: Final = 64
+#: Groups sent at once, each on its own connection. An operation that arrives
+#: while they are all in flight waits for the next group.
+GROUPS_IN_FLIGHT: Final = 1
+
 #: What the client side raises when the way to the database fails, whatever
 #: the database would have said: a connection closed, or left mid-operation by
 #: one that was lost ("another operation is in progress", "cannot switch to
@@ -131,6 +155,7 @@ _UNAVAILABLE_STATES: Final = frozenset(
 )
 
 _EXECUTE = "SELECT * FROM ledger_execute_with_position($1, $2, $3, $4, $5, $6)"
+_EXECUTE_GROUP = "SELECT * FROM ledger_execute_group($1, $2, $3, $4, $5, $6) ORDER BY ordinal"
 _POSITION = "SELECT current_ledger_position() AS ledger_position"
 _ENTRY_COLUMNS = "sequence, transaction_id, operation, user_id, amount, outcome, balance, rejection"
 # The reads with the position in the same query. The position is read once,
@@ -151,6 +176,16 @@ SELECT position.ledger_position, {", ".join(f"e.{column}" for column in _ENTRY_C
 FROM position LEFT JOIN entries e ON e.transaction_id = $1
 ORDER BY e.sequence
 """
+
+
+class _Request(NamedTuple):
+    """One ledger operation as ledger_execute takes it, the balance limit aside."""
+
+    operation: Operation
+    transaction_id: str
+    user_id: str
+    amount: int
+    apply_new: bool
 
 
 def is_storage_failure(error: BaseException) -> bool:
@@ -177,16 +212,51 @@ def is_storage_failure(error: BaseException) -> bool:
 
 
 class PostgresStore:
-    def __init__(self, pool: asyncpg.Pool, ledger_id: str, *, max_balance: int) -> None:
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        ledger_id: str,
+        *,
+        max_balance: int,
+        group_commit: bool = True,
+        group_size: int = GROUP_SIZE,
+        groups_in_flight: int = GROUPS_IN_FLIGHT,
+    ) -> None:
+        if not 1 <= group_size <= GROUP_SIZE:
+            raise ValueError(f"group_size must be from 1 to {GROUP_SIZE}")
+        if groups_in_flight < 1:
+            raise ValueError("groups_in_flight must be at least 1")
         self.ledger_id = ledger_id
         self._pool = pool
         self._max_balance = max_balance
+        self._group_commit = group_commit
+        self._group_size = group_size
+        self._groups_in_flight = groups_in_flight
+        self._queue: list[tuple[_Request, asyncio.Future[PositionedExecution]]] = []
+        self._committers: set[asyncio.Task[None]] = set()
+        #: Calls of ledger_execute_group made (or attempted), and the requests they carried.
+        self.groups = 0
+        self.requests_grouped = 0
 
     @classmethod
     async def open(
-        cls, dsn: str, accounts: Mapping[str, int], *, max_balance: int = MAX_BALANCE, pool_size: int = 16
+        cls,
+        dsn: str,
+        accounts: Mapping[str, int],
+        *,
+        max_balance: int = MAX_BALANCE,
+        pool_size: int = POOL_SIZE,
+        group_commit: bool = True,
+        group_size: int = GROUP_SIZE,
+        groups_in_flight: int = GROUPS_IN_FLIGHT,
     ) -> PostgresStore:
-        """Connect, migrate, and open the accounts that do not exist yet; StoreError says why not."""
+        """Connect, migrate, and open the accounts that do not exist yet; StoreError says why not.
+
+        With ``group_commit`` (the default) ledger operations are sent in
+        groups of up to ``group_size``, at most ``groups_in_flight`` at once,
+        each on a connection of its own; without it, each is a call and a
+        transaction of its own.
+        """
         where = str(DatabaseUrl("postgresql", dsn=dsn))
         check_opening(accounts, max_balance)
         try:
@@ -212,7 +282,14 @@ class PostgresStore:
         except DATABASE_FAILURES as error:
             await pool.close()
             raise StoreError(f"cannot set up the PostgreSQL store at {where}: {_one_line(error)}") from None
-        return cls(pool, ledger_id, max_balance=max_balance)
+        return cls(
+            pool,
+            ledger_id,
+            max_balance=max_balance,
+            group_commit=group_commit,
+            group_size=group_size,
+            groups_in_flight=groups_in_flight,
+        )
 
     async def execute(
         self, operation: Operation, transaction_id: str, user_id: str, amount: int, *, apply_new: bool = True
@@ -223,18 +300,61 @@ class PostgresStore:
     async def execute_with_position(
         self, operation: Operation, transaction_id: str, user_id: str, amount: int, *, apply_new: bool = True
     ) -> PositionedExecution:
-        row = await self._fetch_row(
-            _EXECUTE, operation, transaction_id, user_id, amount, apply_new, self._max_balance, what=operation
-        )
-        if row is None:
-            raise StorageUnavailable(f"{operation} {transaction_id}: ledger_execute returned nothing")
-        position = int(row["ledger_position"])
-        if row["not_applied"]:
-            return None, position
-        entry = _entry(transaction_id, row)
-        if row["key_reused"]:
-            raise IdempotencyKeyReused(transaction_id, operation, entry)
-        return (entry, bool(row["replayed"])), position
+        request = _Request(operation, transaction_id, user_id, amount, apply_new)
+        if not self._group_commit:
+            row = await self._fetch_row(_EXECUTE, *request, self._max_balance, what=operation)
+            if row is None:
+                raise StorageUnavailable(f"{operation} {transaction_id}: ledger_execute returned nothing")
+            return _positioned_execution(request, row)
+        done: asyncio.Future[PositionedExecution] = asyncio.get_running_loop().create_future()
+        self._queue.append((request, done))
+        if len(self._committers) < self._groups_in_flight:
+            self._committers.add(asyncio.create_task(self._commit_queued(), name="postgres-ledger-committer"))
+        # Shielded: a request cancelled while its group commits must not tear
+        # down the call other requests share; its own outcome is then unknown
+        # to its caller, exactly as after a lost response.
+        return await asyncio.shield(done)
+
+    async def _commit_queued(self) -> None:
+        """Send the queued requests in groups, one group at a time, until none is left."""
+        try:
+            while self._queue:
+                group, self._queue = self._queue[: self._group_size], self._queue[self._group_size :]
+                requests = [request for request, _ in group]
+                try:
+                    outcomes = await self._execute_group(requests)
+                except Exception as error:  # whatever it was, every caller of the group is answered with it
+                    outcomes = [error for _ in group]
+                self.groups += 1
+                self.requests_grouped += len(group)
+                # Only this loop settles a request's future: execute awaits it
+                # through asyncio.shield, so a cancelled caller leaves it pending.
+                for (_, done), outcome in zip(group, outcomes, strict=True):
+                    if isinstance(outcome, Exception):
+                        done.set_exception(outcome)
+                    else:
+                        done.set_result(outcome)
+        finally:
+            # Here, not in a done callback: a request queued before the
+            # callback ran would find no room for a committer, and wait for ever.
+            committer = asyncio.current_task()
+            assert committer is not None
+            self._committers.discard(committer)
+
+    async def _execute_group(self, requests: list[_Request]) -> list[PositionedExecution | Exception]:
+        """One call of ledger_execute_group for ``requests``; one outcome per request, in order.
+
+        A storage failure of the call fails every request with a
+        StorageUnavailable of its own: the call is one transaction, so none
+        of them was applied, or all that succeeded were, and a retry replays them.
+        """
+        columns = list(zip(*requests, strict=True))
+        what = f"a group of {len(requests)}"
+        try:
+            rows = await self._fetch(_EXECUTE_GROUP, *map(list, columns), self._max_balance, what=what)
+        except StorageUnavailable as unavailable:
+            return [_unavailable_in_group(request, unavailable) for request in requests]
+        return [_group_outcome(request, row) for request, row in zip(requests, rows, strict=True)]
 
     async def position(self) -> int:
         row = await self._fetch_row(_POSITION, what="position")
@@ -333,6 +453,9 @@ class PostgresStore:
         return None if row is None else _opening(row)
 
     async def close(self) -> None:
+        # The groups in flight are answered before their connections close.
+        while self._committers:
+            await asyncio.gather(*self._committers)
         await self._pool.close()
 
     async def _fetch_row(self, query: str, *arguments: Any, what: str) -> asyncpg.Record | None:
@@ -370,6 +493,42 @@ class PostgresStore:
             if is_storage_failure(error):
                 raise StorageUnavailable(f"{what}: {_one_line(error)}") from error
             raise
+
+
+def _positioned_execution(request: _Request, row: asyncpg.Record) -> PositionedExecution:
+    """What one row of ledger_execute_with_position answers: raises IdempotencyKeyReused for a reused id."""
+    position = int(row["ledger_position"])
+    if row["not_applied"]:
+        return None, position
+    entry = _entry(request.transaction_id, row)
+    if row["key_reused"]:
+        raise IdempotencyKeyReused(request.transaction_id, request.operation, entry)
+    return (entry, bool(row["replayed"])), position
+
+
+def _group_outcome(request: _Request, row: asyncpg.Record) -> PositionedExecution | Exception:
+    """One request's row of ledger_execute_group, as its caller is answered: an execution or the error to raise.
+
+    An error the operation met in its own block comes back as the error
+    PostgreSQL raised, judged as it would have been alone: a storage failure
+    is StorageUnavailable, anything else is raised as it is.
+    """
+    if row["error_state"] is not None:
+        error = asyncpg.PostgresError.new({"C": row["error_state"], "M": row["error_message"]})
+        if is_storage_failure(error):
+            return StorageUnavailable(f"{request.operation} {request.transaction_id}: {_one_line(error)}")
+        return error
+    try:
+        return _positioned_execution(request, row)
+    except IdempotencyKeyReused as reused:
+        return reused
+
+
+def _unavailable_in_group(request: _Request, unavailable: StorageUnavailable) -> StorageUnavailable:
+    """A StorageUnavailable of its own for each request of a failed group, each raised and logged on its own."""
+    failure = StorageUnavailable(f"{request.operation} {request.transaction_id}, {unavailable}")
+    failure.__cause__ = unavailable.__cause__
+    return failure
 
 
 def _connection_lost(error: BaseException) -> bool:

@@ -198,6 +198,10 @@ FUNCTIONS_AS_LAST_APPLIED = {
         "0005_every_database_as_a_new_one.sql",
         "2d5e9bce052e0ca21674f99d10e6968a9cb02c9e5916a314a7aa2cb91c48a3de",
     ),
+    "server/stores/sql/postgresql/functions/ledger_execute_group.sql": (
+        "0006_group_commit.sql",
+        "4f282315259c60aa530601a87de9da9b00daeadff8eb33451bccba4d27032892",
+    ),
     "server/stores/sql/postgresql/functions/current_ledger_position.sql": (
         "0003_ledger_position.sql",
         "7c9998ab4a3847038b8b81de3fafe675164d4cc9e2f348f2d6e31ffeddebdcc5",

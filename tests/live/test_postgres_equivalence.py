@@ -6,7 +6,9 @@ sequences of operations over a few ids, users and amounts (with a small
 balance limit, so every branch is within reach: fences, both limits,
 transfer_completed, reused keys with another body, unknown users), applies
 each to the memory store and to the PostgreSQL store, and compares every
-answer, every trail and every balance.
+answer, every trail and every balance. And the same sequences, sent all at
+once so that they go to ``ledger_execute_group`` as one group, get the
+answers they get one call at a time, down to sequence numbers and positions.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from server.ledger import OPERATIONS, Entry, IdempotencyKeyReused, Operation
 from server.stores import LedgerStore
 from server.stores.memory import MemoryStore
 from server.stores.postgres import PostgresStore
+from tests.support.postgres import fresh_database
 
 MAX_BALANCE = 100
 ACCOUNTS = {"alice": 60, "bob": 0, "full": 95}
@@ -146,3 +149,67 @@ def test_the_sql_rules_answer_as_the_python_rules(pg_dsn: str) -> None:
     check()
     # Every branch of decide was compared at least once.
     assert seen >= BRANCHES, sorted(BRANCHES - seen)
+
+
+async def every_answer(store: PostgresStore, sequence: list[Request], *, together: bool) -> list[tuple[Any, ...]]:
+    """What each request is answered, with its entry's sequence and the position, sent one by one or all at once."""
+
+    async def full_answer(request: Request) -> tuple[Any, ...]:
+        try:
+            execution, position = await store.execute_with_position(*request)
+        except IdempotencyKeyReused as reused:
+            return ("idempotency_key_reused", reused.operation, entry_view(reused.recorded), reused.recorded.sequence)
+        assert execution is not None
+        entry, replayed = execution
+        return (*entry_view(entry), entry.sequence, replayed, position)
+
+    if together:
+        return list(await asyncio.gather(*(full_answer(request) for request in sequence)))
+    return [await full_answer(request) for request in sequence]
+
+
+async def one_by_one_and_grouped(one_by_one_dsn: str, grouped_dsn: str, sequence: list[Request]) -> None:
+    answers = []
+    for dsn, together in ((one_by_one_dsn, False), (grouped_dsn, True)):
+        connection = await asyncpg.connect(dsn)
+        try:
+            await connection.execute("TRUNCATE entries, accounts, opening_balances RESTART IDENTITY")
+        finally:
+            await connection.close()
+        store = await PostgresStore.open(dsn, ACCOUNTS, max_balance=MAX_BALANCE, group_commit=together)
+        try:
+            answers.append(await every_answer(store, sequence, together=together))
+            assert store.groups == (1 if together else 0)
+        finally:
+            await store.close()
+    one_by_one, grouped = answers
+    for number, (alone, in_group) in enumerate(zip(one_by_one, grouped, strict=True)):
+        assert in_group == alone, f"request {number}: {sequence[number]}"
+
+
+def test_a_group_answers_each_request_as_one_by_one_calls_do(pg_dsn: str) -> None:
+    """Sent all at once, the requests of a sequence go in one group, and each gets the answer it gets alone.
+
+    Sequence numbers and positions included: the group decides its requests
+    in order, each seeing the ones before it, the same id twice included.
+    """
+
+    async def migrate(dsn: str) -> None:
+        await (await PostgresStore.open(dsn, ACCOUNTS, max_balance=MAX_BALANCE)).close()
+
+    with fresh_database("grouped") as grouped_dsn:
+        asyncio.run(migrate(pg_dsn))
+        asyncio.run(migrate(grouped_dsn))
+
+        @settings(
+            max_examples=40,
+            deadline=None,
+            suppress_health_check=[HealthCheck.too_slow],
+            database=None,
+            derandomize=True,
+        )
+        @given(sequence=request_sequences())
+        def check(sequence: list[Request]) -> None:
+            asyncio.run(one_by_one_and_grouped(pg_dsn, grouped_dsn, sequence))
+
+        check()
