@@ -26,7 +26,7 @@ from saga.replicas import url_problem
 from saga.retry import RetryPolicies
 from saga.run import CompensationBlocked, SagaRun, TransferResult
 from saga.states import SagaState
-from saga.steps import AnyClient
+from saga.steps import AnyClient, timing_clock
 from saga.waits import WaitObserver
 from server.shared.contract_rules import MAX_AMOUNT, USER_ID, USER_ID_RULE
 
@@ -150,7 +150,7 @@ class Orchestrator:
         )
         with self._claim(record):
             async with self._slots:
-                clock = asyncio.get_running_loop().time
+                clock = timing_clock()
                 started = clock()
                 # Created already leased to this orchestrator, at epoch 1.
                 record.owner, record.epoch = self.owner, 1
@@ -272,7 +272,10 @@ class Orchestrator:
     # -- machinery ----------------------------------------------------------------
 
     async def _drive(self, record: SagaRecord, *, started: float | None = None, log_wait_us: int = 0) -> TransferResult:
-        """Run the saga; ``started`` (on the loop's clock) and ``log_wait_us`` count what came before, its creation."""
+        """Run the saga; ``started`` and ``log_wait_us`` count what came before it, its creation.
+
+        ``started`` is read on :func:`~saga.steps.timing_clock`.
+        """
         nudge = self._nudges[record.transaction_id] = asyncio.Event()
         try:
             return await self._run(record, nudge, started, log_wait_us)
@@ -285,9 +288,9 @@ class Orchestrator:
     ) -> TransferResult:
         record.source = self.directory.resolve(record.source)
         record.target = self.directory.resolve(record.target)
-        loop = asyncio.get_running_loop()
+        clock = timing_clock()
         if started is None:
-            started = loop.time()
+            started = clock()
         run = SagaRun(
             record,
             self.log,
@@ -351,7 +354,7 @@ class Orchestrator:
             record.amount,
             tuple(run.attempts),
             error or record.last_error,
-            loop.time() - started,
+            clock() - started,
             log_wait_us + run.log_wait_us,
         )
 

@@ -31,6 +31,7 @@ from saga.steps import (
     Verdict,
     ledger_position,
     send,
+    timing_clock,
 )
 from saga.waits import Backoff, NoWaits, RequestOut, WaitObserver
 
@@ -523,7 +524,7 @@ class SagaRun:
             code,
         )
         changes, self._deferred = [*self._deferred, change], []
-        clock = asyncio.get_running_loop().time
+        clock = timing_clock()
         started = clock()
         try:
             await self._log.commit_all(changes)

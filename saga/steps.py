@@ -20,6 +20,7 @@ request to another URL of the service at once (see saga/replicas.py).
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from enum import Enum
@@ -113,7 +114,7 @@ async def send(
     ``sent_at_ms`` is when the request goes out on the caller's clock, and
     ``log_wait_us`` how long it waited for the saga log, for the attempt's record.
     """
-    clock = asyncio.get_running_loop().time
+    clock = timing_clock()
     started = clock()
 
     def attempt(
@@ -159,6 +160,18 @@ async def send(
     code = parsed.code.value if isinstance(parsed, Problem) else None
     answered = attempt(status, code, ledger_id=ledger_id, server_us=server_us)
     return StepAnswer(_verdict(status), answered, ledger_position=position)
+
+
+def timing_clock() -> Callable[[], float]:
+    """The clock, in seconds, that a request's latency and a commit's wait are measured on.
+
+    ``time.perf_counter``, except on the simulator's loop, whose virtual time
+    is the only time there is. Not the running loop's ``time()``: uvloop's
+    moves in whole milliseconds, once per turn of the loop, and would record
+    a sub-millisecond request as taking no time at all.
+    """
+    loop = asyncio.get_running_loop()
+    return loop.time if getattr(loop, "virtual_time", False) else time.perf_counter
 
 
 def ledger_position(headers: Mapping[str, str]) -> int | None:

@@ -101,6 +101,9 @@ class VirtualTimeEventLoop(asyncio.SelectorEventLoop):
     nondeterministic order, so ``run_in_executor`` refuses.
     """
 
+    #: Read by saga.steps.timing_clock: durations are measured on this loop's clock, not the machine's.
+    virtual_time = True
+
     def __init__(self) -> None:
         self.clock = VirtualClock()
         super().__init__(selector=VirtualClockSelector(self.clock))

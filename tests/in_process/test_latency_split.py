@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections.abc import Sequence
 
 import httpx
@@ -42,11 +43,12 @@ class SlowCommits(MemorySagaLog):
 class TimedBank(httpx.AsyncBaseTransport):
     """Applies every request after ANSWER_SECONDS and says it spent 0.4 ms on it."""
 
-    def __init__(self, server_timing: str | None = SERVER_TIMING) -> None:
+    def __init__(self, server_timing: str | None = SERVER_TIMING, answer_seconds: float = ANSWER_SECONDS) -> None:
         self.server_timing = server_timing
+        self.answer_seconds = answer_seconds
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        await asyncio.sleep(ANSWER_SECONDS)
+        await asyncio.sleep(self.answer_seconds)
         body = json.loads(request.content)
         operation = request.url.path.strip("/")
         headers = {"ledger-id": "ledger-1", "ledger-position": "1"}
@@ -173,3 +175,35 @@ def test_the_lean_client_reads_the_whole_answer_before_returning_it() -> None:
         return answer.content
 
     assert len(asyncio.run(run())) == 100_000
+
+
+# -- the clock ---------------------------------------------------------------------
+
+
+class WholeMillisecondLoop(asyncio.SelectorEventLoop):
+    """A loop whose clock moves in whole milliseconds, as uvloop's does."""
+
+    def time(self) -> float:
+        return int(super().time() * 1000) / 1000
+
+
+def test_a_request_quicker_than_the_loops_clock_tick_is_timed_on_a_finer_clock() -> None:
+    class QuickBank(TimedBank):
+        """Answers after a tenth of a millisecond of work, which a whole-millisecond clock does not see."""
+
+        async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+            until = time.perf_counter() + 0.0001
+            while time.perf_counter() < until:
+                pass
+            return await super().handle_async_request(request)
+
+    async def run() -> TransferResult:
+        bank = QuickBank(answer_seconds=0)
+        async with Orchestrator(MemorySagaLog(exclusive=True), transport=bank) as orchestrator:
+            return await orchestrator.transfer(AccountRef(URL, "alice"), AccountRef(URL, "bob"), 100)
+
+    with asyncio.Runner(loop_factory=WholeMillisecondLoop) as runner:
+        result = runner.run(run())
+
+    assert all(attempt.latency_us >= 100 for attempt in result.attempts)
+    assert result.seconds >= 0.0002
